@@ -1,0 +1,42 @@
+"""activezarr: active storage for Zarr — reductions computed where the data lives."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from .active import ActiveReduction, ActiveSelection
+from .chunk_reduction import ChunkReduction
+from .errors import (
+    ActiveZarrError,
+    ChunkDecodeError,
+    CodecNotAllowedError,
+    SelectionError,
+    StorageUnavailableError,
+    UnknownReductionError,
+    UnsupportedArrayError,
+)
+from .report import Report
+from .store import ActiveStore
+
+try:
+    __version__ = version("activezarr")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0+unknown"
+
+
+def open_array(url: str, storage_options: dict[str, Any] | None = None,
+               active: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+    """Open the zarr array at ``url`` read-only on an :class:`ActiveStore`."""
+    import zarr
+
+    store = ActiveStore.from_url(url, storage_options=storage_options, active=active,
+                                 read_only=True)
+    return zarr.open_array(store, mode="r", **kwargs)
+
+
+__all__ = [
+    "ActiveReduction", "ActiveSelection", "ActiveStore", "ActiveZarrError", "ChunkDecodeError",
+    "ChunkReduction", "CodecNotAllowedError", "Report", "SelectionError",
+    "StorageUnavailableError", "UnknownReductionError", "UnsupportedArrayError", "open_array",
+]

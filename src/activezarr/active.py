@@ -1,0 +1,170 @@
+"""``ActiveReduction``: numpy-style reductions of a zarr array, computed storage-side."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import zarr
+
+from ._sync import run_sync
+from .backends.base import Backend, ChunkJob, backends
+from .backends.client import ClientBackend
+from .engine import Engine, Progress
+from .kernel import ChunkKernel
+from .layout import ArrayLayout
+from .missing import cf_missing, explicit_missing
+from .planner import output_shape, plan_chunks
+from .reductions import get_reduction
+from .report import Report
+from .selection import DimSelection, normalize_selection, reduced_dims
+from .store import ActiveStore
+from .wire import MissingSpec
+
+
+class _Reductions:
+    """The numpy-named reductions, all through :meth:`reduce`."""
+
+    def reduce(self, op: str, axis: Any = None, **options: Any) -> Any:
+        raise NotImplementedError
+
+    def sum(self, axis: Any = None) -> Any:
+        return self.reduce("sum", axis)
+
+    def min(self, axis: Any = None) -> Any:
+        return self.reduce("min", axis)
+
+    def max(self, axis: Any = None) -> Any:
+        return self.reduce("max", axis)
+
+    def count(self, axis: Any = None) -> Any:
+        return self.reduce("count", axis)
+
+    def mean(self, axis: Any = None) -> Any:
+        return self.reduce("mean", axis)
+
+    def var(self, axis: Any = None, ddof: int = 0) -> Any:
+        return self.reduce("var", axis, ddof=ddof)
+
+    def std(self, axis: Any = None, ddof: int = 0) -> Any:
+        return self.reduce("std", axis, ddof=ddof)
+
+
+class ActiveReduction(_Reductions):
+    """Reductions of ``array`` (or of ``array[selection]`` via indexing) where its bytes live.
+
+    ``missing="cf"`` masks values named by the CF attributes (``_FillValue``, ``missing_value``,
+    ``valid_min``, ``valid_max``, ``valid_range``); a dict gives those rules explicitly; None
+    masks nothing. ``skipna`` also masks NaN. Results follow ``numpy.ma``: an element with no
+    valid data is masked. ``fallback=False`` raises instead of reducing on the client when the
+    storage side fails. ``progress`` is called with the number of chunks each step finished.
+    """
+
+    def __init__(self, array: zarr.Array, missing: str | Mapping[str, Any] | None = "cf",
+                 skipna: bool = False, fallback: bool = True,
+                 max_concurrency: int | None = None, progress: Progress | None = None) -> None:
+        self.array = array
+        self.layout = ArrayLayout.from_array(array)
+        self.missing = _missing_spec(missing, skipna, self.layout)
+        self.fallback = fallback
+        self.max_concurrency = max_concurrency or zarr.config.get("async.concurrency")
+        self.progress = progress
+        self.last_report: Report | None = None
+
+    def __getitem__(self, selection: Any) -> ActiveSelection:
+        return ActiveSelection(self, normalize_selection(selection, self.layout.shape))
+
+    def reduce(self, op: str, axis: Any = None, **options: Any) -> Any:
+        """Any registered reduction by name, e.g. ``reduce("var", axis=0, ddof=1)``."""
+        return self[...].reduce(op, axis, **options)
+
+    def plan(self, selection: Any = ..., axis: Any = None) -> tuple[Any, ...]:
+        """(chunk tasks, output shape) of a reduction, without reading anything."""
+        dims = normalize_selection(selection, self.layout.shape)
+        reduced = reduced_dims(axis, dims)
+        return list(plan_chunks(self.layout, dims, reduced)), output_shape(dims, reduced)
+
+    def _backend(self) -> Backend:
+        store = self.array.store
+        if isinstance(store, ActiveStore):
+            name = store.active.get("backend", store.protocol)
+            # A backend asked for by name must exist; a protocol without one reads client-side.
+            if "backend" in store.active or name in backends.names():
+                return backends.get(name)(store, store.active)
+        return ClientBackend(store)
+
+    def _run(self, op: str, dims: tuple[DimSelection, ...], axis: Any,
+             options: dict[str, Any]) -> Any:
+        reduction = get_reduction(op, **options)
+        reduced = reduced_dims(axis, dims)
+        spec = self.layout.spec(missing=self.missing, axis=reduced, fields=reduction.fields,
+                                accumulate=reduction.accumulate)
+        kernel = ChunkKernel(spec)
+        tasks = list(plan_chunks(self.layout, dims, reduced))
+        backend = self._backend()
+        fallback = ClientBackend(self.array.store) if self.fallback else None
+        engine = Engine(ChunkJob(kernel, self.layout, self.array.store), backend,
+                        fallback if backend.name != "client" else None,
+                        self.max_concurrency, self.progress)
+
+        async def run() -> Any:
+            try:
+                return await engine.run(tasks, output_shape(dims, reduced))
+            finally:
+                await backend.close()
+
+        try:
+            acc = run_sync(run())
+        finally:
+            self.last_report = engine.report
+        values, mask = reduction.finish(acc)
+        kept = [d for d in range(len(dims)) if d not in reduced]
+        flips = tuple(i for i, d in enumerate(kept) if dims[d].reversed)
+        return _package(values, mask, reduction.result_dtype(self.layout.dtype), flips)
+
+
+class ActiveSelection(_Reductions):
+    """A selection of an :class:`ActiveReduction`; its reports go to the parent's ``last_report``."""
+
+    def __init__(self, parent: ActiveReduction, dims: tuple[DimSelection, ...]) -> None:
+        self.parent = parent
+        self.dims = dims
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(d.size for d in self.dims if not d.dropped)
+
+    @property
+    def last_report(self) -> Report | None:
+        return self.parent.last_report
+
+    def reduce(self, op: str, axis: Any = None, **options: Any) -> Any:
+        return self.parent._run(op, self.dims, axis, options)
+
+
+def _missing_spec(missing: Any, skipna: bool, layout: ArrayLayout) -> MissingSpec:
+    if missing == "cf":
+        fill = layout.raw_fill_value if layout.zarr_format == 2 else None
+        spec = cf_missing(layout.attrs, fill, skipna=skipna)
+    elif missing is None:
+        spec = MissingSpec(nan=skipna)
+    elif isinstance(missing, Mapping):
+        spec = explicit_missing(missing, skipna=skipna)
+    else:
+        raise ValueError(f"missing must be 'cf', None or a dict of CF rules, got {missing!r}")
+    spec.check_representable(layout.dtype)
+    return spec
+
+
+def _package(values: np.ndarray, mask: np.ndarray, dtype: np.dtype,
+             flips: tuple[int, ...]) -> Any:
+    """numpy's result: a scalar or array of ``dtype``; masked where no data was valid."""
+    values = np.asarray(values).astype(dtype, copy=False)
+    if flips:
+        values, mask = np.flip(values, flips), np.flip(mask, flips)
+    if values.ndim == 0:
+        return np.ma.masked if mask else values[()]
+    if mask.any():
+        return np.ma.MaskedArray(values, mask=mask)
+    return values

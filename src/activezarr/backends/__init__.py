@@ -1,0 +1,7 @@
+"""Backends: how chunk reductions reach the storage side, keyed by fsspec protocol."""
+
+from .base import Backend, BatchResult, ChunkJob, backends
+from .client import ClientBackend
+from .file import FileBackend
+
+__all__ = ["Backend", "BatchResult", "ChunkJob", "ClientBackend", "FileBackend", "backends"]

@@ -1,0 +1,63 @@
+"""What a backend is: something that reduces a batch of chunks where their bytes are."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from zarr.abc.store import Store
+
+from ..kernel import ChunkKernel
+from ..layout import ArrayLayout
+from ..partial import Partial
+from ..planner import ChunkTask
+from ..plugins import Registry
+
+
+@dataclass(frozen=True)
+class ChunkJob:
+    """What every chunk of one reduction shares."""
+
+    kernel: ChunkKernel
+    layout: ArrayLayout
+    store: Store
+
+
+@dataclass
+class BatchResult:
+    """Partials of a batch, in task order; None marks a chunk that was never written.
+
+    ``failed`` lists the positions the storage side could not serve, for the client to reduce.
+    """
+
+    partials: list[Partial | None]
+    path: str
+    bytes_stored: int = 0
+    bytes_from_storage: int = 0
+    requests: int = 0
+    failed: list[int] = field(default_factory=list)
+
+
+class Backend(ABC):
+    """Reduces chunks storage-side. Subclasses register in ``activezarr.backends``."""
+
+    name: ClassVar[str]
+    #: Stored bytes one :meth:`reduce` call should cover: small chunks travel together.
+    batch_bytes: ClassVar[int] = 4 * 2**20
+    max_batch_chunks: ClassVar[int] = 256
+
+    def __init__(self, store: Store, options: Mapping[str, Any] | None = None) -> None:
+        self.store = store
+        self.options = dict(options or {})
+
+    @abstractmethod
+    async def reduce(self, job: ChunkJob, tasks: Sequence[ChunkTask]) -> BatchResult:
+        """Partials of ``tasks``; raise StorageUnavailableError when the storage side is down."""
+
+    async def close(self) -> None:
+        """Release connections and pools."""
+
+
+backends: Registry[type[Backend]] = Registry("activezarr.backends", "backend")

@@ -1,0 +1,103 @@
+"""Runs planned chunk tasks on a backend: batching, bounded concurrency, fallback, combining."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator, Sequence
+
+from .backends.base import Backend, BatchResult, ChunkJob
+from .errors import StorageUnavailableError
+from .partial import Partial
+from .planner import ChunkTask
+from .report import Report
+from .sharding import locate_inner_chunks
+
+Progress = Callable[[int], None]
+
+
+def _batches(tasks: Sequence[ChunkTask], size: int) -> Iterator[Sequence[ChunkTask]]:
+    for i in range(0, len(tasks), size):
+        yield tasks[i:i + size]
+
+
+class Engine:
+    """Reduces ``tasks`` into one accumulator of the output shape, counting what it cost."""
+
+    def __init__(self, job: ChunkJob, backend: Backend, fallback: Backend | None,
+                 concurrency: int, progress: Progress | None = None) -> None:
+        self.job = job
+        self.backend = backend
+        self.fallback = fallback
+        self.concurrency = max(1, concurrency)
+        self.progress = progress
+        self.report = Report(backend=backend.name)
+
+    async def run(self, tasks: list[ChunkTask], out_shape: tuple[int, ...]) -> Partial:
+        start = time.perf_counter()
+        spec = self.job.kernel.spec
+        acc = Partial.empty(out_shape, self.job.kernel.dtype, spec.fields, spec.accumulate)
+        self.report.chunks = len(tasks)
+        if self.job.layout.shard_index is not None:
+            tasks, unwritten = await locate_inner_chunks(self.job.store, self.job.layout, tasks,
+                                                         self.concurrency)
+            self.report.requests += len({t.key for t in tasks + unwritten})
+            for task in unwritten:
+                self._merge_fill(acc, task)
+        size = max(1, min(self.backend.max_batch_chunks,
+                          self.backend.batch_bytes // max(1, self.job.layout.chunk_nbytes)))
+        limit = asyncio.Semaphore(self.concurrency)
+
+        async def one(batch: Sequence[ChunkTask]) -> tuple[Sequence[ChunkTask], BatchResult]:
+            async with limit:
+                return batch, await self._reduce(batch)
+
+        pending = [asyncio.ensure_future(one(b)) for b in _batches(tasks, size)]
+        try:
+            for next_done in asyncio.as_completed(pending):
+                batch, result = await next_done
+                for task, partial in zip(batch, result.partials):
+                    if partial is None:
+                        self._merge_fill(acc, task)
+                    else:
+                        acc.merge(partial, task.region)
+                if self.progress is not None:
+                    self.progress(len(batch))
+        finally:
+            for future in pending:
+                future.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        self.report.seconds = time.perf_counter() - start
+        return acc
+
+    def _merge_fill(self, acc: Partial, task: ChunkTask) -> None:
+        acc.merge(self.job.kernel.fill(self.job.layout.fill_value, task.selection), task.region)
+
+    async def _reduce(self, batch: Sequence[ChunkTask]) -> BatchResult:
+        try:
+            result = await self.backend.reduce(self.job, batch)
+        except StorageUnavailableError:
+            if self.fallback is None:
+                raise
+            result = BatchResult([None] * len(batch), path=self.backend.name,
+                                 failed=list(range(len(batch))))
+        self._count(result, len(batch) - len(result.failed))
+        if result.failed:
+            if self.fallback is None:
+                raise StorageUnavailableError(
+                    f"{len(result.failed)} chunk(s) could not be reduced by the "
+                    f"{self.backend.name} backend and fallback is disabled"
+                )
+            retry = await self.fallback.reduce(self.job, [batch[i] for i in result.failed])
+            for i, partial in zip(result.failed, retry.partials):
+                result.partials[i] = partial
+            self._count(retry, len(result.failed))
+            self.report.fallbacks += len(result.failed)
+        return result
+
+    def _count(self, result: BatchResult, served: int) -> None:
+        self.report.requests += result.requests
+        self.report.bytes_stored += result.bytes_stored
+        self.report.bytes_from_storage += result.bytes_from_storage
+        if served:
+            self.report.paths[result.path] += served

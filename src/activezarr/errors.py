@@ -1,0 +1,41 @@
+"""Exceptions raised by activezarr; each says what went wrong and what to do about it."""
+
+from __future__ import annotations
+
+
+class ActiveZarrError(Exception):
+    """Base class of every activezarr error."""
+
+
+class SelectionError(ActiveZarrError, IndexError, ValueError):
+    """A selection that does not fit the array: out of range, zero step, too many indices.
+
+    It is both an IndexError and a ValueError so that code written for numpy catches it.
+    """
+
+
+class UnknownReductionError(ActiveZarrError, KeyError):
+    """A reduction name that no installed plugin provides."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+class UnsupportedArrayError(ActiveZarrError, TypeError):
+    """An array whose dtype, codecs or layout the active path cannot reduce."""
+
+
+class CodecNotAllowedError(ActiveZarrError, ValueError):
+    """A codec id outside the allow-list (pickle and object codecs are never allowed)."""
+
+
+class ChunkDecodeError(ActiveZarrError, ValueError):
+    """A chunk whose bytes do not decode to the size its metadata promises."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(f"chunk {key!r}: {message}" if key else message)
+        self.key = key
+
+
+class StorageUnavailableError(ActiveZarrError, ConnectionError):
+    """The storage side could not be reached or refused the work; the client may fall back."""

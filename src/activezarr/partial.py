@@ -1,0 +1,98 @@
+"""Partial results of a reduction and their exact combination across chunks (Chan et al.)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+import cbor2
+import numpy as np
+
+
+def accumulator_dtype(dtype: np.dtype, accumulate: str) -> np.dtype:
+    """Dtype sums are accumulated in: wide enough that numpy's default sum would not do better."""
+    if accumulate == "float" or dtype.kind == "f":
+        return np.dtype(np.float64)
+    return np.dtype(np.uint64 if dtype.kind == "u" else np.int64)
+
+
+def sentinels(dtype: np.dtype) -> tuple[Any, Any]:
+    """The (min, max) identities: what min and max hold where no element was valid."""
+    if dtype.kind == "f":
+        return np.inf, -np.inf
+    info = np.iinfo(dtype)
+    return info.max, info.min
+
+
+@dataclass(slots=True)
+class Partial:
+    """Per-output-element partials; absent fields were not requested."""
+
+    count: np.ndarray
+    sum: np.ndarray | None = None
+    min: np.ndarray | None = None
+    max: np.ndarray | None = None
+    m2: np.ndarray | None = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.count.shape
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self._arrays().values())
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    @classmethod
+    def empty(cls, shape: tuple[int, ...], dtype: np.dtype, names: tuple[str, ...],
+              accumulate: str) -> Partial:
+        """The identity partial: combining it with any partial gives that partial."""
+        lo, hi = sentinels(dtype)
+        native = dtype.newbyteorder("=")
+        make = {
+            "sum": lambda: np.zeros(shape, accumulator_dtype(dtype, accumulate)),
+            "min": lambda: np.full(shape, lo, native),
+            "max": lambda: np.full(shape, hi, native),
+            "m2": lambda: np.zeros(shape, np.float64),
+        }
+        return cls(np.zeros(shape, np.int64), **{n: make[n]() for n in names if n != "count"})
+
+    def merge(self, other: Partial, region: tuple[slice, ...] = ()) -> None:
+        """Fold ``other`` into ``self[region]`` in place."""
+        n_a = self.count[region]
+        n_b = other.count
+        if self.m2 is not None:
+            n = n_a + n_b
+            with np.errstate(invalid="ignore", divide="ignore"):
+                delta = other.sum / n_b - self.sum[region] / n_a
+                extra = np.where((n_a > 0) & (n_b > 0), delta * delta * (n_a * (n_b / n)), 0.0)
+            self.m2[region] = self.m2[region] + other.m2 + extra
+        if self.sum is not None:
+            self.sum[region] = np.add(self.sum[region], other.sum, dtype=self.sum.dtype,
+                                      casting="unsafe")
+        if self.min is not None:
+            self.min[region] = np.minimum(self.min[region], other.min)
+        if self.max is not None:
+            self.max[region] = np.maximum(self.max[region], other.max)
+        self.count[region] = n_a + n_b
+
+
+def encode_partial(partial: Partial) -> bytes:
+    """CBOR map ``{"shape": [...], field: {"dtype": str, "data": bytes}}``, as sent on the wire."""
+    body: dict[str, Any] = {"shape": list(partial.shape)}
+    for name, array in partial._arrays().items():
+        body[name] = {"dtype": array.dtype.str, "data": np.ascontiguousarray(array).tobytes()}
+    return cbor2.dumps(body)
+
+
+def decode_partial(data: bytes) -> Partial:
+    """Inverse of :func:`encode_partial`."""
+    body = cbor2.loads(data)
+    shape = tuple(body.pop("shape"))
+    arrays = {
+        name: np.frombuffer(value["data"], dtype=value["dtype"]).reshape(shape).copy()
+        for name, value in body.items()
+    }
+    return Partial(**arrays)

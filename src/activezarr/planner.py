@@ -1,0 +1,77 @@
+"""Which chunks a selection touches, and for each its key, local selection and output region.
+
+Pure arithmetic on the layout; the only I/O (reading shard indexes) lives in :mod:`.sharding`.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from .layout import ArrayLayout
+from .selection import DimSelection
+from .wire import Selection
+
+
+@dataclass(slots=True)
+class ChunkTask:
+    """One chunk to reduce: where its bytes are and which part of it, into which output cells.
+
+    ``byte_range`` is ``(offset, length)`` inside the object named by ``key`` (an inner chunk of
+    a shard), or None for the whole object.
+    """
+
+    key: str
+    coords: tuple[int, ...]
+    selection: Selection
+    region: tuple[slice, ...]
+    byte_range: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Piece:
+    chunk: int
+    local: tuple[int, int, int]
+    out: tuple[int, int]
+
+
+def _pieces(sel: DimSelection, chunk: int) -> list[_Piece]:
+    """The chunks of one dimension that ``sel`` touches, with local slices and output ranges."""
+    if sel.size == 0:
+        return []
+    pieces = []
+    for c in range(sel.start // chunk, (sel.stop - 1) // chunk + 1):
+        lo, hi = c * chunk, (c + 1) * chunk
+        k0 = max(0, -(-(lo - sel.start) // sel.step))
+        k1 = min(sel.size, -(-(hi - sel.start) // sel.step))
+        if k0 < k1:
+            first = sel.start + k0 * sel.step - lo
+            last = sel.start + (k1 - 1) * sel.step - lo
+            pieces.append(_Piece(c, (first, last + 1, sel.step), (k0, k1)))
+    return pieces
+
+
+def output_shape(dims: Sequence[DimSelection], reduced: Sequence[int]) -> tuple[int, ...]:
+    return tuple(sel.size for d, sel in enumerate(dims) if d not in reduced)
+
+
+def plan_chunks(layout: ArrayLayout, dims: Sequence[DimSelection],
+                reduced: Sequence[int]) -> Iterator[ChunkTask]:
+    """Every chunk the selection touches, in C order.
+
+    For sharded arrays the tasks are inner chunks keyed by their shard; their byte ranges are
+    filled in from the shard index by :func:`.sharding.locate_inner_chunks`.
+    """
+    per_dim = [_pieces(sel, n) for sel, n in zip(dims, layout.chunk_shape)]
+    kept = [d for d in range(len(dims)) if d not in reduced]
+    per_shard = layout.shard_index.chunks_per_shard if layout.shard_index else None
+    for combo in itertools.product(*per_dim):
+        coords = tuple(p.chunk for p in combo)
+        stored_at = coords if per_shard is None else tuple(c // n for c, n in zip(coords, per_shard))
+        yield ChunkTask(
+            key=layout.chunk_key(stored_at),
+            coords=coords,
+            selection=tuple(p.local for p in combo),
+            region=tuple(slice(*combo[d].out) for d in kept),
+        )

@@ -1,0 +1,54 @@
+"""Explicit registries filled from entry points, as numcodecs does for codecs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from importlib.metadata import entry_points
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Named plugins: built-ins registered in code, third parties through an entry-point group."""
+
+    def __init__(self, group: str, kind: str) -> None:
+        self.group = group
+        self.kind = kind
+        self._plugins: dict[str, T] = {}
+        self._loaded = False
+
+    def register(self, name: str) -> Callable[[T], T]:
+        """Class decorator registering a built-in under ``name``."""
+
+        def decorate(plugin: T) -> T:
+            self._plugins[name] = plugin
+            return plugin
+
+        return decorate
+
+    def _load_entry_points(self) -> None:
+        if not self._loaded:
+            for ep in entry_points(group=self.group):
+                self._plugins.setdefault(ep.name, ep)  # loaded on first use
+            self._loaded = True
+
+    def names(self) -> list[str]:
+        self._load_entry_points()
+        return sorted(self._plugins)
+
+    def get(self, name: str, error: type[Exception] = KeyError) -> T:
+        """The plugin called ``name``; ``error`` lists the available names if there is none."""
+        self._load_entry_points()
+        try:
+            plugin = self._plugins[name]
+        except KeyError:
+            raise error(
+                f"unknown {self.kind} {name!r}; available: {', '.join(self.names())}"
+            ) from None
+        if hasattr(plugin, "load") and hasattr(plugin, "group"):
+            plugin = self._plugins[name] = plugin.load()
+        return plugin
+
+    def items(self) -> Mapping[str, T]:
+        return {name: self.get(name) for name in self.names()}

@@ -1,0 +1,38 @@
+"""What one reduction cost: chunks, requests and bytes, by storage path."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Report:
+    """Counters of the last reduction.
+
+    ``bytes_from_storage`` is what crossed from the storage side to the client (partials for an
+    active path, whole chunks for the client path); ``bytes_stored`` the encoded size of the
+    chunks involved; ``fallbacks`` the chunks the client reduced because storage could not.
+    """
+
+    backend: str = "client"
+    chunks: int = 0
+    requests: int = 0
+    bytes_from_storage: int = 0
+    bytes_stored: int = 0
+    fallbacks: int = 0
+    seconds: float = 0.0
+    paths: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def reduction_factor(self) -> float:
+        """How many stored bytes each byte sent to the client stood for."""
+        return self.bytes_stored / self.bytes_from_storage if self.bytes_from_storage else float("inf")
+
+    def __str__(self) -> str:
+        paths = ", ".join(f"{k}={v}" for k, v in sorted(self.paths.items())) or "none"
+        return (
+            f"backend={self.backend} chunks={self.chunks} requests={self.requests} "
+            f"bytes_from_storage={self.bytes_from_storage} bytes_stored={self.bytes_stored} "
+            f"fallbacks={self.fallbacks} seconds={self.seconds:.3f} paths: {paths}"
+        )
