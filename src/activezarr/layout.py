@@ -77,9 +77,10 @@ class ArrayLayout:
             chunk_key=chunk_key,
             zarr_format=meta["zarr_format"],
         )
+        dtype = _supported_dtype(array.dtype)
         if meta["zarr_format"] == 2:
-            return cls(**common, **_v2_chain(meta))
-        return cls(**common, **_v3_chain(meta))
+            return cls(**common, **_v2_chain(meta, dtype))
+        return cls(**common, **_v3_chain(meta, dtype))
 
     @property
     def chunk_nbytes(self) -> int:
@@ -100,25 +101,24 @@ def _supported_dtype(dtype: Any) -> np.dtype:
         raise UnsupportedArrayError(str(exc)) from None
 
 
-def _v2_chain(meta: Mapping[str, Any]) -> dict[str, Any]:
+def _v2_chain(meta: Mapping[str, Any], dtype: np.dtype) -> dict[str, Any]:
     codecs = list(meta.get("filters") or [])
     if meta.get("compressor"):
         codecs.append(meta["compressor"])
     return dict(
-        dtype=_supported_dtype(meta["dtype"]),
+        dtype=dtype,
         chunk_shape=tuple(meta["chunks"]),
         order=meta.get("order", "C"),
         codecs=tuple(codecs),
     )
 
 
-def _v3_chain(meta: Mapping[str, Any]) -> dict[str, Any]:
+def _v3_chain(meta: Mapping[str, Any], dtype: np.dtype) -> dict[str, Any]:
     grid = meta["chunk_grid"]
     if grid["name"] != "regular":
         raise UnsupportedArrayError(f"chunk grid {grid['name']!r} is not supported")
     chunk_shape = tuple(grid["configuration"]["chunk_shape"])
     codecs = list(meta["codecs"])
-    dtype = _supported_dtype(meta["data_type"])
     if codecs and codecs[0]["name"] == "sharding_indexed":
         if len(codecs) > 1:
             raise UnsupportedArrayError("codecs after sharding_indexed are not supported")

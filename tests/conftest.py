@@ -1,0 +1,28 @@
+"""Shared fixtures: where the real netCDF test files are, copied before anything writes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from hypothesis import settings
+
+# HYPOTHESIS_PROFILE=thorough runs the property tests twenty times longer.
+settings.register_profile("default", max_examples=250)
+settings.register_profile("thorough", max_examples=5000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "netcdf"
+
+
+@pytest.fixture(scope="session")
+def netcdf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A writable copy of ../shared/data/netcdf (the original is read-only in CI)."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared test data not found at {SHARED_DATA}")
+    target = tmp_path_factory.mktemp("netcdf")
+    for path in SHARED_DATA.glob("*.nc"):
+        shutil.copy(path, target / path.name)
+    return target

@@ -1,0 +1,88 @@
+"""The chunk kernel and the ChunkReduction codec, without zarr."""
+
+from __future__ import annotations
+
+import numcodecs
+import numpy as np
+import pytest
+
+from activezarr.chunk_reduction import ChunkReduction
+from activezarr.kernel import ChunkKernel
+from activezarr.partial import Partial, decode_partial
+from activezarr.wire import ChunkSpec, MissingSpec
+
+
+def test_chunk_reduction_is_a_registered_numcodecs_codec() -> None:
+    data = np.arange(24, dtype=">i4").reshape(4, 6)
+    raw = numcodecs.Zstd().encode(data.tobytes())
+    config = ChunkReduction(dtype=">i4", shape=[4, 6], codecs=[{"id": "zstd"}],
+                            selection=[[1, 4, 2], [0, 6, 1]], axis=[0],
+                            fields=["count", "sum", "min", "max"]).get_config()
+    assert config["id"] == "activezarr.chunk_reduction"
+    partial = decode_partial(numcodecs.get_codec(config).decode(raw))
+    np.testing.assert_array_equal(partial.sum, data[1:4:2].sum(axis=0))
+    np.testing.assert_array_equal(partial.min, data[1:4:2].min(axis=0))
+    np.testing.assert_array_equal(partial.count, [2] * 6)
+
+
+def test_chunk_reduction_only_decodes() -> None:
+    with pytest.raises(NotImplementedError, match="only decodes"):
+        ChunkReduction(dtype="<f4", shape=[2]).encode(b"")
+
+
+@pytest.mark.parametrize("bad", [
+    {"dtype": "complex64", "shape": [2]},
+    {"dtype": "<f4", "shape": [-1]},
+    {"dtype": "<f4", "shape": [2], "axis": [1]},
+    {"dtype": "<f4", "shape": [2, 2], "axis": [1, 0]},
+    {"dtype": "<f4", "shape": [2], "order": [0, 0]},
+    {"dtype": "<f4", "shape": [2], "selection": [[0, 2, 0]]},
+    {"dtype": "<f4", "shape": [2], "selection": [[0, 2]]},
+    {"dtype": "<i1", "shape": [2], "missing": {"values": [300]}},
+    {"dtype": "<f4", "shape": [2], "surprise": 1},
+])
+def test_chunk_reduction_config_is_validated(bad: dict) -> None:
+    with pytest.raises((ValueError, TypeError)):
+        ChunkReduction(**bad)
+
+
+@pytest.mark.parametrize("order", ["C", "F", (1, 2, 0)])
+def test_stored_element_orders(order: object) -> None:
+    data = np.arange(60, dtype="f8").reshape(3, 4, 5)
+    if order == "C":
+        raw = data.tobytes()
+    elif order == "F":
+        raw = data.tobytes(order="F")
+    else:
+        raw = data.transpose(order).tobytes()
+    kernel = ChunkKernel(ChunkSpec(dtype="<f8", shape=(3, 4, 5), order=order, axis=(0, 2),
+                                   fields=("count", "sum")))
+    partial = kernel.reduce(raw, ((0, 3, 1), (1, 4, 2), (0, 5, 1)))
+    np.testing.assert_array_equal(partial.sum, data[:, 1:4:2].sum(axis=(0, 2)))
+
+
+def test_nan_fill_value_masks_nan() -> None:
+    spec = MissingSpec(values=(float("nan"),))
+    assert spec.nan and spec.values == ()
+
+
+def test_m2_combines_exactly_across_partials() -> None:
+    rng = np.random.default_rng(3)
+    data = rng.normal(1e4, 1.0, size=1000)
+    kernel = ChunkKernel(ChunkSpec(dtype="<f8", shape=(1000,), fields=("count", "sum", "m2"),
+                                   accumulate="float"))
+    acc = Partial.empty((), np.dtype("f8"), ("count", "sum", "m2"), "float")
+    for start in range(0, 1000, 137):
+        acc.merge(kernel.reduce(data.tobytes(), ((start, min(start + 137, 1000), 1),)))
+    assert acc.count == 1000
+    np.testing.assert_allclose(acc.m2 / 1000, data.var(), rtol=1e-12)
+
+
+def test_fill_partial_matches_a_written_chunk() -> None:
+    spec = ChunkSpec(dtype="<i2", shape=(4, 5), axis=(1,), fields=("count", "sum", "min", "max"))
+    kernel = ChunkKernel(spec)
+    selection = ((0, 4, 3), (1, 5, 1))
+    written = kernel.reduce(np.full((4, 5), 7, "<i2").tobytes(), selection)
+    filled = kernel.fill(7, selection)
+    for name in spec.fields:
+        np.testing.assert_array_equal(getattr(filled, name), getattr(written, name))

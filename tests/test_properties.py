@@ -1,0 +1,137 @@
+"""Property tests: every reduction path equals numpy.ma on the same decoded, masked data."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from arrays import CODECS, LAYOUTS, assert_matches, create, reference
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import activezarr
+
+DTYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+          "float16", "float32", "float64")
+OPS = ("sum", "min", "max", "count", "mean", "var", "std")
+MISSING_KINDS = ("none", "fill_value", "missing_values", "valid_min", "valid_max",
+                 "valid_range", "skipna")
+
+
+def _values(dtype: np.dtype) -> st.SearchStrategy[Any]:
+    if dtype.kind == "f":
+        bound = 100.0 if dtype.itemsize == 2 else 1e6
+        return st.floats(-bound, bound, allow_nan=False, width=min(64, 8 * dtype.itemsize))
+    info = np.iinfo(dtype)
+    # 64-bit ints stay where float64 (the mean's reference) is exact.
+    lo, hi = (max(info.min, -2**52), min(info.max, 2**52)) if dtype.itemsize == 8 else (info.min, info.max)
+    return st.integers(int(lo), int(hi))
+
+
+@st.composite
+def selections(draw: st.DrawFn, shape: tuple[int, ...]) -> tuple[Any, ...]:
+    entries: list[Any] = []
+    for n in shape:
+        if draw(st.booleans()) and draw(st.integers(0, 4)) == 0:
+            entries.append(draw(st.integers(-n, n - 1)))
+            continue
+        start = draw(st.none() | st.integers(-n - 2, n + 2))
+        stop = draw(st.none() | st.integers(-n - 2, n + 2))
+        step = draw(st.none() | st.sampled_from([1, 1, 2, 3, -1, -2, -3]))
+        entries.append(slice(start, stop, step))
+    if draw(st.booleans()):
+        # An Ellipsis stands for full slices of the dimensions after the first ``cut``.
+        entries = entries[: draw(st.integers(0, len(entries)))] + [Ellipsis]
+    return tuple(entries)
+
+
+@st.composite
+def cases(draw: st.DrawFn) -> dict[str, Any]:
+    dtype = np.dtype(draw(st.sampled_from(DTYPES)))
+    layout = draw(st.sampled_from(LAYOUTS))
+    if layout == "v2" and dtype.itemsize > 1 and draw(st.booleans()):
+        dtype = dtype.newbyteorder(">")
+    ndim = draw(st.integers(1, 3))
+    shape = tuple(draw(st.integers(1, 9)) for _ in range(ndim))
+    chunks = tuple(draw(st.integers(1, n)) for n in shape)
+    values = _values(dtype)
+    flat = draw(st.lists(values, min_size=int(np.prod(shape)), max_size=int(np.prod(shape))))
+    data = np.array(flat, dtype=dtype).reshape(shape)
+    special = draw(values)
+    kind = draw(st.sampled_from(MISSING_KINDS))
+    if kind in ("fill_value", "missing_values") or draw(st.booleans()):
+        # Runs of one value: masked cells, and chunks zarr never writes (all fill value).
+        data.reshape(-1)[: draw(st.integers(0, data.size))] = special
+    if kind == "skipna" and dtype.kind == "f":
+        data.reshape(-1)[:: draw(st.integers(1, 5))] = np.nan
+    selection = draw(selections(shape))
+    return dict(dtype=dtype, layout=layout, shape=shape, chunks=chunks, data=data,
+                special=special, kind=kind, selection=selection,
+                codec=draw(st.sampled_from(CODECS)), op=draw(st.sampled_from(OPS)),
+                axis_seed=draw(st.lists(st.integers(0, 2), max_size=3, unique=True)),
+                axis_none=draw(st.booleans()), ddof=draw(st.integers(0, 2)))
+
+
+def _missing(kind: str, special: Any, data: np.ndarray) -> tuple[dict[str, Any], Any, np.ndarray | None]:
+    """(ActiveReduction keyword arguments, fill_value, reference mask)."""
+    stored = np.asarray(special, dtype=data.dtype)
+    if kind == "none":
+        return {"missing": None}, special, None
+    if kind == "fill_value":
+        return {}, special, data == stored
+    if kind == "missing_values":
+        other = data.reshape(-1)[-1]
+        return {"missing": {"missing_value": [special, other.item()]}}, None, np.isin(data, [stored, other])
+    if kind == "valid_min":
+        return {"missing": {"valid_min": special}}, None, data < stored
+    if kind == "valid_max":
+        return {"missing": {"valid_max": special}}, None, data > stored
+    if kind == "valid_range":
+        lo, hi = sorted([stored, data.reshape(-1)[0]])
+        return {"missing": {"valid_range": [lo.item(), hi.item()]}}, None, (data < lo) | (data > hi)
+    nan = np.isnan(data) if data.dtype.kind == "f" else None
+    return {"missing": None, "skipna": True}, None, nan
+
+
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(cases())
+def test_active_reduction_equals_numpy_ma(case: dict[str, Any]) -> None:
+    data, kind = case["data"], case["kind"]
+    options, fill_value, mask = _missing(kind, case["special"], data)
+    if case["layout"] == "v2" and kind == "fill_value":
+        attributes = {}  # format 2: the array's fill_value is the netCDF _FillValue
+    else:
+        attributes = {"_FillValue": case["special"]} if kind == "fill_value" else {}
+    with tempfile.TemporaryDirectory() as tmp:
+        array = create(Path(tmp) / "a.zarr", data, layout=case["layout"], codec=case["codec"],
+                       chunks=case["chunks"], fill_value=fill_value if fill_value is not None else 0,
+                       attributes=attributes)
+        red = activezarr.ActiveReduction(array, **options)
+        view = red[case["selection"]]
+        ndim_out = len(view.shape)
+        axes = sorted({a % ndim_out for a in case["axis_seed"]}) if ndim_out else []
+        axis = None if case["axis_none"] or not axes else tuple(axes)
+        extra = {"ddof": case["ddof"]} if case["op"] in ("var", "std") else {}
+        actual = view.reduce(case["op"], axis=axis, **extra)
+        assert red.last_report.backend == "file"
+    selected = data[case["selection"]]
+    sel_mask = None if mask is None else mask[case["selection"]]
+    expected = reference(np.asarray(selected), None if sel_mask is None else np.asarray(sel_mask),
+                         case["op"], axis, case["ddof"])
+    assert_matches(actual, expected, data.dtype, case["op"])
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("codec", CODECS)
+def test_every_layout_and_codec_reduces_like_numpy(tmp_path: Path, layout: str, codec: str) -> None:
+    rng = np.random.default_rng(1)
+    data = rng.normal(size=(13, 11, 6)).astype("f4")
+    array = create(tmp_path / "a.zarr", data, layout=layout, codec=codec, chunks=(4, 3, 5),
+                   fill_value=0)
+    red = activezarr.ActiveReduction(array, missing=None)
+    for op in OPS:
+        assert_matches(red[1:12:2, ::-1, 3].reduce(op, axis=0),
+                       reference(data[1:12:2, ::-1, 3], None, op, 0), data.dtype, op)

@@ -1,0 +1,110 @@
+"""ActiveStore and backend choice: plain zarr keeps working, reductions go storage-side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import zarr
+from arrays import create
+from zarr.storage import LocalStore, MemoryStore
+
+import activezarr
+
+
+def test_plain_reads_and_writes_pass_through(tmp_path: Path) -> None:
+    data = np.arange(100, dtype="i4").reshape(10, 10)
+    array = create(tmp_path / "a.zarr", data, chunks=(3, 4))
+    np.testing.assert_array_equal(array[:], data)
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "a.zarr"))[2:5], data[2:5])
+
+
+def test_read_only_copy_keeps_backend_options(tmp_path: Path) -> None:
+    store = activezarr.ActiveStore.from_url(str(tmp_path), active={"workers": 3})
+    copy = store.with_read_only(True)
+    assert isinstance(copy, activezarr.ActiveStore)
+    assert copy.read_only and copy.active == {"workers": 3} and copy.protocol == "file"
+    assert copy.root == store.root
+
+
+def test_local_active_store_reduces_on_the_file_backend(tmp_path: Path) -> None:
+    array = create(tmp_path / "a.zarr", np.ones((8, 8), "f4"), chunks=(4, 4))
+    red = activezarr.ActiveReduction(array)
+    assert red.sum() == 64
+    report = red.last_report
+    assert report.backend == "file" and report.paths == {"file": 4}
+    assert report.chunks == 4 and report.requests == 4 and report.fallbacks == 0
+    assert report.bytes_stored > 0 and 0 < report.bytes_from_storage < report.bytes_stored
+
+
+def test_stores_without_an_active_backend_reduce_on_the_client(tmp_path: Path) -> None:
+    data = np.arange(24, dtype="f8").reshape(4, 6)
+    for store in (MemoryStore(), LocalStore(tmp_path / "plain.zarr")):
+        array = zarr.create_array(store, shape=data.shape, chunks=(2, 3), dtype=data.dtype)
+        array[:] = data
+        red = activezarr.ActiveReduction(array)
+        assert red.mean() == data.mean()
+        assert red.last_report.backend == "client" and red.last_report.paths == {"client": 4}
+        assert red.last_report.bytes_from_storage == red.last_report.bytes_stored
+
+
+def test_backend_can_be_forced_by_name(tmp_path: Path) -> None:
+    create(tmp_path / "a.zarr", np.arange(10, dtype="i2"), chunks=(5,))
+    store = activezarr.ActiveStore.from_url(str(tmp_path / "a.zarr"), active={"backend": "client"})
+    red = activezarr.ActiveReduction(zarr.open_array(store, mode="r"))
+    assert red.sum() == 45 and red.last_report.backend == "client"
+
+
+def test_open_array_shortcut_and_file_urls(tmp_path: Path) -> None:
+    create(tmp_path / "a.zarr", np.arange(10, dtype="i2"), chunks=(5,))
+    array = activezarr.open_array(f"file://{tmp_path}/a.zarr")
+    assert isinstance(array.store, activezarr.ActiveStore) and array.store.read_only
+    red = activezarr.ActiveReduction(array)
+    assert red.max() == 9 and red.last_report.backend == "file"
+
+
+def test_never_written_chunks_cost_no_reads(tmp_path: Path) -> None:
+    store = activezarr.ActiveStore.from_url(str(tmp_path / "sparse.zarr"))
+    array = zarr.create_array(store, shape=(1000, 1000), chunks=(100, 100), dtype="i8",
+                              fill_value=3)
+    array[0:100, 0:100] = 1
+    red = activezarr.ActiveReduction(array, missing=None)
+    assert red.sum() == 100 * 100 + 3 * (1000 * 1000 - 100 * 100)
+    assert red.last_report.bytes_stored == len((tmp_path / "sparse.zarr/c/0/0").read_bytes())
+    assert red.last_report.chunks == 100
+
+
+def test_v2_fill_value_counts_as_fill_value_under_cf(tmp_path: Path) -> None:
+    data = np.array([1.0, -999.0, 3.0, -999.0], "f4")
+    array = create(tmp_path / "a.zarr", data, layout="v2", chunks=(2,), fill_value=-999.0)
+    assert activezarr.ActiveReduction(array).mean() == 2.0
+    assert activezarr.ActiveReduction(array, missing=None).mean() == np.mean(data)
+
+
+def test_all_missing_results_are_masked(tmp_path: Path) -> None:
+    data = np.array([[1, 2], [-1, -1]], "i4")
+    array = create(tmp_path / "a.zarr", data, chunks=(1, 2), attributes={"missing_value": -1})
+    red = activezarr.ActiveReduction(array)
+    assert red[1].mean() is np.ma.masked
+    by_row = red.max(axis=1)
+    assert isinstance(by_row, np.ma.MaskedArray) and by_row.mask.tolist() == [False, True]
+    assert red.count(axis=1).tolist() == [2, 0]
+    assert type(red.sum(axis=0)) is np.ndarray
+
+
+def test_results_have_numpys_types(tmp_path: Path) -> None:
+    array = create(tmp_path / "a.zarr", np.arange(12, dtype="i2").reshape(3, 4), chunks=(2, 2))
+    red = activezarr.ActiveReduction(array, missing=None)
+    assert isinstance(red.sum(), np.int64)
+    assert isinstance(red.min(), np.int16)
+    assert isinstance(red.mean(), np.float64)
+    assert red.sum(axis=0).dtype == np.int64 and red.mean(axis=1).shape == (3,)
+    assert isinstance(red.count(), np.intp)
+
+
+def test_integer_sums_do_not_overflow_where_numpy_does_not(tmp_path: Path) -> None:
+    data = np.full(4096, np.iinfo("i4").max, "i4")
+    array = create(tmp_path / "a.zarr", data, chunks=(256,))
+    red = activezarr.ActiveReduction(array, missing=None)
+    assert red.sum() == data.sum() == 4096 * int(np.iinfo("i4").max)
+    assert red.mean() == np.iinfo("i4").max
