@@ -71,6 +71,7 @@ def cases(draw: st.DrawFn) -> dict[str, Any]:
     return dict(dtype=dtype, layout=layout, shape=shape, chunks=chunks, data=data,
                 special=special, kind=kind, selection=selection,
                 codec=draw(st.sampled_from(CODECS)), op=draw(st.sampled_from(OPS)),
+                order=draw(st.sampled_from("CF")) if layout == "v2" else "C",
                 axis_seed=draw(st.lists(st.integers(0, 2), max_size=3, unique=True)),
                 axis_none=draw(st.booleans()), ddof=draw(st.integers(0, 2)))
 
@@ -108,7 +109,7 @@ def test_active_reduction_equals_numpy_ma(case: dict[str, Any]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         array = create(Path(tmp) / "a.zarr", data, layout=case["layout"], codec=case["codec"],
                        chunks=case["chunks"], fill_value=fill_value if fill_value is not None else 0,
-                       attributes=attributes)
+                       attributes=attributes, order=case["order"])
         red = activezarr.ActiveReduction(array, **options)
         view = red[case["selection"]]
         ndim_out = len(view.shape)

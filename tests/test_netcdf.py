@@ -1,0 +1,45 @@
+"""Real climate files (netCDF4/HDF5) reached through kerchunk references."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+import activezarr
+
+kerchunk_hdf = pytest.importorskip("kerchunk.hdf")
+netCDF4 = pytest.importorskip("netCDF4")
+
+FILES = [
+    ("CMIP6-test.nc", "tas"),
+    ("obs4MIPS_CERES-EBAF_L3B_Ed2-8_rlut.nc", "rlut"),
+    ("test1.nc", "tas"),
+    ("cesm2_native.nc", "TREFHT"),
+    ("daily_data_masked.nc", "ta"),
+]
+
+
+def _open(path: Path, variable: str) -> zarr.Array:
+    refs = kerchunk_hdf.SingleHdf5ToZarr(str(path), inline_threshold=0).translate()
+    store = activezarr.ActiveStore.from_url(
+        "reference://", storage_options={"fo": refs, "remote_protocol": "file"})
+    return zarr.open_array(store, path=variable, mode="r", zarr_format=2)
+
+
+@pytest.mark.parametrize(("name", "variable"), FILES)
+@pytest.mark.parametrize("op", ["sum", "min", "max", "count", "mean", "var", "std"])
+def test_netcdf_reductions_equal_numpy_ma(netcdf_dir: Path, name: str, variable: str,
+                                          op: str) -> None:
+    with netCDF4.Dataset(netcdf_dir / name) as ds:
+        expected = ds[variable][:]  # CF-masked by netCDF4
+    expected = np.ma.masked_array(expected.astype(np.float64), np.ma.getmaskarray(expected))
+    red = activezarr.ActiveReduction(_open(netcdf_dir / name, variable))
+    for selection, axis in [((...,), None), ((slice(None, None, -2), 1), 0), ((1,), -1)]:
+        actual = red[selection].reduce(op, axis=axis)
+        want = getattr(expected[selection], op)(axis=axis)
+        np.testing.assert_allclose(np.ma.filled(np.ma.asarray(actual).astype(float), np.nan),
+                                   np.ma.filled(np.ma.asarray(want), np.nan),
+                                   rtol=1e-5 if op != "count" else 0)
