@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import zarr
 from arrays import create
 from zarr.storage import LocalStore, MemoryStore
 
 import activezarr
+import activezarr.filesystem
 
 
 def test_plain_reads_and_writes_pass_through(tmp_path: Path) -> None:
@@ -108,3 +110,22 @@ def test_integer_sums_do_not_overflow_where_numpy_does_not(tmp_path: Path) -> No
     red = activezarr.ActiveReduction(array, missing=None)
     assert red.sum() == data.sum() == 4096 * int(np.iinfo("i4").max)
     assert red.mean() == np.iinfo("i4").max
+
+
+def test_active_url_chaining_reads_writes_and_reduces(tmp_path: Path) -> None:
+    url = f"active::file://{tmp_path}/chained.zarr"
+    options = {"active": {"workers": 2}}
+    data = np.arange(100, dtype="f4").reshape(10, 10)
+    written = zarr.create_array(url, shape=data.shape, chunks=(5, 5), dtype=data.dtype,
+                                storage_options=options)
+    written[:] = data
+    array = zarr.open_array(url, mode="r", storage_options=options)
+    np.testing.assert_array_equal(array[:], data)
+    red = activezarr.ActiveReduction(array)
+    assert red[2:].mean(axis=0).tolist() == data[2:].mean(axis=0).tolist()
+    assert red.last_report.backend == "file" and red.last_report.paths == {"file": 4}
+
+
+def test_active_url_needs_a_target() -> None:
+    with pytest.raises(ValueError, match="needs a target URL"):
+        activezarr.filesystem.ActiveFileSystem()

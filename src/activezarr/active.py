@@ -86,13 +86,13 @@ class ActiveReduction(_Reductions):
         return list(plan_chunks(self.layout, dims, reduced)), output_shape(dims, reduced)
 
     def _backend(self) -> Backend:
-        store = self.array.store
-        if isinstance(store, ActiveStore):
+        store = ActiveStore.of(self.array.store)
+        if store is not None:
             name = store.active.get("backend", store.protocol)
             # A backend asked for by name must exist; a protocol without one reads client-side.
             if "backend" in store.active or name in backends.names():
                 return backends.get(name)(store, store.active)
-        return ClientBackend(store)
+        return ClientBackend(self.array.store)
 
     def _run(self, op: str, dims: tuple[DimSelection, ...], axis: Any,
              options: dict[str, Any]) -> Any:

@@ -9,6 +9,8 @@ import fsspec
 from zarr.abc.store import Store
 from zarr.storage import FsspecStore, LocalStore, WrapperStore
 
+from .filesystem import ActiveFileSystem
+
 
 class ActiveStore(WrapperStore[Store]):
     """Wraps any zarr store; plain reads and writes pass through unchanged.
@@ -43,6 +45,17 @@ class ActiveStore(WrapperStore[Store]):
             fs, root = inner.fs, inner.path
         return cls(inner, protocol=protocol, root=root, fs=fs, storage_options=options,
                    active=active)
+
+    @classmethod
+    def of(cls, store: Store) -> ActiveStore | None:
+        """The active view of any zarr store: itself, one opened via ``active::``, or None."""
+        if isinstance(store, ActiveStore):
+            return store
+        fs = getattr(store, "fs", None)
+        if isinstance(fs, ActiveFileSystem):
+            return cls(store, protocol=fs.target_protocol, root=store.path, fs=fs.target,
+                       storage_options=fs.target_options, active=fs.active)
+        return None
 
     def _with_store(self, store: Store) -> ActiveStore:
         # zarr copies stores (with_read_only); the copy keeps the backend options.

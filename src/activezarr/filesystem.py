@@ -1,0 +1,57 @@
+"""The ``active`` fsspec protocol: ``active::s3://bucket/x.zarr`` opens any URL for reductions.
+
+It wraps the target filesystem and passes every operation through, so zarr reads and writes
+as usual; it only carries the backend options (``storage_options={"active": {...}}``) for
+:class:`~activezarr.ActiveReduction` to find.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import fsspec
+from fsspec.asyn import AsyncFileSystem
+from fsspec.implementations.asyn_wrapper import AsyncFileSystemWrapper
+from fsspec.implementations.chained import ChainedFileSystem
+
+#: The primitives fsspec builds everything else on; each goes straight to the target.
+_PASSED_THROUGH = ("_cat_file", "_pipe_file", "_info", "_ls", "_rm_file", "_mkdir",
+                   "_makedirs", "_put_file", "_get_file", "_exists")
+
+
+class ActiveFileSystem(AsyncFileSystem, ChainedFileSystem):
+    """A pass-through filesystem over ``target_protocol`` that remembers the active options."""
+
+    protocol = "active"
+
+    def __init__(self, target_protocol: str | None = None,
+                 target_options: dict[str, Any] | None = None,
+                 fs: fsspec.AbstractFileSystem | None = None, fo: str | None = None,
+                 asynchronous: bool = False, loop: Any = None, **active: Any) -> None:
+        super().__init__(asynchronous=asynchronous, loop=loop)
+        if fs is None:
+            if target_protocol is None:
+                raise ValueError("active:: needs a target URL, e.g. 'active::s3://bucket/x.zarr'")
+            options = dict(target_options or {})
+            target_class = fsspec.get_filesystem_class(target_protocol)
+            if target_class.async_impl:
+                options.setdefault("asynchronous", asynchronous)
+            if target_protocol in ("file", "local"):
+                options.setdefault("auto_mkdir", True)  # writing a store creates its folders
+            fs = target_class(**options)
+        self.target_protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+        self.target_options = dict(target_options or {})
+        self.target = fs if fs.async_impl else AsyncFileSystemWrapper(fs, asynchronous=asynchronous)
+        self.active = active
+
+
+def _pass_through(name: str) -> Any:
+    async def method(self: ActiveFileSystem, *args: Any, **kwargs: Any) -> Any:
+        return await getattr(self.target, name)(*args, **kwargs)
+
+    method.__name__ = name
+    return method
+
+
+for _name in _PASSED_THROUGH:
+    setattr(ActiveFileSystem, _name, _pass_through(_name))
