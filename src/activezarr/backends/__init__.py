@@ -3,5 +3,7 @@
 from .base import Backend, BatchResult, ChunkJob, backends
 from .client import ClientBackend
 from .file import FileBackend
+from .reference import ReferenceBackend
 
-__all__ = ["Backend", "BatchResult", "ChunkJob", "ClientBackend", "FileBackend", "backends"]
+__all__ = ["Backend", "BatchResult", "ChunkJob", "ClientBackend", "FileBackend", "ReferenceBackend",
+           "backends"]

@@ -11,7 +11,7 @@ from typing import Any
 
 from zarr.abc.store import Store
 
-from ..errors import ChunkDecodeError, UnsupportedArrayError
+from ..errors import ChunkDecodeError, StorageUnavailableError, UnsupportedArrayError
 from ..partial import Partial
 from ..planner import ChunkTask
 from .base import Backend, BatchResult, ChunkJob, backends
@@ -57,11 +57,20 @@ class FileBackend(Backend):
         self.root = os.fspath(root)
         self.pool = _pool(int(self.options.get("workers") or os.cpu_count() or 1))
 
+    def _read_task(self, task: ChunkTask) -> bytes | None:
+        """The stored bytes of ``task``; raise StorageUnavailableError if they are not local."""
+        return _read(os.path.join(self.root, task.key), task.byte_range)
+
     def _reduce_batch(self, job: ChunkJob, tasks: Sequence[ChunkTask]) -> BatchResult:
         partials: list[Partial | None] = []
+        failed: list[int] = []
         stored = moved = 0
-        for task in tasks:
-            raw = _read(os.path.join(self.root, task.key), task.byte_range)
+        for i, task in enumerate(tasks):
+            try:
+                raw = self._read_task(task)
+            except StorageUnavailableError:
+                failed.append(i)
+                raw = None
             if raw is None:
                 partials.append(None)
                 continue
@@ -70,7 +79,8 @@ class FileBackend(Backend):
             moved += partial.nbytes
             partials.append(partial)
         return BatchResult(partials, path=self.name, bytes_stored=stored,
-                           bytes_from_storage=moved, requests=len(tasks))
+                           bytes_from_storage=moved, requests=len(tasks) - len(failed),
+                           failed=failed)
 
     async def reduce(self, job: ChunkJob, tasks: Sequence[ChunkTask]) -> BatchResult:
         loop = asyncio.get_running_loop()
