@@ -89,8 +89,14 @@ class ActiveReduction(_Reductions):
         store = ActiveStore.of(self.array.store)
         if store is not None:
             name = store.active.get("backend", store.protocol)
-            # A backend asked for by name must exist; a protocol without one reads client-side.
-            if "backend" in store.active or name in backends.names():
+            # A backend asked for by name must exist and be configured; a protocol without
+            # one (or without its options, e.g. no active server) reads client-side.
+            if "backend" in store.active:
+                backend = backends.get(name)
+                if not backend.configured(store.active):
+                    raise ValueError(f"backend {name!r} is not configured by {store.active}")
+                return backend(store, store.active)
+            if name in backends.names() and backends.get(name).configured(store.active):
                 return backends.get(name)(store, store.active)
         return ClientBackend(self.array.store)
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import zlib
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numcodecs
@@ -29,6 +30,40 @@ def check_codec_allowed(config: Mapping[str, Any]) -> None:
         )
 
 
+#: Streaming decompressors for the outermost codec, so that a bomb stops at the expected size.
+_STREAMING: dict[str, Callable[[], Any]] = {
+    "zlib": zlib.decompressobj,
+    "gzip": lambda: zlib.decompressobj(16 + zlib.MAX_WBITS),
+}
+#: Inner filters may widen the stored elements (astype to 8 bytes) or add checksums, so the
+#: outermost codec may legitimately produce more than the decoded size, never this much more.
+_MAX_WIDENING = 8
+_SLACK = 1024
+
+
+def _decoded_bound(configs: tuple[dict[str, Any], ...], nbytes: int) -> int:
+    return nbytes if len(configs) == 1 else _MAX_WIDENING * nbytes + _SLACK
+
+
+def _bounded_decode(config: Mapping[str, Any], raw: Any, limit: int) -> Any:
+    """Undo the outermost codec without producing more than ``limit`` bytes, or None to defer."""
+    codec_id = config["id"]
+    if codec_id in _STREAMING:
+        stream = _STREAMING[codec_id]()
+        out = stream.decompress(memoryview(ensure_contiguous_ndarray(raw)).cast("B"), limit + 1)
+        if len(out) > limit:
+            raise ValueError(f"{codec_id} stream inflates past {limit} bytes")
+        if not stream.eof:
+            raise ValueError(f"{codec_id} stream is truncated")
+        return out
+    if codec_id == "blosc":
+        header = memoryview(ensure_contiguous_ndarray(raw)).cast("B")[:16]
+        # Blosc's header states the decompressed size (bytes 4-8, little-endian) before allocating.
+        if len(header) == 16 and int.from_bytes(header[4:8], "little") > limit:
+            raise ValueError(f"blosc header announces more than {limit} bytes")
+    return None
+
+
 class CodecChain:
     """Numcodecs codecs in encode order; ``decode`` undoes them and checks the decoded size."""
 
@@ -40,15 +75,30 @@ class CodecChain:
 
     def decode(self, raw: Any, nbytes: int, key: str | None = None) -> np.ndarray:
         """The decoded bytes as a flat uint8 array of exactly ``nbytes`` bytes."""
+        flat = self.decode_within(raw, nbytes, key)
+        if flat.nbytes != nbytes:
+            raise ChunkDecodeError(f"decoded to {flat.nbytes} bytes, expected {nbytes}", key)
+        return flat
+
+    def decode_within(self, raw: Any, limit: int, key: str | None = None) -> np.ndarray:
+        """The decoded bytes as a flat uint8 array, stopping a stream that inflates past ``limit``.
+
+        For callers that do not know the decoded size in advance (a 1-D chunk of any length).
+        """
         buf = raw
+        codecs = self._codecs
         try:
-            for codec in reversed(self._codecs):
+            if codecs:
+                outer = _bounded_decode(self.configs[-1], raw, _decoded_bound(self.configs, limit))
+                if outer is not None:
+                    buf, codecs = outer, codecs[:-1]
+            for codec in reversed(codecs):
                 buf = codec.decode(buf)
             flat = ensure_contiguous_ndarray(buf).reshape(-1).view(np.uint8)
         except ChunkDecodeError:
             raise
         except Exception as exc:  # codecs raise anything from zlib.error to RuntimeError
             raise ChunkDecodeError(f"cannot decode: {exc}", key) from exc
-        if flat.nbytes != nbytes:
-            raise ChunkDecodeError(f"decoded to {flat.nbytes} bytes, expected {nbytes}", key)
+        if flat.nbytes > limit:
+            raise ChunkDecodeError(f"decoded to {flat.nbytes} bytes, more than {limit}", key)
         return flat

@@ -52,6 +52,11 @@ class Backend(ABC):
         self.store = store
         self.options = dict(options or {})
 
+    @classmethod
+    def configured(cls, options: Mapping[str, Any]) -> bool:
+        """Whether ``options`` are enough for this backend; if not, the client path reads."""
+        return True
+
     @abstractmethod
     async def reduce(self, job: ChunkJob, tasks: Sequence[ChunkTask]) -> BatchResult:
         """Partials of ``tasks``; raise StorageUnavailableError when the storage side is down."""

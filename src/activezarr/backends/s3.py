@@ -49,8 +49,6 @@ class S3Backend(Backend):
         super().__init__(store, options)
         servers = self.options.get("server")
         servers = [servers] if isinstance(servers, str) else list(servers or ())
-        if not servers:
-            raise ValueError("the s3 backend needs active={'server': URL or [URLs]}")
         self.servers = [s.rstrip("/") for s in servers]
         self._rotation = itertools.cycle(self.servers)
         fs = getattr(store, "fs", None)
@@ -63,7 +61,8 @@ class S3Backend(Backend):
                          or DEFAULT_ENDPOINT).rstrip("/")
         key = getattr(fs, "key", None) or storage_options.get("key")
         secret = getattr(fs, "secret", None) or storage_options.get("secret")
-        self.auth = aiohttp.BasicAuth(key, secret) if key and secret else None
+        self.headers = {"Authorization": aiohttp.encode_basic_auth(key, secret)} \
+            if key and secret else {}
         self.concurrency = int(self.options.get("concurrency")
                                or zarr.config.get("async.concurrency"))
         self.retries = int(self.options.get("retries", 3))
@@ -72,6 +71,10 @@ class S3Backend(Backend):
         self._session: aiohttp.ClientSession | None = None
         self._limit: asyncio.Semaphore | None = None
         self._sizes: asyncio.Future[dict[str, int]] | None = None
+
+    @classmethod
+    def configured(cls, options: Mapping[str, Any]) -> bool:
+        return bool(options.get("server"))
 
     # --- HTTP ------------------------------------------------------------------------------
 
@@ -98,7 +101,7 @@ class S3Backend(Backend):
             tally.requests += 1
             try:
                 async with limit, session.request(method, server + path, json=body,
-                                                   auth=self.auth) as response:
+                                                   headers=self.headers) as response:
                     answer = await response.read()
             except (aiohttp.ClientError, TimeoutError) as exc:
                 problem = f"{server}: {type(exc).__name__}: {exc}"
@@ -109,7 +112,8 @@ class S3Backend(Backend):
                 raise _Failed(f"{server}{path} answered {response.status}: {answer[:200]!r}")
             problem = f"{server} answered {response.status}"
         raise StorageUnavailableError(
-            f"active servers {self.servers} unavailable after {self.retries + 1} attempts ({problem})"
+            f"active servers {self.servers} unavailable after {self.retries + 1} attempts "
+            f"({problem})"
         )
 
     async def _extensions(self, tally: BatchResult) -> tuple[str, ...]:
@@ -159,18 +163,7 @@ class S3Backend(Backend):
         extensions = await self._extensions(result)
         whole = any(t.byte_range is None for t in tasks)
         sizes = await self._stored_sizes(job, result) if whole else {}
-        planned: list[tuple[int, str, dict[str, Any], int]] = []
-        for i, task in enumerate(tasks):
-            if task.byte_range is None and task.key not in sizes:
-                continue  # never written: None tells the engine to use the fill value
-            built = build_request(job.kernel.spec, task.selection, interface_type="s3",
-                                  url=self._url(task.key), byte_range=task.byte_range,
-                                  extensions=extensions)
-            if built is None:
-                result.failed.append(i)
-                continue
-            stored = task.byte_range[1] if task.byte_range else sizes[task.key]
-            planned.append((i, *built, stored))
+        planned = self._plan(job, tasks, sizes, extensions, result)
         answers = await self._send([(op, body) for _, op, body, _ in planned], extensions, result)
         for (i, op, _, stored), answer in zip(planned, answers):
             if answer is None:
@@ -180,6 +173,28 @@ class S3Backend(Backend):
             result.bytes_stored += stored
         result.failed.sort()
         return result
+
+    def _plan(self, job: ChunkJob, tasks: Sequence[ChunkTask], sizes: Mapping[str, int],
+              extensions: Sequence[str], result: BatchResult
+              ) -> list[tuple[int, str, dict[str, Any], int]]:
+        """(position, op, body, stored bytes) of each chunk the servers can reduce.
+
+        Chunks never written stay None (the engine uses the fill value); chunks the servers
+        cannot express go to ``result.failed`` for the client.
+        """
+        planned = []
+        for i, task in enumerate(tasks):
+            if task.byte_range is None and task.key not in sizes:
+                continue
+            built = build_request(job.kernel.spec, task.selection, interface_type="s3",
+                                  url=self._url(task.key), byte_range=task.byte_range,
+                                  extensions=extensions)
+            if built is None:
+                result.failed.append(i)
+                continue
+            stored = task.byte_range[1] if task.byte_range else sizes[task.key]
+            planned.append((i, *built, stored))
+        return planned
 
     async def _send(self, requests: list[tuple[str, dict[str, Any]]], extensions: Sequence[str],
                     result: BatchResult) -> list[Mapping[str, Any] | None]:

@@ -1,0 +1,65 @@
+"""``activezarr serve``: run the active server. Every flag also reads an ACTIVEZARR_* variable."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+import click
+from aiohttp import web
+
+from .app import create_app
+from .config import ServerConfig, Upstream
+
+
+def _upstream(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+              ) -> tuple[Upstream, ...]:
+    try:
+        return tuple(Upstream.parse(v) for v in values)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _option(*names: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A click option that also reads ``ACTIVEZARR_<NAME>`` from the environment."""
+    env = "ACTIVEZARR_" + names[0].lstrip("-").replace("-", "_").upper()
+    return click.option(*names, envvar=env, show_envvar=True, **kwargs)
+
+
+@click.command("serve")
+@_option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@_option("--port", type=int, default=8080, show_default=True)
+@_option("--upstream", multiple=True, callback=_upstream,
+         help="Object store the server may read: PUBLIC[=INTERNAL] URL. Repeatable.")
+@_option("--allow-root", multiple=True, type=click.Path(exists=True, file_okay=False),
+         help="Directory served to interface_type 'file'. Repeatable.")
+@_option("--tls-cert", type=click.Path(exists=True, dir_okay=False))
+@_option("--tls-key", type=click.Path(exists=True, dir_okay=False))
+@_option("--max-body", type=int, default=ServerConfig.max_body, show_default=True)
+@_option("--max-chunk-bytes", type=int, default=ServerConfig.max_chunk_bytes, show_default=True)
+@_option("--max-decoded-bytes", type=int, default=ServerConfig.max_decoded_bytes,
+         show_default=True)
+@_option("--max-inflight", type=int, default=ServerConfig.max_inflight, show_default=True,
+         help="Requests served at once; more are refused with 503.")
+@_option("--workers", type=int, default=None, help="Decode/reduce threads [default: CPUs].")
+@_option("--s3-region", default=ServerConfig.s3_region, show_default=True,
+         help="Region S3 requests are signed for.")
+def serve(host: str, port: int, upstream: tuple[Upstream, ...], allow_root: tuple[str, ...],
+          tls_cert: str | None, tls_key: str | None, max_body: int, max_chunk_bytes: int,
+          max_decoded_bytes: int, max_inflight: int, workers: int | None, s3_region: str) -> None:
+    """Serve the active-storage protocol (Reductionist v2 compatible)."""
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    config = ServerConfig(upstreams=upstream, roots=allow_root, max_body=max_body,
+                          max_chunk_bytes=max_chunk_bytes, max_decoded_bytes=max_decoded_bytes,
+                          max_inflight=max_inflight, s3_region=s3_region,
+                          **({"workers": workers} if workers else {}))
+    context = None
+    if tls_cert is not None:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(tls_cert, tls_key)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    web.run_app(create_app(config), host=host, port=port, ssl_context=context,
+                shutdown_timeout=10, print=None)

@@ -1,0 +1,47 @@
+"""What a server is configured to reach and how much work it accepts."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from yarl import URL
+
+MiB = 2**20
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """Objects named under ``public`` are read through ``internal`` (the data centre's own URL)."""
+
+    public: URL
+    internal: URL
+
+    @classmethod
+    def parse(cls, text: str) -> Upstream:
+        """``PUBLIC`` or ``PUBLIC=INTERNAL``, both absolute http(s) URLs."""
+        public, _, internal = text.partition("=")
+        urls = [URL(public), URL(internal or public)]
+        for url in urls:
+            if url.scheme not in ("http", "https") or not url.host:
+                raise ValueError(f"upstream {str(url)!r} is not an absolute http(s) URL")
+        return cls(*urls)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    upstreams: tuple[Upstream, ...] = ()
+    roots: tuple[str, ...] = ()
+    max_body: int = 4 * MiB
+    max_chunk_bytes: int = 256 * MiB
+    max_decoded_bytes: int = 1024 * MiB
+    max_inflight: int = 256
+    max_batch: int = 1024
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    s3_region: str = "us-east-1"
+
+    def limits(self) -> dict[str, int]:
+        """The limits, as published in the capability document."""
+        return {"max_body": self.max_body, "max_chunk_bytes": self.max_chunk_bytes,
+                "max_decoded_bytes": self.max_decoded_bytes, "max_inflight": self.max_inflight,
+                "max_batch": self.max_batch}

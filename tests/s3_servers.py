@@ -1,0 +1,139 @@
+"""Real servers on loopback for the S3 tests: moto's S3 and the active server as a subprocess.
+
+Test modules do ``from s3_servers import *`` to get the fixtures; servers start once per session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import pytest
+import requests
+from moto.server import ThreadedMotoServer
+
+__all__ = ["ActiveServer", "S3", "active_server", "free_port", "moto_s3", "served_root",
+           "start_active_server"]
+
+KEY, SECRET = "testing-key", "testing-secret-do-not-log"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class S3:
+    """An S3 endpoint with credentials and a boto3 client to it."""
+
+    endpoint: str
+    key: str
+    secret: str
+
+    @property
+    def client(self):  # type: ignore[no-untyped-def]
+        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=self.key,
+                            aws_secret_access_key=self.secret, region_name="us-east-1")
+
+    @property
+    def storage_options(self) -> dict[str, str]:
+        return {"endpoint_url": self.endpoint, "key": self.key, "secret": self.secret}
+
+    def bucket(self, name: str) -> str:
+        with contextlib.suppress(self.client.exceptions.BucketAlreadyOwnedByYou):
+            self.client.create_bucket(Bucket=name)
+        return name
+
+
+@dataclass
+class ActiveServer:
+    """A running ``python -m activezarr.server``; ``log`` holds everything it printed."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def start_active_server(log_dir: Path, *args: str, env: dict[str, str] | None = None,
+                        ca: Path | None = None) -> Iterator[ActiveServer]:
+    """The server with ``args`` (and ``env``) on a free port, answering ``/healthz`` when yielded.
+
+    With ``ca`` (the certificate of a ``--tls-cert``) it serves https.
+
+    It is stopped with SIGTERM, as a service manager would.
+    """
+    port = free_port()
+    log = log_dir / f"server-{port}.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "activezarr.server", "--host", "127.0.0.1",
+             "--port", str(port), *args],
+            stdout=out, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        )
+    server = ActiveServer(f"{'https' if ca else 'http'}://127.0.0.1:{port}", process, log)
+    try:
+        _wait_ready(server, str(ca) if ca else True)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wait_ready(server: ActiveServer, verify: str | bool, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"active server exited:\n{server.output()}")
+        with contextlib.suppress(requests.ConnectionError):
+            if requests.get(f"{server.url}/healthz", timeout=1, verify=verify).status_code == 200:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"active server not ready after {timeout}s:\n{server.output()}")
+
+
+@pytest.fixture(scope="session")
+def moto_s3() -> Iterator[S3]:
+    """moto's S3 in server mode on a free loopback port (a real HTTP S3)."""
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield S3(f"http://127.0.0.1:{port}", KEY, SECRET)
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def served_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The directory the session's active server serves to ``interface_type: file``."""
+    return tmp_path_factory.mktemp("served-root")
+
+
+@pytest.fixture(scope="session")
+def active_server(moto_s3: S3, served_root: Path,
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[ActiveServer]:
+    """The active server reading moto's S3 and one file root, with small limits for the tests."""
+    logs = tmp_path_factory.mktemp("server-logs")
+    with start_active_server(logs, "--upstream", moto_s3.endpoint, "--allow-root", str(served_root),
+                             "--max-body", str(256 * 1024), "--max-chunk-bytes",
+                             str(64 * 2**20), "--workers", "4") as server:
+        yield server

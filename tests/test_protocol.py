@@ -1,0 +1,240 @@
+"""The wire protocol model: what requests are accepted, what they mean, and how results read."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from activezarr.kernel import ChunkKernel
+from activezarr.protocol import (
+    EXTENSIONS,
+    ChunkRequest,
+    Missing,
+    build_request,
+    choose_op,
+    error_body,
+    partial_from_result,
+    reduction_result,
+    select_result,
+)
+from activezarr.wire import ChunkSpec, MissingSpec
+
+BASE = {"interface_type": "s3", "url": "http://s3.local/bucket/key", "dtype": "int32"}
+
+
+def parse(**fields: object) -> ChunkRequest:
+    return ChunkRequest.model_validate_json(json.dumps({**BASE, **fields}))
+
+
+def run(op: str, data: np.ndarray, **fields: object) -> dict:
+    """The response map of ``op`` on ``data``, through the request's own spec and the kernel."""
+    request = parse(dtype=data.dtype.name, shape=list(data.shape), **fields)
+    spec = request.chunk_spec(op, data.shape, request.codec_configs())
+    partial = ChunkKernel(spec).reduce(data.tobytes(), request.chunk_selection(data.shape))
+    return reduction_result(op, request, partial)
+
+
+def values(result: dict) -> np.ndarray:
+    return np.frombuffer(result["bytes"], result["dtype"]).reshape(result["shape"])
+
+
+def test_unknown_field_is_rejected() -> None:
+    with pytest.raises(ValidationError, match="Extra inputs"):
+        parse(colour="blue")
+
+
+def test_strings_are_not_coerced_to_numbers() -> None:
+    with pytest.raises(ValidationError):
+        parse(offset="8")
+
+
+@pytest.mark.parametrize("dtype", ["float128", "complex64", "bool", "object"])
+def test_unsupported_dtype_is_rejected(dtype: str) -> None:
+    with pytest.raises(ValidationError):
+        parse(dtype=dtype)
+
+
+def test_codecs_exclude_compression_and_filters() -> None:
+    with pytest.raises(ValidationError, match="exclusive"):
+        parse(codecs=[{"id": "zlib"}], compression={"id": "zlib"})
+
+
+def test_v2_compression_and_filters_become_a_numcodecs_chain_in_encode_order() -> None:
+    request = parse(compression={"id": "gzip"}, filters=[{"id": "shuffle", "element_size": 4}])
+    assert request.codec_configs() == ({"id": "shuffle", "elementsize": 4}, {"id": "gzip"})
+
+
+@pytest.mark.parametrize("missing", [{}, {"missing_value": 1, "missing_values": [2]},
+                                     {"valid_range": [1, 2], "valid_min": 0},
+                                     {"valid_range": [3, 1]}, {"fill": 1}])
+def test_invalid_missing_is_rejected(missing: dict) -> None:
+    with pytest.raises(ValidationError):
+        parse(missing=missing)
+
+
+def test_missing_value_must_be_representable_in_the_dtype() -> None:
+    request = parse(dtype="uint8", missing={"missing_value": 300})
+    with pytest.raises(ValidationError, match="not representable"):
+        request.chunk_spec("sum", (4,), ())
+
+
+@pytest.mark.parametrize("missing, spec", [
+    ({"missing_value": 5}, MissingSpec(values=(5,))),
+    ({"missing_values": [5, 6]}, MissingSpec(values=(5, 6))),
+    ({"valid_min": 1}, MissingSpec(valid_min=1)),
+    ({"valid_max": 9}, MissingSpec(valid_max=9)),
+    ({"valid_range": [1, 9]}, MissingSpec(valid_min=1, valid_max=9)),
+    ({"missing_value": 5, "valid_range": [1, 9]}, MissingSpec(values=(5,), valid_min=1,
+                                                              valid_max=9)),
+])
+def test_missing_rules_map_onto_the_core_rules_and_back(missing: dict, spec: MissingSpec) -> None:
+    parsed = Missing.model_validate_json(json.dumps(missing))
+    assert parsed.to_spec() == spec
+    assert Missing.from_spec(spec).to_spec() == spec
+
+
+def test_byte_order_gives_the_stored_dtype() -> None:
+    assert parse(dtype="uint32", byte_order="big").stored_dtype == np.dtype(">u4")
+    assert parse(dtype="uint32", byte_order="little").stored_dtype == np.dtype("<u4")
+
+
+def test_negative_axis_counts_from_the_end() -> None:
+    assert parse(axis=-1).chunk_spec("sum", (2, 3), ()).axis == (1,)
+
+
+def test_reductionist_test_vector_sum_of_two_little_endian_uint32() -> None:
+    data = np.frombuffer(bytes(range(1, 9)), "<u4")
+    result = run("sum", data)
+    assert result["dtype"] == "uint32" and result["shape"] == [] and result["count"] == [2]
+    assert values(result)[()] == 201984006
+
+
+def test_native_sum_wraps_in_the_request_dtype_and_wide_does_not() -> None:
+    data = np.array([2**31 - 1, 1], np.int32)
+    assert values(run("sum", data))[()] == -(2**31)
+    wide = run("sum", data, accumulate="wide")
+    assert wide["dtype"] == "int64" and values(wide)[()] == 2**31
+
+
+@pytest.mark.parametrize("dtype", ["int16", "uint32", "float32", "float64"])
+def test_all_missing_gives_zero_sum_dtype_max_min_and_dtype_min_max(dtype: str) -> None:
+    data = np.full(4, 7, dtype)
+    info = np.finfo(dtype) if data.dtype.kind == "f" else np.iinfo(dtype)
+    missing = {"missing_value": 7}
+    assert values(run("sum", data, missing=missing))[()] == 0
+    assert values(run("min", data, missing=missing))[()] == info.max
+    assert values(run("max", data, missing=missing))[()] == info.min
+    assert run("count", data, missing=missing)["count"] == [0]
+
+
+def test_counts_are_per_output_element_and_reduced_axes_are_dropped() -> None:
+    data = np.arange(12, dtype=np.int64).reshape(3, 4)
+    result = run("max", data, axis=0, missing={"valid_max": 9})
+    assert result["shape"] == [4] and result["count"] == [3, 3, 2, 2]
+    np.testing.assert_array_equal(values(result), [8, 9, 6, 7])
+
+
+def test_empty_axis_list_reduces_nothing() -> None:
+    data = np.arange(6, dtype=np.int32).reshape(2, 3)
+    result = run("sum", data, axis=[])
+    np.testing.assert_array_equal(values(result), data)
+
+
+def test_selection_follows_numpy_slice_rules() -> None:
+    data = np.arange(10, dtype=np.float64)
+    result = run("sum", data, selection=[[-2, 1, -3]])
+    assert values(result)[()] == data[-2:1:-3].sum()
+
+
+def test_nan_propagates_through_min_and_max() -> None:
+    data = np.array([1.0, np.nan, 3.0], np.float32)
+    assert np.isnan(values(run("min", data))[()]) and np.isnan(values(run("max", data))[()])
+
+
+def test_select_returns_elements_in_the_requested_order_with_the_valid_count() -> None:
+    data = np.arange(6, dtype=np.int32).reshape(2, 3)
+    request = parse(shape=[2, 3], order="F", missing={"missing_value": 4})
+    result = select_result(request, data, 5)
+    assert result["count"] == [5] and result["shape"] == [2, 3]
+    assert np.frombuffer(result["bytes"], "int32").tolist() == [0, 3, 1, 4, 2, 5]
+
+
+def test_stats_carries_every_moment_of_the_result_shape() -> None:
+    data = np.arange(12, dtype=np.int32).reshape(3, 4)
+    result = run("stats", data, axis=[1])
+    spec = ChunkSpec(dtype="<i4", shape=(3, 4), axis=(1,),
+                     fields=("count", "sum", "min", "max", "m2"), accumulate="float")
+    partial = partial_from_result("stats", result, spec)
+    np.testing.assert_array_equal(partial.sum, data.sum(axis=1))
+    np.testing.assert_array_equal(partial.max, data.max(axis=1))
+    np.testing.assert_allclose(partial.m2, data.var(axis=1) * 4)
+
+
+def test_options_as_bytes_are_empty_unless_requested() -> None:
+    data = np.arange(4, dtype=np.int32)
+    assert run("sum", data)["count_as_bytes"] == b""
+    asked = run("sum", data, option_count_as_bytes=True, option_shape_as_bytes=True)
+    assert np.frombuffer(asked["count_as_bytes"], np.int64).tolist() == [4]
+
+
+def test_error_body_lists_the_causes() -> None:
+    try:
+        try:
+            raise KeyError("inner")
+        except KeyError as exc:
+            raise ValueError("outer") from exc
+    except ValueError as exc:
+        body = error_body(exc)
+    assert body == {"error": {"message": "outer", "caused_by": ["'inner'"]}}
+
+
+# --- the client's side ---------------------------------------------------------------------
+
+
+def spec(**fields: object) -> ChunkSpec:
+    return ChunkSpec(**{"dtype": "<f4", "shape": (4, 4), **fields})
+
+
+@pytest.mark.parametrize("fields, extensions, op", [
+    (("count",), (), "count"), (("count", "sum"), (), "sum"), (("count", "min"), (), "min"),
+    (("count", "sum", "m2"), EXTENSIONS, "stats"), (("count", "sum", "m2"), (), None),
+])
+def test_the_op_is_chosen_from_the_partial_fields(fields: tuple, extensions: tuple,
+                                                  op: str | None) -> None:
+    assert choose_op(fields, extensions) == op
+
+
+def test_a_plain_reductionist_gets_v2_fields_only() -> None:
+    chain = ({"id": "shuffle", "elementsize": 4}, {"id": "zlib", "level": 1})
+    op, body = build_request(spec(codecs=chain, fields=("count", "sum")), ((0, 4, 1),) * 2,
+                             interface_type="s3", url="http://h/b/k", byte_range=(8, 64),
+                             extensions=())
+    assert op == "sum"
+    assert body["compression"] == {"id": "zlib"}
+    assert body["filters"] == [{"id": "shuffle", "element_size": 4}]
+    assert (body["offset"], body["size"]) == (8, 64)
+    assert "codecs" not in body and "accumulate" not in body
+    ChunkRequest.model_validate_json(json.dumps(body))
+
+
+@pytest.mark.parametrize("chunk", [
+    spec(codecs=({"id": "zstd"},)),             # codec outside v2
+    spec(dtype="<i2"),                          # dtype outside v2
+    spec(dtype="<i4", fields=("count", "sum")),  # a v2 int32 sum would wrap
+    spec(missing=MissingSpec(nan=True)),        # NaN as missing has no wire form
+    spec(shape=(2, 2, 2), order=(1, 0, 2)),     # only a full reversal has a wire form (F)
+])
+def test_what_a_plain_reductionist_cannot_do_stays_on_the_client(chunk: ChunkSpec) -> None:
+    assert build_request(chunk, ((0, 4, 1),) * 2, interface_type="s3", url="http://h/b/k",
+                         byte_range=None, extensions=()) is None
+
+
+def test_our_server_gets_the_whole_codec_chain_and_wide_sums() -> None:
+    chunk = spec(dtype=">i2", codecs=({"id": "zstd", "level": 1},), fields=("count", "sum"))
+    op, body = build_request(chunk, ((0, 4, 1),) * 2, interface_type="s3", url="http://h/b/k",
+                             byte_range=None, extensions=EXTENSIONS)
+    assert body["codecs"] == [{"id": "zstd", "level": 1}]
+    assert body["accumulate"] == "wide" and body["byte_order"] == "big"
