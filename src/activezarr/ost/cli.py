@@ -1,0 +1,147 @@
+"""``activezarr ost ...`` (the cluster and its servers) and ``activezarr layout URL``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from .cluster import Cluster, ClusterConfig, mb_per_s, run_until_signalled
+from .placement import SPREAD_POLICIES
+from .serving import serve
+from .survey import Survey, survey_url
+
+_RATE = {"type": float, "default": None, "help": "MB/s; unlimited when absent."}
+
+
+@click.group("ost")
+def ost() -> None:
+    """The simulated parallel file system (ost://): an MDS, OSTs and an OSS on loopback."""
+
+
+@ost.command("start")
+@click.option("--root", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory holding the MDS state and one directory per OST.")
+@click.option("--osts", type=click.IntRange(1), default=4, show_default=True)
+@click.option("--stripe-size", type=click.IntRange(1), default=1 << 20, show_default=True,
+              help="Default stripe size in bytes.")
+@click.option("--stripe-count", type=click.IntRange(-1), default=-1, show_default=True,
+              help="Default OSTs per file; -1 stripes over all.")
+@click.option("--port", type=click.IntRange(1, 65535), default=7070, show_default=True,
+              help="MDS port; OST i listens on PORT+1+i and the OSS on PORT+OSTS+1.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--lan-rate", **_RATE)
+@click.option("--disk-rate", **_RATE)
+def start(root: Path, osts: int, stripe_size: int, stripe_count: int, port: int, host: str,
+          lan_rate: float | None, disk_rate: float | None) -> None:
+    """Run a cluster in the foreground until SIGINT or SIGTERM."""
+    config = ClusterConfig(root=root, osts=osts, stripe_size=stripe_size,
+                           stripe_count=stripe_count, port=port, host=host,
+                           lan_rate=lan_rate, disk_rate=disk_rate)
+    cluster = Cluster(config).start()
+    click.echo(f"MDS {cluster.mds}  OSS {cluster.oss}  OSTs {' '.join(cluster.osts)}")
+    click.echo(f"file system at {cluster.url}/ ; stop with Ctrl-C")
+    run_until_signalled(cluster)
+
+
+@ost.command("target")
+@click.option("--root", required=True, type=click.Path(file_okay=False))
+@click.option("--host", default="127.0.0.1")
+@click.option("--port", type=int, required=True)
+@click.option("--disk-rate", **_RATE)
+def target(root: str, host: str, port: int, disk_rate: float | None) -> None:
+    """Run one OST server (the cluster launcher starts these)."""
+    from .target import create_target_app
+
+    serve(create_target_app(root, mb_per_s(disk_rate)), host, port)
+
+
+@ost.command("oss")
+@click.option("--host", default="127.0.0.1")
+@click.option("--port", type=int, required=True)
+@click.option("--mds", required=True, help="MDS URL.")
+def oss(host: str, port: int, mds: str) -> None:
+    """Run the OSS server (the cluster launcher starts it)."""
+    from .oss import create_oss_app
+
+    serve(create_oss_app(mds), host, port)
+
+
+@ost.command("mds")
+@click.option("--state", required=True, type=click.Path(dir_okay=False))
+@click.option("--host", default="127.0.0.1")
+@click.option("--port", type=int, required=True)
+@click.option("--ost", "osts", multiple=True, required=True, help="OST URL, in order. Repeatable.")
+@click.option("--oss", default=None, help="OSS URL.")
+@click.option("--stripe-size", type=click.IntRange(1), required=True)
+@click.option("--stripe-count", type=click.IntRange(-1), default=-1)
+@click.option("--lan-rate", **_RATE)
+def mds(state: str, host: str, port: int, osts: tuple[str, ...], oss: str | None,
+        stripe_size: int, stripe_count: int, lan_rate: float | None) -> None:
+    """Run the MDS server (the cluster launcher starts it)."""
+    from .mds import create_mds_app
+    from .messages import ClusterMap
+
+    cluster_map = ClusterMap(osts=osts, oss=oss, stripe_size=stripe_size,
+                             stripe_count=stripe_count, lan_rate=mb_per_s(lan_rate))
+    serve(create_mds_app(state, cluster_map), host, port)
+
+
+def _storage_options(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+                     ) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for value in values:
+        key, sep, text = value.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{value!r} is not KEY=VALUE")
+        try:
+            options[key] = json.loads(text)
+        except ValueError:
+            options[key] = text
+    return options
+
+
+@click.command("layout")
+@click.argument("url")
+@click.option("-o", "--storage-option", "storage_options", multiple=True,
+              callback=_storage_options, help="KEY=VALUE passed to the file system. Repeatable.")
+@click.option("--spread-compressed", type=click.Choice(SPREAD_POLICIES), default="oss",
+              show_default=True, help="Where compressed chunks spread over OSTs reduce.")
+def layout(url: str, storage_options: dict[str, Any], spread_compressed: str) -> None:
+    """How the chunks of the array (or group) at URL sit on the stripes of an ost:// file
+    system, the bytes each path would move, and the stripe size that would make every
+    compressed chunk single-OST. Reads no chunk data."""
+    console = Console()
+    for survey in survey_url(url, storage_options, spread_compressed):
+        console.print(survey_table(survey))
+        stripe = survey.single_ost_stripe()
+        current = ", ".join(str(s) for s in sorted(survey.stripe_sizes)) or "-"
+        if stripe is not None:
+            console.print(f"stripe size putting every compressed chunk on one OST: {stripe} "
+                          f"bytes (now {current}); or stripe count 1")
+        else:
+            console.print(f"uncompressed: every chunk reduces on its OSTs (stripe size {current})")
+
+
+def survey_table(survey: Survey) -> Table:
+    """One row per kind of chunk: its path and the bytes that path moves on each link."""
+    table = Table(title=f"{survey.name}: {len(survey.sites)} stored chunks")
+    for column in ("kind", "path", "chunks", "OST disk", "OST→OSS", "LAN", "LAN if client"):
+        table.add_column(column, justify="left" if column in ("kind", "path") else "right",
+                         no_wrap=True)
+    for (kind, path), cost in sorted(survey.costs().items()):
+        table.add_row(kind, path, str(cost.chunks), _size(cost.disk), _size(cost.storage),
+                      ("" if path == "client" else "≈") + _size(cost.lan), _size(cost.disk))
+    return table
+
+
+def _size(nbytes: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if nbytes < 1000 or unit == "GB":
+            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1000  # type: ignore[assignment]
+    raise AssertionError

@@ -1,0 +1,169 @@
+"""Starting and stopping a cluster: one process per OST, an OSS and an MDS, all on loopback."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Self
+
+from .messages import HEALTH_PATH
+from .ratelimit import MB
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` ports nobody listens on right now."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+@dataclass
+class ClusterConfig:
+    """A cluster's shape. Rates are in MB/s (None: unlimited); ``port`` 0 picks free ports.
+
+    The MDS listens on ``port``, OST ``i`` on ``port + 1 + i`` and the OSS on ``port + osts + 1``.
+    """
+
+    root: Path
+    osts: int = 4
+    stripe_size: int = 1 << 20
+    stripe_count: int = -1
+    port: int = 0
+    host: str = "127.0.0.1"
+    lan_rate: float | None = None
+    disk_rate: float | None = None
+
+    def ports(self) -> list[int]:
+        """[MDS, OST 0, ..., OST N-1, OSS]."""
+        if self.port:
+            return [self.port + i for i in range(self.osts + 2)]
+        found = free_ports(self.osts + 2)
+        return [found[0], *found[2:], found[1]]
+
+
+@dataclass
+class Cluster:
+    """A running cluster; a context manager that stops every process it started."""
+
+    config: ClusterConfig
+    mds: str = ""
+    osts: list[str] = field(default_factory=list)
+    oss: str = ""
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        """The ``ost://`` URL of the root of the file system."""
+        return "ost://" + self.mds.removeprefix("http://")
+
+    def _spawn(self, name: str, *args: str) -> None:
+        command = [sys.executable, "-m", "activezarr.ost", *args]
+        self.processes[name] = subprocess.Popen(command, start_new_session=True)
+
+    def start(self, timeout: float = 30.0) -> Self:
+        c = self.config
+        ports = c.ports()
+        base = f"http://{c.host}"
+        self.mds, self.oss = f"{base}:{ports[0]}", f"{base}:{ports[-1]}"
+        self.osts = [f"{base}:{p}" for p in ports[1:-1]]
+        rate = [] if c.disk_rate is None else ["--disk-rate", str(c.disk_rate)]
+        for i, port in enumerate(ports[1:-1]):
+            self._spawn(f"ost{i}", "target", "--root", str(c.root / f"ost{i}"),
+                        "--host", c.host, "--port", str(port), *rate)
+        self._spawn("oss", "oss", "--host", c.host, "--port", str(ports[-1]), "--mds", self.mds)
+        lan = [] if c.lan_rate is None else ["--lan-rate", str(c.lan_rate)]
+        self._spawn("mds", "mds", "--state", str(c.root / "mds.json"), "--host", c.host,
+                    "--port", str(ports[0]), "--oss", self.oss, "--stripe-size",
+                    str(c.stripe_size), "--stripe-count", str(c.stripe_count), *lan,
+                    *(a for url in self.osts for a in ("--ost", url)))
+        try:
+            self._wait_healthy([self.mds, self.oss, *self.osts], timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_healthy(self, urls: list[str], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for url in urls:
+            while True:
+                dead = [n for n, p in self.processes.items() if p.poll() is not None]
+                if dead:
+                    raise RuntimeError(f"cluster process(es) {dead} exited during start-up")
+                try:
+                    with urllib.request.urlopen(url + HEALTH_PATH, timeout=1):
+                        break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"{url} not healthy after {timeout} s") from None
+                    time.sleep(0.05)
+
+    def links(self) -> Counter[str]:
+        """Bytes each link has carried so far, summed over the servers' ``/metrics``."""
+        total: Counter[str] = Counter()
+        for url in (self.mds, self.oss, *self.osts):
+            with urllib.request.urlopen(url + "/metrics", timeout=5) as response:
+                total.update(json.load(response))
+        return total
+
+    def kill(self, name: str) -> None:
+        """Kill one process (``ost2``, ``oss``, ``mds``) at once, as a crash would."""
+        process = self.processes[name]
+        process.kill()
+        process.wait()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def mb_per_s(rate: float | None) -> float | None:
+    """Bytes per second from the MB/s the command line speaks."""
+    return None if rate is None else rate * MB
+
+
+def run_until_signalled(cluster: Cluster) -> None:
+    """Keep ``cluster`` up until SIGINT or SIGTERM, or until one of its processes dies."""
+    stop = False
+
+    def request_stop(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not stop:
+            dead = [n for n, p in cluster.processes.items() if p.poll() is not None]
+            if dead:
+                raise RuntimeError(f"cluster process(es) {dead} exited")
+            time.sleep(0.2)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        cluster.stop()

@@ -1,0 +1,84 @@
+"""The ost:// file system: striped writes, gathered reads, listing, deleting; zarr on top."""
+
+from __future__ import annotations
+
+import fsspec
+import numpy as np
+import pytest
+import zarr
+
+import activezarr
+from ost_cluster import *
+
+
+@pytest.fixture
+def fs(ost_cluster):
+    return fsspec.filesystem("ost", host=ost_cluster.url.removeprefix("ost://"))
+
+
+def test_a_file_reads_back_whole_and_in_ranges(fs):
+    data = np.random.default_rng(1).bytes(10_000)
+    fs.pipe("fs/ranges.bin", data)
+    assert fs.cat("fs/ranges.bin") == data
+    for start, end in [(0, 1), (999, 1003), (1001, 3003), (9_000, None), (-5, None)]:
+        assert fs.cat_file("fs/ranges.bin", start, end) == data[start:end]
+
+
+def test_a_file_is_striped_round_robin_over_all_osts(fs):
+    fs.pipe("fs/striped.bin", b"x" * 5000)
+    layout = fs.info("fs/striped.bin")["layout"]
+    assert layout["stripe_size"] == SHARED_STRIPE
+    assert sorted(layout["osts"]) == [0, 1, 2, 3]
+
+
+def test_storage_options_set_the_striping_of_new_files(ost_cluster):
+    fs = fsspec.filesystem("ost", host=ost_cluster.url.removeprefix("ost://"),
+                           stripe_size=4096, stripe_count=2, skip_instance_cache=True)
+    fs.pipe("fs/setstripe.bin", b"y" * 10_000)
+    layout = fs.info("fs/setstripe.bin")["layout"]
+    assert (layout["stripe_size"], len(layout["osts"])) == (4096, 2)
+    assert fs.cat("fs/setstripe.bin") == b"y" * 10_000
+
+
+def test_ls_info_and_rm(fs):
+    fs.pipe("fs/tree/a/one", b"1")
+    fs.pipe("fs/tree/two", b"22")
+    assert fs.ls("fs/tree", detail=False) == ["fs/tree/a", "fs/tree/two"]
+    assert fs.info("fs/tree/two")["size"] == 2
+    assert fs.info("fs/tree/a")["type"] == "directory"
+    fs.rm("fs/tree", recursive=True)
+    assert not fs.exists("fs/tree/two")
+    with pytest.raises(FileNotFoundError):
+        fs.info("fs/tree")
+
+
+def test_overwriting_replaces_the_content(fs):
+    fs.pipe("fs/again.bin", b"old" * 1000)
+    fs.pipe("fs/again.bin", b"new")
+    assert fs.cat("fs/again.bin") == b"new"
+
+
+def test_zarr_writes_and_reads_back_byte_identical(ost_cluster, tmp_path):
+    data = np.random.default_rng(2).normal(size=(70, 90)).astype(">f8")
+    create = {"chunks": (30, 40), "compressors": zarr.codecs.ZstdCodec(), "fill_value": np.nan}
+    write_array(f"{ost_cluster.url}/fs/identical.zarr", data, **create)
+    write_array(str(tmp_path / "local.zarr"), data, **create)
+    remote = fsspec.filesystem("ost", host=ost_cluster.url.removeprefix("ost://"))
+    local = fsspec.filesystem("file")
+    keys = sorted(p.split("identical.zarr/")[1] for p in remote.find("fs/identical.zarr"))
+    assert keys == sorted(p.split("local.zarr/")[1] for p in local.find(tmp_path / "local.zarr"))
+    for key in keys:
+        assert remote.cat(f"fs/identical.zarr/{key}") == local.cat(tmp_path / "local.zarr" / key)
+    store = activezarr.ActiveStore.from_url(f"{ost_cluster.url}/fs/identical.zarr")
+    assert np.array_equal(zarr.open_array(store, mode="r")[...], data)
+
+
+def test_files_open_for_streamed_writes_and_seeking_reads(fs):
+    data = np.random.default_rng(3).bytes(300_000)
+    with fs.open("fs/streamed.bin", "wb", block_size=2**16) as f:
+        for i in range(0, len(data), 70_000):
+            f.write(data[i:i + 70_000])
+    with fs.open("fs/streamed.bin", "rb") as f:
+        f.seek(123_456)
+        assert f.read(1000) == data[123_456:124_456]
+    assert fs.cat("fs/streamed.bin") == data
