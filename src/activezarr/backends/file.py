@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from typing import Any
 
+import zarr
 from zarr.abc.store import Store
 
 from ..errors import ChunkDecodeError, StorageUnavailableError, UnsupportedArrayError
@@ -21,6 +22,15 @@ from .base import Backend, BatchResult, ChunkJob, backends
 def _pool(workers: int) -> ThreadPoolExecutor:
     # numcodecs and numpy release the GIL in decompression and reductions, so threads scale.
     return ThreadPoolExecutor(workers, thread_name_prefix="activezarr-file")
+
+
+def _default_workers() -> int:
+    """One thread per CPU, but no more than the batches a reduction keeps in flight.
+
+    Threads beyond that do no extra work at once, yet each keeps a malloc arena holding freed
+    chunk buffers, so peak memory would grow with the number of CPUs.
+    """
+    return max(1, min(os.cpu_count() or 1, int(zarr.config.get("async.concurrency") or 1)))
 
 
 def _read(path: str, byte_range: tuple[int, int] | None) -> bytes | None:
@@ -44,7 +54,7 @@ def _read(path: str, byte_range: tuple[int, int] | None) -> bytes | None:
 class FileBackend(Backend):
     """Reduces chunks of a local directory store in a bounded pool of worker threads.
 
-    Options: ``workers`` (default: the number of CPUs).
+    Options: ``workers`` (default: the number of CPUs, at most zarr's ``async.concurrency``).
     """
 
     name = "file"
@@ -55,7 +65,7 @@ class FileBackend(Backend):
         if root is None:
             raise UnsupportedArrayError("the file backend needs a store with a local 'root'")
         self.root = os.fspath(root)
-        self.pool = _pool(int(self.options.get("workers") or os.cpu_count() or 1))
+        self.pool = _pool(int(self.options.get("workers") or _default_workers()))
 
     def _read_task(self, task: ChunkTask) -> bytes | None:
         """The stored bytes of ``task``; raise StorageUnavailableError if they are not local."""
