@@ -37,6 +37,7 @@ def test_local_active_store_reduces_on_the_file_backend(tmp_path: Path) -> None:
     assert report.backend == "file" and report.paths == {"file": 4}
     assert report.chunks == 4 and report.requests == 4 and report.fallbacks == 0
     assert report.bytes_stored > 0 and 0 < report.bytes_from_storage < report.bytes_stored
+    assert report.links == {"disk_read": report.bytes_stored, "lan": report.bytes_from_storage}
 
 
 def test_stores_without_an_active_backend_reduce_on_the_client(tmp_path: Path) -> None:

@@ -99,5 +99,7 @@ class Engine:
         self.report.requests += result.requests
         self.report.bytes_stored += result.bytes_stored
         self.report.bytes_from_storage += result.bytes_from_storage
+        self.report.links.update(result.links)
+        self.report.links["lan"] += result.bytes_from_storage
         if served:
             self.report.paths[result.path] += served

@@ -13,6 +13,9 @@ class Report:
     ``bytes_from_storage`` is what crossed from the storage side to the client (partials for an
     active path, whole chunks for the client path); ``bytes_stored`` the encoded size of the
     chunks involved; ``fallbacks`` the chunks the client reduced because storage could not.
+    ``links`` counts bytes by the link they crossed: ``lan`` (storage side to client, the same
+    as ``bytes_from_storage``), and where a backend reads them itself, ``disk_read`` (from
+    storage media) and ``storage`` (between storage servers, e.g. OST to OSS).
     """
 
     backend: str = "client"
@@ -23,6 +26,7 @@ class Report:
     fallbacks: int = 0
     seconds: float = 0.0
     paths: Counter[str] = field(default_factory=Counter)
+    links: Counter[str] = field(default_factory=Counter)
 
     @property
     def reduction_factor(self) -> float:
@@ -31,8 +35,9 @@ class Report:
 
     def __str__(self) -> str:
         paths = ", ".join(f"{k}={v}" for k, v in sorted(self.paths.items())) or "none"
+        links = ", ".join(f"{k}={v}" for k, v in sorted(self.links.items())) or "none"
         return (
             f"backend={self.backend} chunks={self.chunks} requests={self.requests} "
             f"bytes_from_storage={self.bytes_from_storage} bytes_stored={self.bytes_stored} "
-            f"fallbacks={self.fallbacks} seconds={self.seconds:.3f} paths: {paths}"
+            f"fallbacks={self.fallbacks} seconds={self.seconds:.3f} paths: {paths} links: {links}"
         )

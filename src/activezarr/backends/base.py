@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -30,6 +31,7 @@ class BatchResult:
     """Partials of a batch, in task order; None marks a chunk that was never written.
 
     ``failed`` lists the positions the storage side could not serve, for the client to reduce.
+    ``links`` counts bytes on links other than the one to the client (see :class:`Report`).
     """
 
     partials: list[Partial | None]
@@ -38,6 +40,7 @@ class BatchResult:
     bytes_from_storage: int = 0
     requests: int = 0
     failed: list[int] = field(default_factory=list)
+    links: Counter[str] = field(default_factory=Counter)
 
 
 class Backend(ABC):

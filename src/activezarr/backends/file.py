@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
@@ -90,7 +91,7 @@ class FileBackend(Backend):
             partials.append(partial)
         return BatchResult(partials, path=self.name, bytes_stored=stored,
                            bytes_from_storage=moved, requests=len(tasks) - len(failed),
-                           failed=failed)
+                           failed=failed, links=Counter(disk_read=stored))
 
     async def reduce(self, job: ChunkJob, tasks: Sequence[ChunkTask]) -> BatchResult:
         loop = asyncio.get_running_loop()

@@ -9,6 +9,7 @@ as ``active={"spread_compressed": "oss" | "client"}`` says (default ``oss``).
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -32,8 +33,8 @@ from .base import Backend, BatchResult, ChunkJob, backends
 class OSTBackend(Backend):
     """Reduces chunks of an ``ost://`` store on its OSTs, its OSS or the client, per layout.
 
-    ``bytes_from_storage`` counts the LAN (storage to client); the servers count the other links
-    (OST disk, OST to OSS) in their ``/metrics``.
+    ``bytes_from_storage`` counts the LAN (storage to client); ``Report.links`` adds the OST
+    disk reads and the storage network (OST to OSS), as the servers' ``/metrics`` also count.
     """
 
     name = "ost"
@@ -77,7 +78,10 @@ class OSTBackend(Backend):
         if not compressed and size != job.kernel.nbytes:
             raise ChunkDecodeError(f"stored {size} bytes, expected {job.kernel.nbytes}", task.key)
         placement = place(layout, offset, size, compressed=compressed, spread=self.spread)
-        result = BatchResult([None], path=placement.path, bytes_stored=size)
+        # The OSTs read the chunk from disk on every path; the OSS path also carries it over the
+        # storage network.
+        links = Counter(disk_read=size, storage=size if placement.path == "oss" else 0)
+        result = BatchResult([None], path=placement.path, bytes_stored=size, links=+links)
         try:
             if placement.path == "client":
                 partial = await self._on_client(job, task, layout, placement, result)
