@@ -124,5 +124,6 @@ def test_unknown_backend_name(tmp_path: Path) -> None:
     create(tmp_path / "a.zarr", np.arange(4, dtype="i4"))
     store = activezarr.ActiveStore.from_url(str(tmp_path / "a.zarr"), active={"backend": "nope"})
     red = activezarr.ActiveReduction(zarr.open_array(store, mode="r"))
-    with pytest.raises(KeyError, match="unknown backend 'nope'; available: .*file"):
+    with pytest.raises(activezarr.UnknownBackendError,
+                       match="unknown backend 'nope'; available: .*file"):
         red.sum()

@@ -179,7 +179,7 @@ def test_every_byte_is_counted_on_the_link_it_crossed(ost_cluster, policy):
     assert moved["disk_read"] == report.bytes_stored
     assert moved["storage"] == (spread if policy == "oss" else 0)
     assert moved["lan"] == report.bytes_from_storage
-    assert +report.links == +Counter({k: moved[k] for k in ("disk_read", "storage", "lan")})
+    assert report.links == +Counter({k: moved[k] for k in ("disk_read", "storage", "lan")})
 
 
 def test_what_the_protocol_cannot_say_is_reduced_on_the_client(ost_cluster):

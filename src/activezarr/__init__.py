@@ -13,6 +13,8 @@ from .errors import (
     CodecNotAllowedError,
     SelectionError,
     StorageUnavailableError,
+    UnknownBackendError,
+    UnknownPluginError,
     UnknownReductionError,
     UnsupportedArrayError,
 )
@@ -38,5 +40,6 @@ def open_array(url: str, storage_options: dict[str, Any] | None = None,
 __all__ = [
     "ActiveReduction", "ActiveSelection", "ActiveStore", "ActiveZarrError", "ChunkDecodeError",
     "ChunkReduction", "CodecNotAllowedError", "Report", "SelectionError",
-    "StorageUnavailableError", "UnknownReductionError", "UnsupportedArrayError", "open_array",
+    "StorageUnavailableError", "UnknownBackendError", "UnknownPluginError",
+    "UnknownReductionError", "UnsupportedArrayError", "open_array",
 ]

@@ -44,6 +44,8 @@ class Engine:
             self.report.requests += len({t.key for t in tasks + unwritten})
             for task in unwritten:
                 self._merge_fill(acc, task)
+            if self.progress is not None and unwritten:
+                self.progress(len(unwritten))
         size = max(1, min(self.backend.max_batch_chunks,
                           self.backend.batch_bytes // max(1, self.job.layout.chunk_nbytes)))
         limit = asyncio.Semaphore(self.concurrency)
@@ -99,7 +101,7 @@ class Engine:
         self.report.requests += result.requests
         self.report.bytes_stored += result.bytes_stored
         self.report.bytes_from_storage += result.bytes_from_storage
-        self.report.links.update(result.links)
-        self.report.links["lan"] += result.bytes_from_storage
-        if served:
-            self.report.paths[result.path] += served
+        for link, nbytes in result.links.items():
+            self.report.add(self.report.links, link, nbytes)
+        self.report.add(self.report.links, "lan", result.bytes_from_storage)
+        self.report.add(self.report.paths, result.path, served)

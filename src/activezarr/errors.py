@@ -14,11 +14,19 @@ class SelectionError(ActiveZarrError, IndexError, ValueError):
     """
 
 
-class UnknownReductionError(ActiveZarrError, KeyError):
-    """A reduction name that no installed plugin provides."""
+class UnknownPluginError(ActiveZarrError, KeyError):
+    """A plugin name (reduction, backend) that nothing installed provides."""
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0])
+
+
+class UnknownReductionError(UnknownPluginError):
+    """A reduction name that no installed plugin provides."""
+
+
+class UnknownBackendError(UnknownPluginError):
+    """A backend name that no installed plugin provides."""
 
 
 class UnsupportedArrayError(ActiveZarrError, TypeError):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Generic, TypeVar
 
@@ -12,9 +12,10 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """Named plugins: built-ins registered in code, third parties through an entry-point group."""
 
-    def __init__(self, group: str, kind: str) -> None:
+    def __init__(self, group: str, kind: str, error: type[KeyError] = KeyError) -> None:
         self.group = group
         self.kind = kind
+        self.error = error
         self._plugins: dict[str, T] = {}
         self._loaded = False
 
@@ -37,18 +38,15 @@ class Registry(Generic[T]):
         self._load_entry_points()
         return sorted(self._plugins)
 
-    def get(self, name: str, error: type[Exception] = KeyError) -> T:
-        """The plugin called ``name``; ``error`` lists the available names if there is none."""
+    def get(self, name: str) -> T:
+        """The plugin called ``name``; the registry's error lists the available names if none."""
         self._load_entry_points()
         try:
             plugin = self._plugins[name]
         except KeyError:
-            raise error(
+            raise self.error(
                 f"unknown {self.kind} {name!r}; available: {', '.join(self.names())}"
             ) from None
         if hasattr(plugin, "load") and hasattr(plugin, "group"):
             plugin = self._plugins[name] = plugin.load()
         return plugin
-
-    def items(self) -> Mapping[str, T]:
-        return {name: self.get(name) for name in self.names()}

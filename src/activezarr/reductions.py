@@ -15,7 +15,8 @@ from .errors import UnknownReductionError
 from .partial import Partial
 from .plugins import Registry
 
-reductions: Registry[type[Reduction]] = Registry("activezarr.reductions", "reduction")
+reductions: Registry[type[Reduction]] = Registry("activezarr.reductions", "reduction",
+                                                 UnknownReductionError)
 
 
 class Reduction(ABC):
@@ -136,4 +137,4 @@ def get_reduction(name: str, **options: Any) -> Reduction:
     """An instance of the reduction registered as ``name``, with its options."""
     if not isinstance(name, str):
         raise TypeError(f"a reduction is named by a string, got {name!r}")
-    return reductions.get(name, UnknownReductionError)(**options)
+    return reductions.get(name)(**options)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 
 
@@ -25,8 +24,13 @@ class Report:
     bytes_stored: int = 0
     fallbacks: int = 0
     seconds: float = 0.0
-    paths: Counter[str] = field(default_factory=Counter)
-    links: Counter[str] = field(default_factory=Counter)
+    paths: dict[str, int] = field(default_factory=dict)
+    links: dict[str, int] = field(default_factory=dict)
+
+    def add(self, counts: dict[str, int], key: str, n: int) -> None:
+        """Add ``n`` to ``counts[key]`` (``paths`` or ``links``), keeping zero counts out."""
+        if n:
+            counts[key] = counts.get(key, 0) + n
 
     @property
     def reduction_factor(self) -> float:

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 from zarr.abc.store import Store
 
+from ..errors import UnknownBackendError
 from ..kernel import ChunkKernel
 from ..layout import ArrayLayout
 from ..partial import Partial
@@ -68,4 +69,5 @@ class Backend(ABC):
         """Release connections and pools."""
 
 
-backends: Registry[type[Backend]] = Registry("activezarr.backends", "backend")
+backends: Registry[type[Backend]] = Registry("activezarr.backends", "backend",
+                                             UnknownBackendError)
