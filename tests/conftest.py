@@ -9,6 +9,10 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+# Fixtures of the real servers, shared by every test module (each starts on first use).
+from ost_cluster import fresh_cluster, ost_cluster  # noqa: F401
+from s3_servers import active_server, moto_s3, served_root  # noqa: F401
+
 # HYPOTHESIS_PROFILE=thorough runs the property tests twenty times longer.
 settings.register_profile("default", max_examples=250)
 settings.register_profile("thorough", max_examples=5000)

@@ -1,4 +1,4 @@
-"""Real OST clusters for the ost tests: ``from ost_cluster import *`` brings the fixtures.
+"""Real OST clusters for the ost tests; conftest.py makes the fixtures visible to every module.
 
 One shared cluster serves every test module (started on first use, stopped at exit), so that
 its start-up is paid once; tests that break a cluster get a fresh one of their own.

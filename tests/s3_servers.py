@@ -1,35 +1,35 @@
 """Real servers on loopback for the S3 tests: moto's S3 and the active server as a subprocess.
 
-Test modules do ``from s3_servers import *`` to get the fixtures; servers start once per session.
+conftest.py makes the fixtures visible to every test module; servers start once per session.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import socket
+import itertools
+import ssl
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
 import pytest
-import requests
 from moto.server import ThreadedMotoServer
+
+from activezarr.processes import active_server as run_active_server
+from activezarr.processes import free_ports
 
 __all__ = ["ActiveServer", "S3", "active_server", "free_port", "moto_s3", "served_root",
            "start_active_server"]
 
 KEY, SECRET = "testing-key", "testing-secret-do-not-log"
+_logs = itertools.count()
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    [port] = free_ports()
+    return port
 
 
 @dataclass
@@ -72,42 +72,13 @@ def start_active_server(log_dir: Path, *args: str, env: dict[str, str] | None = 
                         ca: Path | None = None) -> Iterator[ActiveServer]:
     """The server with ``args`` (and ``env``) on a free port, answering ``/healthz`` when yielded.
 
-    With ``ca`` (the certificate of a ``--tls-cert``) it serves https.
-
-    It is stopped with SIGTERM, as a service manager would.
+    With ``ca`` (the certificate of a ``--tls-cert``) it serves https. It is stopped with
+    SIGTERM, as a service manager would.
     """
-    port = free_port()
-    log = log_dir / f"server-{port}.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "activezarr.server", "--host", "127.0.0.1",
-             "--port", str(port), *args],
-            stdout=out, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-        )
-    server = ActiveServer(f"{'https' if ca else 'http'}://127.0.0.1:{port}", process, log)
-    try:
-        _wait_ready(server, str(ca) if ca else True)
-        yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _wait_ready(server: ActiveServer, verify: str | bool, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"active server exited:\n{server.output()}")
-        with contextlib.suppress(requests.ConnectionError):
-            if requests.get(f"{server.url}/healthz", timeout=1, verify=verify).status_code == 200:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"active server not ready after {timeout}s:\n{server.output()}")
+    log = log_dir / f"server-{next(_logs)}.log"
+    context = ssl.create_default_context(cafile=str(ca)) if ca else None
+    with run_active_server(*args, log=log, env=env, context=context) as (url, process):
+        yield ActiveServer(url, process, log)
 
 
 @pytest.fixture(scope="session")

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from arrays import create
 
 import activezarr
 from activezarr.codecs import CodecChain
+from arrays import create
 
 
 @pytest.fixture

@@ -10,10 +10,10 @@ import numcodecs
 import numpy as np
 import pytest
 import zarr
-from arrays import assert_matches, reference
 from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec, ZstdCodec
 
 import activezarr
+from arrays import assert_matches, reference
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")

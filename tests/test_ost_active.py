@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import itertools
-from collections import Counter
 import json
 import urllib.request
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -13,7 +13,7 @@ import zarr
 
 import activezarr
 from activezarr.ost.survey import survey_array
-from ost_cluster import *
+from ost_cluster import open_active, write_array
 
 _names = (f"a{i}" for i in itertools.count())
 #: (selection, axis) pairs covering whole arrays, strided selections, reversed and dropped axes.

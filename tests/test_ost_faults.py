@@ -13,7 +13,7 @@ import zarr
 
 import activezarr
 from activezarr.errors import StorageUnavailableError
-from ost_cluster import *
+from ost_cluster import write_array
 
 DATA = np.arange(3 * 2**20 // 8, dtype="<f8").reshape(-1, 1024)  # 3 MB: 0.5 s per OST on disk
 

@@ -8,7 +8,7 @@ import pytest
 import zarr
 
 import activezarr
-from ost_cluster import *
+from ost_cluster import SHARED_STRIPE, write_array
 
 
 @pytest.fixture

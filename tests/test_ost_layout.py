@@ -9,7 +9,7 @@ from click.testing import CliRunner
 import activezarr
 from activezarr.ost.cli import layout
 from activezarr.ost.survey import survey_url
-from ost_cluster import *
+from ost_cluster import write_array
 
 DATA = np.random.default_rng(5).normal(size=(64, 96)).astype("<f4")
 

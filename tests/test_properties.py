@@ -8,11 +8,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from arrays import CODECS, LAYOUTS, assert_matches, create, reference
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import activezarr
+from arrays import CODECS, LAYOUTS, assert_matches, create, reference
 
 DTYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
           "float16", "float32", "float64")

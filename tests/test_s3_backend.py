@@ -15,7 +15,6 @@ import activezarr
 from activezarr.backends import s3 as s3_backend
 from activezarr.errors import StorageUnavailableError
 from arrays import assert_matches, reference
-from s3_servers import *  # noqa: F403
 from s3_servers import S3, ActiveServer, free_port
 
 BUCKET = "arrays"

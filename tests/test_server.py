@@ -23,7 +23,6 @@ import requests
 
 from activezarr.protocol import ChunkRequest
 from activezarr.server.coalesce import plan_reads
-from s3_servers import *  # noqa: F403
 from s3_servers import KEY, S3, SECRET, ActiveServer, free_port, start_active_server
 
 BUCKET = "server-tests"

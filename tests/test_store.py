@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from arrays import create
 from zarr.storage import LocalStore, MemoryStore
 
 import activezarr
 import activezarr.filesystem
+from arrays import create
 
 
 def test_plain_reads_and_writes_pass_through(tmp_path: Path) -> None:

@@ -62,7 +62,8 @@ def active_server(*args: str, log: Path | None = None, env: Mapping[str, str] | 
                   ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """``activezarr serve`` with ``args`` on a free loopback port: yields (URL, process).
 
-    Its output goes to ``log`` (default: discarded). With ``context`` it is reached over https.
+    Its output goes to ``log`` (default: discarded), which a start-up error quotes. With
+    ``context`` it is reached over https. On exit it is stopped with SIGTERM.
     """
     [port] = free_ports()
     url = f"{'https' if context else 'http'}://127.0.0.1:{port}"
@@ -78,7 +79,11 @@ def active_server(*args: str, log: Path | None = None, env: Mapping[str, str] | 
         if not isinstance(output, int):
             output.close()
     try:
-        wait_healthy([f"{url}/healthz"], {"active server": process}, timeout, context)
+        try:
+            wait_healthy([f"{url}/healthz"], {"active server": process}, timeout, context)
+        except (RuntimeError, TimeoutError) as exc:
+            output = log.read_text(errors="replace") if log else "(output discarded)"
+            raise RuntimeError(f"active server did not start: {exc}\n{output}") from exc
         yield url, process
     finally:
         stop(process)

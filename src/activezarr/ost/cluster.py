@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,20 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
+from ..processes import free_ports, wait_healthy
 from .messages import HEALTH_PATH
 from .ratelimit import MB
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` ports nobody listens on right now."""
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 @dataclass
@@ -90,26 +78,12 @@ class Cluster:
                     str(c.stripe_size), "--stripe-count", str(c.stripe_count), *lan,
                     *(a for url in self.osts for a in ("--ost", url)))
         try:
-            self._wait_healthy([self.mds, self.oss, *self.osts], timeout)
+            wait_healthy([u + HEALTH_PATH for u in (self.mds, self.oss, *self.osts)],
+                         self.processes, timeout)
         except BaseException:
             self.stop()
             raise
         return self
-
-    def _wait_healthy(self, urls: list[str], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        for url in urls:
-            while True:
-                dead = [n for n, p in self.processes.items() if p.poll() is not None]
-                if dead:
-                    raise RuntimeError(f"cluster process(es) {dead} exited during start-up")
-                try:
-                    with urllib.request.urlopen(url + HEALTH_PATH, timeout=1):
-                        break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"{url} not healthy after {timeout} s") from None
-                    time.sleep(0.05)
 
     def links(self) -> Counter[str]:
         """Bytes each link has carried so far, summed over the servers' ``/metrics``."""
