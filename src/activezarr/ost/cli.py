@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +9,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from ..cli_types import JsonObjectType
 from .cluster import Cluster, ClusterConfig, mb_per_s, run_until_signalled
 from .placement import SPREAD_POLICIES
 from .serving import serve
@@ -91,24 +91,10 @@ def mds(state: str, host: str, port: int, osts: tuple[str, ...], oss: str | None
     serve(create_mds_app(state, cluster_map), host, port)
 
 
-def _storage_options(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
-                     ) -> dict[str, Any]:
-    options: dict[str, Any] = {}
-    for value in values:
-        key, sep, text = value.partition("=")
-        if not sep:
-            raise click.BadParameter(f"{value!r} is not KEY=VALUE")
-        try:
-            options[key] = json.loads(text)
-        except ValueError:
-            options[key] = text
-    return options
-
-
 @click.command("layout")
 @click.argument("url")
-@click.option("-o", "--storage-option", "storage_options", multiple=True,
-              callback=_storage_options, help="KEY=VALUE passed to the file system. Repeatable.")
+@click.option("--storage-options", type=JsonObjectType(), default="{}",
+              help="fsspec storage options as a JSON object.")
 @click.option("--spread-compressed", type=click.Choice(SPREAD_POLICIES), default="oss",
               show_default=True, help="Where compressed chunks spread over OSTs reduce.")
 def layout(url: str, storage_options: dict[str, Any], spread_compressed: str) -> None:
