@@ -208,3 +208,14 @@ def test_naming_the_s3_backend_without_a_server_is_an_error(moto_s3: S3) -> None
     array.store.active.update(backend="s3")
     with pytest.raises(ValueError, match="backend 's3' is not configured"):
         activezarr.ActiveReduction(array).sum()
+
+
+def test_active_url_chaining_reaches_the_server(moto_s3: S3, active_server: ActiveServer) -> None:
+    data = sample("float32", (8, 6), seed=8)
+    written = s3_array(moto_s3, active_server.url, data, chunks=(4, 3))
+    url = f"active::s3://{written.store.root}"
+    options = {"active": {"server": active_server.url}, "s3": moto_s3.storage_options}
+    red = activezarr.ActiveReduction(zarr.open_array(url, mode="r", storage_options=options))
+    assert np.isclose(red.mean(), data.mean())
+    report = red.last_report
+    assert report.backend == "s3" and report.paths == {"s3": 4} and report.fallbacks == 0
