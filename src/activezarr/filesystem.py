@@ -20,7 +20,10 @@ _PASSED_THROUGH = ("_cat_file", "_pipe_file", "_info", "_ls", "_rm_file", "_mkdi
 
 
 class ActiveFileSystem(AsyncFileSystem, ChainedFileSystem):
-    """A pass-through filesystem over ``target_protocol`` that remembers the active options."""
+    """A pass-through filesystem over ``target_protocol`` that remembers the active options.
+
+    ``fo`` (the target path, passed by fsspec's URL chaining) is not needed: paths go through.
+    """
 
     protocol = "active"
 

@@ -55,7 +55,6 @@ class ArrayLayout:
     attrs: Mapping[str, Any]
     raw_fill_value: Any                   # the metadata's fill_value (None: "null" in v2)
     chunk_key: Callable[[tuple[int, ...]], str]
-    shard_shape: tuple[int, ...] | None = None
     shard_index: ShardIndex | None = None
 
     @classmethod
@@ -133,7 +132,6 @@ def _v3_chain(meta: Mapping[str, Any], dtype: np.dtype) -> dict[str, Any]:
             chunk_shape=inner_shape,
             order=order,
             codecs=tuple(inner),
-            shard_shape=chunk_shape,
             shard_index=ShardIndex(
                 chunks_per_shard=tuple(s // c for s, c in zip(chunk_shape, inner_shape)),
                 codecs=tuple(index_codecs),
