@@ -93,3 +93,10 @@ def test_array_in_a_group(tmp_path: Path) -> None:
     array = group.create_array("sub/tas", shape=DATA.shape, chunks=(3, 3), dtype=DATA.dtype)
     array[:] = DATA
     _check(zarr.open_array(_store(tmp_path), path="sub/tas", mode="r"))
+
+
+def test_v2_blosc2_compressor(tmp_path: Path) -> None:
+    pytest.importorskip("blosc2")
+    from activezarr.codecs import Blosc2
+
+    _check(_write(tmp_path, zarr_format=2, compressors=Blosc2(typesize=4, clevel=3)))

@@ -181,6 +181,29 @@ def test_compressed_chunk_via_v2_compression_field(active_server: ActiveServer,
     assert values(result)[()] == sum(range(24))
 
 
+def test_blosc2_compression(active_server: ActiveServer, served_root: Path) -> None:
+    blosc2 = pytest.importorskip("blosc2")
+    grid = np.arange(24, dtype="<f4").reshape(4, 6)
+    (served_root / "grid.blosc2").write_bytes(blosc2.compress(grid, typesize=4))
+    result = ok(post(active_server, "max", {"interface_type": "file",
+                                            "url": f"file://{served_root}/grid.blosc2",
+                                            "dtype": "float32", "shape": [4, 6], "axis": 0,
+                                            "compression": {"id": "blosc2"}}))
+    np.testing.assert_array_equal(values(result), grid.max(axis=0))
+
+
+def test_blosc2_header_announcing_too_much_is_refused(active_server: ActiveServer,
+                                                      served_root: Path) -> None:
+    blosc2 = pytest.importorskip("blosc2")
+    (served_root / "big.blosc2").write_bytes(blosc2.compress(bytes(2**20), typesize=4))
+    response = post(active_server, "sum", {"interface_type": "file",
+                                           "url": f"file://{served_root}/big.blosc2",
+                                           "dtype": "float32", "shape": [256],
+                                           "compression": {"id": "blosc2"}})
+    assert response.status_code == 400
+    assert "announces more than 1024 bytes" in response.json()["error"]["message"]
+
+
 def test_select_returns_the_selected_elements(active_server: ActiveServer,
                                               objects: dict[str, str]) -> None:
     result = ok(post(active_server, "select", {"interface_type": "s3", "url": objects["grid"],

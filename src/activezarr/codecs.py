@@ -8,14 +8,15 @@ from typing import Any
 
 import numcodecs
 import numpy as np
-from numcodecs.compat import ensure_contiguous_ndarray
+from numcodecs.abc import Codec
+from numcodecs.compat import ensure_bytes, ensure_contiguous_ndarray, ndarray_copy
 
 from .errors import ChunkDecodeError, CodecNotAllowedError
 
 #: Codecs a storage side may run: pure byte/number transforms. Pickle, JSON and the object
 #: codecs (vlen-*, categorize) are absent on purpose: they can execute or allocate arbitrarily.
 ALLOWED_CODECS = frozenset({
-    "zlib", "gzip", "zstd", "blosc", "lz4", "bz2", "lzma",
+    "zlib", "gzip", "zstd", "blosc", "blosc2", "lz4", "bz2", "lzma",
     "shuffle", "delta", "fixedscaleoffset", "quantize", "bitround", "astype",
     "crc32", "crc32c", "adler32", "fletcher32", "jenkins_lookup3",
 })
@@ -56,12 +57,39 @@ def _bounded_decode(config: Mapping[str, Any], raw: Any, limit: int) -> Any:
         if not stream.eof:
             raise ValueError(f"{codec_id} stream is truncated")
         return out
-    if codec_id == "blosc":
+    if codec_id in ("blosc", "blosc2"):
         header = memoryview(ensure_contiguous_ndarray(raw)).cast("B")[:16]
-        # Blosc's header states the decompressed size (bytes 4-8, little-endian) before allocating.
+        # A Blosc (1 or 2) chunk header states the decompressed size (bytes 4-8, little-endian)
+        # before anything is allocated.
         if len(header) == 16 and int.from_bytes(header[4:8], "little") > limit:
-            raise ValueError(f"blosc header announces more than {limit} bytes")
+            raise ValueError(f"{codec_id} header announces more than {limit} bytes")
     return None
+
+
+class Blosc2(Codec):
+    """Blosc2 chunks, Reductionist's ``blosc2`` compression; numcodecs has no Blosc2 codec."""
+
+    codec_id = "blosc2"
+
+    def __init__(self, typesize: int = 1, clevel: int = 5) -> None:
+        if typesize < 1 or not 0 <= clevel <= 9:
+            raise ValueError(f"blosc2 needs typesize >= 1 and clevel 0-9, got {typesize}, {clevel}")
+        self.typesize = typesize
+        self.clevel = clevel
+
+    def encode(self, buf: Any) -> bytes:
+        import blosc2
+
+        return blosc2.compress(ensure_contiguous_ndarray(buf), typesize=self.typesize,
+                               clevel=self.clevel)
+
+    def decode(self, buf: Any, out: Any = None) -> Any:
+        import blosc2
+
+        return ndarray_copy(blosc2.decompress(ensure_bytes(buf)), out)
+
+
+numcodecs.register_codec(Blosc2)
 
 
 class CodecChain:

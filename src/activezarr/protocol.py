@@ -129,8 +129,6 @@ class ChunkRequest(_Strict):
             raise ValueError("codecs is exclusive with compression and filters")
         if self.shape is not None and any(n < 0 for n in self.shape):
             raise ValueError(f"shape {self.shape} has a negative extent")
-        if self.compression is not None and self.compression.id == "blosc2":
-            raise ValueError("compression 'blosc2' is not supported by this server")
         return self
 
     @property

@@ -76,7 +76,7 @@ async def schema(request: web.Request) -> web.Response:
     interfaces = ["s3", "http", "https"] + (["file"] if config.roots else [])
     return web.json_response({
         "name": "activezarr", "api": "v2", "operations": list(OPS), "dtypes": list(DTYPES),
-        "compression": ["gzip", "zlib"], "filters": ["shuffle"],
+        "compression": ["blosc2", "gzip", "zlib"], "filters": ["shuffle"],
         "codecs": sorted(ALLOWED_CODECS), "interface_types": interfaces,
         "limits": config.limits(), "extensions": list(EXTENSIONS),
     })
