@@ -81,8 +81,13 @@ def reference(data: np.ndarray, mask: np.ndarray | None, op: str, axis: Any,
     return np.ma.masked_array(np.broadcast_to(values, empty.shape), mask=empty)
 
 
-def assert_matches(actual: Any, expected: Any, dtype: np.dtype, op: str) -> None:
-    """Exact for integers, min, max and count; rtol by precision for float results."""
+def assert_matches(actual: Any, expected: Any, dtype: np.dtype, op: str,
+                   magnitude: float = 0.0) -> None:
+    """Exact for integers, min, max and count; rtol by precision for float results.
+
+    ``magnitude`` (the largest absolute input) sets the absolute tolerance near zero: a sum
+    or variance that cancels to ~0 carries rounding error of the inputs' size, not its own.
+    """
     expected = np.ma.asarray(expected)
     actual_mask = np.ma.getmaskarray(np.ma.asarray(actual)) if actual is not np.ma.masked \
         else np.ones(expected.shape, bool)
@@ -98,5 +103,6 @@ def assert_matches(actual: Any, expected: Any, dtype: np.dtype, op: str) -> None
         return
     rtol = {2: 2e-3, 4: 1e-5}.get(np.dtype(got.dtype).itemsize, 1e-9)
     scale = np.abs(want).max() if want.size else 0.0
+    floor = (magnitude ** 2 if op == "var" else magnitude) * 1e-3
     np.testing.assert_allclose(got.astype(np.float64), want, rtol=rtol,
-                               atol=rtol * scale * 1e-2 + 1e-300, equal_nan=True)
+                               atol=rtol * max(scale * 1e-2, floor) + 1e-300, equal_nan=True)

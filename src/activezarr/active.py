@@ -15,7 +15,7 @@ from .engine import Engine, Progress
 from .kernel import ChunkKernel
 from .layout import ArrayLayout
 from .missing import cf_missing, explicit_missing
-from .planner import output_shape, plan_chunks
+from .planner import chunk_count, output_shape, plan_chunks
 from .reductions import get_reduction
 from .report import Report
 from .selection import DimSelection, normalize_selection, reduced_dims
@@ -79,11 +79,9 @@ class ActiveReduction(_Reductions):
         """Any registered reduction by name, e.g. ``reduce("var", axis=0, ddof=1)``."""
         return self[...].reduce(op, axis, **options)
 
-    def plan(self, selection: Any = ..., axis: Any = None) -> tuple[Any, ...]:
-        """(chunk tasks, output shape) of a reduction, without reading anything."""
-        dims = normalize_selection(selection, self.layout.shape)
-        reduced = reduced_dims(axis, dims)
-        return list(plan_chunks(self.layout, dims, reduced)), output_shape(dims, reduced)
+    def chunk_count(self, selection: Any = ...) -> int:
+        """How many chunks a reduction of ``selection`` touches (for progress bars), cheaply."""
+        return chunk_count(self.layout, normalize_selection(selection, self.layout.shape))
 
     def _backend(self) -> Backend:
         store = ActiveStore.of(self.array.store)
@@ -107,7 +105,7 @@ class ActiveReduction(_Reductions):
         spec = self.layout.spec(missing=self.missing, axis=reduced, fields=reduction.fields,
                                 accumulate=reduction.accumulate)
         kernel = ChunkKernel(spec)
-        tasks = list(plan_chunks(self.layout, dims, reduced))
+        tasks = plan_chunks(self.layout, dims, reduced)
         backend = self._backend()
         fallback = ClientBackend(self.array.store) if self.fallback else None
         engine = Engine(ChunkJob(kernel, self.layout, self.array.store), backend,

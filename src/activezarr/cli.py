@@ -119,7 +119,7 @@ def reduce_array(url: str, op: str, selection: tuple[Any, ...], axis: tuple[int,
         red = activezarr.ActiveReduction(arr, missing=missing, skipna=skipna,
                                          fallback=not no_fallback,
                                          progress=lambda n: progress.advance(chunks, n))
-        total = len(red.plan(selection, axis)[0])
+        total = red.chunk_count(selection)
         progress.update(chunks, total=total)
         show = stderr.is_terminal or total >= LARGE_RUN_CHUNKS
         with progress if show and total else nullcontext():

@@ -3,26 +3,34 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import ClassVar, TypeVar
 
 from .backends.base import Backend, BatchResult, ChunkJob
 from .errors import StorageUnavailableError
 from .partial import Partial
 from .planner import ChunkTask
 from .report import Report
-from .sharding import locate_inner_chunks
+from .sharding import ShardIndexes, locate_inner_chunks
 
 Progress = Callable[[int], None]
+T = TypeVar("T")
 
 
-def _batches(tasks: Sequence[ChunkTask], size: int) -> Iterator[Sequence[ChunkTask]]:
-    for i in range(0, len(tasks), size):
-        yield tasks[i:i + size]
+def _slices(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Consecutive lists of ``size`` items (the last may be shorter), consumed lazily."""
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
 
 
 class Engine:
     """Reduces ``tasks`` into one accumulator of the output shape, counting what it cost."""
+
+    #: Tasks planned ahead at most: memory stays bounded whatever the number of chunks.
+    window: ClassVar[int] = 8192
 
     def __init__(self, job: ChunkJob, backend: Backend, fallback: Backend | None,
                  concurrency: int, progress: Progress | None = None) -> None:
@@ -33,28 +41,39 @@ class Engine:
         self.progress = progress
         self.report = Report(backend=backend.name)
 
-    async def run(self, tasks: list[ChunkTask], out_shape: tuple[int, ...]) -> Partial:
+    async def run(self, tasks: Iterable[ChunkTask], out_shape: tuple[int, ...]) -> Partial:
+        """Reduce ``tasks`` (consumed lazily, a window at a time) into one accumulator."""
         start = time.perf_counter()
         spec = self.job.kernel.spec
         acc = Partial.empty(out_shape, self.job.kernel.dtype, spec.fields, spec.accumulate)
-        self.report.chunks = len(tasks)
-        if self.job.layout.shard_index is not None:
-            tasks, unwritten = await locate_inner_chunks(self.job.store, self.job.layout, tasks,
-                                                         self.concurrency)
-            self.report.requests += len({t.key for t in tasks + unwritten})
-            for task in unwritten:
-                self._merge_fill(acc, task)
-            if self.progress is not None and unwritten:
-                self.progress(len(unwritten))
         size = max(1, min(self.backend.max_batch_chunks,
                           self.backend.batch_bytes // max(1, self.job.layout.chunk_nbytes)))
+        indexes: ShardIndexes = {}
+        for window in _slices(tasks, self.window):
+            self.report.chunks += len(window)
+            if self.job.layout.shard_index is not None:
+                # Shards come one after another, so only the last one can be split between
+                # windows: its index is carried over, not read twice.
+                window, unwritten, read = await locate_inner_chunks(
+                    self.job.store, self.job.layout, window, self.concurrency, indexes)
+                self.report.requests += len(read.keys() - indexes.keys())
+                indexes = read
+                for task in unwritten:
+                    self._merge_fill(acc, task)
+                if self.progress is not None and unwritten:
+                    self.progress(len(unwritten))
+            await self._reduce_window(window, size, acc)
+        self.report.seconds = time.perf_counter() - start
+        return acc
+
+    async def _reduce_window(self, tasks: list[ChunkTask], size: int, acc: Partial) -> None:
         limit = asyncio.Semaphore(self.concurrency)
 
         async def one(batch: Sequence[ChunkTask]) -> tuple[Sequence[ChunkTask], BatchResult]:
             async with limit:
                 return batch, await self._reduce(batch)
 
-        pending = [asyncio.ensure_future(one(b)) for b in _batches(tasks, size)]
+        pending = [asyncio.ensure_future(one(b)) for b in _slices(tasks, size)]
         try:
             for next_done in asyncio.as_completed(pending):
                 batch, result = await next_done
@@ -69,8 +88,6 @@ class Engine:
             for future in pending:
                 future.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        self.report.seconds = time.perf_counter() - start
-        return acc
 
     def _merge_fill(self, acc: Partial, task: ChunkTask) -> None:
         acc.merge(self.job.kernel.fill(self.job.layout.fill_value, task.selection), task.region)

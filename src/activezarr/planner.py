@@ -6,6 +6,7 @@ Pure arithmetic on the layout; the only I/O (reading shard indexes) lives in :mo
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -56,19 +57,34 @@ def output_shape(dims: Sequence[DimSelection], reduced: Sequence[int]) -> tuple[
     return tuple(sel.size for d, sel in enumerate(dims) if d not in reduced)
 
 
+def chunk_count(layout: ArrayLayout, dims: Sequence[DimSelection]) -> int:
+    """How many chunks :func:`plan_chunks` yields, without making them."""
+    return math.prod(len(_pieces(sel, n)) for sel, n in zip(dims, layout.chunk_shape))
+
+
 def plan_chunks(layout: ArrayLayout, dims: Sequence[DimSelection],
                 reduced: Sequence[int]) -> Iterator[ChunkTask]:
-    """Every chunk the selection touches, in C order.
+    """Every chunk the selection touches, lazily, in C order (shard by shard when sharded).
 
-    For sharded arrays the tasks are inner chunks keyed by their shard; their byte ranges are
-    filled in from the shard index by :func:`.sharding.locate_inner_chunks`.
+    For sharded arrays the tasks are inner chunks keyed by their shard, the inner chunks of one
+    shard one after another; their byte ranges are filled in from the shard index by
+    :func:`.sharding.locate_inner_chunks`.
     """
     per_dim = [_pieces(sel, n) for sel, n in zip(dims, layout.chunk_shape)]
     kept = [d for d in range(len(dims)) if d not in reduced]
-    per_shard = layout.shard_index.chunks_per_shard if layout.shard_index else None
-    for combo in itertools.product(*per_dim):
+    if layout.shard_index is None:
+        combos: Iterator[tuple[_Piece, ...]] = itertools.product(*per_dim)
+        shard_of = None
+    else:
+        per_shard = layout.shard_index.chunks_per_shard
+        groups = [[list(g) for _, g in itertools.groupby(pieces, lambda p: p.chunk // n)]
+                  for pieces, n in zip(per_dim, per_shard)]
+        combos = (combo for shard in itertools.product(*groups)
+                  for combo in itertools.product(*shard))
+        shard_of = per_shard
+    for combo in combos:
         coords = tuple(p.chunk for p in combo)
-        stored_at = coords if per_shard is None else tuple(c // n for c, n in zip(coords, per_shard))
+        stored_at = coords if shard_of is None else tuple(c // n for c, n in zip(coords, shard_of))
         yield ChunkTask(
             key=layout.chunk_key(stored_at),
             coords=coords,

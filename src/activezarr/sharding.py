@@ -28,24 +28,36 @@ async def read_shard_index(store: Store, key: str, index: ShardIndex) -> np.ndar
     return flat.view("<u8").reshape(*index.chunks_per_shard, 2)
 
 
+ShardIndexes = dict[str, "np.ndarray | None"]
+
+
 async def locate_inner_chunks(
-    store: Store, layout: ArrayLayout, tasks: Sequence[ChunkTask], concurrency: int
-) -> tuple[list[ChunkTask], list[ChunkTask]]:
-    """Rewrite inner-chunk tasks to (shard key, byte range): returns (stored, never written)."""
+    store: Store, layout: ArrayLayout, tasks: Sequence[ChunkTask], concurrency: int,
+    known: ShardIndexes | None = None,
+) -> tuple[list[ChunkTask], list[ChunkTask], ShardIndexes]:
+    """Rewrite inner-chunk tasks to (shard key, byte range).
+
+    Returns (stored tasks, never-written tasks, the indexes of the shards involved). Indexes in
+    ``known`` (e.g. of a shard split between two windows of tasks) are not read again.
+    """
     index = layout.shard_index
     assert index is not None
+    known = known or {}
     by_shard: dict[str, list[ChunkTask]] = defaultdict(list)
     for task in tasks:
         by_shard[task.key].append(task)
     limit = asyncio.Semaphore(concurrency)
 
     async def resolve(key: str) -> tuple[str, np.ndarray | None]:
+        if key in known:
+            return key, known[key]
         async with limit:
             return key, await read_shard_index(store, key, index)
 
     stored: list[ChunkTask] = []
     empty: list[ChunkTask] = []
-    for key, offsets in await asyncio.gather(*(resolve(k) for k in by_shard)):
+    indexes = dict(await asyncio.gather(*(resolve(k) for k in by_shard)))
+    for key, offsets in indexes.items():
         for task in by_shard[key]:
             inner = tuple(c % n for c, n in zip(task.coords, index.chunks_per_shard))
             if offsets is None or offsets[inner][0] == _EMPTY:
@@ -56,5 +68,5 @@ async def locate_inner_chunks(
                 raise ChunkDecodeError(f"shard index entry {inner} is corrupt", key)
             task.byte_range = (offset, nbytes)
             stored.append(task)
-    return stored, empty
+    return stored, empty, indexes
 

@@ -106,7 +106,7 @@ async def _survey(array: zarr.Array, store: ActiveStore, spread: str) -> Survey:
     dims = normalize_selection(..., layout.shape)
     tasks: list[ChunkTask] = list(plan_chunks(layout, dims, tuple(range(len(dims)))))
     if layout.shard_index is not None:
-        tasks, _ = await locate_inner_chunks(store, layout, tasks, 16)
+        tasks, _, _ = await locate_inner_chunks(store, layout, tasks, 16)
     root = normalize(store.root)
     keys = sorted({t.key for t in tasks})
     entries = await asyncio.gather(*(fs.client.stat(f"{root}/{k}".strip("/")) for k in keys))
