@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
-from ..processes import free_ports, wait_healthy
+from ..processes import free_ports, stop, wait_healthy
 from .messages import HEALTH_PATH
 from .ratelimit import MB
 
@@ -100,15 +100,11 @@ class Cluster:
         process.wait()
 
     def stop(self, timeout: float = 5.0) -> None:
-        for process in self.processes.values():
+        for process in self.processes.values():  # all at once, then wait for each
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
         for process in self.processes.values():
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process, timeout)
 
     def __enter__(self) -> Self:
         return self.start()
