@@ -9,8 +9,14 @@ from .active import ActiveReduction, ActiveSelection
 from .chunk_reduction import ChunkReduction
 from .errors import (
     ActiveZarrError,
+    ActiveZarrWarning,
     ChunkDecodeError,
+    ChunkReadError,
+    ClientReductionWarning,
     CodecNotAllowedError,
+    CredentialsError,
+    DeadlineExceededError,
+    FallbackWarning,
     SelectionError,
     StorageUnavailableError,
     UnknownBackendError,
@@ -38,8 +44,10 @@ def open_array(url: str, storage_options: dict[str, Any] | None = None,
 
 
 __all__ = [
-    "ActiveReduction", "ActiveSelection", "ActiveStore", "ActiveZarrError", "ChunkDecodeError",
-    "ChunkReduction", "CodecNotAllowedError", "Report", "SelectionError",
+    "ActiveReduction", "ActiveSelection", "ActiveStore", "ActiveZarrError", "ActiveZarrWarning",
+    "ChunkDecodeError", "ChunkReadError", "ChunkReduction", "ClientReductionWarning",
+    "CodecNotAllowedError", "CredentialsError", "DeadlineExceededError", "FallbackWarning",
+    "Report", "SelectionError",
     "StorageUnavailableError", "UnknownBackendError", "UnknownPluginError",
     "UnknownReductionError", "UnsupportedArrayError", "open_array",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,7 +12,8 @@ import zarr
 from ._sync import run_sync
 from .backends.base import Backend, ChunkJob, backends
 from .backends.client import ClientBackend
-from .engine import Engine, Progress
+from .engine import Engine, Progress, fallback_warning
+from .errors import ClientReductionWarning, FallbackWarning
 from .kernel import ChunkKernel
 from .layout import ArrayLayout
 from .missing import cf_missing, explicit_missing
@@ -71,6 +73,11 @@ class ActiveReduction(_Reductions):
         self.max_concurrency = max_concurrency or zarr.config.get("async.concurrency")
         self.progress = progress
         self.last_report: Report | None = None
+        if self._backend_class() is None:
+            warnings.warn(f"{type(array.store).__name__} has no active backend: every chunk "
+                          "will be read and reduced on the client (open the array through "
+                          "activezarr.ActiveStore or an active:: URL)",
+                          ClientReductionWarning, stacklevel=2)
 
     def __getitem__(self, selection: Any) -> ActiveSelection:
         return ActiveSelection(self, normalize_selection(selection, self.layout.shape))
@@ -83,7 +90,8 @@ class ActiveReduction(_Reductions):
         """How many chunks a reduction of ``selection`` touches (for progress bars), cheaply."""
         return chunk_count(self.layout, normalize_selection(selection, self.layout.shape))
 
-    def _backend(self) -> Backend:
+    def _backend_class(self) -> type[Backend] | None:
+        """The backend the array's store asks for, or None for the client path."""
         store = ActiveStore.of(self.array.store)
         if store is not None:
             name = store.active.get("backend", store.protocol)
@@ -93,10 +101,17 @@ class ActiveReduction(_Reductions):
                 backend = backends.get(name)
                 if not backend.configured(store.active):
                     raise ValueError(f"backend {name!r} is not configured by {store.active}")
-                return backend(store, store.active)
+                return backend
             if name in backends.names() and backends.get(name).configured(store.active):
-                return backends.get(name)(store, store.active)
-        return ClientBackend(self.array.store)
+                return backends.get(name)
+        return None
+
+    def _backend(self) -> Backend:
+        backend = self._backend_class()
+        store = ActiveStore.of(self.array.store)
+        if backend is None or store is None:
+            return ClientBackend(self.array.store)
+        return backend(store, store.active)
 
     def _run(self, op: str, dims: tuple[DimSelection, ...], axis: Any,
              options: dict[str, Any]) -> Any:
@@ -122,6 +137,9 @@ class ActiveReduction(_Reductions):
             acc = run_sync(run())
         finally:
             self.last_report = engine.report
+        message = fallback_warning(engine.report)
+        if message is not None:
+            warnings.warn(message, FallbackWarning, stacklevel=3)
         values, mask = reduction.finish(acc)
         kept = [d for d in range(len(dims)) if d not in reduced]
         flips = tuple(i for i, d in enumerate(kept) if dims[d].reversed)

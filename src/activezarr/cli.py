@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, fields
@@ -39,6 +40,22 @@ def _parse_axes(ctx: click.Context, param: click.Parameter,
         raise click.BadParameter(f"{', '.join(values)!r}: axes are integers, e.g. 0 or 0,2",
                                  ctx, param) from None
     return axes or None
+
+
+@contextmanager
+def _warnings_on_stderr() -> Iterator[None]:
+    """activezarr's warnings (fallbacks, client reads) as ``Warning: ...`` lines on stderr."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", activezarr.ActiveZarrWarning)
+        try:
+            yield
+        finally:
+            for warning in caught:
+                if issubclass(warning.category, activezarr.ActiveZarrWarning):
+                    click.echo(f"Warning: {warning.message}", err=True)
+                else:
+                    warnings.showwarning(warning.message, warning.category, warning.filename,
+                                         warning.lineno)
 
 
 @contextmanager
@@ -108,7 +125,7 @@ def reduce_array(url: str, op: str, selection: tuple[Any, ...], axis: tuple[int,
                  as_json: bool) -> None:
     """Reduce the zarr array at URL (a path or any fsspec URL) where its bytes live."""
     options = {} if ddof is None else {"ddof": ddof}
-    with _one_line_errors():
+    with _one_line_errors(), _warnings_on_stderr():
         get_reduction(op, **options)  # a bad name or option fails before any I/O
         arr = activezarr.open_array(url, storage_options=storage_options, active=active)
         stderr = Console(stderr=True)

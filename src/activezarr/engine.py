@@ -8,8 +8,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import ClassVar, TypeVar
 
+from . import traffic
 from .backends.base import Backend, BatchResult, ChunkJob
-from .errors import StorageUnavailableError
+from .errors import ChunkReadError, DeadlineExceededError, StorageUnavailableError
 from .partial import Partial
 from .planner import ChunkTask
 from .report import Report
@@ -42,8 +43,32 @@ class Engine:
         self.report = Report(backend=backend.name)
 
     async def run(self, tasks: Iterable[ChunkTask], out_shape: tuple[int, ...]) -> Partial:
-        """Reduce ``tasks`` (consumed lazily, a window at a time) into one accumulator."""
+        """Reduce ``tasks`` into one accumulator, within the backend's ``deadline`` if it has one.
+
+        Whatever the reduction pulls through a watched filesystem beyond the chunks the
+        backends count (listings, shard indexes, metadata) is counted too.
+        """
         start = time.perf_counter()
+        deadline = self.backend.options.get("deadline")
+        timeout = asyncio.timeout(float(deadline) if deadline is not None else None)
+        with traffic.metered() as meter:
+            try:
+                async with timeout:
+                    await traffic.watch(getattr(self.job.store, "fs", None))
+                    return await self._run(tasks, out_shape)
+            except TimeoutError as exc:
+                if timeout.expired():
+                    raise DeadlineExceededError(
+                        f"the reduction did not finish within its deadline of {deadline} s "
+                        f"({self.report.chunks} chunks planned so far)") from exc
+                raise
+            finally:
+                self.report.bytes_from_storage += meter.nbytes
+                self.report.requests += meter.responses
+                self.report.add(self.report.links, "lan", meter.nbytes)
+                self.report.seconds = time.perf_counter() - start
+
+    async def _run(self, tasks: Iterable[ChunkTask], out_shape: tuple[int, ...]) -> Partial:
         spec = self.job.kernel.spec
         acc = Partial.empty(out_shape, self.job.kernel.dtype, spec.fields, spec.accumulate)
         size = max(1, min(self.backend.max_batch_chunks,
@@ -63,7 +88,6 @@ class Engine:
                 if self.progress is not None and unwritten:
                     self.progress(len(unwritten))
             await self._reduce_window(window, size, acc)
-        self.report.seconds = time.perf_counter() - start
         return acc
 
     async def _reduce_window(self, tasks: list[ChunkTask], size: int, acc: Partial) -> None:
@@ -95,23 +119,32 @@ class Engine:
     async def _reduce(self, batch: Sequence[ChunkTask]) -> BatchResult:
         try:
             result = await self.backend.reduce(self.job, batch)
-        except StorageUnavailableError:
-            if self.fallback is None:
-                raise
+        except StorageUnavailableError as exc:
             result = BatchResult([None] * len(batch), path=self.backend.name,
-                                 failed=list(range(len(batch))))
+                                 failed=dict.fromkeys(range(len(batch)), str(exc)))
         self._count(result, len(batch) - len(result.failed))
         if result.failed:
+            first, reason = min(result.failed.items())
             if self.fallback is None:
+                more = len(result.failed) - 1
                 raise StorageUnavailableError(
-                    f"{len(result.failed)} chunk(s) could not be reduced by the "
-                    f"{self.backend.name} backend and fallback is disabled"
-                )
-            retry = await self.fallback.reduce(self.job, [batch[i] for i in result.failed])
-            for i, partial in zip(result.failed, retry.partials):
+                    f"chunk {batch[first].key!r} could not be reduced by the "
+                    f"{self.backend.name} backend: {reason}"
+                    + (f" (and {more} more chunk(s))" if more else "")
+                    + "; fallback is disabled")
+            positions = sorted(result.failed)
+            try:
+                retry = await self.fallback.reduce(self.job, [batch[i] for i in positions])
+            except (OSError, RuntimeError, ValueError) as exc:
+                raise ChunkReadError(
+                    f"chunk {batch[first].key!r}: the {self.backend.name} backend could not "
+                    f"reduce it ({reason}) and the client could not read it: {exc}") from exc
+            for i, partial in zip(positions, retry.partials):
                 result.partials[i] = partial
-            self._count(retry, len(result.failed))
-            self.report.fallbacks += len(result.failed)
+            self._count(retry, len(positions))
+            self.report.fallbacks += len(positions)
+            for why in result.failed.values():
+                self.report.add(self.report.fallback_reasons, why, 1)
         return result
 
     def _count(self, result: BatchResult, served: int) -> None:
@@ -122,3 +155,15 @@ class Engine:
             self.report.add(self.report.links, link, nbytes)
         self.report.add(self.report.links, "lan", result.bytes_from_storage)
         self.report.add(self.report.paths, result.path, served)
+
+
+def fallback_warning(report: Report) -> str | None:
+    """What to tell the user when some chunks were reduced on the client, or None."""
+    if not report.fallbacks:
+        return None
+    reasons = "; ".join(f"{why} ({n})" for why, n in
+                        sorted(report.fallback_reasons.items(), key=lambda kv: -kv[1])[:3])
+    more = len(report.fallback_reasons) - 3
+    return (f"{report.fallbacks} of {report.chunks} chunk(s) were read and reduced on the "
+            f"client because the {report.backend} backend could not: {reasons}"
+            + (f"; and {more} other reason(s)" if more > 0 else ""))

@@ -47,3 +47,29 @@ class ChunkDecodeError(ActiveZarrError, ValueError):
 
 class StorageUnavailableError(ActiveZarrError, ConnectionError):
     """The storage side could not be reached or refused the work; the client may fall back."""
+
+
+class CredentialsError(ActiveZarrError, PermissionError):
+    """Credentials the active server cannot be given (e.g. a session token: Basic auth has no
+    field for it). Falling back would hide that the storage side can never serve the data."""
+
+
+class DeadlineExceededError(ActiveZarrError, TimeoutError):
+    """A reduction that ran past its ``deadline`` (seconds, an ``active`` option)."""
+
+
+class ActiveZarrWarning(UserWarning):
+    """Base class of activezarr's warnings."""
+
+
+class FallbackWarning(ActiveZarrWarning):
+    """Some chunks were read and reduced on the client because the storage side could not."""
+
+
+class ClientReductionWarning(ActiveZarrWarning):
+    """The array has no active backend: every chunk will be read and reduced on the client."""
+
+
+class ChunkReadError(ActiveZarrError, OSError):
+    """A chunk neither the storage side nor the client could read (e.g. a reference target
+    that is gone): never reduced as if it had not been written."""

@@ -7,9 +7,11 @@ as usual; it only carries the backend options (``storage_options={"active": {...
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import fsspec
+from fsspec.core import split_protocol
 from fsspec.asyn import AsyncFileSystem
 from fsspec.implementations.asyn_wrapper import AsyncFileSystemWrapper
 from fsspec.implementations.chained import ChainedFileSystem
@@ -35,7 +37,8 @@ class ActiveFileSystem(AsyncFileSystem, ChainedFileSystem):
         if fs is None:
             if target_protocol is None:
                 raise ValueError("active:: needs a target URL, e.g. 'active::s3://bucket/x.zarr'")
-            options = dict(target_options or {})
+            options = with_async_references(target_protocol, target_options or {},
+                                            asynchronous)
             target_class = fsspec.get_filesystem_class(target_protocol)
             if target_class.async_impl:
                 options.setdefault("asynchronous", asynchronous)
@@ -46,6 +49,35 @@ class ActiveFileSystem(AsyncFileSystem, ChainedFileSystem):
         self.target_options = dict(target_options or {})
         self.target = fs if fs.async_impl else AsyncFileSystemWrapper(fs, asynchronous=asynchronous)
         self.active = active
+
+
+def with_async_references(protocol: str, options: Mapping[str, Any],
+                          asynchronous: bool) -> dict[str, Any]:
+    """``options`` for a ``protocol`` filesystem, with a reference filesystem's remote one made
+    as (a)synchronous as itself: fsspec refuses a mismatch, and zarr opens references
+    asynchronously whatever ``remote_options`` said."""
+    options = dict(options)
+    if protocol != "reference":
+        return options
+    remote = options.get("remote_protocol") or _first_protocol(options.get("fo"))
+    if remote and fsspec.get_filesystem_class(remote).async_impl:
+        options["remote_options"] = {**(options.get("remote_options") or {}),
+                                     "asynchronous": asynchronous}
+    return options
+
+
+def _first_protocol(references: Any) -> str | None:
+    """The protocol fsspec would pick for references without ``remote_protocol``."""
+    if not isinstance(references, Mapping):
+        return None  # a URL of a JSON or parquet file: fsspec reads it itself
+    candidates = [*(references.get("templates") or {}).values(),
+                  *((ref[0] if isinstance(ref, list) and ref else None)
+                    for ref in (references.get("refs") or references).values())]
+    for url in candidates:
+        protocol = split_protocol(url)[0] if isinstance(url, str) and "{{" not in url else None
+        if protocol:
+            return protocol
+    return None
 
 
 def _pass_through(name: str) -> Any:

@@ -9,9 +9,11 @@ from dataclasses import dataclass, field
 class Report:
     """Counters of the last reduction.
 
-    ``bytes_from_storage`` is what crossed from the storage side to the client (partials for an
-    active path, whole chunks for the client path); ``bytes_stored`` the encoded size of the
-    chunks involved; ``fallbacks`` the chunks the client reduced because storage could not.
+    ``bytes_from_storage`` is everything the reduction pulled over the network (HTTP bodies with
+    their framing: partials, chunks, listings, metadata) or, for local storage, the partials
+    (or chunks, on the client path) handed over; ``bytes_stored`` the encoded size of the chunks
+    involved; ``fallbacks`` the chunks the client reduced because storage could not, and
+    ``fallback_reasons`` how many of them each reason the storage side gave accounts for.
     ``links`` counts bytes by the link they crossed: ``lan`` (storage side to client, the same
     as ``bytes_from_storage``), and where a backend reads them itself, ``disk_read`` (from
     storage media) and ``storage`` (between storage servers, e.g. OST to OSS).
@@ -23,12 +25,13 @@ class Report:
     bytes_from_storage: int = 0
     bytes_stored: int = 0
     fallbacks: int = 0
+    fallback_reasons: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     paths: dict[str, int] = field(default_factory=dict)
     links: dict[str, int] = field(default_factory=dict)
 
     def add(self, counts: dict[str, int], key: str, n: int) -> None:
-        """Add ``n`` to ``counts[key]`` (``paths`` or ``links``), keeping zero counts out."""
+        """Add ``n`` to ``counts[key]`` (``paths``, ``links``...), keeping zero counts out."""
         if n:
             counts[key] = counts.get(key, 0) + n
 

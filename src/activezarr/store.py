@@ -6,10 +6,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import fsspec
+from fsspec.utils import get_protocol
 from zarr.abc.store import Store
 from zarr.storage import FsspecStore, LocalStore, WrapperStore
 
-from .filesystem import ActiveFileSystem
+from .backends.base import backends
+from .filesystem import ActiveFileSystem, with_async_references
 
 
 class ActiveStore(WrapperStore[Store]):
@@ -29,32 +31,40 @@ class ActiveStore(WrapperStore[Store]):
         self.fs = fs
         self.storage_options = dict(storage_options or {})
         self.active = dict(active or {})
+        _check_active(protocol, self.active)
 
     @classmethod
     def from_url(cls, url: str, storage_options: Mapping[str, Any] | None = None,
                  active: Mapping[str, Any] | None = None, read_only: bool = False) -> ActiveStore:
         """A store for any fsspec URL: a local path, ``s3://``, ``reference://``..."""
         options = dict(storage_options or {})
-        fs, root = fsspec.core.url_to_fs(url, **options)
+        if get_protocol(url) in ("file", "local"):
+            fs, root = fsspec.core.url_to_fs(url, **options)
+            return cls(LocalStore(root, read_only=read_only), protocol="file", root=root, fs=fs,
+                       storage_options=options, active=active)
+        # zarr opens filesystems asynchronously; a reference one's remote must match.
+        options = with_async_references(get_protocol(url), options, asynchronous=True)
+        inner = FsspecStore.from_url(url, storage_options=options, read_only=read_only)
+        store = cls.of(inner, active)
+        if store is not None:  # active::...: the options given with the URL count too
+            return store
+        fs = inner.fs
         protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-        if protocol in ("file", "local"):
-            inner: Store = LocalStore(root, read_only=read_only)
-            protocol = "file"
-        else:
-            inner = FsspecStore.from_url(url, storage_options=options, read_only=read_only)
-            fs, root = inner.fs, inner.path
-        return cls(inner, protocol=protocol, root=root, fs=fs, storage_options=options,
+        return cls(inner, protocol=protocol, root=inner.path, fs=fs, storage_options=options,
                    active=active)
 
     @classmethod
-    def of(cls, store: Store) -> ActiveStore | None:
-        """The active view of any zarr store: itself, one opened via ``active::``, or None."""
+    def of(cls, store: Store, active: Mapping[str, Any] | None = None) -> ActiveStore | None:
+        """The active view of any zarr store: itself, one opened via ``active::``, or None.
+
+        ``active`` options add to those an ``active::`` URL carried.
+        """
         if isinstance(store, ActiveStore):
             return store
         fs = getattr(store, "fs", None)
         if isinstance(fs, ActiveFileSystem):
             return cls(store, protocol=fs.target_protocol, root=store.path, fs=fs.target,
-                       storage_options=fs.target_options, active=fs.active)
+                       storage_options=fs.target_options, active={**fs.active, **(active or {})})
         return None
 
     def _with_store(self, store: Store) -> ActiveStore:
@@ -70,3 +80,14 @@ class ActiveStore(WrapperStore[Store]):
                 and self.active == other.active)
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def _check_active(protocol: str, active: Mapping[str, Any]) -> None:
+    """Backend options that no backend would read are an error, not a silent client read."""
+    name = active.get("backend", protocol)
+    if name in backends.names() or "backend" in active:
+        backends.get(name).check_options(active)  # an unknown name lists the known ones
+    elif active:
+        raise ValueError(f"no active backend serves {protocol!r} stores, so the options "
+                         f"{sorted(active)} would do nothing; backends: "
+                         f"{', '.join(backends.names())}")

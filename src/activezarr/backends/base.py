@@ -31,7 +31,8 @@ class ChunkJob:
 class BatchResult:
     """Partials of a batch, in task order; None marks a chunk that was never written.
 
-    ``failed`` lists the positions the storage side could not serve, for the client to reduce.
+    ``failed`` maps the positions the storage side could not serve, for the client to reduce,
+    to the reason the storage side (a server's error message, a reader's) gave.
     ``links`` counts bytes on links other than the one to the client (see :class:`Report`).
     """
 
@@ -40,7 +41,7 @@ class BatchResult:
     bytes_stored: int = 0
     bytes_from_storage: int = 0
     requests: int = 0
-    failed: list[int] = field(default_factory=list)
+    failed: dict[int, str] = field(default_factory=dict)
     links: Counter[str] = field(default_factory=Counter)
 
 
@@ -51,10 +52,24 @@ class Backend(ABC):
     #: Stored bytes one :meth:`reduce` call should cover: small chunks travel together.
     batch_bytes: ClassVar[int] = 4 * 2**20
     max_batch_chunks: ClassVar[int] = 256
+    #: The ``active`` options this backend understands; any other is an error.
+    option_names: ClassVar[frozenset[str]] = frozenset({"backend", "deadline"})
 
     def __init__(self, store: Store, options: Mapping[str, Any] | None = None) -> None:
         self.store = store
         self.options = dict(options or {})
+        self.check_options(self.options)
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        """Refuse options this backend does not know: a typo would otherwise read client-side."""
+        unknown = sorted(set(options) - cls.option_names)
+        if unknown:
+            raise ValueError(f"unknown option(s) {', '.join(map(repr, unknown))} for the "
+                             f"{cls.name} backend; known: {', '.join(sorted(cls.option_names))}")
+        deadline = options.get("deadline")
+        if deadline is not None and not float(deadline) > 0:
+            raise ValueError(f"deadline must be a positive number of seconds, got {deadline!r}")
 
     @classmethod
     def configured(cls, options: Mapping[str, Any]) -> bool:

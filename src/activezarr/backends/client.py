@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from zarr.abc.store import RangeByteRequest
 from zarr.buffer import default_buffer_prototype
 
+from .. import traffic
 from ..planner import ChunkTask
 from .base import Backend, BatchResult, ChunkJob, backends
 
@@ -18,23 +19,30 @@ class ClientBackend(Backend):
 
     name = "client"
 
-    async def _fetch(self, task: ChunkTask) -> bytes | None:
+    async def _fetch(self, task: ChunkTask) -> tuple[bytes | None, int]:
+        """The stored bytes of ``task`` (None if never written) and the bytes that moved."""
         byte_range = None
         if task.byte_range is not None:
             offset, length = task.byte_range
             byte_range = RangeByteRequest(offset, offset + length)
-        buffer = await self.store.get(task.key, prototype=default_buffer_prototype(),
-                                      byte_range=byte_range)
-        return None if buffer is None else buffer.to_bytes()
+        with traffic.metered() as meter:  # each fetch runs in its own task: its own meter
+            buffer = await self.store.get(task.key, prototype=default_buffer_prototype(),
+                                          byte_range=byte_range)
+        raw = None if buffer is None else buffer.to_bytes()
+        # Over a watched network filesystem the meter saw the response with its framing;
+        # otherwise (local files, memory) the bytes handed over are what moved.
+        return raw, meter.nbytes or (len(raw) if raw is not None else 0)
 
     async def reduce(self, job: ChunkJob, tasks: Sequence[ChunkTask]) -> BatchResult:
-        raws = await asyncio.gather(*(self._fetch(t) for t in tasks))
+        fetched = await asyncio.gather(*(self._fetch(t) for t in tasks))
+        raws = [raw for raw, _ in fetched]
         partials = await asyncio.to_thread(
             lambda: [
                 None if raw is None else job.kernel.reduce(raw, t.selection, t.key)
                 for raw, t in zip(raws, tasks)
             ]
         )
-        nbytes = sum(len(r) for r in raws if r is not None)
-        return BatchResult(partials, path=self.name, bytes_stored=nbytes,
-                           bytes_from_storage=nbytes, requests=len(tasks))
+        return BatchResult(partials, path=self.name,
+                           bytes_stored=sum(len(r) for r in raws if r is not None),
+                           bytes_from_storage=sum(moved for _, moved in fetched),
+                           requests=len(tasks))

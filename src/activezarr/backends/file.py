@@ -59,6 +59,7 @@ class FileBackend(Backend):
     """
 
     name = "file"
+    option_names = Backend.option_names | {"workers"}
 
     def __init__(self, store: Store, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(store, options)
@@ -74,13 +75,13 @@ class FileBackend(Backend):
 
     def _reduce_batch(self, job: ChunkJob, tasks: Sequence[ChunkTask]) -> BatchResult:
         partials: list[Partial | None] = []
-        failed: list[int] = []
+        failed: dict[int, str] = {}
         stored = moved = 0
         for i, task in enumerate(tasks):
             try:
                 raw = self._read_task(task)
-            except StorageUnavailableError:
-                failed.append(i)
+            except StorageUnavailableError as exc:
+                failed[i] = str(exc)
                 raw = None
             if raw is None:
                 partials.append(None)

@@ -40,6 +40,7 @@ class OSTBackend(Backend):
     name = "ost"
     #: One chunk per batch: each chunk picks its own path and the engine counts one per batch.
     max_batch_chunks = 1
+    option_names = Backend.option_names | {"spread_compressed"}
 
     def __init__(self, store: Store, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(store, options)
@@ -89,10 +90,12 @@ class OSTBackend(Backend):
                 partial = await self._on_oss(job, task, offset, size, result)
             else:
                 partial = await self._on_osts(job, task, layout, placement, result)
-        except RemoteError:
-            partial = None  # refused (a 4xx): the client reduces it, or says why it cannot
-        if partial is None:
-            result.failed.append(0)
+        except RemoteError as exc:
+            # Refused (a 4xx): the client reduces it, or says why it cannot.
+            result.failed[0] = str(exc)
+            partial = None
+        if partial is None and not result.failed:
+            result.failed[0] = f"the {placement.path} path cannot express this chunk's request"
         result.partials[0] = partial
         return result
 

@@ -1,0 +1,214 @@
+"""Talking to active servers (PROTOCOL.md): rotation, failover, backoff, batching, byte counts.
+
+A server that cannot be reached or times out is taken out of the rotation for the rest of the
+reduction (one instance serves one reduction), so its chunks go to the live servers and a
+stalled server costs one timeout, not one per batch. Overloaded answers (503) are retried after
+a capped, jittered exponential backoff, or after the server's ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import cbor2
+import zarr
+
+from ..errors import StorageUnavailableError
+from ..traffic import framing
+from .base import BatchResult
+
+SCHEMA_PATH = "/.well-known/reductionist-schema"
+#: The ``active`` options that configure the servers.
+SERVER_OPTIONS = frozenset({"server", "concurrency", "retries", "backoff", "backoff_cap",
+                            "timeout", "connect_timeout"})
+#: Seconds a request may take, whole; the server's own upstream timeout is shorter (60 s by
+#: default), so a slow object store comes back as the server's answer, not as a dead server.
+DEFAULT_TIMEOUT = 120.0
+#: Server URL -> capability document; fetched once per process.
+_capabilities: dict[str, Mapping[str, Any]] = {}
+#: Statuses worth retrying later; anything else is the server's final answer.
+_RETRY_STATUSES = {502, 503, 504}
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A request the server answered with an error: the reason is its message."""
+
+    reason: str
+
+
+class _RefusedError(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def server_urls(value: Any) -> list[str]:
+    """The ``server`` option as a list of URLs; a URL without http(s):// is an error."""
+    servers = [value] if isinstance(value, str) else list(value or ())
+    for url in servers:
+        parts = urlsplit(str(url))
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"active server {url!r} is not an http(s) URL; "
+                             f"write it as e.g. 'http://{parts.path or url}'")
+    return [str(url).rstrip("/") for url in servers]
+
+
+def _message(body: bytes, status: int) -> str:
+    """The server's error message (PROTOCOL.md's JSON error), or the status when it has none."""
+    try:
+        error = json.loads(body)["error"]
+        return str(error["message"])
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {status}: {body[:200]!r}"
+
+
+def _retry_after(response: aiohttp.ClientResponse) -> float | None:
+    try:
+        return max(0.0, float(response.headers.get("Retry-After", "")))
+    except ValueError:
+        return None
+
+
+class ActiveServers:
+    """The HTTP client of one reduction to its active servers.
+
+    Options: ``server`` (a URL or a list, used round-robin), ``concurrency`` (requests at
+    once; default zarr's ``async.concurrency``), ``retries`` (3), ``backoff`` (first delay in
+    seconds, doubling, with jitter; 0.1), ``backoff_cap`` (longest delay; 5), ``timeout``
+    (seconds per request; 120), ``connect_timeout`` (10).
+    """
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        self.servers = server_urls(options.get("server"))
+        self.live = list(self.servers)
+        self.dropped: dict[str, str] = {}
+        self.concurrency = int(options.get("concurrency") or zarr.config.get("async.concurrency"))
+        self.retries = int(options.get("retries", 3))
+        self.backoff = float(options.get("backoff", 0.1))
+        self.backoff_cap = float(options.get("backoff_cap", 5.0))
+        self.timeout = aiohttp.ClientTimeout(
+            total=float(options.get("timeout", DEFAULT_TIMEOUT)),
+            sock_connect=float(options.get("connect_timeout", 10.0)))
+        self._turn = 0
+        self._session: aiohttp.ClientSession | None = None
+        self._limit: asyncio.Semaphore | None = None
+
+    def _http(self) -> tuple[aiohttp.ClientSession, asyncio.Semaphore]:
+        """The pooled session, made on first use so that it belongs to the running loop."""
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=self.concurrency)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self.timeout)
+            self._limit = asyncio.Semaphore(self.concurrency)
+        assert self._limit is not None
+        return self._session, self._limit
+
+    def _pick(self) -> str:
+        if not self.live:
+            problems = "; ".join(f"{s}: {p}" for s, p in self.dropped.items())
+            raise StorageUnavailableError(f"no active server left ({problems})")
+        self._turn += 1
+        return self.live[self._turn % len(self.live)]
+
+    def _drop(self, server: str, problem: str) -> None:
+        if server in self.live:
+            self.live.remove(server)
+            self.dropped[server] = problem
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(self.backoff_cap, retry_after)
+        return random.uniform(0, min(self.backoff_cap, self.backoff * 2 ** (attempt - 1)))
+
+    async def call(self, method: str, path: str, tally: BatchResult, body: Any = None,
+                   headers: Mapping[str, str] | None = None) -> bytes:
+        """The body of a 200 from some live server; counts every attempt and byte in ``tally``.
+
+        Raises :class:`_RefusedError` for a final error answer, StorageUnavailableError when no
+        server could answer.
+        """
+        session, limit = self._http()
+        problem = "no attempt"
+        retry_after: float | None = None
+        wait = False  # after a dropped server the next live one is asked at once
+        for attempt in range(self.retries + 1):
+            if wait:
+                await asyncio.sleep(self._delay(attempt, retry_after))
+            server = self._pick()
+            tally.requests += 1
+            try:
+                async with limit, session.request(method, server + path, json=body,
+                                                   headers=headers) as response:
+                    answer = await response.read()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                problem = f"{type(exc).__name__}: {exc}".rstrip(": ")
+                self._drop(server, problem)
+                wait = False
+                continue
+            tally.bytes_from_storage += framing(response.status, response.reason,
+                                                response.raw_headers) + len(answer)
+            if response.status == 200:
+                return answer
+            message = _message(answer, response.status)
+            if response.status not in _RETRY_STATUSES:
+                raise _RefusedError(message)
+            problem = f"{server} answered {response.status}: {message}"
+            retry_after, wait = _retry_after(response), True
+        raise StorageUnavailableError(
+            f"active servers {self.servers} unavailable after {self.retries + 1} attempts "
+            f"({problem})")
+
+    async def capabilities(self, tally: BatchResult) -> Mapping[str, Any]:
+        """The capability document of the first server (empty for a plain Reductionist)."""
+        cached = _capabilities.get(self.servers[0])
+        if cached is None:
+            try:
+                cached = json.loads(await self.call("GET", SCHEMA_PATH, tally))
+            except (_RefusedError, ValueError):
+                cached = {}
+            _capabilities[self.servers[0]] = cached
+        return cached
+
+    async def extensions(self, tally: BatchResult) -> tuple[str, ...]:
+        """What the servers add to Reductionist v2 (none for a plain Reductionist)."""
+        return tuple((await self.capabilities(tally)).get("extensions", ()))
+
+    async def reduce(self, requests: Sequence[tuple[str, dict[str, Any]]],
+                     headers: Mapping[str, str], tally: BatchResult
+                     ) -> list[Mapping[str, Any] | Refused]:
+        """Response maps in order, or why the server refused; one ``/v2/batch`` when it can."""
+        extensions = await self.extensions(tally)
+        if len(requests) > 1 and "batch" in extensions:
+            items = [{"op": op, **body} for op, body in requests]
+            try:
+                answers = cbor2.loads(await self.call("POST", "/v2/batch", tally,
+                                                      {"requests": items}, headers))
+            except _RefusedError as exc:
+                return [Refused(exc.reason)] * len(requests)
+            return [Refused(_item_message(a)) if "error" in a else a for a in answers]
+        return list(await asyncio.gather(*(self._one(op, body, headers, tally)
+                                           for op, body in requests)))
+
+    async def _one(self, op: str, body: dict[str, Any], headers: Mapping[str, str],
+                   tally: BatchResult) -> Mapping[str, Any] | Refused:
+        try:
+            return cbor2.loads(await self.call("POST", f"/v2/{op}", tally, body, headers))
+        except _RefusedError as exc:
+            return Refused(exc.reason)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def _item_message(answer: Mapping[str, Any]) -> str:
+    error = answer.get("error") or {}
+    return str(error.get("message") if isinstance(error, Mapping) else error)
