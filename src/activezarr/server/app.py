@@ -86,7 +86,8 @@ def _resources(config: ServerConfig) -> Callable[[web.Application], AsyncIterato
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         connector = aiohttp.TCPConnector(limit=config.max_inflight)
         executor = ThreadPoolExecutor(config.workers, thread_name_prefix="activezarr-reduce")
-        async with aiohttp.ClientSession(connector=connector) as session:
+        timeout = aiohttp.ClientTimeout(total=config.upstream_timeout)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
             app[SERVICE] = ChunkService(config, session, executor, app[METRICS])
             try:
                 yield

@@ -46,15 +46,20 @@ def _option(*names: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callab
 @_option("--workers", type=int, default=None, help="Decode/reduce threads [default: CPUs].")
 @_option("--s3-region", default=ServerConfig.s3_region, show_default=True,
          help="Region S3 requests are signed for.")
+@_option("--upstream-timeout", type=click.FloatRange(min=0, min_open=True),
+         default=ServerConfig.upstream_timeout, show_default=True,
+         help="Seconds an upstream read may take (keep it below the clients' timeout).")
 def serve(host: str, port: int, upstream: tuple[Upstream, ...], allow_root: tuple[str, ...],
           tls_cert: str | None, tls_key: str | None, max_body: int, max_chunk_bytes: int,
-          max_decoded_bytes: int, max_inflight: int, workers: int | None, s3_region: str) -> None:
+          max_decoded_bytes: int, max_inflight: int, workers: int | None, s3_region: str,
+          upstream_timeout: float) -> None:
     """Serve the active-storage protocol (Reductionist v2 compatible)."""
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
     config = ServerConfig(upstreams=upstream, roots=allow_root, max_body=max_body,
                           max_chunk_bytes=max_chunk_bytes, max_decoded_bytes=max_decoded_bytes,
                           max_inflight=max_inflight, s3_region=s3_region,
+                          upstream_timeout=upstream_timeout,
                           **({"workers": workers} if workers else {}))
     context = None
     if tls_cert is not None:

@@ -39,6 +39,9 @@ class ServerConfig:
     max_batch: int = 1024
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     s3_region: str = "us-east-1"
+    #: Seconds one upstream read may take; shorter than a client's request timeout (120 s by
+    #: default), so that a slow object store is answered with a 503, not mistaken for a dead server.
+    upstream_timeout: float = 60.0
 
     def limits(self) -> dict[str, int]:
         """The limits, as published in the capability document."""
