@@ -1,0 +1,110 @@
+"""Servers that die or stall during a reduction: their chunks go to the live servers, each
+failure costs one timeout at most, and a reduction never outlives its deadline."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+import activezarr
+from activezarr.backends.servers import ActiveServers
+from s3_servers import S3, ActiveServer, start_active_server
+from test_s3_backend import BUCKET
+
+SHAPE, CHUNKS = (64 * 128, 1024), (128, 1024)  # 64 chunks of 512 KiB: 8 batches of 8
+
+
+@pytest.fixture(scope="module")
+def many_chunks(moto_s3: S3) -> tuple[str, np.ndarray]:
+    """An s3:// array of 64 chunks (zstd: small in S3, 32 MiB decoded)."""
+    moto_s3.bucket(BUCKET)
+    url = f"s3://{BUCKET}/many.zarr"
+    data = (np.arange(np.prod(SHAPE)) % 1000).astype("float32").reshape(SHAPE)
+    store = activezarr.ActiveStore.from_url(url, storage_options=moto_s3.storage_options)
+    zarr.create_array(store, shape=SHAPE, chunks=CHUNKS, dtype="float32")[...] = data
+    return url, data
+
+
+@contextlib.contextmanager
+def two_servers(moto_s3: S3, logs: Path) -> Iterator[tuple[ActiveServer, ActiveServer]]:
+    with start_active_server(logs, "--upstream", moto_s3.endpoint) as a, \
+            start_active_server(logs, "--upstream", moto_s3.endpoint) as b:
+        yield a, b
+
+
+def test_a_server_killed_mid_run_hands_its_chunks_to_the_live_one(
+        moto_s3: S3, many_chunks: tuple[str, np.ndarray], tmp_path: Path) -> None:
+    url, data = many_chunks
+    with two_servers(moto_s3, tmp_path) as (alive, doomed):
+        array = activezarr.open_array(url, storage_options=moto_s3.storage_options, active={
+            "server": [alive.url, doomed.url], "concurrency": 2, "deadline": 60})
+
+        def kill_after_the_first_batch(done: int) -> None:
+            if doomed.process.poll() is None:
+                doomed.process.kill()
+                doomed.process.wait()
+
+        red = activezarr.ActiveReduction(array, fallback=False, max_concurrency=2,
+                                         progress=kill_after_the_first_batch)
+        assert np.isclose(red.mean(), data.mean(dtype=np.float64), rtol=1e-6)
+        report = red.last_report
+        assert doomed.process.returncode is not None  # it did die during the run
+        assert report.fallbacks == 0 and report.paths == {"s3": 64}, report
+        # 8 batches; the dead server costs at most one failed attempt per batch in flight.
+        assert report.requests <= 8 + 1 + 2 + 2, report
+
+
+def test_a_stalled_server_costs_one_timeout_not_one_per_batch(
+        moto_s3: S3, many_chunks: tuple[str, np.ndarray], tmp_path: Path) -> None:
+    url, data = many_chunks
+    with two_servers(moto_s3, tmp_path) as (alive, stalled):
+        os.kill(stalled.process.pid, signal.SIGSTOP)
+        try:
+            array = activezarr.open_array(url, storage_options=moto_s3.storage_options, active={
+                "server": [stalled.url, alive.url], "timeout": 1, "concurrency": 2,
+                "deadline": 60})
+            red = activezarr.ActiveReduction(array, fallback=False, max_concurrency=2)
+            assert np.isclose(red.sum(), data.sum(dtype=np.float64), rtol=1e-6)
+        finally:
+            os.kill(stalled.process.pid, signal.SIGCONT)
+        report = red.last_report
+        assert report.fallbacks == 0 and report.paths == {"s3": 64}
+        assert report.requests <= 8 + 1 + 2 + 2, report  # timed out once per request in flight
+
+
+def test_a_reduction_never_outlives_its_deadline(moto_s3: S3,
+                                                 many_chunks: tuple[str, np.ndarray],
+                                                 tmp_path: Path) -> None:
+    url, _ = many_chunks
+    with start_active_server(tmp_path, "--upstream", moto_s3.endpoint) as stalled:
+        os.kill(stalled.process.pid, signal.SIGSTOP)
+        try:
+            array = activezarr.open_array(url, storage_options=moto_s3.storage_options, active={
+                "server": stalled.url, "timeout": 300, "deadline": 1})
+            with pytest.raises(activezarr.DeadlineExceededError, match="deadline of 1 s"):
+                activezarr.ActiveReduction(array).mean()
+        finally:
+            os.kill(stalled.process.pid, signal.SIGCONT)
+
+
+def test_backoff_is_capped_jittered_and_follows_retry_after() -> None:
+    servers = ActiveServers({"server": "http://127.0.0.1:1", "backoff": 1, "backoff_cap": 3})
+    assert all(0 <= servers._delay(attempt, None) <= min(3, 2 ** (attempt - 1))
+               for attempt in range(1, 10) for _ in range(20))
+    assert servers._delay(1, 2.5) == 2.5  # the server's Retry-After
+    assert servers._delay(1, 60) == 3  # capped
+
+
+@pytest.mark.parametrize("option", [{"deadline": 0}, {"deadline": -1}])
+def test_a_deadline_must_be_positive(moto_s3: S3, option: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="deadline must be a positive number"):
+        activezarr.ActiveStore.from_url(f"s3://{BUCKET}/x.zarr",
+                                        storage_options=moto_s3.storage_options,
+                                        active={"server": "http://h:1", **option})
