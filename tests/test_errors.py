@@ -122,8 +122,6 @@ def test_codecs_outside_the_allow_list_are_refused(codec_id: str) -> None:
 
 def test_unknown_backend_name(tmp_path: Path) -> None:
     create(tmp_path / "a.zarr", np.arange(4, dtype="i4"))
-    store = activezarr.ActiveStore.from_url(str(tmp_path / "a.zarr"), active={"backend": "nope"})
-    red = activezarr.ActiveReduction(zarr.open_array(store, mode="r"))
     with pytest.raises(activezarr.UnknownBackendError,
                        match="unknown backend 'nope'; available: .*file"):
-        red.sum()
+        activezarr.ActiveStore.from_url(str(tmp_path / "a.zarr"), active={"backend": "nope"})

@@ -130,13 +130,18 @@ def test_reference_urls_without_protocol_follow_remote_protocol(
     assert_all_on_the_server(red.last_report)
 
 
-def test_active_url_chaining_and_open_array_keep_the_server(
-        netcdf_dir: Path, moto_s3: S3, active_server: ActiveServer,
-        netcdf_refs: dict[str, Any], tmp_path: Path) -> None:
+@pytest.fixture
+def refs_on_disk(netcdf_refs: dict[str, Any], moto_s3: S3, tmp_path: Path) -> dict[str, Any]:
+    """Reference filesystem options with test1.nc's references in a JSON file (``fo``)."""
     refs_file = tmp_path / "refs.json"
     refs_file.write_text(json.dumps(netcdf_refs["test1.nc"]))
-    reference = {"fo": str(refs_file), "remote_protocol": "s3",
-                 "remote_options": moto_s3.storage_options}
+    return {"fo": str(refs_file), "remote_protocol": "s3",
+            "remote_options": moto_s3.storage_options}
+
+
+def test_active_url_chaining_and_open_array_keep_the_server(
+        netcdf_dir: Path, active_server: ActiveServer, refs_on_disk: dict[str, Any]) -> None:
+    reference = refs_on_disk
     want = expected_values(netcdf_dir, "test1.nc", "tas").mean()
     chained = zarr.open_array("active::reference://tas", mode="r", storage_options={
         "active": {"server": active_server.url}, "reference": reference})
@@ -149,17 +154,14 @@ def test_active_url_chaining_and_open_array_keep_the_server(
 
 
 def test_the_cli_reduces_s3_references_on_the_server(
-        netcdf_dir: Path, moto_s3: S3, active_server: ActiveServer,
-        netcdf_refs: dict[str, Any], tmp_path: Path) -> None:
-    refs_file = tmp_path / "refs.json"
-    refs_file.write_text(json.dumps(netcdf_refs["test1.nc"]))
-    options = {"fo": str(refs_file), "remote_protocol": "s3",
-               "remote_options": {**moto_s3.storage_options, "asynchronous": True}}
+        netcdf_dir: Path, active_server: ActiveServer, refs_on_disk: dict[str, Any]) -> None:
+    options = {**refs_on_disk,
+               "remote_options": {**refs_on_disk["remote_options"], "asynchronous": True}}
     done = subprocess.run(
         [sys.executable, "-m", "activezarr", "reduce", "reference://tas", "--op", "mean",
          "--axis", "0", "--storage-options", json.dumps(options),
          "--active", json.dumps({"server": active_server.url}), "--no-fallback", "--json"],
-        capture_output=True, text=True, timeout=120)
+        capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert out["report"]["paths"] == {"reference": 16} and out["report"]["fallbacks"] == 0

@@ -74,10 +74,13 @@ class ActiveReduction(_Reductions):
         self.progress = progress
         self.last_report: Report | None = None
         if self._backend_class() is None:
-            warnings.warn(f"{type(array.store).__name__} has no active backend: every chunk "
-                          "will be read and reduced on the client (open the array through "
-                          "activezarr.ActiveStore or an active:: URL)",
-                          ClientReductionWarning, stacklevel=2)
+            store = ActiveStore.of(array.store)
+            why = (f"{type(array.store).__name__} is not opened through activezarr "
+                   "(use activezarr.ActiveStore.from_url or an active:: URL)" if store is None
+                   else f"its {store.protocol!r} store has no configured active backend "
+                   "(e.g. no active={'server': ...})")
+            warnings.warn(f"every chunk of this array will be read and reduced on the client: "
+                          f"{why}", ClientReductionWarning, stacklevel=2)
 
     def __getitem__(self, selection: Any) -> ActiveSelection:
         return ActiveSelection(self, normalize_selection(selection, self.layout.shape))

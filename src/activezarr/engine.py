@@ -10,7 +10,7 @@ from typing import ClassVar, TypeVar
 
 from . import traffic
 from .backends.base import Backend, BatchResult, ChunkJob
-from .errors import ChunkReadError, DeadlineExceededError, StorageUnavailableError
+from .errors import ActiveZarrError, ChunkReadError, DeadlineExceededError, StorageUnavailableError
 from .partial import Partial
 from .planner import ChunkTask
 from .report import Report
@@ -135,6 +135,8 @@ class Engine:
             positions = sorted(result.failed)
             try:
                 retry = await self.fallback.reduce(self.job, [batch[i] for i in positions])
+            except ActiveZarrError:
+                raise  # ours already say which server or chunk failed
             except (OSError, RuntimeError, ValueError) as exc:
                 raise ChunkReadError(
                     f"chunk {batch[first].key!r}: the {self.backend.name} backend could not "

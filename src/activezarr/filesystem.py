@@ -11,10 +11,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import fsspec
-from fsspec.core import split_protocol
 from fsspec.asyn import AsyncFileSystem
+from fsspec.core import split_protocol
 from fsspec.implementations.asyn_wrapper import AsyncFileSystemWrapper
 from fsspec.implementations.chained import ChainedFileSystem
+
+from .backends.base import check_active_options
 
 #: The primitives fsspec builds everything else on; each goes straight to the target.
 _PASSED_THROUGH = ("_cat_file", "_pipe_file", "_info", "_ls", "_rm_file", "_mkdir",
@@ -48,6 +50,7 @@ class ActiveFileSystem(AsyncFileSystem, ChainedFileSystem):
         self.target_protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
         self.target_options = dict(target_options or {})
         self.target = fs if fs.async_impl else AsyncFileSystemWrapper(fs, asynchronous=asynchronous)
+        check_active_options(self.target_protocol, active)
         self.active = active
 
 

@@ -10,7 +10,7 @@ from fsspec.utils import get_protocol
 from zarr.abc.store import Store
 from zarr.storage import FsspecStore, LocalStore, WrapperStore
 
-from .backends.base import backends
+from .backends.base import check_active_options
 from .filesystem import ActiveFileSystem, with_async_references
 
 
@@ -31,7 +31,7 @@ class ActiveStore(WrapperStore[Store]):
         self.fs = fs
         self.storage_options = dict(storage_options or {})
         self.active = dict(active or {})
-        _check_active(protocol, self.active)
+        check_active_options(protocol, self.active)
 
     @classmethod
     def from_url(cls, url: str, storage_options: Mapping[str, Any] | None = None,
@@ -81,13 +81,3 @@ class ActiveStore(WrapperStore[Store]):
 
     __hash__ = None  # type: ignore[assignment]
 
-
-def _check_active(protocol: str, active: Mapping[str, Any]) -> None:
-    """Backend options that no backend would read are an error, not a silent client read."""
-    name = active.get("backend", protocol)
-    if name in backends.names() or "backend" in active:
-        backends.get(name).check_options(active)  # an unknown name lists the known ones
-    elif active:
-        raise ValueError(f"no active backend serves {protocol!r} stores, so the options "
-                         f"{sorted(active)} would do nothing; backends: "
-                         f"{', '.join(backends.names())}")

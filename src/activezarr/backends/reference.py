@@ -19,7 +19,7 @@ from zarr.abc.store import Store
 from ..errors import StorageUnavailableError, UnsupportedArrayError
 from ..planner import ChunkTask
 from ..protocol import build_request
-from .base import Backend, BatchResult, ChunkJob, backends
+from .base import BatchResult, ChunkJob, backends
 from .credentials import S3Access, s3_access
 from .file import FileBackend, _read
 from .s3 import CANNOT_EXPRESS, collect
@@ -52,7 +52,7 @@ class ReferenceBackend(FileBackend):
         fs = getattr(fs, "sync_fs", fs)  # zarr wraps a synchronous reference filesystem
         if getattr(fs, "references", None) is None:
             raise UnsupportedArrayError("the reference backend needs a kerchunk reference store")
-        self.fs = fs
+        self.fs: Any = fs
         self.servers = ActiveServers(self.options) if self.options.get("server") else None
         self._access: dict[int, asyncio.Future[S3Access]] = {}
 
@@ -83,7 +83,7 @@ class ReferenceBackend(FileBackend):
         url, start, end, target = self._target(task)
         if target is None:
             return url
-        byte_range = None if start is None else (start, end - start)
+        byte_range = None if start is None or end is None else (start, end - start)
         raw = _read(target._strip_protocol(url), byte_range)
         if raw is None:  # a reference names this file: it is missing, not unwritten
             raise StorageUnavailableError(f"reference target {url!r} does not exist")
@@ -107,7 +107,7 @@ class ReferenceBackend(FileBackend):
             if target is None or kind & _LOCAL:
                 here.append(i)
             elif not kind & (_S3 | _HTTP):
-                result.failed[i] = (f"reference target {url!r} is on {sorted(kind)[0]!r}, "
+                result.failed[i] = (f"reference target {url!r} is on {min(kind)!r}, "
                                     "which has no active path")
             elif self.servers is None:
                 result.failed[i] = (f"reference target {url!r} needs an active server: "

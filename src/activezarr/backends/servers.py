@@ -184,17 +184,25 @@ class ActiveServers:
                      headers: Mapping[str, str], tally: BatchResult
                      ) -> list[Mapping[str, Any] | Refused]:
         """Response maps in order, or why the server refused; one ``/v2/batch`` when it can."""
-        extensions = await self.extensions(tally)
-        if len(requests) > 1 and "batch" in extensions:
+        capabilities = await self.capabilities(tally)
+        if len(requests) > 1 and "batch" in capabilities.get("extensions", ()):
+            limits = capabilities.get("limits", {})
             items = [{"op": op, **body} for op, body in requests]
-            try:
-                answers = cbor2.loads(await self.call("POST", "/v2/batch", tally,
-                                                      {"requests": items}, headers))
-            except _RefusedError as exc:
-                return [Refused(exc.reason)] * len(requests)
-            return [Refused(_item_message(a)) if "error" in a else a for a in answers]
+            groups = _within(items, int(limits.get("max_batch", 1024)),
+                             int(limits.get("max_body", 4 * 2**20)))
+            answers = await asyncio.gather(*(self._batch(g, headers, tally) for g in groups))
+            return [answer for group in answers for answer in group]
         return list(await asyncio.gather(*(self._one(op, body, headers, tally)
                                            for op, body in requests)))
+
+    async def _batch(self, items: list[dict[str, Any]], headers: Mapping[str, str],
+                     tally: BatchResult) -> list[Mapping[str, Any] | Refused]:
+        try:
+            answers = cbor2.loads(await self.call("POST", "/v2/batch", tally,
+                                                  {"requests": items}, headers))
+        except _RefusedError as exc:
+            return [Refused(exc.reason)] * len(items)
+        return [Refused(_item_message(a)) if "error" in a else a for a in answers]
 
     async def _one(self, op: str, body: dict[str, Any], headers: Mapping[str, str],
                    tally: BatchResult) -> Mapping[str, Any] | Refused:
@@ -207,6 +215,21 @@ class ActiveServers:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _within(items: list[dict[str, Any]], max_items: int, max_body: int
+            ) -> list[list[dict[str, Any]]]:
+    """``items`` in consecutive groups that fit the server's batch and body limits."""
+    groups: list[list[dict[str, Any]]] = [[]]
+    size, room = 0, max_body - 64  # the envelope {"requests": [...]}
+    for item in items:
+        length = len(json.dumps(item)) + 2
+        if groups[-1] and (len(groups[-1]) >= max_items or size + length > room):
+            groups.append([])
+            size = 0
+        groups[-1].append(item)
+        size += length
+    return groups
 
 
 def _item_message(answer: Mapping[str, Any]) -> str:
