@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -108,3 +109,28 @@ def test_a_deadline_must_be_positive(moto_s3: S3, option: dict[str, float]) -> N
         activezarr.ActiveStore.from_url(f"s3://{BUCKET}/x.zarr",
                                         storage_options=moto_s3.storage_options,
                                         active={"server": "http://h:1", **option})
+
+
+def test_a_stalled_object_store_is_the_server_answer_not_a_dead_server(
+        netcdf_dir: Path, tmp_path: Path) -> None:
+    """The server's upstream timeout is shorter than the client's: a stalled store comes back
+    as the server's 503 with its reason, and the server stays in the rotation."""
+    kerchunk_hdf = pytest.importorskip("kerchunk.hdf")
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never answers
+        store_url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        refs = kerchunk_hdf.SingleHdf5ToZarr(str(netcdf_dir / "test1.nc"),
+                                             inline_threshold=0).translate()
+        local = str(netcdf_dir / "test1.nc")
+        refs["refs"] = {k: ["s3://stalled/test1.nc", *v[1:]]
+                        if isinstance(v, list) and v[0] == local else v
+                        for k, v in refs["refs"].items()}
+        with start_active_server(tmp_path, "--upstream", store_url,
+                                 "--upstream-timeout", "0.5") as server:
+            store = activezarr.ActiveStore.from_url("reference://", storage_options={
+                "fo": refs, "remote_protocol": "s3",
+                "remote_options": {"endpoint_url": store_url, "key": "k", "secret": "s"}},
+                active={"server": server.url, "timeout": 30, "retries": 1, "deadline": 60})
+            array = zarr.open_array(store, path="tas", mode="r", zarr_format=2)
+            with pytest.raises(activezarr.StorageUnavailableError,
+                               match=r"chunk 'tas/0\.0\.0'.*object store unreachable"):
+                activezarr.ActiveReduction(array, fallback=False).mean()

@@ -10,7 +10,12 @@ from typing import ClassVar, TypeVar
 
 from . import traffic
 from .backends.base import Backend, BatchResult, ChunkJob
-from .errors import ActiveZarrError, ChunkReadError, DeadlineExceededError, StorageUnavailableError
+from .errors import (
+    ActiveZarrError,
+    ChunkReadError,
+    DeadlineExceededError,
+    StorageUnavailableError,
+)
 from .partial import Partial
 from .planner import ChunkTask
 from .report import Report

@@ -47,4 +47,6 @@ class Report:
             f"backend={self.backend} chunks={self.chunks} requests={self.requests} "
             f"bytes_from_storage={self.bytes_from_storage} bytes_stored={self.bytes_stored} "
             f"fallbacks={self.fallbacks} seconds={self.seconds:.3f} paths: {paths} links: {links}"
+            + "".join(f"\nfell back ({n} chunk(s)): {why}"
+                      for why, n in self.fallback_reasons.items())
         )

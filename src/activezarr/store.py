@@ -80,4 +80,3 @@ class ActiveStore(WrapperStore[Store]):
                 and self.active == other.active)
 
     __hash__ = None  # type: ignore[assignment]
-
