@@ -103,8 +103,8 @@ def test_backoff_is_capped_jittered_and_follows_retry_after() -> None:
     assert servers._delay(1, 60) == 3  # capped
 
 
-@pytest.mark.parametrize("option", [{"deadline": 0}, {"deadline": -1}])
-def test_a_deadline_must_be_positive(moto_s3: S3, option: dict[str, float]) -> None:
+@pytest.mark.parametrize("option", [{"deadline": 0}, {"deadline": -1}, {"deadline": "soon"}])
+def test_a_deadline_must_be_positive(moto_s3: S3, option: dict[str, object]) -> None:
     with pytest.raises(ValueError, match="deadline must be a positive number"):
         activezarr.ActiveStore.from_url(f"s3://{BUCKET}/x.zarr",
                                         storage_options=moto_s3.storage_options,

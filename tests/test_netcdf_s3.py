@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -99,10 +100,20 @@ def test_chunks_of_one_file_go_in_one_batch(moto_s3: S3, active_server: ActiveSe
                             remote_options=moto_s3.storage_options)
     red = activezarr.ActiveReduction(array, fallback=False)
     red.sum()  # the capability document is fetched once per process
+    reads = upstream_reads(active_server)
     red.max()
     report = red.last_report
     assert report.chunks == 16 and report.requests == 1  # one /v2/batch for the 16 chunks
     assert report.bytes_from_storage < report.bytes_stored / 20
+    assert upstream_reads(active_server) - reads == 1  # adjacent ranges read in one GET
+
+
+def upstream_reads(server: ActiveServer) -> float:
+    """The server's count of reads from the object store (its Prometheus metrics)."""
+    with urllib.request.urlopen(f"{server.url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return sum(float(line.split()[-1]) for line in text.splitlines()
+               if line.startswith("activezarr_upstream_reads_total"))
 
 
 def test_http_references_reduce_on_the_server_http_interface(

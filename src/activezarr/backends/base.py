@@ -68,7 +68,7 @@ class Backend(ABC):
             raise ValueError(f"unknown option(s) {', '.join(map(repr, unknown))} for the "
                              f"{cls.name} backend; known: {', '.join(sorted(cls.option_names))}")
         deadline = options.get("deadline")
-        if deadline is not None and not float(deadline) > 0:
+        if deadline is not None and not (isinstance(deadline, int | float) and deadline > 0):
             raise ValueError(f"deadline must be a positive number of seconds, got {deadline!r}")
 
     @classmethod
