@@ -75,7 +75,9 @@ class ReferenceBackend(FileBackend):
         url, start1, end1 = self.fs._cat_common(self._key(task), start, end)
         if isinstance(url, bytes):  # inlined data, base64 decoded by fsspec
             return url[start:end], None, None, None
-        target = self.fs.fss[split_protocol(url)[0]]
+        target = self.fs.fss.get(split_protocol(url)[0])
+        if target is None:
+            raise StorageUnavailableError(f"no filesystem for reference target {url!r}")
         return url, start1, end1, getattr(target, "sync_fs", target)
 
     def _read_task(self, task: ChunkTask) -> bytes | None:
@@ -103,6 +105,9 @@ class ReferenceBackend(FileBackend):
                 url, start, end, target = self._target(task)
             except FileNotFoundError:
                 continue  # not in the references: never written, the fill value
+            except StorageUnavailableError as exc:
+                result.failed[i] = str(exc)
+                continue
             kind = set() if target is None else _protocols(target)
             if target is None or kind & _LOCAL:
                 here.append(i)
