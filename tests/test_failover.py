@@ -134,3 +134,17 @@ def test_a_stalled_object_store_is_the_server_answer_not_a_dead_server(
             with pytest.raises(activezarr.StorageUnavailableError,
                                match=r"chunk 'tas/0\.0\.0'.*object store unreachable"):
                 activezarr.ActiveReduction(array, fallback=False).mean()
+
+
+def test_an_overloaded_server_is_retried_not_dropped(moto_s3: S3,
+                                                     many_chunks: tuple[str, np.ndarray],
+                                                     tmp_path: Path) -> None:
+    url, data = many_chunks
+    with start_active_server(tmp_path, "--upstream", moto_s3.endpoint,
+                             "--max-inflight", "1") as busy:  # a second request gets 503
+        array = activezarr.open_array(url, storage_options=moto_s3.storage_options, active={
+            "server": busy.url, "concurrency": 4, "retries": 20, "backoff": 0.02,
+            "deadline": 60})
+        red = activezarr.ActiveReduction(array, fallback=False, max_concurrency=4)
+        assert np.isclose(red.max(), data.max())
+        assert red.last_report.fallbacks == 0 and red.last_report.paths == {"s3": 64}

@@ -22,8 +22,7 @@ from ..protocol import build_request
 from .base import BatchResult, ChunkJob, backends
 from .credentials import S3Access, s3_access
 from .file import FileBackend, _read
-from .s3 import CANNOT_EXPRESS, collect
-from .servers import SERVER_OPTIONS, ActiveServers, server_urls
+from .servers import CANNOT_EXPRESS, SERVER_OPTIONS, ActiveServers, collect, server_urls
 
 _LOCAL = {"file", "local"}
 _S3 = {"s3", "s3a"}

@@ -11,14 +11,10 @@ from zarr.abc.store import Store
 
 from ..errors import StorageUnavailableError
 from ..planner import ChunkTask
-from ..protocol import build_request, partial_from_result
+from ..protocol import build_request
 from .base import Backend, BatchResult, ChunkJob, backends
 from .credentials import S3Access, s3_access
-from .servers import SERVER_OPTIONS, ActiveServers, Refused, server_urls
-
-#: Why a chunk goes to the client when the protocol the servers speak cannot describe it.
-CANNOT_EXPRESS = ("the active server cannot take this chunk (its op, dtype, codecs or missing "
-                  "values are outside what the server advertises)")
+from .servers import CANNOT_EXPRESS, SERVER_OPTIONS, ActiveServers, collect, server_urls
 
 
 @backends.register("s3")
@@ -34,7 +30,7 @@ class S3Backend(Backend):
     def __init__(self, store: Store, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(store, options)
         self.servers = ActiveServers(self.options)
-        self.fs = getattr(store, "fs", None)
+        self.fs: Any = getattr(store, "fs", None)
         self.root = str(getattr(store, "root", "")).strip("/")
         self._access: asyncio.Future[S3Access] | None = None
         self._sizes: asyncio.Future[dict[str, int]] | None = None
@@ -106,13 +102,3 @@ class S3Backend(Backend):
     async def close(self) -> None:
         await self.servers.close()
 
-
-def collect(job: ChunkJob, planned: Sequence[tuple[int, str, dict[str, Any], int]],
-            answers: Sequence[Mapping[str, Any] | Refused], result: BatchResult) -> None:
-    """Put the servers' answers to ``planned`` (position, op, body, stored bytes) in ``result``."""
-    for (i, op, _, stored), answer in zip(planned, answers):
-        if isinstance(answer, Refused):
-            result.failed[i] = answer.reason
-            continue
-        result.partials[i] = partial_from_result(op, answer, job.kernel.spec)
-        result.bytes_stored += stored

@@ -21,8 +21,9 @@ import cbor2
 import zarr
 
 from ..errors import StorageUnavailableError
+from ..protocol import partial_from_result
 from ..traffic import framing
-from .base import BatchResult
+from .base import BatchResult, ChunkJob
 
 SCHEMA_PATH = "/.well-known/reductionist-schema"
 #: The ``active`` options that configure the servers.
@@ -31,6 +32,9 @@ SERVER_OPTIONS = frozenset({"server", "concurrency", "retries", "backoff", "back
 #: Seconds a request may take, whole; the server's own upstream timeout is shorter (60 s by
 #: default), so a slow object store comes back as the server's answer, not as a dead server.
 DEFAULT_TIMEOUT = 120.0
+#: Why a chunk goes to the client when the protocol the servers speak cannot describe it.
+CANNOT_EXPRESS = ("the active server cannot take this chunk (its op, dtype, codecs or missing "
+                  "values are outside what the server advertises)")
 #: Server URL -> capability document; fetched once per process.
 _capabilities: dict[str, Mapping[str, Any]] = {}
 #: Statuses worth retrying later; anything else is the server's final answer.
@@ -197,12 +201,29 @@ class ActiveServers:
 
     async def _batch(self, items: list[dict[str, Any]], headers: Mapping[str, str],
                      tally: BatchResult) -> list[Mapping[str, Any] | Refused]:
-        try:
-            answers = cbor2.loads(await self.call("POST", "/v2/batch", tally,
-                                                  {"requests": items}, headers))
-        except _RefusedError as exc:
-            return [Refused(exc.reason)] * len(items)
-        return [Refused(_item_message(a)) if "error" in a else a for a in answers]
+        """Answers to ``items``; items the server could not serve for now (a 503 for an
+        unreachable object store) are sent again after a backoff, up to ``retries`` times."""
+        answers: list[Mapping[str, Any] | Refused] = [Refused("not sent")] * len(items)
+        pending = list(range(len(items)))
+        for attempt in range(self.retries + 1):
+            if attempt:
+                await asyncio.sleep(self._delay(attempt, None))
+            try:
+                body = await self.call("POST", "/v2/batch", tally,
+                                       {"requests": [items[i] for i in pending]}, headers)
+            except _RefusedError as exc:
+                for i in pending:
+                    answers[i] = Refused(exc.reason)
+                break
+            again = []
+            for i, answer in zip(pending, cbor2.loads(body)):
+                answers[i] = Refused(_item_message(answer)) if "error" in answer else answer
+                if "error" in answer and answer.get("status") in _RETRY_STATUSES:
+                    again.append(i)
+            pending = again
+            if not pending:
+                break
+        return answers
 
     async def _one(self, op: str, body: dict[str, Any], headers: Mapping[str, str],
                    tally: BatchResult) -> Mapping[str, Any] | Refused:
@@ -235,3 +256,14 @@ def _within(items: list[dict[str, Any]], max_items: int, max_body: int
 def _item_message(answer: Mapping[str, Any]) -> str:
     error = answer.get("error") or {}
     return str(error.get("message") if isinstance(error, Mapping) else error)
+
+
+def collect(job: ChunkJob, planned: Sequence[tuple[int, str, dict[str, Any], int]],
+            answers: Sequence[Mapping[str, Any] | Refused], result: BatchResult) -> None:
+    """Put the servers' answers to ``planned`` (position, op, body, stored bytes) in ``result``."""
+    for (i, op, _, stored), answer in zip(planned, answers):
+        if isinstance(answer, Refused):
+            result.failed[i] = answer.reason
+            continue
+        result.partials[i] = partial_from_result(op, answer, job.kernel.spec)
+        result.bytes_stored += stored
