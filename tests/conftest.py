@@ -10,6 +10,7 @@ import pytest
 from hypothesis import settings
 
 # Fixtures of the real servers, shared by every test module (each starts on first use).
+from netcdf_objects import netcdf_refs  # noqa: F401
 from ost_cluster import fresh_cluster, ost_cluster  # noqa: F401
 from s3_servers import active_server, moto_s3, served_root  # noqa: F401
 

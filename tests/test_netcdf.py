@@ -9,17 +9,12 @@ import pytest
 import zarr
 
 import activezarr
+from netcdf_objects import NETCDF_FILES
 
 kerchunk_hdf = pytest.importorskip("kerchunk.hdf")
 netCDF4 = pytest.importorskip("netCDF4")
 
-FILES = [
-    ("CMIP6-test.nc", "tas"),
-    ("obs4MIPS_CERES-EBAF_L3B_Ed2-8_rlut.nc", "rlut"),
-    ("test1.nc", "tas"),
-    ("cesm2_native.nc", "TREFHT"),
-    ("daily_data_masked.nc", "ta"),
-]
+FILES = NETCDF_FILES
 
 
 def _open(path: Path, variable: str) -> zarr.Array:

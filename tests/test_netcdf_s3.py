@@ -15,29 +15,13 @@ import pytest
 import zarr
 
 import activezarr
+from netcdf_objects import NETCDF_BUCKET, NETCDF_FILES
 from s3_servers import S3, ActiveServer
-from test_netcdf import FILES
 
 kerchunk_hdf = pytest.importorskip("kerchunk.hdf")
 netCDF4 = pytest.importorskip("netCDF4")
 
-BUCKET = "netcdf-files"
 OPS = ("sum", "min", "max", "count", "mean", "var", "std")
-
-
-@pytest.fixture(scope="module")
-def netcdf_refs(netcdf_dir: Path, moto_s3: S3) -> dict[str, dict[str, Any]]:
-    """Each file uploaded to s3://netcdf-files/ (public-read, for the http tests) and its
-    kerchunk references, made by kerchunk reading the object in S3."""
-    moto_s3.bucket(BUCKET)
-    refs = {}
-    for name, _ in FILES:
-        moto_s3.client.upload_file(str(netcdf_dir / name), BUCKET, name)
-        moto_s3.client.put_object_acl(Bucket=BUCKET, Key=name, ACL="public-read")
-        refs[name] = kerchunk_hdf.SingleHdf5ToZarr(
-            f"s3://{BUCKET}/{name}", storage_options=moto_s3.storage_options,
-            inline_threshold=0).translate()
-    return refs
 
 
 def expected_values(netcdf_dir: Path, name: str, variable: str) -> np.ma.MaskedArray:
@@ -67,7 +51,7 @@ def assert_all_on_the_server(report: activezarr.Report) -> None:
     assert report.paths == {"reference": report.chunks}, report
 
 
-@pytest.mark.parametrize(("name", "variable"), FILES)
+@pytest.mark.parametrize(("name", "variable"), NETCDF_FILES)
 def test_every_op_whole_and_per_axis_equals_netcdf4(netcdf_dir: Path, moto_s3: S3,
                                                     active_server: ActiveServer,
                                                     netcdf_refs: dict[str, Any], name: str,
@@ -120,7 +104,7 @@ def test_http_references_reduce_on_the_server_http_interface(
         netcdf_dir: Path, moto_s3: S3, active_server: ActiveServer,
         netcdf_refs: dict[str, Any]) -> None:
     http = json.loads(json.dumps(netcdf_refs["test1.nc"]).replace(
-        f"s3://{BUCKET}/", f"{moto_s3.endpoint}/{BUCKET}/"))
+        f"s3://{NETCDF_BUCKET}/", f"{moto_s3.endpoint}/{NETCDF_BUCKET}/"))
     red = activezarr.ActiveReduction(reference_array(http, "tas", active_server.url, "http"),
                                      fallback=False)
     expected = expected_values(netcdf_dir, "test1.nc", "tas")
@@ -132,8 +116,8 @@ def test_http_references_reduce_on_the_server_http_interface(
 def test_reference_urls_without_protocol_follow_remote_protocol(
         netcdf_dir: Path, moto_s3: S3, active_server: ActiveServer,
         netcdf_refs: dict[str, Any]) -> None:
-    bare = json.loads(json.dumps(netcdf_refs["test1.nc"]).replace(f"s3://{BUCKET}/",
-                                                                  f"{BUCKET}/"))
+    bare = json.loads(json.dumps(netcdf_refs["test1.nc"]).replace(f"s3://{NETCDF_BUCKET}/",
+                                                                  f"{NETCDF_BUCKET}/"))
     array = reference_array(bare, "tas", active_server.url,
                             remote_options=moto_s3.storage_options)
     red = activezarr.ActiveReduction(array, fallback=False)

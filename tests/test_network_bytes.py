@@ -4,6 +4,7 @@ and of S3 count what really reached the client, framing, listings and metadata i
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -56,3 +57,22 @@ def test_reported_bytes_agree_with_a_relay_within_ten_percent(
         assert report.paths == {backend: 24}, report
         assert abs(report.bytes_from_storage - witnessed) <= 0.1 * witnessed, (report, witnessed)
         assert report.links["lan"] == report.bytes_from_storage
+
+
+def test_reference_bytes_agree_with_a_relay_within_ten_percent(
+        moto_s3: S3, relays: tuple[Relay, Relay], netcdf_refs: dict[str, Any]) -> None:
+    to_s3, to_server = relays
+    for active in ({"server": to_server.url}, {"backend": "client"}):
+        store = activezarr.ActiveStore.from_url("reference://", active=active, storage_options={
+            "fo": netcdf_refs["test1.nc"], "remote_protocol": "s3", "remote_options": {
+                **moto_s3.storage_options, "endpoint_url": to_s3.url,
+                "skip_instance_cache": True}})
+        red = activezarr.ActiveReduction(zarr.open_array(store, path="tas", mode="r",
+                                                         zarr_format=2), fallback=False)
+        to_s3.reset()
+        to_server.reset()
+        red.var(axis=0)
+        witnessed = to_s3.to_client + to_server.to_client
+        report = red.last_report
+        assert report.fallbacks == 0 and report.chunks == 16, report
+        assert abs(report.bytes_from_storage - witnessed) <= 0.1 * witnessed, (report, witnessed)
