@@ -168,9 +168,8 @@ def fallback_warning(report: Report) -> str | None:
     """What to tell the user when some chunks were reduced on the client, or None."""
     if not report.fallbacks:
         return None
-    reasons = "; ".join(f"{why} ({n})" for why, n in
-                        sorted(report.fallback_reasons.items(), key=lambda kv: -kv[1])[:3])
-    more = len(report.fallback_reasons) - 3
+    why, n = max(report.fallback_reasons.items(), key=lambda item: item[1])
+    others = len(report.fallback_reasons) - 1
     return (f"{report.fallbacks} of {report.chunks} chunk(s) were read and reduced on the "
-            f"client because the {report.backend} backend could not: {reasons}"
-            + (f"; and {more} other reason(s)" if more > 0 else ""))
+            f"client because the {report.backend} backend could not: {why} ({n} chunk(s))"
+            + (f"; {others} other reason(s) in the report's fallback_reasons" if others else ""))
