@@ -10,6 +10,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import numpy as np
 import pytest
 import zarr
@@ -191,3 +192,17 @@ def test_a_missing_s3_target_is_an_error_naming_the_chunk_and_the_server_reason(
     with pytest.raises(activezarr.ChunkReadError, match="gone.nc"):
         activezarr.ActiveReduction(array).mean()  # the client cannot read it either
 
+
+
+def test_bare_reference_urls_are_never_taken_as_local_paths(netcdf_dir: Path) -> None:
+    fsspec.filesystem("memory").pipe_file("/bare/test1.nc",
+                                          (netcdf_dir / "test1.nc").read_bytes())
+    refs = kerchunk_hdf.SingleHdf5ToZarr(str(netcdf_dir / "test1.nc"),
+                                         inline_threshold=0).translate()
+    local = str(netcdf_dir / "test1.nc")
+    refs["refs"] = {k: ["/bare/test1.nc", *v[1:]] if isinstance(v, list) and v[0] == local
+                    else v for k, v in refs["refs"].items()}
+    red = activezarr.ActiveReduction(reference_array(refs, "tas", None, "memory"))
+    with pytest.warns(activezarr.FallbackWarning, match="is on 'memory', which has no active"):
+        assert_same(red.min(), expected_values(netcdf_dir, "test1.nc", "tas").min(), "min")
+    assert red.last_report.paths == {"client": 16}
