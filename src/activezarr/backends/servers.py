@@ -174,9 +174,10 @@ class ActiveServers:
         cached = _capabilities.get(self.servers[0])
         if cached is None:
             try:
-                cached = json.loads(await self.call("GET", SCHEMA_PATH, tally))
+                document = json.loads(await self.call("GET", SCHEMA_PATH, tally))
             except (_RefusedError, ValueError):
-                cached = {}
+                document = None
+            cached = document if isinstance(document, dict) else {}
             _capabilities[self.servers[0]] = cached
         return cached
 
