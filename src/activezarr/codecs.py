@@ -25,7 +25,7 @@ ALLOWED_CODECS = frozenset({
 def check_codec_allowed(config: Mapping[str, Any]) -> None:
     """Raise :class:`CodecNotAllowedError` unless ``config`` names an allow-listed codec."""
     codec_id = config.get("id") if isinstance(config, Mapping) else None
-    if codec_id not in ALLOWED_CODECS:
+    if not isinstance(codec_id, str) or codec_id not in ALLOWED_CODECS:
         raise CodecNotAllowedError(
             f"codec {codec_id!r} is not allowed; allowed codecs: {', '.join(sorted(ALLOWED_CODECS))}"
         )
