@@ -100,7 +100,7 @@ class _Faults(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def faulty_upstream() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), _Faults)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Faults)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"

@@ -10,6 +10,7 @@ from typing import Any
 import click
 from aiohttp import web
 
+from ..processes import inherited_socket
 from .app import create_app
 from .config import ServerConfig, Upstream
 
@@ -31,6 +32,8 @@ def _option(*names: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callab
 @click.command("serve")
 @_option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @_option("--port", type=int, default=8080, show_default=True)
+@click.option("--fd", type=int, default=None, hidden=True,
+              help="Serve on this inherited listening socket instead of HOST:PORT.")
 @_option("--upstream", multiple=True, callback=_upstream,
          help="Object store the server may read: PUBLIC[=INTERNAL] URL. Repeatable.")
 @_option("--allow-root", multiple=True, type=click.Path(exists=True, file_okay=False),
@@ -52,7 +55,7 @@ def _option(*names: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callab
 @_option("--workers", type=int, default=None, help="Decode/reduce threads [default: CPUs].")
 @_option("--s3-region", default=ServerConfig.s3_region, show_default=True,
          help="Region S3 requests are signed for.")
-def serve(host: str, port: int, upstream: tuple[Upstream, ...], allow_root: tuple[str, ...],
+def serve(host: str, port: int, fd: int | None, upstream: tuple[Upstream, ...], allow_root: tuple[str, ...],
           tls_cert: str | None, tls_key: str | None, max_body: int, max_chunk_bytes: int,
           max_decoded_bytes: int, max_memory: int, max_inflight: int, memory_wait: float,
           body_timeout: float, workers: int | None, s3_region: str) -> None:
@@ -73,5 +76,7 @@ def serve(host: str, port: int, upstream: tuple[Upstream, ...], allow_root: tupl
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(tls_cert, tls_key)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    web.run_app(create_app(config), host=host, port=port, ssl_context=context,
-                shutdown_timeout=10, print=None)
+    where: dict[str, Any] = {"host": host, "port": port} if fd is None else \
+        {"sock": inherited_socket(fd)}
+    web.run_app(create_app(config), ssl_context=context, shutdown_timeout=10, print=None,
+                **where)
