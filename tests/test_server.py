@@ -24,6 +24,7 @@ import requests
 from activezarr.protocol import ChunkRequest
 from activezarr.server.coalesce import plan_reads
 from s3_servers import KEY, S3, SECRET, ActiveServer, free_port, start_active_server
+from server_client import error, ok, post, values
 
 BUCKET = "server-tests"
 
@@ -43,37 +44,6 @@ def objects(moto_s3: S3) -> dict[str, str]:
     for name, body in bodies.items():
         client.put_object(Bucket=BUCKET, Key=name, Body=body)
     return {name: f"{moto_s3.endpoint}/{BUCKET}/{name}" for name in bodies}
-
-
-def post(server: ActiveServer, op: str, body: Any, *, auth: Any = "s3",
-         raw: bytes | None = None) -> requests.Response:
-    """POST a chunk request; ``auth="s3"`` sends the test S3 credentials as Basic auth."""
-    credentials = (KEY, SECRET) if auth == "s3" else auth
-    data = raw if raw is not None else json.dumps(body).encode()
-    return requests.post(f"{server.url}/v2/{op}", data=data, auth=credentials,
-                         headers={"Content-Type": "application/json"}, timeout=30)
-
-
-def ok(response: requests.Response) -> dict[str, Any]:
-    assert response.status_code == 200, response.text
-    assert response.headers["Content-Type"] == "application/cbor"
-    return cbor2.loads(response.content)
-
-
-def error(response: requests.Response, status: int) -> str:
-    """The error message, after checking the status and PROTOCOL.md's JSON error body."""
-    assert response.status_code == status, (response.status_code, response.text)
-    assert response.headers["Content-Type"].startswith("application/json")
-    body = response.json()
-    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
-    assert isinstance(body["error"]["caused_by"], list)
-    return body["error"]["message"]
-
-
-def values(result: dict[str, Any]) -> np.ndarray:
-    dtype = np.dtype(result["dtype"]).newbyteorder("<" if result["byte_order"] == "little"
-                                                   else ">")
-    return np.frombuffer(result["bytes"], dtype).reshape(result["shape"])
 
 
 # --- a deliberately faulty upstream, for what a healthy store never does --------------------

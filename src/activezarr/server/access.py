@@ -29,6 +29,8 @@ def _decode_path(path: str) -> str:
     """``path`` with its valid ``%XX`` escapes decoded, everything else taken literally."""
     raw = path.encode()
     decoded = _ESCAPE.sub(lambda m: unquote_to_bytes(m.group()), raw)
+    if b"\0" in decoded:
+        raise BadRequest(f"url path {path!r} names an object with a NUL byte")
     try:
         return decoded.decode()
     except UnicodeDecodeError:

@@ -66,6 +66,14 @@ class Reservation:
             await self.budget._take(nbytes, self.held)
             self.held += nbytes
 
+    async def move(self, other: Reservation, nbytes: int) -> None:
+        """Hand ``nbytes`` of this reservation to ``other`` (a result outliving its working
+        memory), growing ``other`` only by what this one does not hold."""
+        moved = min(nbytes, self.held)
+        self.held -= moved
+        other.held += moved
+        await other.grow(nbytes - moved)
+
     async def __aenter__(self) -> Reservation:
         return self
 

@@ -175,6 +175,8 @@ def open_file(request: ChunkRequest, path: FilePath, max_chunk_bytes: int) -> tu
             except FileNotFoundError:
                 raise BadRequest(f"file not found: {request.url}") from None
             except NotADirectoryError:
+                if stat.S_ISLNK(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
+                    raise Forbidden(f"{request.url} passes through a symbolic link") from None
                 raise BadRequest(f"file not found: {request.url}") from None
             except OSError as exc:  # ELOOP: a symbolic link
                 raise Forbidden(f"{request.url} is not a plain file below the root "

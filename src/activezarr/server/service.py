@@ -37,8 +37,9 @@ def working_bytes(request: ChunkRequest) -> int:
 
 
 def _result_bytes(result: dict[str, Any]) -> int:
+    """Memory a result holds until the response is sent: itself, and then its encoding."""
     stored = sum(len(v) for v in result.values() if isinstance(v, bytes))
-    return stored + _COUNT_BYTES * len(result.get("count", ())) + 256
+    return 2 * stored + _COUNT_BYTES * len(result.get("count", ())) + 256
 
 
 class ChunkService:
@@ -79,15 +80,15 @@ class ChunkService:
             raise BadRequest(f"shape {request.shape} decodes to {decoded} bytes, over the "
                              f"limit of {self.config.max_decoded_bytes}")
 
-    @staticmethod
-    def _admit(held: Reservation, request: ChunkRequest) -> Admit:
-        """Reserves the bytes a read will bring, and for a shapeless chunk its working copies."""
-        shapeless = request.shape is None
-        codecs = bool(request.codec_configs())
+    def _admit(self, held: Reservation, requests: Sequence[ChunkRequest]) -> Admit:
+        """Reserves, once the read's size is known, everything the read and the decoding of
+        ``requests`` will hold, in one step: a request never holds memory while it waits for
+        more (two such requests could wait for each other)."""
+        working = sum(working_bytes(r) or self._shapeless_decoded(r) for r in requests)
+        plain_shapeless = any(r.shape is None and not r.codec_configs() for r in requests)
 
         async def admit(nbytes: int) -> None:
-            extra = 2 * nbytes if shapeless and not codecs else 0
-            await held.grow(nbytes + extra)
+            await held.grow(nbytes * (3 if plain_shapeless else 1) + working)
 
         return admit
 
@@ -118,8 +119,7 @@ class ChunkService:
         """The response map of ``op`` on the chunk ``request`` names."""
         self._check_limits(request)
         async with self.budget.reservation() as held:
-            await held.grow(working_bytes(request) or self._shapeless_decoded(request))
-            raw = await self._fetch(request, auth, self._admit(held, request))
+            raw = await self._fetch(request, auth, self._admit(held, [request]))
             return await self._compute(op, request, raw)
 
     def _shapeless_decoded(self, request: ChunkRequest) -> int:
@@ -170,16 +170,14 @@ class ChunkService:
         parts = [items[position] for position, _, _ in read.parts]
         try:
             async with self.budget.reservation() as held:
-                await held.grow(sum(working_bytes(p) or self._shapeless_decoded(p)
-                                    for p in parts))
-                raw = await self._fetch(read.request, auth, self._admit(held, read.request))
+                raw = await self._fetch(read.request, auth, self._admit(held, parts))
                 view = memoryview(raw)  # parts share the read's bytes, uncopied
 
                 async def part(position: int, start: int, stop: int | None) -> None:
                     item = items[position]
                     try:
                         result = await self._compute(item.op, item, view[start:stop])
-                        await results_held.grow(_result_bytes(result))
+                        await held.move(results_held, _result_bytes(result))
                         results[position] = result
                     except Exception as exc:
                         results[position] = self._item_error(exc)
