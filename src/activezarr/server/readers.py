@@ -157,6 +157,13 @@ def _check_status(status: int, url: str, detail: str) -> None:
     raise BadRequest(f"the object store answered {status} for {url}{said}")
 
 
+def _is_link(name: str, directory: int) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=directory, follow_symlinks=False).st_mode)
+    except OSError:  # gone or replaced meanwhile
+        return False
+
+
 def open_file(request: ChunkRequest, path: FilePath, max_chunk_bytes: int) -> tuple[int, int]:
     """(descriptor, bytes to read) of a regular file below its root (run in a worker thread).
 
@@ -175,7 +182,7 @@ def open_file(request: ChunkRequest, path: FilePath, max_chunk_bytes: int) -> tu
             except FileNotFoundError:
                 raise BadRequest(f"file not found: {request.url}") from None
             except NotADirectoryError:
-                if stat.S_ISLNK(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
+                if _is_link(name, fd):
                     raise Forbidden(f"{request.url} passes through a symbolic link") from None
                 raise BadRequest(f"file not found: {request.url}") from None
             except OSError as exc:  # ELOOP: a symbolic link
