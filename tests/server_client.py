@@ -1,4 +1,5 @@
-"""Talking to the active server as a Reductionist client does: POST JSON, read CBOR or a JSON error."""
+"""Talking to the active server as a Reductionist client does: POST JSON, read CBOR or JSON
+errors."""
 
 from __future__ import annotations
 

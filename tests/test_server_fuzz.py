@@ -273,5 +273,7 @@ def test_memory_stayed_within_the_bound_for_every_kind(fuzz_server: ActiveServer
                                                        memory: Memory) -> None:
     assert memory.growth, "the fuzz tests above record what they saw"
     worst = max(memory.growth.items(), key=lambda item: item[1])
+    print(f"largest RSS growth over {len(memory.growth)} request kinds: {worst[0]!r} "
+          f"{worst[1] / MiB:.1f} MiB (bound {RSS_BOUND / MiB:.0f} MiB)")
     assert worst[1] < RSS_BOUND, worst
     assert "server bug" not in fuzz_server.output()

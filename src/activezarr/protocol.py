@@ -286,7 +286,10 @@ def _limits(dtype: np.dtype) -> tuple[Any, Any]:
     return info.max, info.min
 
 
-def result_order(op: str, order: str, axis: Any) -> str:
+Layout = Literal["C", "F"]
+
+
+def result_order(op: str, order: Layout, axis: Any) -> Layout:
     """The order of a result's bytes and counts, as Reductionist lays them out: a reduction over
     no axis (``axis: []``) and ``select`` keep the request's order; everything else is C."""
     if op == "select" or (op != "count" and axis is not None and not isinstance(axis, int)
@@ -427,7 +430,7 @@ def build_request(spec: ChunkSpec, selection: Selection, *, interface_type: str,
 
 
 def _array(data: bytes, name: str, byte_order: str, shape: tuple[int, ...],
-           order: str) -> np.ndarray:
+           order: Layout) -> np.ndarray:
     dtype = np.dtype(name).newbyteorder(_ENDIAN[byte_order])
     return np.frombuffer(data, dtype).reshape(shape, order=order).astype(dtype.newbyteorder("="))
 

@@ -47,7 +47,8 @@ def start(root: Path, osts: int, stripe_size: int, stripe_count: int, port: int,
     cluster = Cluster(config).start()
     click.echo(f"MDS {cluster.mds}  OSS {cluster.oss}  OSTs {' '.join(cluster.osts)}")
     click.echo(f"file system at {cluster.url}/ ; stop with Ctrl-C")
-    click.echo(f"writers need the cluster token: export {TOKEN_VARIABLE}=$(cat {cluster.token_file})")
+    click.echo(f"writers need the cluster token: "
+               f"export {TOKEN_VARIABLE}=$(cat {cluster.token_file})")
     run_until_signalled(cluster)
 
 

@@ -55,7 +55,8 @@ def _option(*names: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callab
 @_option("--workers", type=int, default=None, help="Decode/reduce threads [default: CPUs].")
 @_option("--s3-region", default=ServerConfig.s3_region, show_default=True,
          help="Region S3 requests are signed for.")
-def serve(host: str, port: int, fd: int | None, upstream: tuple[Upstream, ...], allow_root: tuple[str, ...],
+def serve(host: str, port: int, fd: int | None, upstream: tuple[Upstream, ...],
+          allow_root: tuple[str, ...],
           tls_cert: str | None, tls_key: str | None, max_body: int, max_chunk_bytes: int,
           max_decoded_bytes: int, max_memory: int, max_inflight: int, memory_wait: float,
           body_timeout: float, workers: int | None, s3_region: str) -> None:

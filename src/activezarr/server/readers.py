@@ -8,8 +8,7 @@ import os
 import re
 import stat
 import xml.etree.ElementTree as ElementTree
-from collections.abc import Mapping
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 

@@ -93,7 +93,7 @@ class ChunkService:
         return admit
 
     async def _fetch(self, request: ChunkRequest, auth: Credentials | None,
-                     admit: Admit) -> bytes | bytearray:
+                     admit: Admit) -> bytes:
         if request.interface_type in ("s3", "http", "https"):
             url = self.policy.url(request.url)
             raw = await self.reader.read(request, url, auth, admit)
@@ -129,7 +129,7 @@ class ChunkService:
         return 0
 
     async def _compute(self, op: str, request: ChunkRequest,
-                       raw: bytes | bytearray | memoryview) -> dict[str, Any]:
+                       raw: bytes | memoryview) -> dict[str, Any]:
         start = time.perf_counter()
         self.metrics.requests.labels(op).inc()
         loop = asyncio.get_running_loop()
