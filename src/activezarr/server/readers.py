@@ -97,7 +97,7 @@ class UpstreamReader:
         return dict(signed.headers.items())
 
     async def read(self, request: ChunkRequest, url: URL, auth: Credentials | None,
-                   admit: Admit) -> bytes:
+                   admit: Admit) -> memoryview:
         """The bytes ``request`` names; ``admit(n)`` reserves memory for ``n`` bytes first."""
         _check_size(request, self.max_chunk_bytes)
         if request.interface_type == "s3":
@@ -123,7 +123,7 @@ class UpstreamReader:
             raise Overloaded(f"object store unreachable: {type(exc).__name__}") from None
         if request.size is not None and len(data) != request.size:
             raise BadRequest(f"read {len(data)} bytes of {request.url}, expected {request.size}")
-        return bytes(data)
+        return memoryview(data)  # not copied: the budget counts it once
 
 
 def _s3_object_url(url: URL) -> URL:

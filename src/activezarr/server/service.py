@@ -93,7 +93,8 @@ class ChunkService:
         return admit
 
     async def _fetch(self, request: ChunkRequest, auth: Credentials | None,
-                     admit: Admit) -> bytes:
+                     admit: Admit) -> bytes | memoryview:
+        raw: bytes | memoryview
         if request.interface_type in ("s3", "http", "https"):
             url = self.policy.url(request.url)
             raw = await self.reader.read(request, url, auth, admit)
