@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import fsspec
 import pytest
 import requests
+from click.testing import CliRunner
 
 from activezarr.ost import Cluster
+from activezarr.ost.cli import ost
 from activezarr.ost.messages import MAX_STRIPES, TOKEN_HEADER
+from activezarr.processes import listening_socket, port_of
 
 
 def _call(cluster: Cluster, method: str, url: str, body: Any = None, token: bool = True,
@@ -117,3 +121,10 @@ def test_the_oss_refuses_ranges_outside_the_file(ost_cluster: Cluster) -> None:
                      {"interface_type": "ost", "url": f"{ost_cluster.url}/small.bin",
                       "dtype": "int32", "offset": 8, "size": 16})
     assert response.status_code == 400 and "outside" in response.text
+
+
+def test_a_busy_port_is_said_plainly(tmp_path: Path) -> None:
+    with listening_socket() as busy:
+        result = CliRunner().invoke(ost, ["start", "--root", str(tmp_path), "--port",
+                                          str(port_of(busy))])
+    assert result.exit_code == 1 and "cannot start the cluster" in result.output

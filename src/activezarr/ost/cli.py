@@ -44,7 +44,10 @@ def start(root: Path, osts: int, stripe_size: int, stripe_count: int, port: int,
     config = ClusterConfig(root=root, osts=osts, stripe_size=stripe_size,
                            stripe_count=stripe_count, port=port, host=host,
                            lan_rate=lan_rate, disk_rate=disk_rate)
-    cluster = Cluster(config).start()
+    try:
+        cluster = Cluster(config).start()
+    except OSError as exc:  # a port in use: said plainly, not as a traceback
+        raise click.ClickException(f"cannot start the cluster: {exc}") from None
     click.echo(f"MDS {cluster.mds}  OSS {cluster.oss}  OSTs {' '.join(cluster.osts)}")
     click.echo(f"file system at {cluster.url}/ ; stop with Ctrl-C")
     click.echo(f"writers need the cluster token: "
