@@ -53,6 +53,9 @@ async def _body(request: web.Request) -> bytes:
             return await request.read()
     except TimeoutError:
         raise RequestTimeout(f"the request body did not arrive within {timeout} s") from None
+    except ConnectionError:  # the client went away: nobody to answer, and no bug
+        raise RequestTimeout("the client closed the connection before sending its body") \
+            from None
 
 
 async def reduce_chunk(request: web.Request) -> web.Response:
