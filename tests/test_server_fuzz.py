@@ -76,10 +76,12 @@ def _encoded(codec: str) -> bytes:
     }[codec]()
 
 
-_BOMBS = {"zlib-bomb": zlib.compress(bytes(64 * MiB), 9),
-          "zstd-bomb": numcodecs.Zstd(level=1).encode(bytes(64 * MiB)),
-          "lz4-bomb": numcodecs.LZ4().encode(bytes(64 * MiB)),
-          "bz2-bomb": bz2.compress(bytes(16 * MiB), 9)}
+@functools.cache
+def _bombs() -> dict[str, bytes]:
+    return {"zlib-bomb": zlib.compress(bytes(64 * MiB), 9),
+            "zstd-bomb": numcodecs.Zstd(level=1).encode(bytes(64 * MiB)),
+            "lz4-bomb": numcodecs.LZ4().encode(bytes(64 * MiB)),
+            "bz2-bomb": bz2.compress(bytes(16 * MiB), 9)}
 
 
 @st.composite
@@ -91,7 +93,7 @@ def stored(draw: st.DrawFn) -> tuple[str, bytes]:
     if kind == "random":
         return kind, draw(st.binary(max_size=300))
     if kind == "bomb":
-        return draw(st.sampled_from(sorted(_BOMBS.items())))
+        return draw(st.sampled_from(sorted(_bombs().items())))
     chunk = bytearray(_encoded(kind))
     for _ in range(draw(st.integers(0, 4))):  # forge header fields
         offset = draw(st.integers(0, 31))

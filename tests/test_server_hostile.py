@@ -119,7 +119,7 @@ def tight_server(moto_s3: S3, web_root: tuple[str, Path], hostile_root: Path,
             tmp_path_factory.mktemp("tight"), "--upstream", moto_s3.endpoint,
             "--upstream", f"{web_root[0]}/public", "--allow-root", str(hostile_root),
             "--max-memory", str(48 * MiB), "--max-chunk-bytes", str(8 * MiB),
-            "--max-decoded-bytes", str(8 * MiB), "--max-inflight", "2", "--memory-wait", "20",
+            "--max-decoded-bytes", str(8 * MiB), "--max-inflight", "2", "--memory-wait", "5",
             "--body-timeout", "1", "--workers", "2") as server:
         yield server
 
