@@ -30,11 +30,6 @@ def port_of(sock: socket.socket) -> int:
     return int(sock.getsockname()[1])
 
 
-def inherited_socket(fd: int) -> socket.socket:
-    """The listening socket a parent handed over as descriptor ``fd`` (see ``--fd``)."""
-    return socket.socket(fileno=fd)
-
-
 def spawn(command: Sequence[str], sock: socket.socket, **popen: Any
           ) -> subprocess.Popen[bytes]:
     """Start ``command --fd N`` with ``sock`` as descriptor N; the parent's copy is closed."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import socket
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -12,7 +13,6 @@ import cbor2
 from aiohttp import web
 
 from ..codecs import ALLOWED_CODECS
-from ..processes import inherited_socket
 from ..protocol import DTYPES, error_body
 from ..server.errors import ServerError, UnknownOperation, json_response, status_of
 from .messages import HEALTH_PATH, OPS, SCHEMA_PATH, TOKEN_HEADER
@@ -115,5 +115,5 @@ def serve(app: web.Application, host: str, port: int | None, fd: int | None = No
     listening socket inherited as descriptor ``fd``."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     where: dict[str, Any] = {"host": host, "port": port} if fd is None else \
-        {"sock": inherited_socket(fd)}
+        {"sock": socket.socket(fileno=fd)}  # bound by the parent
     web.run_app(app, print=None, shutdown_timeout=2, **where)

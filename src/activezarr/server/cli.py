@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 from collections.abc import Callable
 from typing import Any
@@ -10,7 +11,6 @@ from typing import Any
 import click
 from aiohttp import web
 
-from ..processes import inherited_socket
 from .app import create_app
 from .config import ServerConfig, Upstream
 
@@ -78,6 +78,6 @@ def serve(host: str, port: int, fd: int | None, upstream: tuple[Upstream, ...],
         context.load_cert_chain(tls_cert, tls_key)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     where: dict[str, Any] = {"host": host, "port": port} if fd is None else \
-        {"sock": inherited_socket(fd)}
+        {"sock": socket.socket(fileno=fd)}  # bound by the parent
     web.run_app(create_app(config), ssl_context=context, shutdown_timeout=10, print=None,
                 **where)
