@@ -84,6 +84,7 @@ class Cluster:
         c = self.config
         c.root.mkdir(parents=True, exist_ok=True)
         self.token_file.touch(mode=0o600)
+        self.token_file.chmod(0o600)  # also when it was left by an earlier cluster
         self.token_file.write_text(self.token)
         sockets = c.sockets()
         base = f"http://{c.host}"
