@@ -40,7 +40,7 @@ import requests
 from moto.server import ThreadedMotoServer
 
 from activezarr.kernel import ChunkKernel
-from activezarr.processes import active_server, free_ports
+from activezarr.processes import active_server
 from activezarr.wire import ChunkSpec
 
 MiB = 2**20
@@ -87,11 +87,10 @@ class Rig:
             stack.callback(shutil.rmtree, self.root, ignore_errors=True)
             # moto's werkzeug logs every request to stderr, even with verbose=False
             logging.getLogger("werkzeug").setLevel(logging.ERROR)
-            [port] = free_ports()
-            moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+            moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
             moto.start()
             stack.callback(moto.stop)
-            self.s3 = f"http://127.0.0.1:{port}"
+            self.s3 = f"http://127.0.0.1:{moto.get_host_and_port()[1]}"
             self._write_data()
             self.url, _ = stack.enter_context(active_server(
                 "--upstream", self.s3, "--allow-root", str(self.root)))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import socket
 import ssl
 import subprocess
 from collections.abc import Iterator
@@ -18,7 +19,6 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from activezarr.processes import active_server as run_active_server
-from activezarr.processes import free_ports
 
 __all__ = ["ActiveServer", "S3", "active_server", "free_port", "moto_s3", "served_root",
            "start_active_server"]
@@ -28,8 +28,10 @@ _logs = itertools.count()
 
 
 def free_port() -> int:
-    [port] = free_ports()
-    return port
+    """A port nobody listens on right now: only for addresses that must refuse connections."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -84,11 +86,10 @@ def start_active_server(log_dir: Path, *args: str, env: dict[str, str] | None = 
 @pytest.fixture(scope="session")
 def moto_s3() -> Iterator[S3]:
     """moto's S3 in server mode on a free loopback port (a real HTTP S3)."""
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)  # any free port
     server.start()
     try:
-        yield S3(f"http://127.0.0.1:{port}", KEY, SECRET)
+        yield S3(f"http://127.0.0.1:{server.get_host_and_port()[1]}", KEY, SECRET)
     finally:
         server.stop()
 

@@ -76,9 +76,37 @@ def test_invalid_missing_is_rejected(missing: dict) -> None:
 
 
 def test_missing_value_must_be_representable_in_the_dtype() -> None:
-    request = parse(dtype="uint8", missing={"missing_value": 300})
-    with pytest.raises(ValidationError, match="not representable"):
-        request.chunk_spec("sum", (4,), ())
+    with pytest.raises(ValidationError, match="missing.missing_value.*not representable"):
+        parse(dtype="uint8", missing={"missing_value": 300})
+
+
+@pytest.mark.parametrize("missing", [{"missing_value": -1.0}, {"valid_range": [1.0, 1.0]},
+                                     {"missing_values": [1, 2.5]}, {"valid_min": 0.5}])
+def test_integer_dtypes_take_integer_missing_values(missing: dict[str, object]) -> None:
+    with pytest.raises(ValidationError, match="missing.* is not an integer"):
+        parse(dtype="int32", missing=missing)
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"shape": []}, "shape must have at least one dimension"),
+    ({"shape": [0, 2]}, "shape .* extent below 1"),
+    ({"selection": [[0, 1, 1]]}, "selection requires shape"),
+    ({"shape": [2, 2], "selection": [[0, 1, 1]]}, "selection has 1 entries for 2"),
+    ({"shape": [2, 2], "selection": [[0, 1, 0], [0, 1, 1]]}, "step cannot be zero"),
+    ({"shape": [2, 3], "size": 20}, "size 20 is not shape"),
+    ({"size": 6}, "size 6 is not a multiple"),
+    ({"size": 0}, "size"),
+    ({"shape": [2, 3], "axis": 2}, "axis 2 is not"),
+    ({"shape": [2, 3], "axis": [1, 0]}, "axis .* ascending"),
+    ({"offset": 2**64}, "offset"),
+    ({"codecs": [{"id": "pickle"}]}, "codecs: codec 'pickle' is not allowed"),
+    ({"codecs": [{"id": "astype", "encode_dtype": "O", "decode_dtype": "<i4"}]},
+     "codecs: .*not a numeric dtype"),
+])
+def test_the_whole_request_is_validated_up_front(fields: dict[str, object],
+                                                 message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        parse(**{"dtype": "int32", **fields})
 
 
 @pytest.mark.parametrize("missing, spec", [

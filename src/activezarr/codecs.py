@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import zlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numcodecs
@@ -11,6 +10,7 @@ import numpy as np
 from numcodecs.abc import Codec
 from numcodecs.compat import ensure_bytes, ensure_contiguous_ndarray, ndarray_copy
 
+from .codec_bounds import DecodeBoundError, bounded_decode, check_config, output_bounds
 from .errors import ChunkDecodeError, CodecNotAllowedError
 
 #: Codecs a storage side may run: pure byte/number transforms. Pickle, JSON and the object
@@ -25,45 +25,10 @@ ALLOWED_CODECS = frozenset({
 def check_codec_allowed(config: Mapping[str, Any]) -> None:
     """Raise :class:`CodecNotAllowedError` unless ``config`` names an allow-listed codec."""
     codec_id = config.get("id") if isinstance(config, Mapping) else None
-    if codec_id not in ALLOWED_CODECS:
+    if not isinstance(codec_id, str) or codec_id not in ALLOWED_CODECS:
         raise CodecNotAllowedError(
             f"codec {codec_id!r} is not allowed; allowed codecs: {', '.join(sorted(ALLOWED_CODECS))}"
         )
-
-
-#: Streaming decompressors for the outermost codec, so that a bomb stops at the expected size.
-_STREAMING: dict[str, Callable[[], Any]] = {
-    "zlib": zlib.decompressobj,
-    "gzip": lambda: zlib.decompressobj(16 + zlib.MAX_WBITS),
-}
-#: Inner filters may widen the stored elements (astype to 8 bytes) or add checksums, so the
-#: outermost codec may legitimately produce more than the decoded size, never this much more.
-_MAX_WIDENING = 8
-_SLACK = 1024
-
-
-def _decoded_bound(configs: tuple[dict[str, Any], ...], nbytes: int) -> int:
-    return nbytes if len(configs) == 1 else _MAX_WIDENING * nbytes + _SLACK
-
-
-def _bounded_decode(config: Mapping[str, Any], raw: Any, limit: int) -> Any:
-    """Undo the outermost codec without producing more than ``limit`` bytes, or None to defer."""
-    codec_id = config["id"]
-    if codec_id in _STREAMING:
-        stream = _STREAMING[codec_id]()
-        out = stream.decompress(memoryview(ensure_contiguous_ndarray(raw)).cast("B"), limit + 1)
-        if len(out) > limit:
-            raise ValueError(f"{codec_id} stream inflates past {limit} bytes")
-        if not stream.eof:
-            raise ValueError(f"{codec_id} stream is truncated")
-        return out
-    if codec_id in ("blosc", "blosc2"):
-        header = memoryview(ensure_contiguous_ndarray(raw)).cast("B")[:16]
-        # A Blosc (1 or 2) chunk header states the decompressed size (bytes 4-8, little-endian)
-        # before anything is allocated.
-        if len(header) == 16 and int.from_bytes(header[4:8], "little") > limit:
-            raise ValueError(f"{codec_id} header announces more than {limit} bytes")
-    return None
 
 
 class Blosc2(Codec):
@@ -86,6 +51,9 @@ class Blosc2(Codec):
     def decode(self, buf: Any, out: Any = None) -> Any:
         import blosc2
 
+        if out is not None:  # straight into the caller's buffer, its size already checked
+            blosc2.decompress(ensure_bytes(buf), dst=ensure_contiguous_ndarray(out))
+            return out
         return ndarray_copy(blosc2.decompress(ensure_bytes(buf)), out)
 
 
@@ -93,13 +61,23 @@ numcodecs.register_codec(Blosc2)
 
 
 class CodecChain:
-    """Numcodecs codecs in encode order; ``decode`` undoes them and checks the decoded size."""
+    """Numcodecs codecs in encode order; ``decode`` undoes them and checks the decoded size.
+
+    Each codec is undone with a bound on what it may produce (:mod:`.codec_bounds`), so that no
+    stored chunk, however crafted, makes a decoder allocate past the expected size.
+    """
 
     def __init__(self, configs: Iterable[Mapping[str, Any]]) -> None:
         self.configs = tuple(dict(c) for c in configs)
         for config in self.configs:
             check_codec_allowed(config)
-        self._codecs = tuple(numcodecs.get_codec(dict(c)) for c in self.configs)
+        try:
+            for config in self.configs:
+                check_config(config)
+            self._codecs = tuple(numcodecs.get_codec(dict(c)) for c in self.configs)
+        except Exception as exc:  # numcodecs constructors raise anything on bad parameters
+            raise CodecNotAllowedError(f"codec configs {list(self.configs)} are not valid: "
+                                       f"{exc}") from exc
 
     def decode(self, raw: Any, nbytes: int, key: str | None = None) -> np.ndarray:
         """The decoded bytes as a flat uint8 array of exactly ``nbytes`` bytes."""
@@ -109,19 +87,18 @@ class CodecChain:
         return flat
 
     def decode_within(self, raw: Any, limit: int, key: str | None = None) -> np.ndarray:
-        """The decoded bytes as a flat uint8 array, stopping a stream that inflates past ``limit``.
+        """The decoded bytes as a flat uint8 array of at most ``limit`` bytes.
 
         For callers that do not know the decoded size in advance (a 1-D chunk of any length).
         """
         buf = raw
-        codecs = self._codecs
+        bounds = output_bounds(self.configs, limit)
         try:
-            if codecs:
-                outer = _bounded_decode(self.configs[-1], raw, _decoded_bound(self.configs, limit))
-                if outer is not None:
-                    buf, codecs = outer, codecs[:-1]
-            for codec in reversed(codecs):
-                buf = codec.decode(buf)
+            for config, codec, bound in reversed(list(zip(self.configs, self._codecs, bounds))):
+                data = memoryview(ensure_contiguous_ndarray(buf)).cast("B")
+                buf = bounded_decode(config, codec, data, bound)
+                if ensure_contiguous_ndarray(buf).nbytes > bound:
+                    raise DecodeBoundError(f"{config['id']} decoded past {bound} bytes")
             flat = ensure_contiguous_ndarray(buf).reshape(-1).view(np.uint8)
         except ChunkDecodeError:
             raise

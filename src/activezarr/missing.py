@@ -24,7 +24,8 @@ def missing_mask(data: np.ndarray, spec: MissingSpec) -> np.ndarray | None:
         mask = part if mask is None else np.logical_or(mask, part, out=mask)
 
     if spec.values:
-        values = np.asarray(spec.values).astype(dtype)
+        # Each value on its own: numpy would make (0, 2**64 - 1) float64, losing the second.
+        values = np.array(spec.values, dtype=object).astype(dtype)
         add(data == values[0] if len(values) == 1 else np.isin(data, values))
     if spec.valid_min is not None:
         add(data < np.asarray(spec.valid_min).astype(dtype))

@@ -12,19 +12,32 @@ import time
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 
-def free_ports(n: int = 1, host: str = "127.0.0.1") -> list[int]:
-    """``n`` distinct ports nobody listens on right now."""
-    sockets = [socket.socket() for _ in range(n)]
+def listening_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
+    """A socket bound (port 0: any free port) and listening, for a child server to inherit.
+
+    Binding in the parent and handing the socket over leaves no moment in which another
+    process could take the port between choosing it and the child binding it.
+    """
+    sock = socket.create_server((host, port), backlog=128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def port_of(sock: socket.socket) -> int:
+    return int(sock.getsockname()[1])
+
+
+def spawn(command: Sequence[str], sock: socket.socket, **popen: Any
+          ) -> subprocess.Popen[bytes]:
+    """Start ``command --fd N`` with ``sock`` as descriptor N; the parent's copy is closed."""
+    fd = sock.fileno()
     try:
-        for s in sockets:
-            s.bind((host, 0))
-        return [s.getsockname()[1] for s in sockets]
+        return subprocess.Popen([*command, "--fd", str(fd)], pass_fds=(fd,), **popen)
     finally:
-        for s in sockets:
-            s.close()
+        sock.close()
 
 
 def wait_healthy(urls: Sequence[str], processes: Mapping[str, subprocess.Popen[bytes]],
@@ -60,18 +73,17 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
 def active_server(*args: str, log: Path | None = None, env: Mapping[str, str] | None = None,
                   context: ssl.SSLContext | None = None, timeout: float = 30.0
                   ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """``activezarr serve`` with ``args`` on a free loopback port: yields (URL, process).
+    """``activezarr serve`` with ``args`` on a loopback port bound here: yields (URL, process).
 
     Its output goes to ``log`` (default: discarded), which a start-up error quotes. With
     ``context`` it is reached over https. On exit it is stopped with SIGTERM.
     """
-    [port] = free_ports()
-    url = f"{'https' if context else 'http'}://127.0.0.1:{port}"
+    sock = listening_socket()
+    url = f"{'https' if context else 'http'}://127.0.0.1:{port_of(sock)}"
     output: IO[bytes] | int = open(log, "wb") if log else subprocess.DEVNULL
     try:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "activezarr.server", "--host", "127.0.0.1",
-             "--port", str(port), *args],
+        process = spawn(
+            [sys.executable, "-m", "activezarr.server", *args], sock,
             stdout=output, stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )

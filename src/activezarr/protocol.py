@@ -7,13 +7,24 @@ builds requests and decodes results here. It knows nothing about HTTP or I/O.
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    model_validator,
+)
 
+from .codecs import CodecChain
+from .errors import ActiveZarrError
 from .partial import Partial, accumulator_dtype
 from .wire import ChunkSpec, MissingSpec, Selection, check_selection
 
@@ -35,6 +46,36 @@ OP_FIELDS: dict[str, tuple[str, ...]] = {
 _ENDIAN = {"little": "<", "big": ">"}
 _ENDIAN_NAME = {"<": "little", ">": "big", "=": BYTE_ORDER}
 Number = StrictInt | float
+#: Integers a request may carry: what fits a signed 64-bit offset, size, extent or index.
+Int64 = Annotated[StrictInt, Field(ge=-2**63, le=2**63 - 1)]
+
+
+class InvalidRequestError(ActiveZarrError, ValueError):
+    """A request that breaks PROTOCOL.md; the message names the request field at fault."""
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def parse(model: type[Model], body: bytes | str) -> Model:
+    """``body`` (JSON) as ``model``, or :class:`InvalidRequestError` naming each bad field."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_url=False):
+            field = ".".join(str(part) for part in error["loc"])
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"{field}: {message}" if field else message)
+        raise InvalidRequestError("; ".join(problems)) from None
+
+
+def _check_missing_value(field: str, value: Number, dtype: np.dtype) -> None:
+    """Reductionist reads missing values as the request dtype: -1.0 is no int32."""
+    if dtype.kind in "iu" and isinstance(value, float):
+        raise ValueError(f"missing.{field} {value!r} is not an integer, as dtype {dtype.name} "
+                         "needs")
+    MissingSpec(values=(value,)).check_representable(dtype)  # a NaN is kept apart, unchecked
 
 
 class _Strict(BaseModel):
@@ -73,26 +114,47 @@ class Missing(_Strict):
             raise ValueError(f"valid_range {list(self.valid_range)} is not [low, high]")
         return self
 
+    def check_dtype(self, dtype: np.dtype) -> None:
+        """Raise ValueError, naming the field, for a value the dtype cannot hold."""
+        for name, value in self:
+            for item in (value if isinstance(value, (list, tuple)) else [value]):
+                if item is not None:
+                    try:
+                        _check_missing_value(name, item, dtype)
+                    except ValueError as exc:
+                        message = str(exc)
+                        if not message.startswith("missing."):
+                            message = f"missing.{name}: {message}"
+                        raise ValueError(message) from None
+
     def to_spec(self) -> MissingSpec:
         values = [self.missing_value] if self.missing_value is not None else self.missing_values
         low, high = self.valid_range or (self.valid_min, self.valid_max)
         return MissingSpec(values=tuple(values or ()), valid_min=low, valid_max=high)
 
     @classmethod
-    def from_spec(cls, spec: MissingSpec) -> Missing | None:
+    def from_spec(cls, spec: MissingSpec, dtype: np.dtype | None = None) -> Missing | None:
+        """The wire form of ``spec``; values are integers for an integer ``dtype``, as a server
+        that reads them in the request dtype needs (they are whole: ChunkSpec checked that)."""
         if spec.is_empty:
             return None
+
+        def wire(value: Any) -> Any:
+            whole = dtype is not None and dtype.kind in "iu" and isinstance(value, float)
+            return int(value) if whole else value
+
         fields: dict[str, Any] = {}
         if len(spec.values) == 1:
-            fields["missing_value"] = spec.values[0]
+            fields["missing_value"] = wire(spec.values[0])
         elif spec.values:
-            fields["missing_values"] = list(spec.values)
-        if spec.valid_min is not None and spec.valid_max is not None:
-            fields["valid_range"] = (spec.valid_min, spec.valid_max)
-        elif spec.valid_min is not None:
-            fields["valid_min"] = spec.valid_min
-        elif spec.valid_max is not None:
-            fields["valid_max"] = spec.valid_max
+            fields["missing_values"] = [wire(v) for v in spec.values]
+        low, high = wire(spec.valid_min), wire(spec.valid_max)
+        if low is not None and high is not None:
+            fields["valid_range"] = (low, high)
+        elif low is not None:
+            fields["valid_min"] = low
+        elif high is not None:
+            fields["valid_max"] = high
         return cls(**fields)
 
     @property
@@ -108,12 +170,12 @@ class ChunkRequest(_Strict):
     url: str = Field(min_length=1)
     dtype: Literal[DTYPES]  # type: ignore[valid-type]
     byte_order: Literal["little", "big"] | None = None
-    offset: StrictInt | None = Field(None, ge=0)
-    size: StrictInt | None = Field(None, ge=0)
-    shape: list[StrictInt] | None = None
+    offset: Int64 | None = Field(None, ge=0)
+    size: Int64 | None = Field(None, ge=1)
+    shape: list[Int64] | None = None
     order: Literal["C", "F"] = "C"
-    selection: list[list[StrictInt]] | None = None
-    axis: StrictInt | list[StrictInt] | None = None
+    selection: list[list[Int64]] | None = None
+    axis: Int64 | list[Int64] | None = None
     compression: Compression | None = None
     filters: list[Filter] | None = None
     missing: Missing | None = None
@@ -125,11 +187,47 @@ class ChunkRequest(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> ChunkRequest:
+        """The whole request checked before anything is read, Reductionist's rules first."""
         if self.codecs is not None and (self.compression or self.filters):
             raise ValueError("codecs is exclusive with compression and filters")
-        if self.shape is not None and any(n < 0 for n in self.shape):
-            raise ValueError(f"shape {self.shape} has a negative extent")
+        if self.shape is not None and not self.shape:
+            raise ValueError("shape must have at least one dimension")
+        if self.shape is not None and any(n < 1 for n in self.shape):
+            raise ValueError(f"shape {self.shape} has an extent below 1")
+        if self.selection is not None:
+            if self.shape is None:
+                raise ValueError("selection requires shape")
+            check_selection(self.selection, len(self.shape))
+        ndim = len(self.shape) if self.shape is not None else 1
+        axes = self._axes(ndim)
+        if axes is not None and (any(not 0 <= a < ndim for a in axes)
+                                 or list(axes) != sorted(set(axes))):
+            raise ValueError(f"axis {self.axis} is not ascending distinct axes of {ndim} "
+                             "dimension(s)")
+        itemsize = np.dtype(self.dtype).itemsize
+        codecs = self.codec_configs()
+        if not codecs and self.size is not None:
+            if self.size % itemsize:
+                raise ValueError(f"size {self.size} is not a multiple of the {itemsize} bytes "
+                                 f"of dtype {self.dtype}")
+            if self.shape is not None and self.size != math.prod(self.shape) * itemsize:
+                raise ValueError(f"size {self.size} is not shape {self.shape} of dtype "
+                                 f"{self.dtype} ({math.prod(self.shape) * itemsize} bytes)")
+        if self.missing is not None:
+            self.missing.check_dtype(np.dtype(self.dtype))
+        try:
+            CodecChain(codecs)  # allow-listed and constructible
+        except ValueError as exc:
+            raise ValueError(f"{'codecs' if self.codecs is not None else 'compression'}: "
+                             f"{exc}") from None
         return self
+
+    @property
+    def decoded_nbytes(self) -> int | None:
+        """The chunk's decoded size when its shape is given."""
+        if self.shape is None:
+            return None
+        return math.prod(self.shape) * np.dtype(self.dtype).itemsize
 
     @property
     def stored_dtype(self) -> np.dtype:
@@ -188,19 +286,32 @@ def _limits(dtype: np.dtype) -> tuple[Any, Any]:
     return info.max, info.min
 
 
+Layout = Literal["C", "F"]
+
+
+def result_order(op: str, order: Layout, axis: Any) -> Layout:
+    """The order of a result's bytes and counts, as Reductionist lays them out: a reduction over
+    no axis (``axis: []``) and ``select`` keep the request's order; everything else is C."""
+    if op == "select" or (op != "count" and axis is not None and not isinstance(axis, int)
+                          and len(axis) == 0):
+        return order
+    return "C"
+
+
 def _result(values: np.ndarray, count: np.ndarray, request: ChunkRequest,
-            order: str = "C") -> dict[str, Any]:
+            op: str) -> dict[str, Any]:
+    order = result_order(op, request.order, request.axis)
     count = np.asarray(count, np.int64)
     values = _native(values)
     return {
         "bytes": values.tobytes(order=order),
         "dtype": values.dtype.name,
         "shape": list(values.shape),
-        "count": count.reshape(-1).tolist(),
+        "count": count.reshape(-1, order=order).tolist(),
         "byte_order": BYTE_ORDER,
         "shape_as_bytes": (np.asarray(values.shape, np.int64).tobytes()
                            if request.option_shape_as_bytes else b""),
-        "count_as_bytes": count.tobytes() if request.option_count_as_bytes else b"",
+        "count_as_bytes": count.tobytes(order=order) if request.option_count_as_bytes else b"",
     }
 
 
@@ -216,29 +327,30 @@ def reduction_result(op: str, request: ChunkRequest, partial: Partial) -> dict[s
     count = partial.count
     biggest, smallest = _limits(dtype)
     if op == "count":
-        return _result(count, count, request)
+        return _result(count, count, request, op)
     if op == "sum":
         wide = request.accumulate == "wide"
         with np.errstate(over="ignore", invalid="ignore"):
             values = partial.sum if wide else partial.sum.astype(dtype)  # native sums wrap
-        return _result(values, count, request)
+        return _result(values, count, request, op)
     if op in ("min", "max"):
         fill = biggest if op == "min" else smallest
-        return _result(_empty_filled(getattr(partial, op), count, fill), count, request)
-    result = _result(count, count, request)
+        return _result(_empty_filled(getattr(partial, op), count, fill), count, request, op)
+    result = _result(count, count, request, op)
+    order = result_order(op, request.order, request.axis)
     result.update(
         bytes=b"", dtype=dtype.name,
-        sum=_native(partial.sum).tobytes(),
-        min=_empty_filled(partial.min, count, biggest).tobytes(),
-        max=_empty_filled(partial.max, count, smallest).tobytes(),
-        m2=_native(partial.m2).tobytes(),
+        sum=_native(partial.sum).tobytes(order=order),
+        min=_empty_filled(partial.min, count, biggest).tobytes(order=order),
+        max=_empty_filled(partial.max, count, smallest).tobytes(order=order),
+        m2=_native(partial.m2).tobytes(order=order),
     )
     return result
 
 
 def select_result(request: ChunkRequest, data: np.ndarray, count: int) -> dict[str, Any]:
     """The response map of ``select``: the elements in the request's order, missing ones kept."""
-    return _result(data, np.asarray([count]), request, order=request.order)
+    return _result(data, np.asarray([count]), request, "select")
 
 
 def error_body(exc: BaseException) -> dict[str, Any]:
@@ -293,7 +405,7 @@ def build_request(spec: ChunkSpec, selection: Selection, *, interface_type: str,
         return None  # a v2 sum wraps in the input dtype; ours must not
     if spec.missing.nan:
         return None  # NaN as missing has no wire form
-    missing = Missing.from_spec(spec.missing)
+    missing = Missing.from_spec(spec.missing, dtype)
     if missing is not None and missing.combined and "missing-combined" not in extensions:
         return None
     chain = {"codecs": list(spec.codecs)} if "codecs" in extensions else _v2_chain(spec.codecs)
@@ -317,15 +429,18 @@ def build_request(spec: ChunkSpec, selection: Selection, *, interface_type: str,
     return op, body
 
 
-def _array(data: bytes, name: str, byte_order: str, shape: tuple[int, ...]) -> np.ndarray:
+def _array(data: bytes, name: str, byte_order: str, shape: tuple[int, ...],
+           order: Layout) -> np.ndarray:
     dtype = np.dtype(name).newbyteorder(_ENDIAN[byte_order])
-    return np.frombuffer(data, dtype).reshape(shape).astype(dtype.newbyteorder("="))
+    return np.frombuffer(data, dtype).reshape(shape, order=order).astype(dtype.newbyteorder("="))
 
 
 def partial_from_result(op: str, result: Mapping[str, Any], spec: ChunkSpec) -> Partial:
     """The :class:`Partial` of ``spec.fields`` that a server's response map stands for."""
     shape = tuple(result["shape"])
-    count = np.asarray(result["count"], np.int64).reshape(shape)
+    layout = result_order(op, spec.order if isinstance(spec.order, str) else "C",
+                          None if spec.axis is None else list(spec.axis))
+    count = np.asarray(result["count"], np.int64).reshape(shape, order=layout)
     order = result["byte_order"]
     dtype = np.dtype(spec.dtype)
     partial = Partial(count)
@@ -338,7 +453,7 @@ def partial_from_result(op: str, result: Mapping[str, Any], spec: ChunkSpec) -> 
     for name in spec.fields:
         if name == "count":
             continue
-        array = _array(stored[name], dtypes[name], order, shape)
+        array = _array(stored[name], dtypes[name], order, shape, layout)
         if name == "sum":
             array = array.astype(accumulator_dtype(dtype, spec.accumulate))
         setattr(partial, name, array)

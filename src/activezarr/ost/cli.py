@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from rich.table import Table
 
 from ..cli_types import JsonObjectType
 from .cluster import Cluster, ClusterConfig, mb_per_s, run_until_signalled
+from .messages import TOKEN_VARIABLE
 from .placement import SPREAD_POLICIES
 from .serving import serve
 from .survey import Survey, survey_url
@@ -42,53 +44,71 @@ def start(root: Path, osts: int, stripe_size: int, stripe_count: int, port: int,
     config = ClusterConfig(root=root, osts=osts, stripe_size=stripe_size,
                            stripe_count=stripe_count, port=port, host=host,
                            lan_rate=lan_rate, disk_rate=disk_rate)
-    cluster = Cluster(config).start()
+    try:
+        cluster = Cluster(config).start()
+    except OSError as exc:  # a port in use: said plainly, not as a traceback
+        raise click.ClickException(f"cannot start the cluster: {exc}") from None
     click.echo(f"MDS {cluster.mds}  OSS {cluster.oss}  OSTs {' '.join(cluster.osts)}")
     click.echo(f"file system at {cluster.url}/ ; stop with Ctrl-C")
+    click.echo(f"writers need the cluster token: "
+               f"export {TOKEN_VARIABLE}=$(cat {cluster.token_file})")
     run_until_signalled(cluster)
+
+
+def _listening(function: Callable[..., None]) -> Callable[..., None]:
+    """``--host``/``--port`` or an inherited socket (``--fd``), and the cluster's token."""
+    for decorator in reversed((
+        click.option("--host", default="127.0.0.1"),
+        click.option("--port", type=int, default=None),
+        click.option("--fd", type=int, default=None, hidden=True,
+                     help="Serve on this inherited listening socket."),
+        click.option("--token", envvar=TOKEN_VARIABLE, required=True, show_envvar=True,
+                     help="The cluster's token, required on mutating calls."),
+    )):
+        function = decorator(function)
+    return function
 
 
 @ost.command("target")
 @click.option("--root", required=True, type=click.Path(file_okay=False))
-@click.option("--host", default="127.0.0.1")
-@click.option("--port", type=int, required=True)
 @click.option("--disk-rate", **_RATE)
-def target(root: str, host: str, port: int, disk_rate: float | None) -> None:
+@_listening
+def target(root: str, host: str, port: int | None, fd: int | None, token: str,
+           disk_rate: float | None) -> None:
     """Run one OST server (the cluster launcher starts these)."""
     from .target import create_target_app
 
-    serve(create_target_app(root, mb_per_s(disk_rate)), host, port)
+    serve(create_target_app(root, token, mb_per_s(disk_rate)), host, port, fd)
 
 
 @ost.command("oss")
-@click.option("--host", default="127.0.0.1")
-@click.option("--port", type=int, required=True)
 @click.option("--mds", required=True, help="MDS URL.")
-def oss(host: str, port: int, mds: str) -> None:
+@_listening
+def oss(host: str, port: int | None, fd: int | None, token: str, mds: str) -> None:
     """Run the OSS server (the cluster launcher starts it)."""
     from .oss import create_oss_app
 
-    serve(create_oss_app(mds), host, port)
+    serve(create_oss_app(mds, token), host, port, fd)
 
 
 @ost.command("mds")
 @click.option("--state", required=True, type=click.Path(dir_okay=False))
-@click.option("--host", default="127.0.0.1")
-@click.option("--port", type=int, required=True)
+@_listening
 @click.option("--ost", "osts", multiple=True, required=True, help="OST URL, in order. Repeatable.")
 @click.option("--oss", default=None, help="OSS URL.")
 @click.option("--stripe-size", type=click.IntRange(1), required=True)
 @click.option("--stripe-count", type=click.IntRange(-1), default=-1)
 @click.option("--lan-rate", **_RATE)
-def mds(state: str, host: str, port: int, osts: tuple[str, ...], oss: str | None,
-        stripe_size: int, stripe_count: int, lan_rate: float | None) -> None:
+def mds(state: str, host: str, port: int | None, fd: int | None, token: str,
+        osts: tuple[str, ...], oss: str | None, stripe_size: int, stripe_count: int,
+        lan_rate: float | None) -> None:
     """Run the MDS server (the cluster launcher starts it)."""
     from .mds import create_mds_app
     from .messages import ClusterMap
 
     cluster_map = ClusterMap(osts=osts, oss=oss, stripe_size=stripe_size,
                              stripe_count=stripe_count, lan_rate=mb_per_s(lan_rate))
-    serve(create_mds_app(state, cluster_map), host, port)
+    serve(create_mds_app(state, cluster_map, token), host, port, fd)
 
 
 @click.command("layout")

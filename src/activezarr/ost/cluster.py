@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
-from ..processes import free_ports, stop, wait_healthy
-from .messages import HEALTH_PATH
+from ..processes import listening_socket, port_of, spawn, stop, wait_healthy
+from .messages import HEALTH_PATH, TOKEN_VARIABLE
 from .ratelimit import MB
+from .transport import register_token
 
 
 @dataclass
@@ -23,6 +27,8 @@ class ClusterConfig:
     """A cluster's shape. Rates are in MB/s (None: unlimited); ``port`` 0 picks free ports.
 
     The MDS listens on ``port``, OST ``i`` on ``port + 1 + i`` and the OSS on ``port + osts + 1``.
+    Every socket is bound here and handed to its server, so no other process can take a port
+    between its choice and the server's start.
     """
 
     root: Path
@@ -34,12 +40,17 @@ class ClusterConfig:
     lan_rate: float | None = None
     disk_rate: float | None = None
 
-    def ports(self) -> list[int]:
-        """[MDS, OST 0, ..., OST N-1, OSS]."""
-        if self.port:
-            return [self.port + i for i in range(self.osts + 2)]
-        found = free_ports(self.osts + 2)
-        return [found[0], *found[2:], found[1]]
+    def sockets(self) -> list[socket.socket]:
+        """Listening sockets for [MDS, OST 0, ..., OST N-1, OSS]."""
+        made: list[socket.socket] = []
+        try:
+            for i in range(self.osts + 2):
+                made.append(listening_socket(self.host, self.port + i if self.port else 0))
+        except BaseException:
+            for sock in made:
+                sock.close()
+            raise
+        return made
 
 
 @dataclass
@@ -51,32 +62,48 @@ class Cluster:
     osts: list[str] = field(default_factory=list)
     oss: str = ""
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    #: The token every mutating call must carry; clients in this process get it registered.
+    token: str = field(default_factory=lambda: secrets.token_hex(16))
 
     @property
     def url(self) -> str:
         """The ``ost://`` URL of the root of the file system."""
         return "ost://" + self.mds.removeprefix("http://")
 
-    def _spawn(self, name: str, *args: str) -> None:
+    @property
+    def token_file(self) -> Path:
+        """Where the token is kept for other processes (readable by its owner only)."""
+        return self.config.root / "token"
+
+    def _spawn(self, name: str, sock: socket.socket, *args: str) -> None:
         command = [sys.executable, "-m", "activezarr.ost", *args]
-        self.processes[name] = subprocess.Popen(command, start_new_session=True)
+        self.processes[name] = spawn(command, sock, start_new_session=True,
+                                     env={**os.environ, TOKEN_VARIABLE: self.token})
 
     def start(self, timeout: float = 30.0) -> Self:
         c = self.config
-        ports = c.ports()
+        c.root.mkdir(parents=True, exist_ok=True)
+        self.token_file.touch(mode=0o600)
+        self.token_file.chmod(0o600)  # also when it was left by an earlier cluster
+        self.token_file.write_text(self.token)
+        sockets = c.sockets()
         base = f"http://{c.host}"
-        self.mds, self.oss = f"{base}:{ports[0]}", f"{base}:{ports[-1]}"
-        self.osts = [f"{base}:{p}" for p in ports[1:-1]]
+        self.mds, self.oss = f"{base}:{port_of(sockets[0])}", f"{base}:{port_of(sockets[-1])}"
+        self.osts = [f"{base}:{port_of(s)}" for s in sockets[1:-1]]
+        register_token(self.mds, self.token)
         rate = [] if c.disk_rate is None else ["--disk-rate", str(c.disk_rate)]
-        for i, port in enumerate(ports[1:-1]):
-            self._spawn(f"ost{i}", "target", "--root", str(c.root / f"ost{i}"),
-                        "--host", c.host, "--port", str(port), *rate)
-        self._spawn("oss", "oss", "--host", c.host, "--port", str(ports[-1]), "--mds", self.mds)
-        lan = [] if c.lan_rate is None else ["--lan-rate", str(c.lan_rate)]
-        self._spawn("mds", "mds", "--state", str(c.root / "mds.json"), "--host", c.host,
-                    "--port", str(ports[0]), "--oss", self.oss, "--stripe-size",
-                    str(c.stripe_size), "--stripe-count", str(c.stripe_count), *lan,
-                    *(a for url in self.osts for a in ("--ost", url)))
+        try:
+            for i, sock in enumerate(sockets[1:-1]):
+                self._spawn(f"ost{i}", sock, "target", "--root", str(c.root / f"ost{i}"), *rate)
+            self._spawn("oss", sockets[-1], "oss", "--mds", self.mds)
+            lan = [] if c.lan_rate is None else ["--lan-rate", str(c.lan_rate)]
+            self._spawn("mds", sockets[0], "mds", "--state", str(c.root / "mds.json"),
+                        "--oss", self.oss, "--stripe-size", str(c.stripe_size),
+                        "--stripe-count", str(c.stripe_count), *lan,
+                        *(a for url in self.osts for a in ("--ost", url)))
+        finally:
+            for sock in sockets:
+                sock.close()
         try:
             wait_healthy([u + HEALTH_PATH for u in (self.mds, self.oss, *self.osts)],
                          self.processes, timeout)

@@ -2,7 +2,8 @@
 
 URL: ``ost://HOST:PORT/path`` with the MDS's address. Storage options ``stripe_size`` and
 ``stripe_count`` (-1: all OSTs) set how new files are striped, as ``lfs setstripe`` does;
-``timeout`` bounds every request in seconds.
+``timeout`` bounds every request in seconds; ``token`` is the cluster's token, which writes
+need (default: the one this process's cluster registered, else ``$ACTIVEZARR_OST_TOKEN``).
 """
 
 from __future__ import annotations
@@ -28,12 +29,12 @@ class OSTFileSystem(AsyncFileSystem):
 
     def __init__(self, host: str, stripe_size: int | None = None,
                  stripe_count: int | None = None, timeout: float = DEFAULT_TIMEOUT,
-                 **kwargs: Any) -> None:
+                 token: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.host = host
         self.stripe_size = stripe_size
         self.stripe_count = stripe_count
-        self.client = ClusterClient(f"http://{host}", timeout)
+        self.client = ClusterClient(f"http://{host}", timeout, token)
 
     @classmethod
     def _strip_protocol(cls, path: Any) -> Any:

@@ -9,9 +9,10 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from .messages import ClusterMap, CommitRequest, CreateRequest, PathRequest
+from ..server.errors import BadRequest
+from .messages import TOKEN_HEADER, ClusterMap, CommitRequest, CreateRequest, PathRequest
 from .namespace import Namespace
-from .serving import create_base_app, log
+from .serving import TOKEN, create_base_app, log, require_token
 from .striping import FileLayout
 
 CLUSTER = web.AppKey("cluster", ClusterMap)
@@ -35,7 +36,8 @@ def _destroy(app: web.Application, layout: FileLayout | None) -> None:
     async def destroy() -> None:
         for ost in layout.osts:
             try:
-                async with app[SESSION].delete(f"{osts[ost]}/objects/{layout.fid}"):
+                async with app[SESSION].delete(f"{osts[ost]}/objects/{layout.fid}",
+                                               headers={TOKEN_HEADER: app[TOKEN]}):
                     pass
             except (aiohttp.ClientError, TimeoutError) as exc:
                 log.warning("object %s on OST %d left behind: %s", layout.fid, ost, exc)
@@ -50,12 +52,16 @@ async def cluster(request: web.Request) -> web.Response:
 
 
 async def create(request: web.Request) -> web.Response:
+    require_token(request)
     body = CreateRequest.model_validate_json(await request.read())
     return _json(request.app[NAMESPACE].create(body))
 
 
 async def commit(request: web.Request) -> web.Response:
+    require_token(request)
     body = CommitRequest.model_validate_json(await request.read())
+    if any(ost >= len(request.app[CLUSTER].osts) for ost in body.layout.osts):
+        raise BadRequest(f"layout {body.layout.fid} names OSTs beyond the cluster's")
     _destroy(request.app, request.app[NAMESPACE].commit(body.path, body.layout))
     return _json({})
 
@@ -77,6 +83,7 @@ async def listing(request: web.Request) -> web.Response:
 
 
 async def remove(request: web.Request) -> web.Response:
+    require_token(request)
     path = PathRequest.model_validate_json(await request.read()).path
     layout = request.app[NAMESPACE].remove(path)
     if layout is None:
@@ -85,9 +92,9 @@ async def remove(request: web.Request) -> web.Response:
     return _json({})
 
 
-def create_mds_app(state: str, cluster_map: ClusterMap) -> web.Application:
+def create_mds_app(state: str, cluster_map: ClusterMap, token: str) -> web.Application:
     """The MDS of ``cluster_map``, keeping its namespace in the JSON file ``state``."""
-    app = create_base_app()
+    app = create_base_app(token)
     app[CLUSTER] = cluster_map
     app[NAMESPACE] = Namespace(state, len(cluster_map.osts), cluster_map.stripe_size,
                                cluster_map.stripe_count)

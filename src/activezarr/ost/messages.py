@@ -6,12 +6,23 @@ asks an OST to reduce the runs of a chunk it holds instead of a byte range of on
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 from ..protocol import ChunkRequest
 from .striping import Extent, FileLayout
 
 HEALTH_PATH = "/healthz"
+#: Header carrying the cluster's token, which every mutating call must show.
+TOKEN_HEADER = "X-Cluster-Token"
+#: Environment variable handing the token to the cluster's processes and to clients.
+TOKEN_VARIABLE = "ACTIVEZARR_OST_TOKEN"
+#: Most stripes one file may have, so that no read or layout walks millions of extents.
+MAX_STRIPES = 1 << 16
+#: Most bytes one read may ask of an OST.
+MAX_READ = 1 << 30
+Offset = Annotated[StrictInt, Field(ge=0, le=2**62)]
 SCHEMA_PATH = "/.well-known/reductionist-schema"
 #: The PROTOCOL.md operations and extensions the OSTs and the OSS serve; OSTs add ``extents``.
 OPS = ("count", "sum", "min", "max", "stats")
@@ -66,7 +77,14 @@ class Entry(_Model):
 class ReadRequest(_Model):
     """Byte ranges ``[offset, length]`` of one object, returned concatenated."""
 
-    ranges: list[tuple[StrictInt, StrictInt]]
+    ranges: list[tuple[Offset, Offset]] = Field(max_length=MAX_STRIPES)
+
+    @model_validator(mode="after")
+    def _bounded(self) -> ReadRequest:
+        total = sum(length for _, length in self.ranges)
+        if total > MAX_READ:
+            raise ValueError(f"ranges ask for {total} bytes, more than {MAX_READ}")
+        return self
 
 
 class PartRequest(ChunkRequest):
@@ -78,7 +96,18 @@ class PartRequest(ChunkRequest):
     A compressed chunk must be wholly in the extents.
     """
 
-    extents: list[tuple[StrictInt, StrictInt, StrictInt]] = Field(min_length=1)
+    extents: list[tuple[Offset, Offset, Offset]] = Field(min_length=1, max_length=MAX_STRIPES)
+
+    @model_validator(mode="after")
+    def _extents_in_chunk(self) -> PartRequest:
+        nbytes = self.decoded_nbytes if not self.codec_configs() else None
+        total = sum(length for _, length, _ in self.extents)
+        if total > MAX_READ:
+            raise ValueError(f"extents cover {total} bytes, more than {MAX_READ}")
+        if nbytes is not None and any(start + length > nbytes
+                                      for _, length, start in self.extents):
+            raise ValueError(f"extents reach past the chunk's {nbytes} bytes")
+        return self
 
     @staticmethod
     def extents_of(extents: list[Extent]) -> list[tuple[int, int, int]]:

@@ -8,7 +8,8 @@ import os
 import uuid
 from pathlib import Path
 
-from .messages import CreateRequest, Entry
+from ..server.errors import BadRequest
+from .messages import MAX_STRIPES, CreateRequest, Entry
 from .striping import FileLayout
 
 
@@ -32,6 +33,9 @@ class Namespace:
             self.files = {p: FileLayout.model_validate(v) for p, v in saved.items()}
         # Lustre's allocator also spreads first OSTs round-robin over new files.
         self._first_ost = itertools.cycle(range(n_osts))
+        #: Layouts created and not yet committed, by fid: only these may be committed, once, so
+        #: that no two files ever share an object (an alias's removal would delete the other's).
+        self.pending: dict[str, FileLayout] = {}
 
     def _save(self) -> None:
         temporary = self.state.with_suffix(".tmp")
@@ -43,17 +47,30 @@ class Namespace:
         count = self.stripe_count if request.stripe_count is None else request.stripe_count
         count = self.n_osts if count == -1 else max(1, min(count, self.n_osts))
         first = next(self._first_ost)
-        return FileLayout(fid=uuid.uuid4().hex, size=request.size,
-                          stripe_size=request.stripe_size or self.stripe_size,
-                          osts=tuple((first + i) % self.n_osts for i in range(count)))
+        layout = FileLayout(fid=uuid.uuid4().hex, size=request.size,
+                            stripe_size=request.stripe_size or self.stripe_size,
+                            osts=tuple((first + i) % self.n_osts for i in range(count)))
+        if layout.stripes > MAX_STRIPES:
+            raise BadRequest(f"{layout.size} bytes in stripes of {layout.stripe_size} make "
+                             f"{layout.stripes} stripes, more than {MAX_STRIPES}; use a larger "
+                             "stripe_size")
+        if len(self.pending) >= MAX_STRIPES:  # abandoned creations: forget the oldest
+            del self.pending[next(iter(self.pending))]
+        self.pending[layout.fid] = layout
+        return layout
 
     def commit(self, path: str, layout: FileLayout) -> FileLayout | None:
-        """Make ``layout`` the file at ``path``; returns the layout it replaced."""
-        if any(ost >= self.n_osts for ost in layout.osts):
-            raise ValueError(f"layout {layout.fid} names OSTs beyond the {self.n_osts} there are")
+        """Make ``layout`` the file at ``path``; returns the layout it replaced.
+
+        ``layout`` must be one this MDS created and nobody committed yet.
+        """
+        if self.pending.get(layout.fid) != layout:
+            raise BadRequest(f"layout {layout.fid} was not created here, or is already "
+                             "committed")
         path = normalize(path)
-        if self._is_directory(path):
-            raise ValueError(f"{path!r} is a directory")
+        if not path or self._is_directory(path):
+            raise BadRequest(f"{path!r} is a directory")
+        del self.pending[layout.fid]
         old = self.files.get(path)
         self.files[path] = layout
         self._save()

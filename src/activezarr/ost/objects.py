@@ -7,6 +7,7 @@ import os
 import re
 from pathlib import Path
 
+from ..server.errors import BadRequest
 from .ratelimit import RateLimiter
 
 _FID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
@@ -22,7 +23,7 @@ class ObjectStore:
 
     def _path(self, fid: str) -> Path:
         if not _FID.fullmatch(fid):
-            raise ValueError(f"bad object id {fid!r}")
+            raise BadRequest(f"bad object id {fid!r}")
         return self.root / fid
 
     async def read(self, fid: str, ranges: list[tuple[int, int]]) -> list[bytes]:
@@ -32,12 +33,16 @@ class ObjectStore:
         def read_all() -> list[bytes]:
             fd = os.open(path, os.O_RDONLY)
             try:
+                size = os.fstat(fd).st_size
+                for offset, length in ranges:  # checked before anything is allocated
+                    if offset < 0 or length < 0 or offset + length > size:
+                        raise BadRequest(f"range ({offset}, {length}) is outside object {fid} "
+                                         f"of {size} bytes")
                 out = [os.pread(fd, length, offset) for offset, length in ranges]
             finally:
                 os.close(fd)
-            for (offset, length), data in zip(ranges, out):
-                if offset < 0 or len(data) != length:
-                    raise ValueError(f"range ({offset}, {length}) is outside object {fid}")
+            if any(len(data) != length for (_, length), data in zip(ranges, out)):
+                raise BadRequest(f"object {fid} changed while it was read")
             return out
 
         pieces = await asyncio.to_thread(read_all)

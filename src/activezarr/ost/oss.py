@@ -34,17 +34,20 @@ async def reduce(request: web.Request) -> web.Response:
         raise BadRequest(f"no file {path!r}")
     offset = chunk.offset or 0
     size = entry.size - offset if chunk.size is None else chunk.size
+    if size < 0 or offset + size > entry.size:
+        raise BadRequest(f"bytes {offset} to {offset + size} are outside {path!r} of "
+                         f"{entry.size} bytes")
     raw = await client.gather(entry.layout, offset, size, link="storage")  # counted by the OSTs
     result = await asyncio.to_thread(execute, op, chunk, raw, MAX_DECODED)
     return cbor_response(request, result)
 
 
-def create_oss_app(mds: str) -> web.Application:
+def create_oss_app(mds: str, token: str) -> web.Application:
     """The OSS of the cluster whose MDS is at ``mds``."""
-    app = create_base_app()
+    app = create_base_app(token)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        app[CLIENT] = ClusterClient(mds)
+        app[CLIENT] = ClusterClient(mds, token=token)
         yield
         await app[CLIENT].close()
 

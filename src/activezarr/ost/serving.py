@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
+import socket
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -12,14 +14,15 @@ from aiohttp import web
 
 from ..codecs import ALLOWED_CODECS
 from ..protocol import DTYPES, error_body
-from ..server.errors import UnknownOperation, status_of
-from .messages import HEALTH_PATH, OPS, SCHEMA_PATH
+from ..server.errors import ServerError, UnknownOperation, json_response, status_of
+from .messages import HEALTH_PATH, OPS, SCHEMA_PATH, TOKEN_HEADER
 from .transport import OSTUnavailableError, RemoteError
 
 log = logging.getLogger("activezarr.ost")
 #: Bytes by the link they crossed: ``disk_read``, ``disk_write``, ``storage`` (OST to OSS)
 #: and ``lan`` (storage to client); each is counted once, by the server that sent the bytes.
 LINKS = web.AppKey("links", Counter)
+TOKEN = web.AppKey("token", str)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -42,11 +45,25 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         status = _status(exc)
         if status == 500:
             log.error("server bug", exc_info=exc)
-        return web.json_response(error_body(exc), status=status)
+        return json_response(error_body(exc), status=status)
+
+
+class WrongToken(ServerError):
+    """A mutating call without the cluster's token."""
+
+    status = 401
+
+
+def require_token(request: web.Request) -> None:
+    """Refuse a mutating call that does not carry the cluster's token."""
+    given = request.headers.get(TOKEN_HEADER, "")
+    if not hmac.compare_digest(given.encode(), request.app[TOKEN].encode()):
+        raise WrongToken(f"{request.method} {request.path} needs this cluster's token "
+                         f"(header {TOKEN_HEADER})")
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return json_response({"status": "ok"})
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -68,7 +85,7 @@ def add_schema(app: web.Application, extensions: tuple[str, ...]) -> None:
                 "interface_types": ["ost"], "extensions": list(extensions)}
 
     async def schema(request: web.Request) -> web.Response:
-        return web.json_response(document)
+        return json_response(document)
 
     app.router.add_get(SCHEMA_PATH, schema)
 
@@ -80,16 +97,23 @@ def cbor_response(request: web.Request, payload: Any, link: str = "lan") -> web.
     return web.Response(body=body, content_type="application/cbor")
 
 
-def create_base_app() -> web.Application:
-    """An application with the error middleware, ``/healthz`` and ``/metrics``."""
+def create_base_app(token: str) -> web.Application:
+    """An application with the error middleware, ``/healthz`` and ``/metrics``; mutating
+    handlers call :func:`require_token` with the cluster's ``token``."""
+    if not token:
+        raise ValueError("a cluster server needs its cluster's token")
     app = web.Application(client_max_size=1 << 30, middlewares=[error_middleware])
     app[LINKS] = Counter()
+    app[TOKEN] = token
     app.router.add_get(HEALTH_PATH, healthz)
     app.router.add_get("/metrics", metrics)
     return app
 
 
-def serve(app: web.Application, host: str, port: int) -> None:
-    """Run ``app`` in the foreground until SIGINT or SIGTERM."""
+def serve(app: web.Application, host: str, port: int | None, fd: int | None = None) -> None:
+    """Run ``app`` in the foreground until SIGINT or SIGTERM, on ``host:port`` or on the
+    listening socket inherited as descriptor ``fd``."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    web.run_app(app, host=host, port=port, print=None, shutdown_timeout=2)
+    where: dict[str, Any] = {"host": host, "port": port} if fd is None else \
+        {"sock": socket.socket(fileno=fd)}  # bound by the parent
+    web.run_app(app, print=None, shutdown_timeout=2, **where)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Extent(BaseModel):
@@ -30,10 +30,21 @@ class FileLayout(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    fid: str
-    size: int = Field(ge=0)
-    stripe_size: int = Field(gt=0)
-    osts: tuple[int, ...] = Field(min_length=1)
+    fid: str = Field(pattern=r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$", max_length=128)
+    size: int = Field(ge=0, le=2**62)
+    stripe_size: int = Field(gt=0, le=2**40)
+    osts: tuple[int, ...] = Field(min_length=1, max_length=4096)
+
+    @model_validator(mode="after")
+    def _valid(self) -> FileLayout:
+        if len(set(self.osts)) != len(self.osts) or min(self.osts) < 0:
+            raise ValueError(f"layout {self.fid} names OSTs {list(self.osts)}: each once, none "
+                             "negative")
+        return self
+
+    @property
+    def stripes(self) -> int:
+        return -(-self.size // self.stripe_size)
 
     @property
     def stripe_count(self) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import weakref
 from collections.abc import Mapping
 from typing import Any
@@ -12,7 +13,7 @@ import aiohttp
 import cbor2
 
 from ..errors import StorageUnavailableError
-from .messages import LINK_HEADER, ClusterMap, Entry
+from .messages import LINK_HEADER, TOKEN_HEADER, TOKEN_VARIABLE, ClusterMap, Entry
 from .ratelimit import RateLimiter
 from .striping import FileLayout, by_ost
 
@@ -20,6 +21,18 @@ from .striping import FileLayout, by_ost
 DEFAULT_TIMEOUT = 30.0
 #: One LAN per cluster (keyed by MDS URL), shared by every client of this process.
 _lans: dict[str, RateLimiter] = {}
+#: Tokens of the clusters this process started, by MDS URL (see :func:`register_token`).
+_tokens: dict[str, str] = {}
+
+
+def register_token(mds: str, token: str) -> None:
+    """Let clients in this process write to the cluster whose MDS is at ``mds``."""
+    _tokens[mds.rstrip("/")] = token
+
+
+def token_for(mds: str) -> str | None:
+    """The token for the cluster at ``mds``: registered here, else ``$ACTIVEZARR_OST_TOKEN``."""
+    return _tokens.get(mds.rstrip("/")) or os.environ.get(TOKEN_VARIABLE)
 
 
 class OSTUnavailableError(StorageUnavailableError):
@@ -66,8 +79,10 @@ class ClusterClient:
     another loop (fsspec's sync wrapper, zarr's loop) makes its own there.
     """
 
-    def __init__(self, mds: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, mds: str, timeout: float = DEFAULT_TIMEOUT,
+                 token: str | None = None) -> None:
         self.mds = mds.rstrip("/")
+        self.token = token if token is not None else token_for(self.mds)
         self.timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, 5.0))
         self._sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
         self._cluster: ClusterMap | None = None
@@ -103,6 +118,8 @@ class ClusterClient:
         Raises :class:`OSTUnavailableError` naming the server when it cannot be reached, times
         out or fails (5xx), and :class:`RemoteError` for other refusals.
         """
+        if self.token is not None:
+            headers = {**(headers or {}), TOKEN_HEADER: self.token}
         try:
             async with self._session().request(method, url, json=json_body, data=data,
                                                headers=headers) as response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -11,9 +12,9 @@ import cbor2
 from aiohttp import web
 
 from ..codecs import ALLOWED_CODECS
-from ..protocol import DTYPES, EXTENSIONS, OPS, BatchRequest, ChunkRequest, error_body
+from ..protocol import DTYPES, EXTENSIONS, OPS, BatchRequest, ChunkRequest, error_body, parse
 from .config import ServerConfig
-from .errors import UnknownOperation
+from .errors import RequestTimeout, UnknownOperation, json_response
 from .metrics import Metrics
 from .readers import Credentials
 from .service import ChunkService
@@ -31,7 +32,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except Exception as exc:
         status = request.app[SERVICE].record_error(exc)
-        return web.json_response(error_body(exc), status=status)
+        return json_response(error_body(exc), status=status)
 
 
 def _auth(request: web.Request) -> Credentials | None:
@@ -44,21 +45,38 @@ def _cbor(request: web.Request, payload: Any) -> web.Response:
     return web.Response(body=body, content_type="application/cbor")
 
 
+async def _body(request: web.Request) -> bytes:
+    """The whole body, read before the request takes a slot: a slow client holds nothing."""
+    timeout = request.app[CONFIG].body_timeout
+    try:
+        async with asyncio.timeout(timeout):
+            return await request.read()
+    except TimeoutError:
+        raise RequestTimeout(f"the request body did not arrive within {timeout} s") from None
+    except ConnectionError:  # the client went away: nobody to answer, and no bug
+        raise RequestTimeout("the client closed the connection before sending its body") \
+            from None
+
+
 async def reduce_chunk(request: web.Request) -> web.Response:
     op = request.match_info["op"]
     if op not in OPS:
         raise UnknownOperation(f"unknown operation {op!r}; operations: {', '.join(OPS)}")
     service = request.app[SERVICE]
+    body = await _body(request)
     with service.slot():
-        chunk = ChunkRequest.model_validate_json(await request.read())
+        chunk = parse(ChunkRequest, body)
         return _cbor(request, await service.run(op, chunk, _auth(request)))
 
 
 async def reduce_batch(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
+    body = await _body(request)
     with service.slot():
-        batch = BatchRequest.model_validate_json(await request.read())
-        return _cbor(request, await service.run_batch(batch.requests, _auth(request)))
+        batch = parse(BatchRequest, body)
+        async with service.budget.reservation() as results:
+            return _cbor(request, await service.run_batch(batch.requests, _auth(request),
+                                                          results))
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -67,14 +85,17 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    """200 when ready for work; 503 while saturated (every slot taken, or memory awaited)."""
+    if request.app[SERVICE].saturated:
+        return json_response({"status": "saturated"}, status=503)
+    return json_response({"status": "ok"})
 
 
 async def schema(request: web.Request) -> web.Response:
     """The capability document: what a client may send to this server."""
     config = request.app[CONFIG]
     interfaces = ["s3", "http", "https"] + (["file"] if config.roots else [])
-    return web.json_response({
+    return json_response({
         "name": "activezarr", "api": "v2", "operations": list(OPS), "dtypes": list(DTYPES),
         "compression": ["blosc2", "gzip", "zlib"], "filters": ["shuffle"],
         "codecs": sorted(ALLOWED_CODECS), "interface_types": interfaces,

@@ -35,16 +35,27 @@ class ServerConfig:
     max_body: int = 4 * MiB
     max_chunk_bytes: int = 256 * MiB
     max_decoded_bytes: int = 1024 * MiB
+    #: Bytes held at once by every request together (read, decoded, results): the permits.
+    max_memory: int = 2048 * MiB
     max_inflight: int = 256
     max_batch: int = 1024
+    #: Seconds a request may wait for memory permits before it is told to retry (503).
+    memory_wait: float = 30.0
+    #: Seconds a client has to send its whole body, before it takes any slot.
+    body_timeout: float = 30.0
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     s3_region: str = "us-east-1"
     #: Seconds one upstream read may take; shorter than a client's request timeout (120 s by
     #: default), so that a slow object store is answered with a 503, not mistaken for a dead server.
     upstream_timeout: float = 60.0
 
+    def __post_init__(self) -> None:
+        if self.max_memory < self.max_chunk_bytes:
+            raise ValueError(f"max_memory {self.max_memory} is below max_chunk_bytes "
+                             f"{self.max_chunk_bytes}: no whole chunk could be read")
+
     def limits(self) -> dict[str, int]:
         """The limits, as published in the capability document."""
         return {"max_body": self.max_body, "max_chunk_bytes": self.max_chunk_bytes,
-                "max_decoded_bytes": self.max_decoded_bytes, "max_inflight": self.max_inflight,
-                "max_batch": self.max_batch}
+                "max_decoded_bytes": self.max_decoded_bytes, "max_memory": self.max_memory,
+                "max_inflight": self.max_inflight, "max_batch": self.max_batch}

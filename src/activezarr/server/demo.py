@@ -11,7 +11,7 @@ import zarr
 from zarr.storage import FsspecStore
 
 from ..demo import Datasets, PartUnavailable, Row, compare
-from ..processes import active_server, free_ports
+from ..processes import active_server
 from ..store import ActiveStore
 
 BUCKET = "demo"
@@ -26,11 +26,10 @@ def s3_objects(data: Datasets) -> Iterator[Row]:
         raise PartUnavailable(
             f"S3 part skipped ({exc.name} is not installed): pip install 'activezarr[demo]'"
         ) from None
-    [port] = free_ports()
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)  # any free port
     moto.start()
     try:
-        endpoint = f"http://127.0.0.1:{port}"
+        endpoint = "http://127.0.0.1:%d" % moto.get_host_and_port()[1]
         options = {"endpoint_url": endpoint, "key": "demo-key", "secret": "demo-secret"}
         fs = s3fs.S3FileSystem(**options)
         fs.mkdir(BUCKET)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+import json
+from typing import Any, ClassVar
 
 from aiohttp import web
+from pydantic import ValidationError
 
 from ..errors import ActiveZarrError
 
@@ -37,6 +39,12 @@ class UnknownOperation(ServerError):
     status = 404
 
 
+class RequestTimeout(ServerError):
+    """The client did not send its whole body in time (a slow client holds nothing)."""
+
+    status = 408
+
+
 class TooLarge(ServerError):
     """A body or chunk over the configured limit."""
 
@@ -49,8 +57,9 @@ class Overloaded(ServerError):
     status = 503
 
 
-#: Errors of bad input raised by the wire model, the kernel and the codecs.
-_BAD_INPUT = (ValueError, TypeError, LookupError, ArithmeticError, ActiveZarrError)
+#: Errors of bad input: the wire model's validation, and the kernel's and codecs' own errors
+#: (decode failures, codecs not allowed, selections). Anything else is a bug: a 500.
+_BAD_INPUT = (ValidationError, ActiveZarrError)
 
 
 def status_of(exc: BaseException) -> int:
@@ -62,3 +71,9 @@ def status_of(exc: BaseException) -> int:
     if isinstance(exc, _BAD_INPUT):
         return 400
     return 500
+
+
+def json_response(payload: Any, status: int = 200) -> web.Response:
+    """JSON with ``Content-Type: application/json`` exactly, as Reductionist answers."""
+    return web.Response(body=json.dumps(payload).encode(), status=status,
+                        content_type="application/json")

@@ -1,0 +1,90 @@
+"""The decode chain shared by the client and every server: each allow-listed codec decodes what
+it encoded, and stops at the expected size, or with ChunkDecodeError, whatever it is handed."""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import numcodecs
+import numpy as np
+import pytest
+
+from activezarr.codec_bounds import zstd_content_size
+from activezarr.codecs import CodecChain
+from activezarr.errors import ChunkDecodeError, CodecNotAllowedError
+from activezarr.kernel import ChunkKernel
+from activezarr.wire import ChunkSpec
+
+DATA = np.arange(1000, dtype="<f8")
+CHAINS: list[list[dict[str, Any]]] = [
+    [{"id": "zlib"}], [{"id": "gzip"}], [{"id": "zstd"}], [{"id": "lz4"}], [{"id": "bz2"}],
+    [{"id": "lzma"}], [{"id": "blosc", "cname": "lz4", "shuffle": 1}],
+    [{"id": "blosc", "cname": "zstd", "shuffle": 2, "blocksize": 256}],
+    [{"id": "blosc2", "typesize": 8}], [{"id": "shuffle", "elementsize": 8}, {"id": "zlib"}],
+    [{"id": "astype", "encode_dtype": "<f4", "decode_dtype": "<f8"}, {"id": "zstd"}],
+    [{"id": "fixedscaleoffset", "offset": 0, "scale": 10, "dtype": "<f8", "astype": "<i4"},
+     {"id": "blosc2"}],
+    [{"id": "delta", "dtype": "<f8"}, {"id": "crc32c"}], [{"id": "zlib"}, {"id": "gzip"}],
+    [{"id": "crc32"}], [{"id": "adler32"}], [{"id": "fletcher32"}], [{"id": "jenkins_lookup3"}],
+    [{"id": "lzma", "format": 3, "filters": [{"id": 33, "dict_size": 1 << 20}]}],
+]
+
+
+def encode(chain: list[dict[str, Any]], data: Any = DATA) -> bytes:
+    for config in chain:
+        data = numcodecs.get_codec(dict(config)).encode(data)
+    return bytes(np.asarray(data)) if not isinstance(data, bytes) else data
+
+
+@pytest.mark.parametrize("chain", CHAINS, ids=lambda c: "+".join(x["id"] for x in c))
+def test_every_codec_decodes_what_it_encoded(chain: list[dict[str, Any]]) -> None:
+    decoded = CodecChain(chain).decode(encode(chain), DATA.nbytes).view("<f8")
+    np.testing.assert_allclose(decoded, DATA, atol=0.1)
+
+
+@pytest.mark.parametrize("chain", CHAINS, ids=lambda c: "+".join(x["id"] for x in c))
+def test_a_truncated_chunk_is_a_decode_error(chain: list[dict[str, Any]]) -> None:
+    stored = encode(chain)
+    with pytest.raises(ChunkDecodeError):
+        CodecChain(chain).decode(stored[:len(stored) // 2], DATA.nbytes)
+
+
+@pytest.mark.parametrize("chain", CHAINS, ids=lambda c: "+".join(x["id"] for x in c))
+def test_a_chunk_decoding_past_its_size_stops_before_allocating(
+        chain: list[dict[str, Any]]) -> None:
+    stored = encode(chain, np.zeros(2**20))  # 8 MiB decoded, 1 KiB expected
+    with pytest.raises(ChunkDecodeError):
+        CodecChain(chain).decode(stored, 1024)
+
+
+@pytest.mark.parametrize("codec", ["blosc", "blosc2"])
+def test_a_blosc_header_that_disagrees_with_the_bytes_is_a_decode_error_on_the_client(
+        codec: str) -> None:
+    stored = bytearray(encode([{"id": codec}]))
+    struct.pack_into("<i", stored, 12, len(stored) + 4096)  # cbytes past the end
+    kernel = ChunkKernel(ChunkSpec(dtype="<f8", shape=(1000,), codecs=({"id": codec},)))
+    with pytest.raises(ChunkDecodeError, match="stored bytes"):
+        kernel.decode(bytes(stored[:20]), "c/0")
+
+
+def test_a_zstd_frame_must_state_its_size() -> None:
+    frame = encode([{"id": "zstd"}])
+    assert zstd_content_size(memoryview(frame)) == DATA.nbytes
+    unsized = bytearray(frame)
+    unsized[4] &= 0x1F  # no content size, not single-segment: a window descriptor follows
+    with pytest.raises(ChunkDecodeError, match="does not state its decoded size"):
+        CodecChain([{"id": "zstd"}]).decode(bytes(unsized[:5]) + b"\x00" + frame[5:], 8000)
+
+
+@pytest.mark.parametrize("config", [
+    {"id": "astype", "encode_dtype": "O", "decode_dtype": "<f8"},
+    {"id": "fixedscaleoffset", "offset": 0, "scale": 1, "dtype": "U10"},
+    {"id": "shuffle", "elementsize": 0},
+    {"id": "lzma", "format": 3, "filters": [{"id": 33, "dict_size": 2**31}]},
+    {"id": "zlib", "level": 1, "bogus": True},
+    {"id": "pickle"}, {"id": ["zlib"]},
+])
+def test_configs_without_a_bound_are_refused(config: dict[str, Any]) -> None:
+    with pytest.raises(CodecNotAllowedError):
+        CodecChain([config])
