@@ -23,8 +23,8 @@ V2_DTYPES = ("int32", "int64", "uint32", "uint64", "float32", "float64")
 DTYPES = (*V2_DTYPES, "int8", "int16", "uint8", "uint16", "float16")
 INTERFACE_TYPES = ("s3", "http", "https", "file", "ost")
 #: What our server adds to Reductionist v2; a client sends extensions only to servers listing them.
-EXTENSIONS = ("stats", "batch", "codecs", "accumulate", "missing-combined", "dtypes", "file",
-              "healthz")
+EXTENSIONS = ("stats", "batch", "codecs", "accumulate", "accumulate-float", "missing-combined",
+              "dtypes", "file", "healthz")
 BYTE_ORDER = sys.byteorder
 
 #: The partial fields each operation computes.
@@ -118,7 +118,7 @@ class ChunkRequest(_Strict):
     filters: list[Filter] | None = None
     missing: Missing | None = None
     codecs: list[dict[str, Any]] | None = None
-    accumulate: Literal["native", "wide"] = "native"
+    accumulate: Literal["native", "wide", "float"] = "native"
     option_disable_chunk_cache: StrictBool | None = None
     option_shape_as_bytes: StrictBool | None = None
     option_count_as_bytes: StrictBool | None = None
@@ -147,11 +147,17 @@ class ChunkRequest(_Strict):
 
     def chunk_spec(self, op: str, shape: Sequence[int], codecs: Sequence[dict[str, Any]]
                    ) -> ChunkSpec:
-        """The kernel's spec for ``op`` on a chunk of ``shape`` (sums are wide; see results)."""
+        """The kernel's spec for ``op`` on a chunk of ``shape``.
+
+        Sums accumulate in float64 under ``accumulate: float`` (numpy's mean and var of
+        integers), else wide; ``native`` narrows them in the result.
+        """
+        accumulate = "float" if self.accumulate == "float" else "wide"
         return ChunkSpec(dtype=self.stored_dtype.str, shape=tuple(shape), order=self.order,
                          codecs=tuple(codecs),
                          missing=self.missing.to_spec() if self.missing else MissingSpec(),
-                         axis=self._axes(len(shape)), fields=OP_FIELDS[op], accumulate="wide")
+                         axis=self._axes(len(shape)), fields=OP_FIELDS[op],
+                         accumulate=accumulate)
 
     def chunk_selection(self, shape: Sequence[int]) -> Selection:
         if self.selection is None:
@@ -218,9 +224,9 @@ def reduction_result(op: str, request: ChunkRequest, partial: Partial) -> dict[s
     if op == "count":
         return _result(count, count, request)
     if op == "sum":
-        wide = request.accumulate == "wide"
+        native = request.accumulate == "native"
         with np.errstate(over="ignore", invalid="ignore"):
-            values = partial.sum if wide else partial.sum.astype(dtype)  # native sums wrap
+            values = partial.sum.astype(dtype) if native else partial.sum  # native sums wrap
         return _result(values, count, request)
     if op in ("min", "max"):
         fill = biggest if op == "min" else smallest
@@ -228,7 +234,7 @@ def reduction_result(op: str, request: ChunkRequest, partial: Partial) -> dict[s
     result = _result(count, count, request)
     result.update(
         bytes=b"", dtype=dtype.name,
-        sum=_native(partial.sum).tobytes(),
+        sum=_native(partial.sum).tobytes(), sum_dtype=partial.sum.dtype.name,
         min=_empty_filled(partial.min, count, biggest).tobytes(),
         max=_empty_filled(partial.max, count, smallest).tobytes(),
         m2=_native(partial.m2).tobytes(),
@@ -289,8 +295,13 @@ def build_request(spec: ChunkSpec, selection: Selection, *, interface_type: str,
         order = "F" if order == tuple(reversed(range(len(order)))) else None
     if op is None or dtype.name not in allowed_dtypes or order is None:
         return None
-    if op == "sum" and "accumulate" not in extensions and dtype.kind != "f" and dtype.itemsize < 8:
+    integer = dtype.kind in "iu"
+    if op == "sum" and "accumulate" not in extensions and integer and dtype.itemsize < 8:
         return None  # a v2 sum wraps in the input dtype; ours must not
+    # Means and moments of integers accumulate in float64 on every path, or not storage-side.
+    floats = integer and spec.accumulate == "float"
+    if floats and op in ("sum", "stats") and "accumulate-float" not in extensions:
+        return None
     if spec.missing.nan:
         return None  # NaN as missing has no wire form
     missing = Missing.from_spec(spec.missing)
@@ -313,7 +324,7 @@ def build_request(spec: ChunkSpec, selection: Selection, *, interface_type: str,
     if missing is not None:
         body["missing"] = missing.model_dump(exclude_none=True)
     if op in ("sum", "stats") and "accumulate" in extensions:
-        body["accumulate"] = "wide"
+        body["accumulate"] = "float" if floats else "wide"
     return op, body
 
 
@@ -331,7 +342,9 @@ def partial_from_result(op: str, result: Mapping[str, Any], spec: ChunkSpec) -> 
     partial = Partial(count)
     if op == "stats":
         stored = {name: result[name] for name in ("sum", "min", "max", "m2")}
-        dtypes = {"sum": accumulator_dtype(dtype, "wide").name, "min": dtype.name,
+        # ``sum_dtype`` says how the server accumulated (wide when absent: older servers).
+        sum_dtype = result.get("sum_dtype", accumulator_dtype(dtype, "wide").name)
+        dtypes = {"sum": sum_dtype, "min": dtype.name,
                   "max": dtype.name, "m2": "float64"}
     else:
         stored, dtypes = {op: result["bytes"]}, {op: result["dtype"]}
