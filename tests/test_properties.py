@@ -12,40 +12,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import activezarr
-from arrays import CODECS, LAYOUTS, assert_matches, create, reference
+from arrays import CODECS, LAYOUTS, assert_matches, assert_reduces_like_numpy, create, reference
+from strategies import DTYPES, OPS, selections, values as element_values
 
-DTYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
-          "float16", "float32", "float64")
-OPS = ("sum", "min", "max", "count", "mean", "var", "std")
 MISSING_KINDS = ("none", "fill_value", "missing_values", "valid_min", "valid_max",
                  "valid_range", "skipna")
-
-
-def _values(dtype: np.dtype) -> st.SearchStrategy[Any]:
-    if dtype.kind == "f":
-        bound = 100.0 if dtype.itemsize == 2 else 1e6
-        return st.floats(-bound, bound, allow_nan=False, width=min(64, 8 * dtype.itemsize))
-    info = np.iinfo(dtype)
-    # 64-bit ints stay where float64 (the mean's reference) is exact.
-    lo, hi = (max(info.min, -2**52), min(info.max, 2**52)) if dtype.itemsize == 8 else (info.min, info.max)
-    return st.integers(int(lo), int(hi))
-
-
-@st.composite
-def selections(draw: st.DrawFn, shape: tuple[int, ...]) -> tuple[Any, ...]:
-    entries: list[Any] = []
-    for n in shape:
-        if draw(st.booleans()) and draw(st.integers(0, 4)) == 0:
-            entries.append(draw(st.integers(-n, n - 1)))
-            continue
-        start = draw(st.none() | st.integers(-n - 2, n + 2))
-        stop = draw(st.none() | st.integers(-n - 2, n + 2))
-        step = draw(st.none() | st.sampled_from([1, 1, 2, 3, -1, -2, -3]))
-        entries.append(slice(start, stop, step))
-    if draw(st.booleans()):
-        # An Ellipsis stands for full slices of the dimensions after the first ``cut``.
-        entries = entries[: draw(st.integers(0, len(entries)))] + [Ellipsis]
-    return tuple(entries)
 
 
 @st.composite
@@ -57,7 +28,7 @@ def cases(draw: st.DrawFn) -> dict[str, Any]:
     ndim = draw(st.integers(1, 3))
     shape = tuple(draw(st.integers(1, 9)) for _ in range(ndim))
     chunks = tuple(draw(st.integers(1, n)) for n in shape)
-    values = _values(dtype)
+    values = element_values(dtype)
     flat = draw(st.lists(values, min_size=int(np.prod(shape)), max_size=int(np.prod(shape))))
     data = np.array(flat, dtype=dtype).reshape(shape)
     special = draw(values)
@@ -118,14 +89,8 @@ def test_active_reduction_equals_numpy_ma(case: dict[str, Any]) -> None:
         extra = {"ddof": case["ddof"]} if case["op"] in ("var", "std") else {}
         actual = view.reduce(case["op"], axis=axis, **extra)
         assert red.last_report.backend == "file"
-    selected = data[case["selection"]]
-    sel_mask = None if mask is None else mask[case["selection"]]
-    expected = reference(np.asarray(selected), None if sel_mask is None else np.asarray(sel_mask),
-                         case["op"], axis, case["ddof"])
-    finite = np.abs(np.asarray(selected, dtype=np.float64))
-    finite = finite[np.isfinite(finite)]
-    assert_matches(actual, expected, data.dtype, case["op"],
-                   magnitude=float(finite.max()) if finite.size else 0.0)
+    assert_reduces_like_numpy(actual, data, mask, case["selection"], case["op"], axis,
+                              case["ddof"])
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
