@@ -25,6 +25,11 @@ BUCKET = "differential"
 _names = (f"d{i}" for i in itertools.count())
 
 
+def fresh_name() -> str:
+    """A name no other case of this session used."""
+    return next(_names)
+
+
 def _files(path: Path) -> dict[str, bytes]:
     return {f.relative_to(path).as_posix(): f.read_bytes()
             for f in sorted(path.rglob("*")) if f.is_file()}
@@ -52,12 +57,17 @@ def _boto(endpoint: str, key: str, secret: str) -> Any:
     return client
 
 
+def s3_copy(s3: Any, data: bytes, key: str) -> str:
+    """``data`` put at ``key`` in moto's S3; its s3:// URL."""
+    _boto(s3.endpoint, s3.key, s3.secret).put_object(Bucket=BUCKET, Key=key, Body=data)
+    return f"s3://{BUCKET}/{key}"
+
+
 def _s3(path: Path, fixtures: Mapping[str, Any]) -> zarr.Array:
     s3, server = fixtures["moto_s3"], fixtures["active_server"]
-    client = _boto(s3.endpoint, s3.key, s3.secret)
-    name = next(_names)
+    name = fresh_name()
     for key, data in _files(path).items():
-        client.put_object(Bucket=BUCKET, Key=f"{name}/{key}", Body=data)
+        s3_copy(s3, data, f"{name}/{key}")
     return _open(f"s3://{BUCKET}/{name}", storage_options=s3.storage_options,
                  active={"server": server.url})
 
@@ -65,7 +75,7 @@ def _s3(path: Path, fixtures: Mapping[str, Any]) -> zarr.Array:
 def _ost(path: Path, fixtures: Mapping[str, Any]) -> zarr.Array:
     cluster = fixtures["ost_cluster"]
     fs = fsspec.filesystem("ost", host=cluster.url.removeprefix("ost://"))
-    name = f"differential/{next(_names)}"
+    name = f"differential/{fresh_name()}"
     fs.pipe({f"{name}/{key}": data for key, data in _files(path).items()})
     return _open(f"{cluster.url}/{name}")
 
