@@ -7,6 +7,7 @@ array there; another backend is one more entry in :data:`RUNNERS`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import json
@@ -20,6 +21,7 @@ import pytest
 import zarr
 
 import activezarr
+from activezarr.backends import s3 as s3_backend
 
 BUCKET = "differential"
 _names = (f"d{i}" for i in itertools.count())
@@ -72,6 +74,18 @@ def _s3(path: Path, fixtures: Mapping[str, Any]) -> zarr.Array:
                  active={"server": server.url})
 
 
+def _s3_as_plain_reductionist(path: Path, fixtures: Mapping[str, Any]) -> zarr.Array:
+    """The active server as the client sees a plain Reductionist: v2 fields only.
+
+    No Reductionist runs here, so the client is told the server advertises no extensions (the
+    capability document a plain Reductionist returns), under a second name for the same server.
+    """
+    server = fixtures["active_server"]
+    plain = server.url.replace("127.0.0.1", "localhost")
+    s3_backend._capabilities[plain] = ()
+    return _s3(path, {**fixtures, "active_server": dataclasses.replace(server, url=plain)})
+
+
 def _ost(path: Path, fixtures: Mapping[str, Any]) -> zarr.Array:
     cluster = fixtures["ost_cluster"]
     fs = fsspec.filesystem("ost", host=cluster.url.removeprefix("ost://"))
@@ -95,11 +109,17 @@ def _reference(path: Path, fixtures: Mapping[str, Any]) -> zarr.Array:
 
 @dataclass(frozen=True)
 class Runner:
-    """Opens a locally written zarr store through one backend (``name`` as the report says)."""
+    """Opens a locally written zarr store through one backend (``backend``, as reports name it;
+    ``name`` by default)."""
 
     name: str
     fixtures: tuple[str, ...]
     opener: Callable[[Path, Mapping[str, Any]], zarr.Array]
+    backend: str = ""
+
+    @property
+    def reported(self) -> str:
+        return self.backend or self.name
 
     def open(self, path: Path, request: pytest.FixtureRequest) -> zarr.Array:
         return self.opener(path, {f: request.getfixturevalue(f) for f in self.fixtures})
@@ -109,6 +129,7 @@ RUNNERS = (
     Runner("file", (), _file),
     Runner("client", (), _client),
     Runner("s3", ("moto_s3", "active_server"), _s3),
+    Runner("s3-reductionist", ("moto_s3", "active_server"), _s3_as_plain_reductionist, "s3"),
     Runner("ost", ("ost_cluster",), _ost),
     Runner("reference", (), _reference),
 )
