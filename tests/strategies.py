@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
+from arrays import LAYOUTS
+
 DTYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
           "float16", "float32", "float64")
 OPS = ("sum", "min", "max", "count", "mean", "var", "std")
@@ -43,3 +45,40 @@ def selections(draw: st.DrawFn, shape: tuple[int, ...]) -> tuple[Any, ...]:
         # An Ellipsis stands for full slices of the dimensions after the first ``cut``.
         entries = entries[: draw(st.integers(0, len(entries)))] + [Ellipsis]
     return tuple(entries)
+
+
+@st.composite
+def arrays(draw: st.DrawFn, max_extent: int, near_limits: bool = False) -> dict[str, Any]:
+    """An array to write: ``dtype`` (big-endian too in v2), ``layout``, ``chunks``, ``data``
+    with a run of one ``special`` value (masked cells, and chunks zarr never writes)."""
+    dtype = np.dtype(draw(st.sampled_from(DTYPES)))
+    layout = draw(st.sampled_from(LAYOUTS))
+    if layout == "v2" and dtype.itemsize > 1 and draw(st.booleans()):
+        dtype = dtype.newbyteorder(">")
+    shape = tuple(draw(st.integers(1, max_extent)) for _ in range(draw(st.integers(1, 3))))
+    elements = values(dtype, near_limits)
+    size = int(np.prod(shape))
+    data = np.array(draw(st.lists(elements, min_size=size, max_size=size)), dtype).reshape(shape)
+    special = np.array(draw(elements), dtype)[()]
+    if draw(st.booleans()):
+        data.reshape(-1)[: draw(st.integers(0, size))] = special
+    return dict(dtype=dtype, layout=layout, shape=shape, data=data, special=special,
+                chunks=tuple(draw(st.integers(1, n)) for n in shape))
+
+
+@st.composite
+def queries(draw: st.DrawFn, shape: tuple[int, ...]) -> dict[str, Any]:
+    """A reduction to run: ``selection``, ``op``, ``ddof`` and a seed for its axes."""
+    return dict(selection=draw(selections(shape)), op=draw(st.sampled_from(OPS)),
+                axis_seed=draw(st.lists(st.integers(0, 2), max_size=3, unique=True)),
+                axis_none=draw(st.booleans()), ddof=draw(st.integers(0, 2)))
+
+
+def run_query(red: Any, query: dict[str, Any]) -> tuple[Any, tuple[int, ...] | None]:
+    """(result, axis) of ``query`` run on an ActiveReduction ``red``."""
+    view = red[query["selection"]]
+    ndim = len(view.shape)
+    axes = sorted({a % ndim for a in query["axis_seed"]}) if ndim else []
+    axis = None if query["axis_none"] or not axes else tuple(axes)
+    options = {"ddof": query["ddof"]} if query["op"] in ("var", "std") else {}
+    return view.reduce(query["op"], axis=axis, **options), axis

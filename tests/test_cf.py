@@ -12,6 +12,7 @@ import pytest
 import activezarr
 from activezarr.missing import decoding
 from arrays import create
+from runners import RUNNERS, Runner
 
 PACKED = {"scale_factor": 0.01, "add_offset": 273.15, "_FillValue": -32767}
 
@@ -133,3 +134,13 @@ def test_an_all_missing_selection_is_masked_even_for_sum(tmp_path: Path) -> None
     red = activezarr.ActiveReduction(create(tmp_path / "m.zarr", data, fill_value=1,
                                             attributes={"_FillValue": -9}))
     assert red.sum() is np.ma.masked and red.count() == 0
+
+
+@pytest.mark.parametrize("runner", RUNNERS, ids=lambda r: r.name)
+def test_a_valid_range_crossed_by_unsigned_masks_everything(
+        tmp_path: Path, request: pytest.FixtureRequest, runner: Runner) -> None:
+    """[-32768, 0] viewed unsigned is [32768, 0]: every value is below or above it (netCDF4)."""
+    create(tmp_path / "r.zarr", np.array([0, 5, -3], "i2"), fill_value=0,
+           attributes={"_Unsigned": "true", "valid_range": [-32768, 0]})
+    red = activezarr.ActiveReduction(runner.open(tmp_path / "r.zarr", request))
+    assert red.count() == 0 and red.sum() is np.ma.masked

@@ -21,9 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import activezarr
-from arrays import CODECS, LAYOUTS, assert_reduces_like_numpy, create
+from arrays import CODECS, assert_reduces_like_numpy, create
 from runners import RUNNERS, Runner
-from strategies import DTYPES, OPS, selections, values
+from strategies import arrays, queries, run_query
 
 #: Half the profile's examples, each through every backend: 125 cases by default.
 EXAMPLES = max(10, settings().max_examples // 2)
@@ -32,25 +32,9 @@ OFFSETS = (273.15, -10.0, 0.5)
 
 
 @st.composite
-def queries(draw: st.DrawFn, shape: tuple[int, ...]) -> dict[str, Any]:
-    return dict(selection=draw(selections(shape)), op=draw(st.sampled_from(OPS)),
-                axis_seed=draw(st.lists(st.integers(0, 2), max_size=3, unique=True)),
-                axis_none=draw(st.booleans()), ddof=draw(st.integers(0, 2)))
-
-
-@st.composite
 def cf_cases(draw: st.DrawFn) -> dict[str, Any]:
-    dtype = np.dtype(draw(st.sampled_from(DTYPES)))
-    layout = draw(st.sampled_from(LAYOUTS))
-    if layout == "v2" and dtype.itemsize > 1 and draw(st.booleans()):
-        dtype = dtype.newbyteorder(">")
-    shape = tuple(draw(st.integers(1, 7)) for _ in range(draw(st.integers(1, 3))))
-    chunks = tuple(draw(st.integers(1, n)) for n in shape)
-    elements = values(dtype, near_limits=True)
-    size = int(np.prod(shape))
-    data = np.array(draw(st.lists(elements, min_size=size, max_size=size)), dtype).reshape(shape)
-    special = np.array(draw(elements), dtype)[()]
-    data.reshape(-1)[: draw(st.integers(0, size))] = special  # runs: masked and unwritten chunks
+    case = draw(arrays(max_extent=7, near_limits=True))
+    data, dtype, special = case["data"], case["dtype"], case["special"]
     attrs: dict[str, Any] = {}
     fill = draw(st.booleans())
     if draw(st.booleans()):
@@ -71,10 +55,9 @@ def cf_cases(draw: st.DrawFn) -> dict[str, Any]:
     skipna = dtype.kind == "f" and draw(st.booleans())
     if skipna:
         data.reshape(-1)[:: draw(st.integers(2, 5))] = np.nan
-    return dict(data=data, layout=layout, chunks=chunks, special=special, fill=fill,
-                attrs=attrs, skipna=skipna, codec=draw(st.sampled_from(CODECS)),
-                base64=draw(st.booleans()), queries=draw(st.lists(queries(shape), min_size=1,
-                                                                  max_size=3)))
+    return dict(case, fill=fill, attrs=attrs, skipna=skipna, codec=draw(st.sampled_from(CODECS)),
+                base64=draw(st.booleans()),
+                queries=draw(st.lists(queries(case["shape"]), min_size=1, max_size=3)))
 
 
 def _write(path: Path, case: dict[str, Any]) -> None:
@@ -141,13 +124,8 @@ def _check(runner: Runner, fixtures: dict[str, Any], path: Path, case: dict[str,
            values: np.ndarray, mask: np.ndarray) -> None:
     red = activezarr.ActiveReduction(runner.opener(path, fixtures), skipna=case["skipna"])
     for query in case["queries"]:
-        view = red[query["selection"]]
-        ndim_out = len(view.shape)
-        axes = sorted({a % ndim_out for a in query["axis_seed"]}) if ndim_out else []
-        axis = None if query["axis_none"] or not axes else tuple(axes)
+        actual, axis = run_query(red, query)
         op = query["op"]
-        extra = {"ddof": query["ddof"]} if op in ("var", "std") else {}
-        actual = view.reduce(op, axis=axis, **extra)
         assert red.last_report.backend == runner.reported
         assert_reduces_like_numpy(actual, values, mask, query["selection"], op, axis,
                                   query["ddof"])

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 import activezarr
 from arrays import assert_reduces_like_numpy
 from runners import fresh_name, s3_copy
-from strategies import OPS, selections, values
+from strategies import queries, run_query, values
 
 netCDF4 = pytest.importorskip("netCDF4")
 kerchunk_hdf = pytest.importorskip("kerchunk.hdf")
@@ -62,9 +62,7 @@ def nc_cases(draw: st.DrawFn) -> dict[str, Any]:
     return dict(data=data, fill=fill, attrs=attrs,
                 chunks=tuple(draw(st.integers(1, n)) for n in shape),
                 zlib=draw(st.booleans()), shuffle=draw(st.booleans()),
-                queries=draw(st.lists(st.tuples(selections(shape), st.sampled_from(OPS),
-                                                st.booleans(), st.integers(0, 1)),
-                                      min_size=1, max_size=3)))
+                queries=draw(st.lists(queries(shape), min_size=1, max_size=3)))
 
 
 def _write(path: Path, case: dict[str, Any]) -> np.ma.MaskedArray:
@@ -88,11 +86,10 @@ def _reduce_and_compare(array: zarr.Array, oracle: np.ma.MaskedArray,
                         case: dict[str, Any]) -> None:
     red = activezarr.ActiveReduction(array)
     values_, mask = np.ma.getdata(oracle), np.ma.getmaskarray(oracle)
-    for selection, op, whole, axis_seed in case["queries"]:
-        ndim_out = len(red[selection].shape)
-        axis = None if whole or not ndim_out else axis_seed % ndim_out
-        actual = red[selection].reduce(op, axis=axis)
-        assert_reduces_like_numpy(actual, values_, mask, selection, op, axis)
+    for query in case["queries"]:
+        actual, axis = run_query(red, query)
+        assert_reduces_like_numpy(actual, values_, mask, query["selection"], query["op"], axis,
+                                  query["ddof"])
         assert red.last_report.backend == "reference"
 
 

@@ -87,12 +87,12 @@ class Missing(_Strict):
             fields["missing_value"] = spec.values[0]
         elif spec.values:
             fields["missing_values"] = list(spec.values)
-        if spec.valid_min is not None and spec.valid_max is not None:
-            fields["valid_range"] = (spec.valid_min, spec.valid_max)
-        elif spec.valid_min is not None:
-            fields["valid_min"] = spec.valid_min
-        elif spec.valid_max is not None:
-            fields["valid_max"] = spec.valid_max
+        low, high = spec.valid_min, spec.valid_max
+        if low is not None and high is not None and low <= high:
+            fields["valid_range"] = (low, high)
+        else:  # one bound, or crossed bounds (``_Unsigned`` can cross them): each on its own
+            fields.update({k: v for k, v in (("valid_min", low), ("valid_max", high))
+                           if v is not None})
         return cls(**fields)
 
     @property
