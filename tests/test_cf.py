@@ -144,3 +144,11 @@ def test_a_valid_range_crossed_by_unsigned_masks_everything(
            attributes={"_Unsigned": "true", "valid_range": [-32768, 0]})
     red = activezarr.ActiveReduction(runner.open(tmp_path / "r.zarr", request))
     assert red.count() == 0 and red.sum() is np.ma.masked
+
+
+def test_a_fill_value_no_stored_value_can_equal_masks_nothing(tmp_path: Path) -> None:
+    array = create(tmp_path / "n.zarr", np.array([1, 2, 3], "i2"), fill_value=0,
+                   attributes={"missing_value": 1e20, "_FillValue": 2})
+    assert activezarr.ActiveReduction(array).sum() == 4
+    with pytest.raises(ValueError, match="not representable in dtype int16"):
+        activezarr.ActiveReduction(array, missing={"missing_value": 1e20})

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .partial import Partial
-from .wire import MissingSpec
+from .wire import MissingSpec, representable
 
 CF_ATTRIBUTES = ("_FillValue", "missing_value", "valid_min", "valid_max", "valid_range")
 
@@ -116,6 +116,11 @@ def decoding(attrs: Mapping[str, Any], dtype: np.dtype, fill_value: Any = None, 
     else:
         raise ValueError(f"missing must be 'cf', None or a dict of CF rules, got {missing!r}")
     spec = _missing_spec(rules, fill_value, dtype, view, skipna)
+    if missing == "cf":
+        # A fill or missing value no stored value can equal masks nothing (netCDF4 and xarray
+        # ignore it too); an explicit one is the caller's mistake and raises below.
+        kept = tuple(v for v in spec.values if representable(v, view))
+        spec = spec.model_copy(update={"values": kept})
     spec.check_representable(view)
     scale, offset = attrs.get("scale_factor"), attrs.get("add_offset")
     if scale is None and offset is None:
