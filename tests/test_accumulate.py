@@ -50,3 +50,21 @@ def test_a_plain_reductionist_cannot_serve_the_mean_of_int64_chunks() -> None:
                          byte_range=None, extensions=()) is None
     assert build_request(_spec("<f8", "float"), ((0, 4, 1),), interface_type="s3",
                          url="http://s/b/k", byte_range=None, extensions=()) is not None
+
+
+def test_a_plain_reductionist_sums_floats_unless_packed_floats_need_float64() -> None:
+    """float32 sums in float32 are numpy's own class; unpacked to float64 they are not."""
+    for accumulate, served in (("wide", True), ("float", False)):
+        built = build_request(_spec("<f4", accumulate), ((0, 4, 1),), interface_type="s3",
+                              url="http://s/b/k", byte_range=None, extensions=())
+        assert (built is not None) == served
+
+
+@pytest.mark.parametrize("runner", RUNNERS, ids=lambda r: r.name)
+def test_packed_float32_sums_in_float64_on_every_backend(
+        tmp_path: Path, request: pytest.FixtureRequest, runner: Runner) -> None:
+    data = np.array([[1.0917969, 0.0], [32767.0, 0.0]], "f4")
+    create(tmp_path / "p.zarr", data, layout="v2", codec="none", chunks=(2, 1), fill_value=0,
+           attributes={"scale_factor": 0.01})
+    red = activezarr.ActiveReduction(runner.open(tmp_path / "p.zarr", request))
+    assert red.sum() == pytest.approx((data.astype("f8") * 0.01).sum(), rel=1e-15)

@@ -109,8 +109,10 @@ class ActiveReduction(_Reductions):
         reduction = get_reduction(op, **options)
         reduced = reduced_dims(axis, dims)
         cf = self.decoding
-        # Packed values reduce to floats, so their sums accumulate as numpy's float sums do.
-        accumulate = "float" if cf.packed else reduction.accumulate
+        # Floats always sum in float64; "float" asks it of integers (numpy's mean) and of every
+        # packed dtype, whose values unpack to floats.
+        floats = cf.packed or (reduction.accumulate == "float" and cf.dtype.kind in "iu")
+        accumulate = "float" if floats else "wide"
         spec = self.layout.spec(missing=cf.missing, axis=reduced,
                                 fields=cf.stored_fields(reduction.fields), accumulate=accumulate)
         kernel = ChunkKernel(spec)

@@ -298,9 +298,10 @@ def build_request(spec: ChunkSpec, selection: Selection, *, interface_type: str,
     integer = dtype.kind in "iu"
     if op == "sum" and "accumulate" not in extensions and integer and dtype.itemsize < 8:
         return None  # a v2 sum wraps in the input dtype; ours must not
-    # Means and moments of integers accumulate in float64 on every path, or not storage-side.
-    floats = integer and spec.accumulate == "float"
-    if floats and op in ("sum", "stats") and "accumulate-float" not in extensions:
+    # Float64 sums of integers (means, moments) or of packed float16/32 are more than a sum in
+    # the input dtype gives: such chunks reduce storage-side only where asked of the server.
+    float64 = spec.accumulate == "float" and (integer or dtype.itemsize < 8)
+    if float64 and op in ("sum", "stats") and "accumulate-float" not in extensions:
         return None
     if spec.missing.nan:
         return None  # NaN as missing has no wire form
@@ -324,7 +325,7 @@ def build_request(spec: ChunkSpec, selection: Selection, *, interface_type: str,
     if missing is not None:
         body["missing"] = missing.model_dump(exclude_none=True)
     if op in ("sum", "stats") and "accumulate" in extensions:
-        body["accumulate"] = "float" if floats else "wide"
+        body["accumulate"] = "float" if float64 else "wide"
     return op, body
 
 
