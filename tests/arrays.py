@@ -77,6 +77,8 @@ def reference(data: np.ndarray, mask: np.ndarray | None, op: str, axis: Any,
     if op == "count":
         return np.asarray(count)
     empty = np.asarray(count) - (ddof if op in ("var", "std") else 0) <= 0
+    if op == "sum":  # the sum of no elements at all is 0; of elements all missing, masked
+        empty &= np.ones(data.shape, bool).sum(axis=axis) > 0
     values = np.ma.getdata(result)
     return np.ma.masked_array(np.broadcast_to(values, empty.shape), mask=empty)
 
@@ -106,3 +108,15 @@ def assert_matches(actual: Any, expected: Any, dtype: np.dtype, op: str,
     floor = (magnitude ** 2 if op == "var" else magnitude) * 1e-3
     np.testing.assert_allclose(got.astype(np.float64), want, rtol=rtol,
                                atol=rtol * max(scale * 1e-2, floor) + 1e-300, equal_nan=True)
+
+
+def assert_reduces_like_numpy(actual: Any, data: np.ndarray, mask: np.ndarray | None,
+                              selection: Any, op: str, axis: Any, ddof: int = 0) -> None:
+    """``actual`` is numpy.ma's ``op`` of ``data[selection]`` (decoded values) under ``mask``."""
+    selected = np.asarray(data[selection])
+    sel_mask = None if mask is None else np.asarray(mask[selection])
+    expected = reference(selected, sel_mask, op, axis, ddof)
+    finite = np.abs(selected.astype(np.float64))
+    finite = finite[np.isfinite(finite)]
+    assert_matches(actual, expected, data.dtype, op,
+                   magnitude=float(finite.max()) if finite.size else 0.0)

@@ -12,68 +12,25 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import activezarr
-from arrays import CODECS, LAYOUTS, assert_matches, create, reference
+from arrays import CODECS, LAYOUTS, assert_matches, assert_reduces_like_numpy, create, reference
+from strategies import OPS, arrays, queries, run_query
 
-DTYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
-          "float16", "float32", "float64")
-OPS = ("sum", "min", "max", "count", "mean", "var", "std")
 MISSING_KINDS = ("none", "fill_value", "missing_values", "valid_min", "valid_max",
                  "valid_range", "skipna")
 
 
-def _values(dtype: np.dtype) -> st.SearchStrategy[Any]:
-    if dtype.kind == "f":
-        bound = 100.0 if dtype.itemsize == 2 else 1e6
-        return st.floats(-bound, bound, allow_nan=False, width=min(64, 8 * dtype.itemsize))
-    info = np.iinfo(dtype)
-    # 64-bit ints stay where float64 (the mean's reference) is exact.
-    lo, hi = (max(info.min, -2**52), min(info.max, 2**52)) if dtype.itemsize == 8 else (info.min, info.max)
-    return st.integers(int(lo), int(hi))
-
-
-@st.composite
-def selections(draw: st.DrawFn, shape: tuple[int, ...]) -> tuple[Any, ...]:
-    entries: list[Any] = []
-    for n in shape:
-        if draw(st.booleans()) and draw(st.integers(0, 4)) == 0:
-            entries.append(draw(st.integers(-n, n - 1)))
-            continue
-        start = draw(st.none() | st.integers(-n - 2, n + 2))
-        stop = draw(st.none() | st.integers(-n - 2, n + 2))
-        step = draw(st.none() | st.sampled_from([1, 1, 2, 3, -1, -2, -3]))
-        entries.append(slice(start, stop, step))
-    if draw(st.booleans()):
-        # An Ellipsis stands for full slices of the dimensions after the first ``cut``.
-        entries = entries[: draw(st.integers(0, len(entries)))] + [Ellipsis]
-    return tuple(entries)
-
-
 @st.composite
 def cases(draw: st.DrawFn) -> dict[str, Any]:
-    dtype = np.dtype(draw(st.sampled_from(DTYPES)))
-    layout = draw(st.sampled_from(LAYOUTS))
-    if layout == "v2" and dtype.itemsize > 1 and draw(st.booleans()):
-        dtype = dtype.newbyteorder(">")
-    ndim = draw(st.integers(1, 3))
-    shape = tuple(draw(st.integers(1, 9)) for _ in range(ndim))
-    chunks = tuple(draw(st.integers(1, n)) for n in shape)
-    values = _values(dtype)
-    flat = draw(st.lists(values, min_size=int(np.prod(shape)), max_size=int(np.prod(shape))))
-    data = np.array(flat, dtype=dtype).reshape(shape)
-    special = draw(values)
+    case = draw(arrays(max_extent=9))
+    data, special = case["data"], case["special"]
     kind = draw(st.sampled_from(MISSING_KINDS))
-    if kind in ("fill_value", "missing_values") or draw(st.booleans()):
-        # Runs of one value: masked cells, and chunks zarr never writes (all fill value).
+    if kind in ("fill_value", "missing_values"):
         data.reshape(-1)[: draw(st.integers(0, data.size))] = special
-    if kind == "skipna" and dtype.kind == "f":
+    if kind == "skipna" and data.dtype.kind == "f":
         data.reshape(-1)[:: draw(st.integers(1, 5))] = np.nan
-    selection = draw(selections(shape))
-    return dict(dtype=dtype, layout=layout, shape=shape, chunks=chunks, data=data,
-                special=special, kind=kind, selection=selection,
-                codec=draw(st.sampled_from(CODECS)), op=draw(st.sampled_from(OPS)),
-                order=draw(st.sampled_from("CF")) if layout == "v2" else "C",
-                axis_seed=draw(st.lists(st.integers(0, 2), max_size=3, unique=True)),
-                axis_none=draw(st.booleans()), ddof=draw(st.integers(0, 2)))
+    return dict(case, kind=kind, codec=draw(st.sampled_from(CODECS)),
+                order=draw(st.sampled_from("CF")) if case["layout"] == "v2" else "C",
+                **draw(queries(case["shape"])))
 
 
 def _missing(kind: str, special: Any, data: np.ndarray) -> tuple[dict[str, Any], Any, np.ndarray | None]:
@@ -105,27 +62,16 @@ def test_active_reduction_equals_numpy_ma(case: dict[str, Any]) -> None:
     if case["layout"] == "v2" and kind == "fill_value":
         attributes = {}  # format 2: the array's fill_value is the netCDF _FillValue
     else:
-        attributes = {"_FillValue": case["special"]} if kind == "fill_value" else {}
+        attributes = {"_FillValue": case["special"].item()} if kind == "fill_value" else {}
     with tempfile.TemporaryDirectory() as tmp:
         array = create(Path(tmp) / "a.zarr", data, layout=case["layout"], codec=case["codec"],
                        chunks=case["chunks"], fill_value=fill_value if fill_value is not None else 0,
                        attributes=attributes, order=case["order"])
         red = activezarr.ActiveReduction(array, **options)
-        view = red[case["selection"]]
-        ndim_out = len(view.shape)
-        axes = sorted({a % ndim_out for a in case["axis_seed"]}) if ndim_out else []
-        axis = None if case["axis_none"] or not axes else tuple(axes)
-        extra = {"ddof": case["ddof"]} if case["op"] in ("var", "std") else {}
-        actual = view.reduce(case["op"], axis=axis, **extra)
+        actual, axis = run_query(red, case)
         assert red.last_report.backend == "file"
-    selected = data[case["selection"]]
-    sel_mask = None if mask is None else mask[case["selection"]]
-    expected = reference(np.asarray(selected), None if sel_mask is None else np.asarray(sel_mask),
-                         case["op"], axis, case["ddof"])
-    finite = np.abs(np.asarray(selected, dtype=np.float64))
-    finite = finite[np.isfinite(finite)]
-    assert_matches(actual, expected, data.dtype, case["op"],
-                   magnitude=float(finite.max()) if finite.size else 0.0)
+    assert_reduces_like_numpy(actual, data, mask, case["selection"], case["op"], axis,
+                              case["ddof"])
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -16,13 +17,12 @@ from .engine import Engine, Progress, fallback_warning
 from .errors import ClientReductionWarning, FallbackWarning
 from .kernel import ChunkKernel
 from .layout import ArrayLayout
-from .missing import cf_missing, explicit_missing
+from .missing import decoding
 from .planner import chunk_count, output_shape, plan_chunks
 from .reductions import get_reduction
 from .report import Report
 from .selection import DimSelection, normalize_selection, reduced_dims
 from .store import ActiveStore
-from .wire import MissingSpec
 
 
 class _Reductions:
@@ -56,19 +56,25 @@ class _Reductions:
 class ActiveReduction(_Reductions):
     """Reductions of ``array`` (or of ``array[selection]`` via indexing) where its bytes live.
 
-    ``missing="cf"`` masks values named by the CF attributes (``_FillValue``, ``missing_value``,
-    ``valid_min``, ``valid_max``, ``valid_range``); a dict gives those rules explicitly; None
-    masks nothing. ``skipna`` also masks NaN. Results follow ``numpy.ma``: an element with no
-    valid data is masked. ``fallback=False`` raises instead of reducing on the client when the
+    ``missing="cf"`` decodes as netCDF4 and xarray do: masks values named by the CF attributes
+    (``_FillValue``, ``missing_value``, ``valid_min``, ``valid_max``, ``valid_range``), honours
+    ``_Unsigned`` and unpacks ``scale_factor``/``add_offset``; a dict gives the masking rules
+    explicitly; None masks and unpacks nothing, as does ``decode_cf=False`` (raw stored
+    values). ``skipna`` also masks NaN. Results follow ``numpy.ma``: an element with no valid
+    data is masked. ``fallback=False`` raises instead of reducing on the client when the
     storage side fails. ``progress`` is called with the number of chunks each step finished.
     """
 
     def __init__(self, array: zarr.Array, missing: str | Mapping[str, Any] | None = "cf",
                  skipna: bool = False, fallback: bool = True,
-                 max_concurrency: int | None = None, progress: Progress | None = None) -> None:
+                 max_concurrency: int | None = None, progress: Progress | None = None,
+                 decode_cf: bool = True) -> None:
         self.array = array
-        self.layout = ArrayLayout.from_array(array)
-        self.missing = _missing_spec(missing, skipna, self.layout)
+        layout = ArrayLayout.from_array(array)
+        fill = layout.raw_fill_value if layout.zarr_format == 2 else None
+        self.decoding = decoding(layout.attrs, layout.dtype, fill, missing=missing,
+                                 skipna=skipna, decode_cf=decode_cf)
+        self.layout = layout.viewed_as(self.decoding.dtype)
         self.fallback = fallback
         self.max_concurrency = max_concurrency or zarr.config.get("async.concurrency")
         self.progress = progress
@@ -120,8 +126,13 @@ class ActiveReduction(_Reductions):
              options: dict[str, Any]) -> Any:
         reduction = get_reduction(op, **options)
         reduced = reduced_dims(axis, dims)
-        spec = self.layout.spec(missing=self.missing, axis=reduced, fields=reduction.fields,
-                                accumulate=reduction.accumulate)
+        cf = self.decoding
+        # Floats always sum in float64; "float" asks it of integers (numpy's mean) and of every
+        # packed dtype, whose values unpack to floats.
+        floats = cf.packed or (reduction.accumulate == "float" and cf.dtype.kind in "iu")
+        accumulate = "float" if floats else "wide"
+        spec = self.layout.spec(missing=cf.missing, axis=reduced,
+                                fields=cf.stored_fields(reduction.fields), accumulate=accumulate)
         kernel = ChunkKernel(spec)
         tasks = plan_chunks(self.layout, dims, reduced)
         backend = self._backend()
@@ -143,10 +154,13 @@ class ActiveReduction(_Reductions):
         message = fallback_warning(engine.report)
         if message is not None:
             warnings.warn(message, FallbackWarning, stacklevel=3)
-        values, mask = reduction.finish(acc)
+        values, mask = reduction.finish(cf.unpack(acc))
+        if reduction.defined_when_empty and math.prod(dims[d].size for d in reduced) == 0:
+            mask = np.zeros_like(mask)  # nothing selected: numpy.ma's sum is 0, not masked
         kept = [d for d in range(len(dims)) if d not in reduced]
         flips = tuple(i for i, d in enumerate(kept) if dims[d].reversed)
-        return _package(values, mask, reduction.result_dtype(self.layout.dtype), flips)
+        dtype = reduction.result_dtype(cf.value_dtype or self.layout.dtype)
+        return _package(values, mask, dtype, flips)
 
 
 class ActiveSelection(_Reductions):
@@ -166,20 +180,6 @@ class ActiveSelection(_Reductions):
 
     def reduce(self, op: str, axis: Any = None, **options: Any) -> Any:
         return self.parent._run(op, self.dims, axis, options)
-
-
-def _missing_spec(missing: Any, skipna: bool, layout: ArrayLayout) -> MissingSpec:
-    if missing == "cf":
-        fill = layout.raw_fill_value if layout.zarr_format == 2 else None
-        spec = cf_missing(layout.attrs, fill, skipna=skipna)
-    elif missing is None:
-        spec = MissingSpec(nan=skipna)
-    elif isinstance(missing, Mapping):
-        spec = explicit_missing(missing, skipna=skipna)
-    else:
-        raise ValueError(f"missing must be 'cf', None or a dict of CF rules, got {missing!r}")
-    spec.check_representable(layout.dtype)
-    return spec
 
 
 def _package(values: np.ndarray, mask: np.ndarray, dtype: np.dtype,

@@ -6,6 +6,7 @@ numcodecs configs here, and nowhere else.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -80,6 +81,13 @@ class ArrayLayout:
         if meta["zarr_format"] == 2:
             return cls(**common, **_v2_chain(meta, dtype))
         return cls(**common, **_v3_chain(meta, dtype))
+
+    def viewed_as(self, dtype: np.dtype) -> ArrayLayout:
+        """This layout with its elements viewed as ``dtype`` of the same size (``_Unsigned``)."""
+        if dtype == self.dtype:
+            return self
+        fill = np.asarray(self.fill_value, self.dtype).view(dtype)[()]
+        return dataclasses.replace(self, dtype=dtype, fill_value=fill)
 
     @property
     def chunk_nbytes(self) -> int:

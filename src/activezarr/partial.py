@@ -59,6 +59,26 @@ class Partial:
         }
         return cls(np.zeros(shape, np.int64), **{n: make[n]() for n in names if n != "count"})
 
+    def affine(self, scale: float, offset: float) -> Partial:
+        """Partials of ``scale * x + offset`` from those of ``x``, in float64 (CF unpacking).
+
+        Sums scale and shift, ``m2`` scales by the square, and a negative scale swaps min and
+        max: where ``x`` had its max, the result has its min.
+        """
+        lo, hi = (self.min, self.max) if scale >= 0 else (self.max, self.min)
+
+        def mapped(values: np.ndarray | None) -> np.ndarray | None:
+            return None if values is None else scale * values.astype(np.float64) + offset
+
+        with np.errstate(over="ignore", invalid="ignore"):
+            return Partial(
+                self.count,
+                sum=None if self.sum is None
+                else scale * self.sum.astype(np.float64) + offset * self.count,
+                min=mapped(lo), max=mapped(hi),
+                m2=None if self.m2 is None else scale * scale * self.m2,
+            )
+
     def merge(self, other: Partial, region: tuple[slice, ...] = ()) -> None:
         """Fold ``other`` into ``self[region]`` in place."""
         n_a = self.count[region]

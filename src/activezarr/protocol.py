@@ -34,8 +34,8 @@ V2_DTYPES = ("int32", "int64", "uint32", "uint64", "float32", "float64")
 DTYPES = (*V2_DTYPES, "int8", "int16", "uint8", "uint16", "float16")
 INTERFACE_TYPES = ("s3", "http", "https", "file", "ost")
 #: What our server adds to Reductionist v2; a client sends extensions only to servers listing them.
-EXTENSIONS = ("stats", "batch", "codecs", "accumulate", "missing-combined", "dtypes", "file",
-              "healthz")
+EXTENSIONS = ("stats", "batch", "codecs", "accumulate", "accumulate-float", "missing-combined",
+              "dtypes", "file", "healthz")
 BYTE_ORDER = sys.byteorder
 
 #: The partial fields each operation computes.
@@ -149,12 +149,11 @@ class Missing(_Strict):
         elif spec.values:
             fields["missing_values"] = [wire(v) for v in spec.values]
         low, high = wire(spec.valid_min), wire(spec.valid_max)
-        if low is not None and high is not None:
+        if low is not None and high is not None and low <= high:
             fields["valid_range"] = (low, high)
-        elif low is not None:
-            fields["valid_min"] = low
-        elif high is not None:
-            fields["valid_max"] = high
+        else:  # one bound, or crossed bounds (``_Unsigned`` can cross them): each on its own
+            fields.update({k: v for k, v in (("valid_min", low), ("valid_max", high))
+                           if v is not None})
         return cls(**fields)
 
     @property
@@ -180,7 +179,7 @@ class ChunkRequest(_Strict):
     filters: list[Filter] | None = None
     missing: Missing | None = None
     codecs: list[dict[str, Any]] | None = None
-    accumulate: Literal["native", "wide"] = "native"
+    accumulate: Literal["native", "wide", "float"] = "native"
     option_disable_chunk_cache: StrictBool | None = None
     option_shape_as_bytes: StrictBool | None = None
     option_count_as_bytes: StrictBool | None = None
@@ -245,11 +244,17 @@ class ChunkRequest(_Strict):
 
     def chunk_spec(self, op: str, shape: Sequence[int], codecs: Sequence[dict[str, Any]]
                    ) -> ChunkSpec:
-        """The kernel's spec for ``op`` on a chunk of ``shape`` (sums are wide; see results)."""
+        """The kernel's spec for ``op`` on a chunk of ``shape``.
+
+        Sums accumulate in float64 under ``accumulate: float`` (numpy's mean and var of
+        integers), else wide; ``native`` narrows them in the result.
+        """
+        accumulate = "float" if self.accumulate == "float" else "wide"
         return ChunkSpec(dtype=self.stored_dtype.str, shape=tuple(shape), order=self.order,
                          codecs=tuple(codecs),
                          missing=self.missing.to_spec() if self.missing else MissingSpec(),
-                         axis=self._axes(len(shape)), fields=OP_FIELDS[op], accumulate="wide")
+                         axis=self._axes(len(shape)), fields=OP_FIELDS[op],
+                         accumulate=accumulate)
 
     def chunk_selection(self, shape: Sequence[int]) -> Selection:
         if self.selection is None:
@@ -329,9 +334,9 @@ def reduction_result(op: str, request: ChunkRequest, partial: Partial) -> dict[s
     if op == "count":
         return _result(count, count, request, op)
     if op == "sum":
-        wide = request.accumulate == "wide"
+        native = request.accumulate == "native"
         with np.errstate(over="ignore", invalid="ignore"):
-            values = partial.sum if wide else partial.sum.astype(dtype)  # native sums wrap
+            values = partial.sum.astype(dtype) if native else partial.sum  # native sums wrap
         return _result(values, count, request, op)
     if op in ("min", "max"):
         fill = biggest if op == "min" else smallest
@@ -340,7 +345,7 @@ def reduction_result(op: str, request: ChunkRequest, partial: Partial) -> dict[s
     order = result_order(op, request.order, request.axis)
     result.update(
         bytes=b"", dtype=dtype.name,
-        sum=_native(partial.sum).tobytes(order=order),
+        sum=_native(partial.sum).tobytes(order=order), sum_dtype=partial.sum.dtype.name,
         min=_empty_filled(partial.min, count, biggest).tobytes(order=order),
         max=_empty_filled(partial.max, count, smallest).tobytes(order=order),
         m2=_native(partial.m2).tobytes(order=order),
@@ -401,8 +406,14 @@ def build_request(spec: ChunkSpec, selection: Selection, *, interface_type: str,
         order = "F" if order == tuple(reversed(range(len(order)))) else None
     if op is None or dtype.name not in allowed_dtypes or order is None:
         return None
-    if op == "sum" and "accumulate" not in extensions and dtype.kind != "f" and dtype.itemsize < 8:
+    integer = dtype.kind in "iu"
+    if op == "sum" and "accumulate" not in extensions and integer and dtype.itemsize < 8:
         return None  # a v2 sum wraps in the input dtype; ours must not
+    # Float64 sums of integers (means, moments) or of packed float16/32 are more than a sum in
+    # the input dtype gives: such chunks reduce storage-side only where asked of the server.
+    float64 = spec.accumulate == "float" and (integer or dtype.itemsize < 8)
+    if float64 and op in ("sum", "stats") and "accumulate-float" not in extensions:
+        return None
     if spec.missing.nan:
         return None  # NaN as missing has no wire form
     missing = Missing.from_spec(spec.missing, dtype)
@@ -425,7 +436,7 @@ def build_request(spec: ChunkSpec, selection: Selection, *, interface_type: str,
     if missing is not None:
         body["missing"] = missing.model_dump(exclude_none=True)
     if op in ("sum", "stats") and "accumulate" in extensions:
-        body["accumulate"] = "wide"
+        body["accumulate"] = "float" if float64 else "wide"
     return op, body
 
 
@@ -446,7 +457,9 @@ def partial_from_result(op: str, result: Mapping[str, Any], spec: ChunkSpec) -> 
     partial = Partial(count)
     if op == "stats":
         stored = {name: result[name] for name in ("sum", "min", "max", "m2")}
-        dtypes = {"sum": accumulator_dtype(dtype, "wide").name, "min": dtype.name,
+        # ``sum_dtype`` says how the server accumulated (wide when absent: older servers).
+        sum_dtype = result.get("sum_dtype", accumulator_dtype(dtype, "wide").name)
+        dtypes = {"sum": sum_dtype, "min": dtype.name,
                   "max": dtype.name, "m2": "float64"}
     else:
         stored, dtypes = {op: result["bytes"]}, {op: result["dtype"]}

@@ -26,6 +26,9 @@ class Reduction(ABC):
     fields: ClassVar[tuple[str, ...]]
     #: "wide" sums in int64/uint64/float64 (exact integers); "float" in float64 (numpy's mean).
     accumulate: ClassVar[str] = "wide"
+    #: Whether the reduction of no elements at all is a value (numpy.ma: a sum is 0, a count 0)
+    #: rather than masked; over elements that are all missing it is masked either way.
+    defined_when_empty: ClassVar[bool] = False
 
     def __init__(self, **options: Any) -> None:
         if options:
@@ -48,6 +51,7 @@ def _numpy_dtype(func: Any, dtype: np.dtype) -> np.dtype:
 class Sum(Reduction):
     name = "sum"
     fields = ("count", "sum")
+    defined_when_empty = True
 
     def result_dtype(self, dtype: np.dtype) -> np.dtype:
         return _numpy_dtype(np.sum, dtype)
@@ -81,6 +85,7 @@ class Max(Min):
 class Count(Reduction):
     name = "count"
     fields = ("count",)
+    defined_when_empty = True
 
     def result_dtype(self, dtype: np.dtype) -> np.dtype:
         return np.dtype(np.intp)

@@ -63,11 +63,12 @@ class MissingSpec(BaseModel):
         named = [("missing value", v) for v in self.values]
         named += [("valid_min", self.valid_min), ("valid_max", self.valid_max)]
         for name, value in named:
-            if value is not None and not _representable(value, dtype):
+            if value is not None and not representable(value, dtype):
                 raise ValueError(f"{name} {value!r} is not representable in dtype {dtype.name}")
 
 
-def _representable(value: Number, dtype: np.dtype) -> bool:
+def representable(value: Number, dtype: np.dtype) -> bool:
+    """Whether ``value`` is exactly a value of ``dtype`` (or an infinity of a float dtype)."""
     if dtype.kind in "iu":
         if isinstance(value, float) and not value.is_integer():
             return False

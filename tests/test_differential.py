@@ -1,0 +1,149 @@
+"""Differential property test: the same generated cases through every backend equal numpy.ma.
+
+Each case is a zarr array (v2 or v3, any codec and chunking, dtypes up to the int64/uint64
+limits) with CF attributes (fill and missing values, valid ranges, ``_Unsigned``, packing),
+reduced over generated selections and axes. Every case goes through every backend in
+:data:`runners.RUNNERS`, and each must give numpy.ma's answer on the CF-decoded values, with
+the dtype xarray would give.
+"""
+
+from __future__ import annotations
+
+import base64
+import struct
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import activezarr
+from arrays import CODECS, assert_reduces_like_numpy, create
+from runners import RUNNERS, Runner
+from strategies import arrays, queries, run_query
+
+#: Half the profile's examples, each through every backend: 125 cases by default.
+EXAMPLES = max(10, settings().max_examples // 2)
+SCALES = (0.01, -0.5, 2.0, 1e-3)
+OFFSETS = (273.15, -10.0, 0.5)
+
+
+@st.composite
+def cf_cases(draw: st.DrawFn) -> dict[str, Any]:
+    case = draw(arrays(max_extent=7, near_limits=True))
+    data, dtype, special = case["data"], case["dtype"], case["special"]
+    attrs: dict[str, Any] = {}
+    fill = draw(st.booleans())
+    if draw(st.booleans()):
+        attrs["missing_value"] = [data.reshape(-1)[-1].item()]
+    bound = draw(st.sampled_from(["none", "valid_min", "valid_max", "valid_range"]))
+    first = data.reshape(-1)[0].item()
+    if bound == "valid_range":
+        attrs["valid_range"] = sorted([first, special.item()])
+    elif bound != "none":
+        attrs[bound] = first
+    if dtype.kind in "iu" and draw(st.booleans()):
+        attrs["_Unsigned"] = "true" if dtype.kind == "i" else "false"
+    packing = draw(st.sampled_from(["none", "scale", "offset", "both"]))
+    if packing in ("scale", "both"):
+        attrs["scale_factor"] = draw(st.sampled_from(SCALES))
+    if packing in ("offset", "both"):
+        attrs["add_offset"] = draw(st.sampled_from(OFFSETS))
+    skipna = dtype.kind == "f" and draw(st.booleans())
+    if skipna:
+        data.reshape(-1)[:: draw(st.integers(2, 5))] = np.nan
+    return dict(case, fill=fill, attrs=attrs, skipna=skipna, codec=draw(st.sampled_from(CODECS)),
+                base64=draw(st.booleans()),
+                queries=draw(st.lists(queries(case["shape"]), min_size=1, max_size=3)))
+
+
+def _write(path: Path, case: dict[str, Any]) -> None:
+    """The case as a zarr array at ``path``; a v3 fill is an attribute (base64 as xarray's)."""
+    data, special, attrs = case["data"], case["special"], dict(case["attrs"])
+    fill_value: Any = special if case["fill"] else (0 if case["layout"] != "v2" else None)
+    if case["fill"] and case["layout"] != "v2":
+        encoded = special.item()
+        if data.dtype.kind == "f" and case["base64"]:
+            encoded = base64.standard_b64encode(struct.pack("<d", encoded)).decode()
+        attrs["_FillValue"] = encoded
+    create(path, data, layout=case["layout"], codec=case["codec"], chunks=case["chunks"],
+           fill_value=fill_value, attributes=attrs)
+
+
+def decoded(case: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """(values, mask) as netCDF4 masks and xarray unpacks: the oracle, written independently."""
+    data, attrs = case["data"], case["attrs"]
+    stored = data.dtype
+    view = data
+    if attrs.get("_Unsigned") == "true":
+        view = data.view(stored.str.replace("i", "u"))
+    elif attrs.get("_Unsigned") == "false":
+        view = data.view(stored.str.replace("u", "i"))
+
+    def as_viewed(value: Any) -> Any:
+        return np.array(value, stored).view(view.dtype)[()]
+
+    def equal(value: Any) -> np.ndarray:
+        value = as_viewed(value)
+        return np.isnan(view) if np.isnan(value) else view == value
+
+    mask = np.zeros(data.shape, bool)
+    if case["fill"]:
+        mask |= equal(case["special"])
+    for value in attrs.get("missing_value", ()):
+        mask |= equal(value)
+    low, high = attrs.get("valid_range", (attrs.get("valid_min"), attrs.get("valid_max")))
+    if low is not None:
+        mask |= view < as_viewed(low)
+    if high is not None:
+        mask |= view > as_viewed(high)
+    if case["skipna"]:
+        mask |= np.isnan(view)
+    if "scale_factor" in attrs or "add_offset" in attrs:
+        view = view.astype(np.float64) * attrs.get("scale_factor", 1.0) + attrs.get(
+            "add_offset", 0.0)
+    return view, mask
+
+
+def _numpy_dtype(op: str, dtype: np.dtype) -> np.dtype:
+    if op == "count":
+        return np.dtype(np.intp)
+    return getattr(np, op)(np.ones(2, dtype.newbyteorder("="))).dtype
+
+
+@pytest.fixture(scope="module")
+def runners(request: pytest.FixtureRequest) -> list[tuple[Runner, dict[str, Any]]]:
+    """Every runner with the servers it needs, started once."""
+    return [(r, {f: request.getfixturevalue(f) for f in r.fixtures}) for r in RUNNERS]
+
+
+def _check(runner: Runner, fixtures: dict[str, Any], path: Path, case: dict[str, Any],
+           values: np.ndarray, mask: np.ndarray) -> None:
+    red = activezarr.ActiveReduction(runner.opener(path, fixtures), skipna=case["skipna"])
+    for query in case["queries"]:
+        actual, axis = run_query(red, query)
+        op = query["op"]
+        assert red.last_report.backend == runner.reported
+        assert_reduces_like_numpy(actual, values, mask, query["selection"], op, axis,
+                                  query["ddof"])
+        if actual is not np.ma.masked:
+            assert np.asarray(actual).dtype == _numpy_dtype(op, values.dtype)
+
+
+@settings(max_examples=EXAMPLES, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(case=cf_cases())
+def test_every_backend_equals_numpy_ma_on_decoded_values(
+        runners: list[tuple[Runner, dict[str, Any]]], case: dict[str, Any]) -> None:
+    values, mask = decoded(case)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "a.zarr"
+        _write(path, case)
+        for runner, fixtures in runners:
+            try:
+                _check(runner, fixtures, path, case, values, mask)
+            except AssertionError as exc:
+                raise AssertionError(f"backend {runner.name!r}: {exc}") from exc
