@@ -21,7 +21,7 @@ import pytest
 import zarr
 
 import activezarr
-from activezarr.backends import s3 as s3_backend
+from activezarr.backends import servers as active_servers
 
 BUCKET = "differential"
 _names = (f"d{i}" for i in itertools.count())
@@ -82,7 +82,7 @@ def _s3_as_plain_reductionist(path: Path, fixtures: Mapping[str, Any]) -> zarr.A
     """
     server = fixtures["active_server"]
     plain = server.url.replace("127.0.0.1", "localhost")
-    s3_backend._capabilities[plain] = ()
+    active_servers._capabilities[plain] = {}
     return _s3(path, {**fixtures, "active_server": dataclasses.replace(server, url=plain)})
 
 
