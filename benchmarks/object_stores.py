@@ -29,7 +29,7 @@ import zarr
 from moto.server import ThreadedMotoServer
 
 import activezarr
-from activezarr.processes import active_server, free_ports
+from activezarr.servers.processes import active_server, free_ports
 
 VARIABLES = {"CMIP6-test.nc": "tas", "obs4MIPS_CERES-EBAF_L3B_Ed2-8_rlut.nc": "rlut",
              "test1.nc": "tas", "cesm2_native.nc": "TREFHT", "daily_data_masked.nc": "ta"}

@@ -39,9 +39,9 @@ import numpy as np
 import requests
 from moto.server import ThreadedMotoServer
 
-from activezarr.kernel import ChunkKernel
-from activezarr.processes import active_server
-from activezarr.wire import ChunkSpec
+from activezarr.chunk.kernel import ChunkKernel
+from activezarr.chunk.spec import ChunkSpec
+from activezarr.servers.processes import active_server
 
 MiB = 2**20
 KEY, SECRET = "bench-key", "bench-secret"  # moto accepts any; the server signs with them

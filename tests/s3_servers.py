@@ -18,7 +18,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from activezarr.processes import active_server as run_active_server
+from activezarr.servers.processes import active_server as run_active_server
 
 __all__ = ["ActiveServer", "S3", "active_server", "free_port", "moto_s3", "served_root",
            "start_active_server"]
@@ -59,7 +59,7 @@ class S3:
 
 @dataclass
 class ActiveServer:
-    """A running ``python -m activezarr.server``; ``log`` holds everything it printed."""
+    """A running ``python -m activezarr.servers.active``; ``log`` holds everything it printed."""
 
     url: str
     process: subprocess.Popen[bytes]

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import activezarr
+from activezarr.chunk.spec import ChunkSpec
 from activezarr.protocol import build_request
-from activezarr.wire import ChunkSpec
 from arrays import create
 from runners import RUNNERS, Runner
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import activezarr
-from activezarr.missing import decoding
+from activezarr.chunk.missing import decoding
 from arrays import create
 from runners import RUNNERS, Runner
 

@@ -13,8 +13,8 @@ import zarr
 from click.testing import CliRunner, Result
 
 import activezarr
-from activezarr.cli import main
-from activezarr.cli_types import parse_selection
+from activezarr.commands.main import main
+from activezarr.commands.params import parse_selection
 
 FILL = -999.0
 

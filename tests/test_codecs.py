@@ -10,11 +10,11 @@ import numcodecs
 import numpy as np
 import pytest
 
-from activezarr.codec_bounds import zstd_content_size
-from activezarr.codecs import CodecChain
+from activezarr.chunk.codec_bounds import zstd_content_size
+from activezarr.chunk.codecs import CodecChain
+from activezarr.chunk.kernel import ChunkKernel
+from activezarr.chunk.spec import ChunkSpec
 from activezarr.errors import ChunkDecodeError, CodecNotAllowedError
-from activezarr.kernel import ChunkKernel
-from activezarr.wire import ChunkSpec
 
 DATA = np.arange(1000, dtype="<f8")
 CHAINS: list[list[dict[str, Any]]] = [

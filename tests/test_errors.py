@@ -10,7 +10,7 @@ import pytest
 import zarr
 
 import activezarr
-from activezarr.codecs import CodecChain
+from activezarr.chunk.codecs import CodecChain
 from arrays import create
 
 

@@ -6,10 +6,10 @@ import numcodecs
 import numpy as np
 import pytest
 
-from activezarr.chunk_reduction import ChunkReduction
-from activezarr.kernel import ChunkKernel
-from activezarr.partial import Partial, decode_partial
-from activezarr.wire import ChunkSpec, MissingSpec
+from activezarr.chunk.codec import ChunkReduction
+from activezarr.chunk.kernel import ChunkKernel
+from activezarr.chunk.partial import Partial, decode_partial
+from activezarr.chunk.spec import ChunkSpec, MissingSpec
 
 
 def test_chunk_reduction_is_a_registered_numcodecs_codec() -> None:

@@ -97,6 +97,6 @@ def test_array_in_a_group(tmp_path: Path) -> None:
 
 def test_v2_blosc2_compressor(tmp_path: Path) -> None:
     pytest.importorskip("blosc2")
-    from activezarr.codecs import Blosc2
+    from activezarr.chunk.codecs import Blosc2
 
     _check(_write(tmp_path, zarr_format=2, compressors=Blosc2(typesize=4, clevel=3)))

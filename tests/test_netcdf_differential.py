@@ -15,9 +15,9 @@ import fsspec
 import numpy as np
 import pytest
 import zarr
-from zarr.storage import FsspecStore
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from zarr.storage import FsspecStore
 
 import activezarr
 from arrays import assert_reduces_like_numpy

@@ -12,7 +12,7 @@ import pytest
 import zarr
 
 import activezarr
-from activezarr.ost.survey import survey_array
+from activezarr.planning.survey import survey_array
 from ost_cluster import open_active, write_array
 
 _names = (f"a{i}" for i in itertools.count())

@@ -13,10 +13,10 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-from activezarr.ost import Cluster
-from activezarr.ost.cli import ost
-from activezarr.ost.messages import MAX_STRIPES, TOKEN_HEADER
-from activezarr.processes import listening_socket, port_of
+from activezarr.commands.ost import ost
+from activezarr.servers.ost import Cluster
+from activezarr.servers.ost.messages import MAX_STRIPES, TOKEN_HEADER
+from activezarr.servers.processes import listening_socket, port_of
 
 
 def _call(cluster: Cluster, method: str, url: str, body: Any = None, token: bool = True,

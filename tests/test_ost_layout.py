@@ -7,8 +7,8 @@ import zarr
 from click.testing import CliRunner
 
 import activezarr
-from activezarr.ost.cli import layout
-from activezarr.ost.survey import survey_url
+from activezarr.commands.ost import layout
+from activezarr.planning.survey import survey_url
 from ost_cluster import write_array
 
 DATA = np.random.default_rng(5).normal(size=(64, 96)).astype("<f4")

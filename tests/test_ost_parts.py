@@ -7,10 +7,10 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from activezarr.kernel import ChunkKernel
-from activezarr.ost.parts import FlatReducer, boxes, reduce_loose
-from activezarr.ost.striping import FileLayout
-from activezarr.wire import ChunkSpec, MissingSpec
+from activezarr.chunk.kernel import ChunkKernel
+from activezarr.chunk.parts import FlatReducer, boxes, reduce_loose
+from activezarr.chunk.spec import ChunkSpec, MissingSpec
+from activezarr.servers.ost.striping import FileLayout
 
 FIELDS = ("count", "sum", "min", "max", "m2")
 

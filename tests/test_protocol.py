@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from activezarr.kernel import ChunkKernel
+from activezarr.chunk.kernel import ChunkKernel
+from activezarr.chunk.spec import ChunkSpec, MissingSpec
 from activezarr.protocol import (
     EXTENSIONS,
     ChunkRequest,
@@ -20,7 +21,6 @@ from activezarr.protocol import (
     reduction_result,
     select_result,
 )
-from activezarr.wire import ChunkSpec, MissingSpec
 
 BASE = {"interface_type": "s3", "url": "http://s3.local/bucket/key", "dtype": "int32"}
 

@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from activezarr.protocol import ChunkRequest
-from activezarr.server.coalesce import plan_reads
+from activezarr.servers.active.coalesce import plan_reads
 from s3_servers import KEY, S3, SECRET, ActiveServer, free_port, start_active_server
 from server_client import error, ok, post, values
 

@@ -28,7 +28,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from activezarr.codecs import ALLOWED_CODECS, Blosc2
+from activezarr.chunk.codecs import ALLOWED_CODECS, Blosc2
 from s3_servers import ActiveServer, start_active_server
 
 MiB = 2**20

@@ -35,9 +35,9 @@ import pytest
 import requests
 from aiohttp import web
 
-from activezarr.codecs import Blosc2
-from activezarr.processes import listening_socket, port_of
-from activezarr.server import ServerConfig, create_app
+from activezarr.chunk.codecs import Blosc2
+from activezarr.servers.active import ServerConfig, create_app
+from activezarr.servers.processes import listening_socket, port_of
 from s3_servers import S3, ActiveServer, start_active_server
 from server_client import error, ok, post, values
 
@@ -526,12 +526,12 @@ def test_a_bug_is_a_500_with_its_traceback_logged(in_process_server: str, served
     def broken(*args: Any) -> Any:
         raise KeyError("an injected bug")
 
-    monkeypatch.setattr("activezarr.server.service.execute", broken)
-    with caplog.at_level(logging.ERROR, logger="activezarr.server"):
+    monkeypatch.setattr("activezarr.servers.active.service.execute", broken)
+    with caplog.at_level(logging.ERROR, logger="activezarr.servers.active"):
         response = requests.post(f"{in_process_server}/v2/sum", data=body, timeout=10)
     assert response.status_code == 500
     assert response.headers["Content-Type"] == "application/json"
-    [record] = [r for r in caplog.records if r.name == "activezarr.server"]
+    [record] = [r for r in caplog.records if r.name == "activezarr.servers.active"]
     assert record.exc_info is not None and "an injected bug" in str(record.exc_info[1])
 
 

@@ -10,8 +10,8 @@ import zarr
 from zarr.storage import LocalStore, MemoryStore
 
 import activezarr
-import activezarr.engine
-import activezarr.filesystem
+import activezarr.client.engine
+import activezarr.client.filesystem
 from arrays import create
 
 
@@ -130,13 +130,13 @@ def test_active_url_chaining_reads_writes_and_reduces(tmp_path: Path) -> None:
 
 def test_active_url_needs_a_target() -> None:
     with pytest.raises(ValueError, match="needs a target URL"):
-        activezarr.filesystem.ActiveFileSystem()
+        activezarr.client.filesystem.ActiveFileSystem()
 
 
 @pytest.mark.parametrize("window", [1, 5, 7])
 def test_tasks_are_planned_a_window_at_a_time(tmp_path: Path, window: int,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(activezarr.engine.Engine, "window", window)
+    monkeypatch.setattr(activezarr.client.engine.Engine, "window", window)
     data = np.arange(20 * 18, dtype="i4").reshape(20, 18)
     array = create(tmp_path / "a.zarr", data, layout="v3-sharded", chunks=(2, 3),
                    shards=(4, 9))

@@ -5,8 +5,10 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from .active import ActiveReduction, ActiveSelection
-from .chunk_reduction import ChunkReduction
+from .chunk.codec import ChunkReduction
+from .client.active import ActiveReduction, ActiveSelection
+from .client.report import Report
+from .client.store import ActiveStore
 from .errors import (
     ActiveZarrError,
     ActiveZarrWarning,
@@ -24,8 +26,6 @@ from .errors import (
     UnknownReductionError,
     UnsupportedArrayError,
 )
-from .report import Report
-from .store import ActiveStore
 
 try:
     __version__ = version("activezarr")

@@ -1,5 +1,5 @@
 """The active-storage wire protocol (PROTOCOL.md): request model, results, and their mapping
-onto the core's :class:`~activezarr.wire.ChunkSpec` and :class:`~activezarr.partial.Partial`.
+onto the core's :class:`~activezarr.chunk.spec.ChunkSpec` and :class:`~activezarr.chunk.partial.Partial`.
 
 Both ends use this module: the server parses requests and encodes results here, the client
 builds requests and decodes results here. It knows nothing about HTTP or I/O.
@@ -23,10 +23,10 @@ from pydantic import (
     model_validator,
 )
 
-from .codecs import CodecChain
+from .chunk.codecs import CodecChain
+from .chunk.partial import Partial, accumulator_dtype
+from .chunk.spec import ChunkSpec, MissingSpec, Selection, check_selection
 from .errors import ActiveZarrError
-from .partial import Partial, accumulator_dtype
-from .wire import ChunkSpec, MissingSpec, Selection, check_selection
 
 V2_OPS = ("count", "max", "min", "sum", "select")
 OPS = (*V2_OPS, "stats")

@@ -10,11 +10,11 @@ from typing import Any, ClassVar
 
 from zarr.abc.store import Store
 
+from ..chunk.kernel import ChunkKernel
+from ..chunk.partial import Partial
 from ..errors import UnknownBackendError
-from ..kernel import ChunkKernel
-from ..layout import ArrayLayout
-from ..partial import Partial
-from ..planner import ChunkTask
+from ..planning.array_layout import ArrayLayout
+from ..planning.chunks import ChunkTask
 from ..plugins import Registry
 
 

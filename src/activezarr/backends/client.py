@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from zarr.abc.store import RangeByteRequest
 from zarr.buffer import default_buffer_prototype
 
-from .. import traffic
-from ..planner import ChunkTask
+from ..client import traffic
+from ..planning.chunks import ChunkTask
 from .base import Backend, BatchResult, ChunkJob, backends
 
 

@@ -13,9 +13,9 @@ from typing import Any
 import zarr
 from zarr.abc.store import Store
 
+from ..chunk.partial import Partial
 from ..errors import ChunkDecodeError, StorageUnavailableError, UnsupportedArrayError
-from ..partial import Partial
-from ..planner import ChunkTask
+from ..planning.chunks import ChunkTask
 from .base import Backend, BatchResult, ChunkJob, backends
 
 

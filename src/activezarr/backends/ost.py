@@ -15,17 +15,17 @@ from typing import Any
 
 from zarr.abc.store import Store
 
+from ..chunk.partial import Partial
+from ..chunk.parts import reduce_loose
+from ..client.ost_filesystem import OSTFileSystem
 from ..errors import ChunkDecodeError, UnsupportedArrayError
-from ..ost.filesystem import OSTFileSystem
-from ..ost.messages import EXTENSIONS, PartRequest
-from ..ost.namespace import normalize
-from ..ost.parts import reduce_loose
-from ..ost.placement import SPREAD_POLICIES, Placement, place
-from ..ost.striping import FileLayout, by_ost
-from ..ost.transport import RemoteError
-from ..partial import Partial
-from ..planner import ChunkTask
+from ..planning.chunks import ChunkTask
+from ..planning.placement import SPREAD_POLICIES, Placement, place
 from ..protocol import build_request, partial_from_result
+from ..servers.ost.messages import EXTENSIONS, PartRequest
+from ..servers.ost.namespace import normalize
+from ..servers.ost.striping import FileLayout, by_ost
+from ..servers.ost.transport import RemoteError
 from .base import Backend, BatchResult, ChunkJob, backends
 
 

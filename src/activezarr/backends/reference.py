@@ -17,7 +17,7 @@ from fsspec.core import split_protocol
 from zarr.abc.store import Store
 
 from ..errors import StorageUnavailableError, UnsupportedArrayError
-from ..planner import ChunkTask
+from ..planning.chunks import ChunkTask
 from ..protocol import build_request
 from .base import BatchResult, ChunkJob, backends
 from .credentials import S3Access, s3_access

@@ -10,7 +10,7 @@ from typing import Any
 from zarr.abc.store import Store
 
 from ..errors import StorageUnavailableError
-from ..planner import ChunkTask
+from ..planning.chunks import ChunkTask
 from ..protocol import build_request
 from .base import Backend, BatchResult, ChunkJob, backends
 from .credentials import S3Access, s3_access

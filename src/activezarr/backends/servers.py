@@ -20,9 +20,9 @@ import aiohttp
 import cbor2
 import zarr
 
+from ..client.traffic import framing
 from ..errors import StorageUnavailableError
 from ..protocol import partial_from_result
-from ..traffic import framing
 from .base import BatchResult, ChunkJob
 
 SCHEMA_PATH = "/.well-known/reductionist-schema"

@@ -1,0 +1,109 @@
+"""The codec allow-list and the decode chain that turns stored chunk bytes into raw elements."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numcodecs
+import numpy as np
+from numcodecs.abc import Codec
+from numcodecs.compat import ensure_bytes, ensure_contiguous_ndarray, ndarray_copy
+
+from ..errors import ChunkDecodeError, CodecNotAllowedError
+from .codec_bounds import DecodeBoundError, bounded_decode, check_config, output_bounds
+
+#: Codecs a storage side may run: pure byte/number transforms. Pickle, JSON and the object
+#: codecs (vlen-*, categorize) are absent on purpose: they can execute or allocate arbitrarily.
+ALLOWED_CODECS = frozenset({
+    "zlib", "gzip", "zstd", "blosc", "blosc2", "lz4", "bz2", "lzma",
+    "shuffle", "delta", "fixedscaleoffset", "quantize", "bitround", "astype",
+    "crc32", "crc32c", "adler32", "fletcher32", "jenkins_lookup3",
+})
+
+
+def check_codec_allowed(config: Mapping[str, Any]) -> None:
+    """Raise :class:`CodecNotAllowedError` unless ``config`` names an allow-listed codec."""
+    codec_id = config.get("id") if isinstance(config, Mapping) else None
+    if not isinstance(codec_id, str) or codec_id not in ALLOWED_CODECS:
+        raise CodecNotAllowedError(
+            f"codec {codec_id!r} is not allowed; allowed codecs: {', '.join(sorted(ALLOWED_CODECS))}"
+        )
+
+
+class Blosc2(Codec):
+    """Blosc2 chunks, Reductionist's ``blosc2`` compression; numcodecs has no Blosc2 codec."""
+
+    codec_id = "blosc2"
+
+    def __init__(self, typesize: int = 1, clevel: int = 5) -> None:
+        if typesize < 1 or not 0 <= clevel <= 9:
+            raise ValueError(f"blosc2 needs typesize >= 1 and clevel 0-9, got {typesize}, {clevel}")
+        self.typesize = typesize
+        self.clevel = clevel
+
+    def encode(self, buf: Any) -> bytes:
+        import blosc2
+
+        return blosc2.compress(ensure_contiguous_ndarray(buf), typesize=self.typesize,
+                               clevel=self.clevel)
+
+    def decode(self, buf: Any, out: Any = None) -> Any:
+        import blosc2
+
+        if out is not None:  # straight into the caller's buffer, its size already checked
+            blosc2.decompress(ensure_bytes(buf), dst=ensure_contiguous_ndarray(out))
+            return out
+        return ndarray_copy(blosc2.decompress(ensure_bytes(buf)), out)
+
+
+numcodecs.register_codec(Blosc2)
+
+
+class CodecChain:
+    """Numcodecs codecs in encode order; ``decode`` undoes them and checks the decoded size.
+
+    Each codec is undone with a bound on what it may produce (:mod:`.codec_bounds`), so that no
+    stored chunk, however crafted, makes a decoder allocate past the expected size.
+    """
+
+    def __init__(self, configs: Iterable[Mapping[str, Any]]) -> None:
+        self.configs = tuple(dict(c) for c in configs)
+        for config in self.configs:
+            check_codec_allowed(config)
+        try:
+            for config in self.configs:
+                check_config(config)
+            self._codecs = tuple(numcodecs.get_codec(dict(c)) for c in self.configs)
+        except Exception as exc:  # numcodecs constructors raise anything on bad parameters
+            raise CodecNotAllowedError(f"codec configs {list(self.configs)} are not valid: "
+                                       f"{exc}") from exc
+
+    def decode(self, raw: Any, nbytes: int, key: str | None = None) -> np.ndarray:
+        """The decoded bytes as a flat uint8 array of exactly ``nbytes`` bytes."""
+        flat = self.decode_within(raw, nbytes, key)
+        if flat.nbytes != nbytes:
+            raise ChunkDecodeError(f"decoded to {flat.nbytes} bytes, expected {nbytes}", key)
+        return flat
+
+    def decode_within(self, raw: Any, limit: int, key: str | None = None) -> np.ndarray:
+        """The decoded bytes as a flat uint8 array of at most ``limit`` bytes.
+
+        For callers that do not know the decoded size in advance (a 1-D chunk of any length).
+        """
+        buf = raw
+        bounds = output_bounds(self.configs, limit)
+        try:
+            for config, codec, bound in reversed(list(zip(self.configs, self._codecs, bounds))):
+                data = memoryview(ensure_contiguous_ndarray(buf)).cast("B")
+                buf = bounded_decode(config, codec, data, bound)
+                if ensure_contiguous_ndarray(buf).nbytes > bound:
+                    raise DecodeBoundError(f"{config['id']} decoded past {bound} bytes")
+            flat = ensure_contiguous_ndarray(buf).reshape(-1).view(np.uint8)
+        except ChunkDecodeError:
+            raise
+        except Exception as exc:  # codecs raise anything from zlib.error to RuntimeError
+            raise ChunkDecodeError(f"cannot decode: {exc}", key) from exc
+        if flat.nbytes > limit:
+            raise ChunkDecodeError(f"decoded to {flat.nbytes} bytes, more than {limit}", key)
+        return flat

@@ -1,0 +1,195 @@
+"""``ActiveReduction``: numpy-style reductions of a zarr array, computed storage-side."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import zarr
+
+from ..backends.base import Backend, ChunkJob, backends
+from ..backends.client import ClientBackend
+from ..chunk.kernel import ChunkKernel
+from ..chunk.missing import decoding
+from ..chunk.reductions import get_reduction
+from ..errors import ClientReductionWarning, FallbackWarning
+from ..planning.array_layout import ArrayLayout
+from ..planning.chunks import chunk_count, output_shape, plan_chunks
+from ..planning.selection import DimSelection, normalize_selection, reduced_dims
+from .engine import Engine, Progress, fallback_warning
+from .report import Report
+from .store import ActiveStore
+from .sync import run_sync
+
+
+class _Reductions:
+    """The numpy-named reductions, all through :meth:`reduce`."""
+
+    def reduce(self, op: str, axis: Any = None, **options: Any) -> Any:
+        raise NotImplementedError
+
+    def sum(self, axis: Any = None) -> Any:
+        return self.reduce("sum", axis)
+
+    def min(self, axis: Any = None) -> Any:
+        return self.reduce("min", axis)
+
+    def max(self, axis: Any = None) -> Any:
+        return self.reduce("max", axis)
+
+    def count(self, axis: Any = None) -> Any:
+        return self.reduce("count", axis)
+
+    def mean(self, axis: Any = None) -> Any:
+        return self.reduce("mean", axis)
+
+    def var(self, axis: Any = None, ddof: int = 0) -> Any:
+        return self.reduce("var", axis, ddof=ddof)
+
+    def std(self, axis: Any = None, ddof: int = 0) -> Any:
+        return self.reduce("std", axis, ddof=ddof)
+
+
+class ActiveReduction(_Reductions):
+    """Reductions of ``array`` (or of ``array[selection]`` via indexing) where its bytes live.
+
+    ``missing="cf"`` decodes as netCDF4 and xarray do: masks values named by the CF attributes
+    (``_FillValue``, ``missing_value``, ``valid_min``, ``valid_max``, ``valid_range``), honours
+    ``_Unsigned`` and unpacks ``scale_factor``/``add_offset``; a dict gives the masking rules
+    explicitly; None masks and unpacks nothing, as does ``decode_cf=False`` (raw stored
+    values). ``skipna`` also masks NaN. Results follow ``numpy.ma``: an element with no valid
+    data is masked. ``fallback=False`` raises instead of reducing on the client when the
+    storage side fails. ``progress`` is called with the number of chunks each step finished.
+    """
+
+    def __init__(self, array: zarr.Array, missing: str | Mapping[str, Any] | None = "cf",
+                 skipna: bool = False, fallback: bool = True,
+                 max_concurrency: int | None = None, progress: Progress | None = None,
+                 decode_cf: bool = True) -> None:
+        self.array = array
+        layout = ArrayLayout.from_array(array)
+        fill = layout.raw_fill_value if layout.zarr_format == 2 else None
+        self.decoding = decoding(layout.attrs, layout.dtype, fill, missing=missing,
+                                 skipna=skipna, decode_cf=decode_cf)
+        self.layout = layout.viewed_as(self.decoding.dtype)
+        self.fallback = fallback
+        self.max_concurrency = max_concurrency or zarr.config.get("async.concurrency")
+        self.progress = progress
+        self.last_report: Report | None = None
+        if self._backend_class() is None:
+            store = ActiveStore.of(array.store)
+            why = (f"{type(array.store).__name__} is not opened through activezarr "
+                   "(use activezarr.ActiveStore.from_url or an active:: URL)" if store is None
+                   else f"its {store.protocol!r} store has no configured active backend "
+                   "(e.g. no active={'server': ...})")
+            warnings.warn(f"every chunk of this array will be read and reduced on the client: "
+                          f"{why}", ClientReductionWarning, stacklevel=2)
+
+    def __getitem__(self, selection: Any) -> ActiveSelection:
+        return ActiveSelection(self, normalize_selection(selection, self.layout.shape))
+
+    def reduce(self, op: str, axis: Any = None, **options: Any) -> Any:
+        """Any registered reduction by name, e.g. ``reduce("var", axis=0, ddof=1)``."""
+        return self[...].reduce(op, axis, **options)
+
+    def chunk_count(self, selection: Any = ...) -> int:
+        """How many chunks a reduction of ``selection`` touches (for progress bars), cheaply."""
+        return chunk_count(self.layout, normalize_selection(selection, self.layout.shape))
+
+    def _backend_class(self) -> type[Backend] | None:
+        """The backend the array's store asks for, or None for the client path."""
+        store = ActiveStore.of(self.array.store)
+        if store is not None:
+            name = store.active.get("backend", store.protocol)
+            # A backend asked for by name must exist and be configured; a protocol without
+            # one (or without its options, e.g. no active server) reads client-side.
+            if "backend" in store.active:
+                backend = backends.get(name)
+                if not backend.configured(store.active):
+                    raise ValueError(f"backend {name!r} is not configured by {store.active}")
+                return backend
+            if name in backends.names() and backends.get(name).configured(store.active):
+                return backends.get(name)
+        return None
+
+    def _backend(self) -> Backend:
+        backend = self._backend_class()
+        store = ActiveStore.of(self.array.store)
+        if backend is None or store is None:
+            return ClientBackend(self.array.store)
+        return backend(store, store.active)
+
+    def _run(self, op: str, dims: tuple[DimSelection, ...], axis: Any,
+             options: dict[str, Any]) -> Any:
+        reduction = get_reduction(op, **options)
+        reduced = reduced_dims(axis, dims)
+        cf = self.decoding
+        # Floats always sum in float64; "float" asks it of integers (numpy's mean) and of every
+        # packed dtype, whose values unpack to floats.
+        floats = cf.packed or (reduction.accumulate == "float" and cf.dtype.kind in "iu")
+        accumulate = "float" if floats else "wide"
+        spec = self.layout.spec(missing=cf.missing, axis=reduced,
+                                fields=cf.stored_fields(reduction.fields), accumulate=accumulate)
+        kernel = ChunkKernel(spec)
+        tasks = plan_chunks(self.layout, dims, reduced)
+        backend = self._backend()
+        fallback = ClientBackend(self.array.store) if self.fallback else None
+        engine = Engine(ChunkJob(kernel, self.layout, self.array.store), backend,
+                        fallback if backend.name != "client" else None,
+                        self.max_concurrency, self.progress)
+
+        async def run() -> Any:
+            try:
+                return await engine.run(tasks, output_shape(dims, reduced))
+            finally:
+                await backend.close()
+
+        try:
+            acc = run_sync(run())
+        finally:
+            self.last_report = engine.report
+        message = fallback_warning(engine.report)
+        if message is not None:
+            warnings.warn(message, FallbackWarning, stacklevel=3)
+        values, mask = reduction.finish(cf.unpack(acc))
+        if reduction.defined_when_empty and math.prod(dims[d].size for d in reduced) == 0:
+            mask = np.zeros_like(mask)  # nothing selected: numpy.ma's sum is 0, not masked
+        kept = [d for d in range(len(dims)) if d not in reduced]
+        flips = tuple(i for i, d in enumerate(kept) if dims[d].reversed)
+        dtype = reduction.result_dtype(cf.value_dtype or self.layout.dtype)
+        return _package(values, mask, dtype, flips)
+
+
+class ActiveSelection(_Reductions):
+    """A selection of an :class:`ActiveReduction`; its reports go to the parent's ``last_report``."""
+
+    def __init__(self, parent: ActiveReduction, dims: tuple[DimSelection, ...]) -> None:
+        self.parent = parent
+        self.dims = dims
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(d.size for d in self.dims if not d.dropped)
+
+    @property
+    def last_report(self) -> Report | None:
+        return self.parent.last_report
+
+    def reduce(self, op: str, axis: Any = None, **options: Any) -> Any:
+        return self.parent._run(op, self.dims, axis, options)
+
+
+def _package(values: np.ndarray, mask: np.ndarray, dtype: np.dtype,
+             flips: tuple[int, ...]) -> Any:
+    """numpy's result: a scalar or array of ``dtype``; masked where no data was valid."""
+    values = np.asarray(values).astype(dtype, copy=False)
+    if flips:
+        values, mask = np.flip(values, flips), np.flip(mask, flips)
+    if values.ndim == 0:
+        return np.ma.masked if mask else values[()]
+    if mask.any():
+        return np.ma.MaskedArray(values, mask=mask)
+    return values

@@ -1,0 +1,175 @@
+"""Runs planned chunk tasks on a backend: batching, bounded concurrency, fallback, combining."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import ClassVar, TypeVar
+
+from ..backends.base import Backend, BatchResult, ChunkJob
+from ..chunk.partial import Partial
+from ..errors import (
+    ActiveZarrError,
+    ChunkReadError,
+    DeadlineExceededError,
+    StorageUnavailableError,
+)
+from ..planning.chunks import ChunkTask
+from ..planning.sharding import ShardIndexes, locate_inner_chunks
+from . import traffic
+from .report import Report
+
+Progress = Callable[[int], None]
+T = TypeVar("T")
+
+
+def _slices(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Consecutive lists of ``size`` items (the last may be shorter), consumed lazily."""
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+class Engine:
+    """Reduces ``tasks`` into one accumulator of the output shape, counting what it cost."""
+
+    #: Tasks planned ahead at most: memory stays bounded whatever the number of chunks.
+    window: ClassVar[int] = 8192
+
+    def __init__(self, job: ChunkJob, backend: Backend, fallback: Backend | None,
+                 concurrency: int, progress: Progress | None = None) -> None:
+        self.job = job
+        self.backend = backend
+        self.fallback = fallback
+        self.concurrency = max(1, concurrency)
+        self.progress = progress
+        self.report = Report(backend=backend.name)
+
+    async def run(self, tasks: Iterable[ChunkTask], out_shape: tuple[int, ...]) -> Partial:
+        """Reduce ``tasks`` into one accumulator, within the backend's ``deadline`` if it has one.
+
+        Whatever the reduction pulls through a watched filesystem beyond the chunks the
+        backends count (listings, shard indexes, metadata) is counted too.
+        """
+        start = time.perf_counter()
+        deadline = self.backend.options.get("deadline")
+        timeout = asyncio.timeout(float(deadline) if deadline is not None else None)
+        with traffic.metered() as meter:
+            try:
+                async with timeout:
+                    await traffic.watch(getattr(self.job.store, "fs", None))
+                    return await self._run(tasks, out_shape)
+            except TimeoutError as exc:
+                if timeout.expired():
+                    raise DeadlineExceededError(
+                        f"the reduction did not finish within its deadline of {deadline} s "
+                        f"({self.report.chunks} chunks planned so far)") from exc
+                raise
+            finally:
+                self.report.bytes_from_storage += meter.nbytes
+                self.report.requests += meter.responses
+                self.report.add(self.report.links, "lan", meter.nbytes)
+                self.report.seconds = time.perf_counter() - start
+
+    async def _run(self, tasks: Iterable[ChunkTask], out_shape: tuple[int, ...]) -> Partial:
+        spec = self.job.kernel.spec
+        acc = Partial.empty(out_shape, self.job.kernel.dtype, spec.fields, spec.accumulate)
+        size = max(1, min(self.backend.max_batch_chunks,
+                          self.backend.batch_bytes // max(1, self.job.layout.chunk_nbytes)))
+        indexes: ShardIndexes = {}
+        for window in _slices(tasks, self.window):
+            self.report.chunks += len(window)
+            if self.job.layout.shard_index is not None:
+                # Shards come one after another, so only the last one can be split between
+                # windows: its index is carried over, not read twice.
+                window, unwritten, read = await locate_inner_chunks(
+                    self.job.store, self.job.layout, window, self.concurrency, indexes)
+                self.report.requests += len(read.keys() - indexes.keys())
+                indexes = read
+                for task in unwritten:
+                    self._merge_fill(acc, task)
+                if self.progress is not None and unwritten:
+                    self.progress(len(unwritten))
+            await self._reduce_window(window, size, acc)
+        return acc
+
+    async def _reduce_window(self, tasks: list[ChunkTask], size: int, acc: Partial) -> None:
+        limit = asyncio.Semaphore(self.concurrency)
+
+        async def one(batch: Sequence[ChunkTask]) -> tuple[Sequence[ChunkTask], BatchResult]:
+            async with limit:
+                return batch, await self._reduce(batch)
+
+        pending = [asyncio.ensure_future(one(b)) for b in _slices(tasks, size)]
+        try:
+            for next_done in asyncio.as_completed(pending):
+                batch, result = await next_done
+                for task, partial in zip(batch, result.partials):
+                    if partial is None:
+                        self._merge_fill(acc, task)
+                    else:
+                        acc.merge(partial, task.region)
+                if self.progress is not None:
+                    self.progress(len(batch))
+        finally:
+            for future in pending:
+                future.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    def _merge_fill(self, acc: Partial, task: ChunkTask) -> None:
+        acc.merge(self.job.kernel.fill(self.job.layout.fill_value, task.selection), task.region)
+
+    async def _reduce(self, batch: Sequence[ChunkTask]) -> BatchResult:
+        try:
+            result = await self.backend.reduce(self.job, batch)
+        except StorageUnavailableError as exc:
+            result = BatchResult([None] * len(batch), path=self.backend.name,
+                                 failed=dict.fromkeys(range(len(batch)), str(exc)))
+        self._count(result, len(batch) - len(result.failed))
+        if result.failed:
+            first, reason = min(result.failed.items())
+            if self.fallback is None:
+                more = len(result.failed) - 1
+                raise StorageUnavailableError(
+                    f"chunk {batch[first].key!r} could not be reduced by the "
+                    f"{self.backend.name} backend: {reason}"
+                    + (f" (and {more} more chunk(s))" if more else "")
+                    + "; fallback is disabled")
+            positions = sorted(result.failed)
+            try:
+                retry = await self.fallback.reduce(self.job, [batch[i] for i in positions])
+            except ActiveZarrError:
+                raise  # ours already say which server or chunk failed
+            except (OSError, RuntimeError, ValueError) as exc:
+                raise ChunkReadError(
+                    f"chunk {batch[first].key!r}: the {self.backend.name} backend could not "
+                    f"reduce it ({reason}) and the client could not read it: {exc}") from exc
+            for i, partial in zip(positions, retry.partials):
+                result.partials[i] = partial
+            self._count(retry, len(positions))
+            self.report.fallbacks += len(positions)
+            for why in result.failed.values():
+                self.report.add(self.report.fallback_reasons, why, 1)
+        return result
+
+    def _count(self, result: BatchResult, served: int) -> None:
+        self.report.requests += result.requests
+        self.report.bytes_stored += result.bytes_stored
+        self.report.bytes_from_storage += result.bytes_from_storage
+        for link, nbytes in result.links.items():
+            self.report.add(self.report.links, link, nbytes)
+        self.report.add(self.report.links, "lan", result.bytes_from_storage)
+        self.report.add(self.report.paths, result.path, served)
+
+
+def fallback_warning(report: Report) -> str | None:
+    """What to tell the user when some chunks were reduced on the client, or None."""
+    if not report.fallbacks:
+        return None
+    why, n = max(report.fallback_reasons.items(), key=lambda item: item[1])
+    others = len(report.fallback_reasons) - 1
+    return (f"{report.fallbacks} of {report.chunks} chunk(s) were read and reduced on the "
+            f"client because the {report.backend} backend could not: {why} ({n} chunk(s))"
+            + (f"; {others} other reason(s) in the report's fallback_reasons" if others else ""))

@@ -1,0 +1,82 @@
+"""``ActiveStore``: a zarr store that also knows how to reach its storage side."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import fsspec
+from fsspec.utils import get_protocol
+from zarr.abc.store import Store
+from zarr.storage import FsspecStore, LocalStore, WrapperStore
+
+from ..backends.base import check_active_options
+from .filesystem import ActiveFileSystem, with_async_references
+
+
+class ActiveStore(WrapperStore[Store]):
+    """Wraps any zarr store; plain reads and writes pass through unchanged.
+
+    It adds what a backend needs: the fsspec ``protocol`` that picks the backend, the
+    filesystem and ``root`` path, the ``storage_options`` and the ``active`` backend options.
+    """
+
+    def __init__(self, store: Store, *, protocol: str, root: str = "",
+                 fs: fsspec.AbstractFileSystem | None = None,
+                 storage_options: Mapping[str, Any] | None = None,
+                 active: Mapping[str, Any] | None = None) -> None:
+        super().__init__(store)
+        self.protocol = protocol
+        self.root = root
+        self.fs = fs
+        self.storage_options = dict(storage_options or {})
+        self.active = dict(active or {})
+        check_active_options(protocol, self.active)
+
+    @classmethod
+    def from_url(cls, url: str, storage_options: Mapping[str, Any] | None = None,
+                 active: Mapping[str, Any] | None = None, read_only: bool = False) -> ActiveStore:
+        """A store for any fsspec URL: a local path, ``s3://``, ``reference://``..."""
+        options = dict(storage_options or {})
+        if get_protocol(url) in ("file", "local"):
+            fs, root = fsspec.core.url_to_fs(url, **options)
+            return cls(LocalStore(root, read_only=read_only), protocol="file", root=root, fs=fs,
+                       storage_options=options, active=active)
+        # zarr opens filesystems asynchronously; a reference one's remote must match.
+        options = with_async_references(get_protocol(url), options, asynchronous=True)
+        inner = FsspecStore.from_url(url, storage_options=options, read_only=read_only)
+        store = cls.of(inner, active)
+        if store is not None:  # active::...: the options given with the URL count too
+            return store
+        fs = inner.fs
+        protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+        return cls(inner, protocol=protocol, root=inner.path, fs=fs, storage_options=options,
+                   active=active)
+
+    @classmethod
+    def of(cls, store: Store, active: Mapping[str, Any] | None = None) -> ActiveStore | None:
+        """The active view of any zarr store: itself, one opened via ``active::``, or None.
+
+        ``active`` options add to those an ``active::`` URL carried.
+        """
+        if isinstance(store, ActiveStore):
+            return store
+        fs = getattr(store, "fs", None)
+        if isinstance(fs, ActiveFileSystem):
+            return cls(store, protocol=fs.target_protocol, root=store.path, fs=fs.target,
+                       storage_options=fs.target_options, active={**fs.active, **(active or {})})
+        return None
+
+    def _with_store(self, store: Store) -> ActiveStore:
+        # zarr copies stores (with_read_only); the copy keeps the backend options.
+        return type(self)(store, protocol=self.protocol, root=self.root, fs=self.fs,
+                          storage_options=self.storage_options, active=self.active)
+
+    def __repr__(self) -> str:
+        return f"ActiveStore({self.protocol}://{self.root}, active={self.active})"
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, ActiveStore) and self._store == other._store
+                and self.active == other.active)
+
+    __hash__ = None  # type: ignore[assignment]

@@ -1,0 +1,2 @@
+"""The faces on top: the ``activezarr`` command line and its demo.
+"""

@@ -1,0 +1,46 @@
+"""The OST part of ``activezarr demo``: the sample dataset on a small striped cluster.
+
+The same data is written three ways, so that each active path shows up: uncompressed chunks
+spread over the OSTs (reduced as part chunks), zstd chunks inside one OST's stripe (reduced on
+that OST), and zstd chunks cut by small stripes (reduced on the OSS).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import zarr
+from zarr.storage import FsspecStore, LocalStore
+
+from ..client.store import ActiveStore
+from ..planning.survey import survey_array
+from ..servers.ost.cluster import Cluster, ClusterConfig
+from .demo import Datasets, Row, compare
+
+KiB = 1024
+#: (label, compressed, stripe size) of each copy of the sample dataset.
+LAYOUTS = [
+    ("uncompressed, 64 KiB stripes", False, 64 * KiB),
+    ("zstd, 1 MiB stripes", True, 1024 * KiB),
+    ("zstd, 16 KiB stripes", True, 16 * KiB),
+]
+
+
+def ost_files(data: Datasets) -> Iterator[Row]:
+    """``tas`` copied onto a four-OST cluster in each of :data:`LAYOUTS`, reduced actively."""
+    source = zarr.open_array(LocalStore(data.paths["tas"], read_only=True), mode="r")
+    values = source[...]
+    root = data.paths["tas"].parent / "ost-cluster"
+    with Cluster(ClusterConfig(root=root, osts=4)) as cluster:
+        for i, (label, compressed, stripe) in enumerate(LAYOUTS):
+            url = f"{cluster.url}/tas{i}.zarr"
+            zarr.create_array(
+                ActiveStore.from_url(url, storage_options={"stripe_size": stripe}), data=values,
+                chunks=source.chunks, fill_value=source.fill_value,
+                compressors=zarr.codecs.ZstdCodec() if compressed else None,
+                attributes=source.attrs.asdict(), dimension_names=source.metadata.dimension_names,
+            )
+            active = zarr.open_array(ActiveStore.from_url(url, read_only=True), mode="r")
+            paths = ", ".join(f"{n} on {p}" for p, n in sorted(survey_array(active).paths().items()))
+            yield from compare(f"tas, {label}: {paths}", active,
+                               FsspecStore.from_url(url, read_only=True))

@@ -1,0 +1,180 @@
+"""The ``activezarr`` command line: ``reduce`` a stored array, or run the ``demo``."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+import activezarr
+
+from ..chunk.reductions import get_reduction
+from . import demo
+from .ost import layout, ost
+from .params import JsonObjectType, MissingType, SelectionType
+from .serve import serve
+
+#: Above this many chunks a progress bar is worth showing even when stderr is not a terminal.
+LARGE_RUN_CHUNKS = 1000
+#: What the library raises for a bad request or unreadable data; shown as one line, no traceback.
+LIBRARY_ERRORS = (activezarr.ActiveZarrError, OSError, IndexError, ValueError, TypeError, KeyError)
+
+
+def _parse_axes(ctx: click.Context, param: click.Parameter,
+                values: tuple[str, ...]) -> tuple[int, ...] | None:
+    """``--axis 0 --axis 2`` and ``--axis 0,2`` both give ``(0, 2)``; none given: all axes."""
+    try:
+        axes = tuple(int(a) for value in values for a in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{', '.join(values)!r}: axes are integers, e.g. 0 or 0,2",
+                                 ctx, param) from None
+    return axes or None
+
+
+@contextmanager
+def _warnings_on_stderr() -> Iterator[None]:
+    """activezarr's warnings (fallbacks, client reads) as ``Warning: ...`` lines on stderr."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", activezarr.ActiveZarrWarning)
+        try:
+            yield
+        finally:
+            for warning in caught:
+                if issubclass(warning.category, activezarr.ActiveZarrWarning):
+                    click.echo(f"Warning: {warning.message}", err=True)
+                else:
+                    warnings.showwarning(warning.message, warning.category, warning.filename,
+                                         warning.lineno)
+
+
+@contextmanager
+def _one_line_errors() -> Iterator[None]:
+    """Library errors become ``Error: ...``, exit code 1: users need the message, not the stack."""
+    try:
+        yield
+    except LIBRARY_ERRORS as exc:
+        # str(KeyError) is the repr of its message; the message itself reads better.
+        text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+        raise click.ClickException(" ".join(text.split()) or type(exc).__name__) from exc
+
+
+def _json_value(value: Any) -> Any:
+    """A result as JSON-able Python values; masked elements become None (JSON null)."""
+    return np.ma.asarray(value).tolist()
+
+
+def _report_table(report: activezarr.Report) -> Table:
+    table = Table("field", "value", title="report")
+    for f in fields(report):
+        value = getattr(report, f.name)
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v:,}" for k, v in sorted(value.items())) or "none"
+        elif isinstance(value, float):
+            value = f"{value:.3f}"
+        elif isinstance(value, int):
+            value = f"{value:,}"
+        table.add_row(f.name, str(value))
+    table.add_row("reduction_factor", f"{report.reduction_factor:.1f}")
+    return table
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(activezarr.__version__, prog_name="activezarr")
+def main() -> None:
+    """Active storage for Zarr: reductions computed where the data lives."""
+
+
+@main.command("reduce")
+@click.argument("url")
+@click.option("--op", required=True, help="Reduction: mean, sum, min, max, count, var, std, "
+              "or one an installed plugin registers.")
+@click.option("--select", "selection", type=SelectionType(), default="...", show_default=True,
+              help='Numpy-style selection: comma-separated ints, start:stop:step slices and "...", '
+              'e.g. "0:10,:,::2".')
+@click.option("--axis", "axis", multiple=True, callback=_parse_axes,
+              help="Axis to reduce over, of the selection (repeatable, or comma-separated "
+              "like 0,2). Default: all axes.")
+@click.option("--ddof", type=click.IntRange(min=0), default=None,
+              help="Delta degrees of freedom, for var and std. Default: 0.")
+@click.option("--missing", type=MissingType(), default="cf", show_default=True,
+              help='Missing values: "cf" (from _FillValue, missing_value, valid_* attributes), '
+              '"none", or the rules as JSON, e.g. \'{"missing_value": -999}\'.')
+@click.option("--skipna", is_flag=True, help="Treat NaN as missing too.")
+@click.option("--storage-options", type=JsonObjectType(), default="{}",
+              help="fsspec storage options as a JSON object.")
+@click.option("--active", type=JsonObjectType(), default="{}",
+              help='Active backend options as a JSON object, e.g. \'{"workers": 4}\'.')
+@click.option("--no-fallback", is_flag=True,
+              help="Fail instead of reducing on the client when the storage side cannot.")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print {"result": ..., "report": {...}} as JSON (masked values are null).')
+def reduce_array(url: str, op: str, selection: tuple[Any, ...], axis: tuple[int, ...] | None,
+                 ddof: int | None, missing: str | dict[str, Any] | None, skipna: bool,
+                 storage_options: dict[str, Any], active: dict[str, Any], no_fallback: bool,
+                 as_json: bool) -> None:
+    """Reduce the zarr array at URL (a path or any fsspec URL) where its bytes live."""
+    options = {} if ddof is None else {"ddof": ddof}
+    with _one_line_errors(), _warnings_on_stderr():
+        get_reduction(op, **options)  # a bad name or option fails before any I/O
+        arr = activezarr.open_array(url, storage_options=storage_options, active=active)
+        stderr = Console(stderr=True)
+        # On a terminal the bar goes away when done; in a log its final state stays as a record.
+        progress = Progress(TextColumn("reducing"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), console=stderr, transient=stderr.is_terminal)
+        chunks = progress.add_task("chunks")
+        red = activezarr.ActiveReduction(arr, missing=missing, skipna=skipna,
+                                         fallback=not no_fallback,
+                                         progress=lambda n: progress.advance(chunks, n))
+        total = red.chunk_count(selection)
+        progress.update(chunks, total=total)
+        show = stderr.is_terminal or total >= LARGE_RUN_CHUNKS
+        with progress if show and total else nullcontext():
+            result = red[selection].reduce(op, axis, **options)
+    report = red.last_report
+    assert report is not None  # set by every reduction
+    if as_json:
+        click.echo(json.dumps({"result": _json_value(result), "report": asdict(report)}))
+    else:
+        click.echo(result)
+        Console().print(_report_table(report))
+
+
+@main.command("demo")
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
+              help="Where to write the sample datasets (kept). Default: a temporary folder.")
+@click.option("--size", type=click.Choice(sorted(demo.SIZES)), default="small",
+              show_default=True, help="Sample dataset size.")
+def run_demo(directory: Path | None, size: str) -> None:
+    """Reduce a sample climate dataset actively and by a plain read, and compare."""
+    console = Console()
+    with _one_line_errors(), (nullcontext(str(directory)) if directory
+                              else tempfile.TemporaryDirectory()) as where:
+        Path(where).mkdir(parents=True, exist_ok=True)
+        data, rows, skipped = demo.run(Path(where), size)
+        nt, ny, nx = data.shape
+        console.print(f"Sample data in {where}{'' if directory else ' (temporary)'}: tas, "
+                      f"time x lat x lon = {nt} x {ny} x {nx} float32, zstd, "
+                      f"{data.land_fraction:.0%} of cells (land) masked by _FillValue.")
+        for table in demo.tables(rows):
+            console.print(table)
+        for note in skipped:
+            console.print(f"[yellow]{note}[/]")
+    wrong = [f"{r.dataset} {r.reduction}" for r in rows if not r.agree]
+    if wrong:
+        raise click.ClickException(f"active and plain results differ: {'; '.join(wrong)}")
+
+
+main.add_command(serve)
+main.add_command(ost)
+main.add_command(layout)

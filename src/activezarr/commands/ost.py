@@ -1,0 +1,153 @@
+"""``activezarr ost ...`` (the cluster and its servers) and ``activezarr layout URL``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from ..planning.placement import SPREAD_POLICIES
+from ..planning.survey import Survey, survey_url
+from ..servers.ost.cluster import Cluster, ClusterConfig, mb_per_s, run_until_signalled
+from ..servers.ost.messages import TOKEN_VARIABLE
+from ..servers.ost.serving import serve
+from .params import JsonObjectType
+
+_RATE = {"type": float, "default": None, "help": "MB/s; unlimited when absent."}
+
+
+@click.group("ost")
+def ost() -> None:
+    """The simulated parallel file system (ost://): an MDS, OSTs and an OSS on loopback."""
+
+
+@ost.command("start")
+@click.option("--root", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory holding the MDS state and one directory per OST.")
+@click.option("--osts", type=click.IntRange(1), default=4, show_default=True)
+@click.option("--stripe-size", type=click.IntRange(1), default=1 << 20, show_default=True,
+              help="Default stripe size in bytes.")
+@click.option("--stripe-count", type=click.IntRange(-1), default=-1, show_default=True,
+              help="Default OSTs per file; -1 stripes over all.")
+@click.option("--port", type=click.IntRange(1, 65535), default=7070, show_default=True,
+              help="MDS port; OST i listens on PORT+1+i and the OSS on PORT+OSTS+1.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--lan-rate", **_RATE)
+@click.option("--disk-rate", **_RATE)
+def start(root: Path, osts: int, stripe_size: int, stripe_count: int, port: int, host: str,
+          lan_rate: float | None, disk_rate: float | None) -> None:
+    """Run a cluster in the foreground until SIGINT or SIGTERM."""
+    config = ClusterConfig(root=root, osts=osts, stripe_size=stripe_size,
+                           stripe_count=stripe_count, port=port, host=host,
+                           lan_rate=lan_rate, disk_rate=disk_rate)
+    try:
+        cluster = Cluster(config).start()
+    except OSError as exc:  # a port in use: said plainly, not as a traceback
+        raise click.ClickException(f"cannot start the cluster: {exc}") from None
+    click.echo(f"MDS {cluster.mds}  OSS {cluster.oss}  OSTs {' '.join(cluster.osts)}")
+    click.echo(f"file system at {cluster.url}/ ; stop with Ctrl-C")
+    click.echo(f"writers need the cluster token: "
+               f"export {TOKEN_VARIABLE}=$(cat {cluster.token_file})")
+    run_until_signalled(cluster)
+
+
+def _listening(function: Callable[..., None]) -> Callable[..., None]:
+    """``--host``/``--port`` or an inherited socket (``--fd``), and the cluster's token."""
+    for decorator in reversed((
+        click.option("--host", default="127.0.0.1"),
+        click.option("--port", type=int, default=None),
+        click.option("--fd", type=int, default=None, hidden=True,
+                     help="Serve on this inherited listening socket."),
+        click.option("--token", envvar=TOKEN_VARIABLE, required=True, show_envvar=True,
+                     help="The cluster's token, required on mutating calls."),
+    )):
+        function = decorator(function)
+    return function
+
+
+@ost.command("target")
+@click.option("--root", required=True, type=click.Path(file_okay=False))
+@click.option("--disk-rate", **_RATE)
+@_listening
+def target(root: str, host: str, port: int | None, fd: int | None, token: str,
+           disk_rate: float | None) -> None:
+    """Run one OST server (the cluster launcher starts these)."""
+    from ..servers.ost.target import create_target_app
+
+    serve(create_target_app(root, token, mb_per_s(disk_rate)), host, port, fd)
+
+
+@ost.command("oss")
+@click.option("--mds", required=True, help="MDS URL.")
+@_listening
+def oss(host: str, port: int | None, fd: int | None, token: str, mds: str) -> None:
+    """Run the OSS server (the cluster launcher starts it)."""
+    from ..servers.ost.oss import create_oss_app
+
+    serve(create_oss_app(mds, token), host, port, fd)
+
+
+@ost.command("mds")
+@click.option("--state", required=True, type=click.Path(dir_okay=False))
+@_listening
+@click.option("--ost", "osts", multiple=True, required=True, help="OST URL, in order. Repeatable.")
+@click.option("--oss", default=None, help="OSS URL.")
+@click.option("--stripe-size", type=click.IntRange(1), required=True)
+@click.option("--stripe-count", type=click.IntRange(-1), default=-1)
+@click.option("--lan-rate", **_RATE)
+def mds(state: str, host: str, port: int | None, fd: int | None, token: str,
+        osts: tuple[str, ...], oss: str | None, stripe_size: int, stripe_count: int,
+        lan_rate: float | None) -> None:
+    """Run the MDS server (the cluster launcher starts it)."""
+    from ..servers.ost.mds import create_mds_app
+    from ..servers.ost.messages import ClusterMap
+
+    cluster_map = ClusterMap(osts=osts, oss=oss, stripe_size=stripe_size,
+                             stripe_count=stripe_count, lan_rate=mb_per_s(lan_rate))
+    serve(create_mds_app(state, cluster_map, token), host, port, fd)
+
+
+@click.command("layout")
+@click.argument("url")
+@click.option("--storage-options", type=JsonObjectType(), default="{}",
+              help="fsspec storage options as a JSON object.")
+@click.option("--spread-compressed", type=click.Choice(SPREAD_POLICIES), default="oss",
+              show_default=True, help="Where compressed chunks spread over OSTs reduce.")
+def layout(url: str, storage_options: dict[str, Any], spread_compressed: str) -> None:
+    """How the chunks of the array (or group) at URL sit on the stripes of an ost:// file
+    system, the bytes each path would move, and the stripe size that would make every
+    compressed chunk single-OST. Reads no chunk data."""
+    console = Console()
+    for survey in survey_url(url, storage_options, spread_compressed):
+        console.print(survey_table(survey))
+        stripe = survey.single_ost_stripe()
+        current = ", ".join(str(s) for s in sorted(survey.stripe_sizes)) or "-"
+        if stripe is not None:
+            console.print(f"stripe size putting every compressed chunk on one OST: {stripe} "
+                          f"bytes (now {current}); or stripe count 1")
+        else:
+            console.print(f"uncompressed: every chunk reduces on its OSTs (stripe size {current})")
+
+
+def survey_table(survey: Survey) -> Table:
+    """One row per kind of chunk: its path and the bytes that path moves on each link."""
+    table = Table(title=f"{survey.name}: {len(survey.sites)} stored chunks")
+    for column in ("kind", "path", "chunks", "OST disk", "OST→OSS", "LAN", "LAN if client"):
+        table.add_column(column, justify="left" if column in ("kind", "path") else "right",
+                         no_wrap=True)
+    for (kind, path), cost in sorted(survey.costs().items()):
+        table.add_row(kind, path, str(cost.chunks), _size(cost.disk), _size(cost.storage),
+                      ("" if path == "client" else "≈") + _size(cost.lan), _size(cost.disk))
+    return table
+
+
+def _size(nbytes: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if nbytes < 1000 or unit == "GB":
+            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1000  # type: ignore[assignment]
+    raise AssertionError

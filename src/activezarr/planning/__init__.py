@@ -1,0 +1,3 @@
+"""Client-side planning: from a zarr array and a selection to the chunks to reduce
+and the path each takes; reads metadata and layouts, never chunk data.
+"""

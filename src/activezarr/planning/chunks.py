@@ -1,0 +1,93 @@
+"""Which chunks a selection touches, and for each its key, local selection and output region.
+
+Pure arithmetic on the layout; the only I/O (reading shard indexes) lives in :mod:`.sharding`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from ..chunk.spec import Selection
+from .array_layout import ArrayLayout
+from .selection import DimSelection
+
+
+@dataclass(slots=True)
+class ChunkTask:
+    """One chunk to reduce: where its bytes are and which part of it, into which output cells.
+
+    ``byte_range`` is ``(offset, length)`` inside the object named by ``key`` (an inner chunk of
+    a shard), or None for the whole object.
+    """
+
+    key: str
+    coords: tuple[int, ...]
+    selection: Selection
+    region: tuple[slice, ...]
+    byte_range: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Piece:
+    chunk: int
+    local: tuple[int, int, int]
+    out: tuple[int, int]
+
+
+def _pieces(sel: DimSelection, chunk: int) -> list[_Piece]:
+    """The chunks of one dimension that ``sel`` touches, with local slices and output ranges."""
+    if sel.size == 0:
+        return []
+    pieces = []
+    for c in range(sel.start // chunk, (sel.stop - 1) // chunk + 1):
+        lo, hi = c * chunk, (c + 1) * chunk
+        k0 = max(0, -(-(lo - sel.start) // sel.step))
+        k1 = min(sel.size, -(-(hi - sel.start) // sel.step))
+        if k0 < k1:
+            first = sel.start + k0 * sel.step - lo
+            last = sel.start + (k1 - 1) * sel.step - lo
+            pieces.append(_Piece(c, (first, last + 1, sel.step), (k0, k1)))
+    return pieces
+
+
+def output_shape(dims: Sequence[DimSelection], reduced: Sequence[int]) -> tuple[int, ...]:
+    return tuple(sel.size for d, sel in enumerate(dims) if d not in reduced)
+
+
+def chunk_count(layout: ArrayLayout, dims: Sequence[DimSelection]) -> int:
+    """How many chunks :func:`plan_chunks` yields, without making them."""
+    return math.prod(len(_pieces(sel, n)) for sel, n in zip(dims, layout.chunk_shape))
+
+
+def plan_chunks(layout: ArrayLayout, dims: Sequence[DimSelection],
+                reduced: Sequence[int]) -> Iterator[ChunkTask]:
+    """Every chunk the selection touches, lazily, in C order (shard by shard when sharded).
+
+    For sharded arrays the tasks are inner chunks keyed by their shard, the inner chunks of one
+    shard one after another; their byte ranges are filled in from the shard index by
+    :func:`.sharding.locate_inner_chunks`.
+    """
+    per_dim = [_pieces(sel, n) for sel, n in zip(dims, layout.chunk_shape)]
+    kept = [d for d in range(len(dims)) if d not in reduced]
+    if layout.shard_index is None:
+        combos: Iterator[tuple[_Piece, ...]] = itertools.product(*per_dim)
+        shard_of = None
+    else:
+        per_shard = layout.shard_index.chunks_per_shard
+        groups = [[list(g) for _, g in itertools.groupby(pieces, lambda p: p.chunk // n)]
+                  for pieces, n in zip(per_dim, per_shard)]
+        combos = (combo for shard in itertools.product(*groups)
+                  for combo in itertools.product(*shard))
+        shard_of = per_shard
+    for combo in combos:
+        coords = tuple(p.chunk for p in combo)
+        stored_at = coords if shard_of is None else tuple(c // n for c, n in zip(coords, shard_of))
+        yield ChunkTask(
+            key=layout.chunk_key(stored_at),
+            coords=coords,
+            selection=tuple(p.local for p in combo),
+            region=tuple(slice(*combo[d].out) for d in kept),
+        )

@@ -1,0 +1,201 @@
+"""Serving chunk requests: where to read, reading, and reducing in a bounded worker pool."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
+
+import aiohttp
+
+from ...protocol import BatchItem, ChunkRequest, error_body, parse
+from ..errors import BadRequest, Overloaded, status_of
+from ..metrics import Metrics
+from ..operations import execute
+from .access import AccessPolicy
+from .budget import MemoryBudget, Reservation
+from .coalesce import Read, plan_reads
+from .config import ServerConfig
+from .readers import Admit, Credentials, UpstreamReader, open_file, read_open_file
+
+log = logging.getLogger("activezarr.server")
+#: Python-level bytes per element of a result's ``count`` list, beyond the raw values.
+_COUNT_BYTES = 40
+
+
+def working_bytes(request: ChunkRequest) -> int:
+    """Memory a request holds beyond the bytes it reads: the decoded chunk, one working copy of
+    it (selection, mask, widened sums) and its result. Unknown for a shapeless chunk until read.
+    """
+    return 3 * (request.decoded_nbytes or 0)
+
+
+def _result_bytes(result: dict[str, Any]) -> int:
+    """Memory a result holds until the response is sent: itself, and then its encoding."""
+    stored = sum(len(v) for v in result.values() if isinstance(v, bytes))
+    return 2 * stored + _COUNT_BYTES * len(result.get("count", ())) + 256
+
+
+class ChunkService:
+    """Everything a handler needs; one per application, built in its cleanup context."""
+
+    def __init__(self, config: ServerConfig, session: aiohttp.ClientSession,
+                 executor: ThreadPoolExecutor, metrics: Metrics) -> None:
+        self.config = config
+        self.policy = AccessPolicy(config.upstreams, config.roots)
+        self.reader = UpstreamReader(session, config.max_chunk_bytes, config.s3_region)
+        self.executor = executor
+        self.metrics = metrics
+        self.budget = MemoryBudget(config.max_memory, config.memory_wait)
+        self._inflight = 0
+
+    @property
+    def saturated(self) -> bool:
+        """Whether new work would be refused or kept waiting (what ``/healthz`` reports)."""
+        return self._inflight >= self.config.max_inflight or self.budget.saturated
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """Admit one more request, or refuse with 503 when ``max_inflight`` are being served."""
+        if self._inflight >= self.config.max_inflight:
+            raise Overloaded(f"{self._inflight} requests in flight; retry later")
+        self._inflight += 1
+        self.metrics.inflight.inc()
+        try:
+            yield
+        finally:
+            self._inflight -= 1
+            self.metrics.inflight.dec()
+
+    def _check_limits(self, request: ChunkRequest) -> None:
+        """What the configuration refuses, before anything is read."""
+        decoded = request.decoded_nbytes
+        if decoded is not None and decoded > self.config.max_decoded_bytes:
+            raise BadRequest(f"shape {request.shape} decodes to {decoded} bytes, over the "
+                             f"limit of {self.config.max_decoded_bytes}")
+
+    def _admit(self, held: Reservation, requests: Sequence[ChunkRequest]) -> Admit:
+        """Reserves, once the read's size is known, everything the read and the decoding of
+        ``requests`` will hold, in one step: a request never holds memory while it waits for
+        more (two such requests could wait for each other)."""
+        working = sum(working_bytes(r) or self._shapeless_decoded(r) for r in requests)
+        plain_shapeless = any(r.shape is None and not r.codec_configs() for r in requests)
+
+        async def admit(nbytes: int) -> None:
+            await held.grow(nbytes * (3 if plain_shapeless else 1) + working)
+
+        return admit
+
+    async def _fetch(self, request: ChunkRequest, auth: Credentials | None,
+                     admit: Admit) -> bytes | memoryview:
+        raw: bytes | memoryview
+        if request.interface_type in ("s3", "http", "https"):
+            url = self.policy.url(request.url)
+            raw = await self.reader.read(request, url, auth, admit)
+        elif request.interface_type == "file":
+            path = self.policy.path(request.url)
+            loop = asyncio.get_running_loop()
+            fd, size = await loop.run_in_executor(self.executor, open_file, request, path,
+                                                  self.config.max_chunk_bytes)
+            try:
+                await admit(size)
+            except BaseException:
+                os.close(fd)
+                raise
+            raw = await loop.run_in_executor(self.executor, read_open_file, request, fd, size)
+        else:
+            raise BadRequest(f"interface_type {request.interface_type!r} is not served here")
+        self.metrics.upstream_reads.inc()
+        self.metrics.bytes_upstream.inc(len(raw))
+        return raw
+
+    async def run(self, op: str, request: ChunkRequest,
+                  auth: Credentials | None) -> dict[str, Any]:
+        """The response map of ``op`` on the chunk ``request`` names."""
+        self._check_limits(request)
+        async with self.budget.reservation() as held:
+            raw = await self._fetch(request, auth, self._admit(held, [request]))
+            return await self._compute(op, request, raw)
+
+    def _shapeless_decoded(self, request: ChunkRequest) -> int:
+        """A shapeless compressed chunk may decode to anything up to the limit: reserve it."""
+        if request.shape is None and request.codec_configs():
+            return min(self.config.max_decoded_bytes, self.budget.total // 2)
+        return 0
+
+    async def _compute(self, op: str, request: ChunkRequest,
+                       raw: bytes | memoryview) -> dict[str, Any]:
+        start = time.perf_counter()
+        self.metrics.requests.labels(op).inc()
+        loop = asyncio.get_running_loop()
+        limit = self._shapeless_decoded(request) or self.config.max_decoded_bytes
+        result = await loop.run_in_executor(self.executor, execute, op, request, raw, limit)
+        self.metrics.latency.labels(op).observe(time.perf_counter() - start)
+        return result
+
+    async def run_batch(self, items: Sequence[Any], auth: Credentials | None,
+                        results_held: Reservation) -> list[dict[str, Any]]:
+        """Per-item results in order; one failing item does not fail the others.
+
+        Byte ranges of one object that lie close together are read once. ``results_held``
+        holds the results' memory until the response is sent.
+        """
+        if len(items) > self.config.max_batch:
+            raise BadRequest(f"{len(items)} requests in a batch, over the limit of "
+                             f"{self.config.max_batch}")
+        results: list[dict[str, Any]] = [{} for _ in items]
+        parsed: list[tuple[int, BatchItem]] = []
+        for position, item in enumerate(items):
+            try:
+                # Re-read as JSON so that the strict model applies JSON's rules (lists as tuples).
+                request = parse(BatchItem, json.dumps(item))
+                self._check_limits(request)
+                parsed.append((position, request))
+            except Exception as exc:
+                results[position] = self._item_error(exc)
+        reads = plan_reads(parsed, min(self.config.max_chunk_bytes, self.budget.total // 4))
+        by_position = dict(parsed)
+        await asyncio.gather(*(self._serve_read(read, by_position, auth, results, results_held)
+                               for read in reads))
+        return results
+
+    async def _serve_read(self, read: Read, items: dict[int, BatchItem],
+                          auth: Credentials | None, results: list[dict[str, Any]],
+                          results_held: Reservation) -> None:
+        parts = [items[position] for position, _, _ in read.parts]
+        try:
+            async with self.budget.reservation() as held:
+                raw = await self._fetch(read.request, auth, self._admit(held, parts))
+                view = memoryview(raw)  # parts share the read's bytes, uncopied
+
+                async def part(position: int, start: int, stop: int | None) -> None:
+                    item = items[position]
+                    try:
+                        result = await self._compute(item.op, item, view[start:stop])
+                        await held.move(results_held, _result_bytes(result))
+                        results[position] = result
+                    except Exception as exc:
+                        results[position] = self._item_error(exc)
+
+                await asyncio.gather(*(part(*p) for p in read.parts))
+        except Exception as exc:
+            for position, _, _ in read.parts:
+                if not results[position]:
+                    results[position] = self._item_error(exc)
+
+    def _item_error(self, exc: BaseException) -> dict[str, Any]:
+        return {**error_body(exc), "status": self.record_error(exc)}
+
+    def record_error(self, exc: BaseException) -> int:
+        """The status of ``exc``, counted; a 500 is a bug and is logged with its traceback."""
+        status = status_of(exc)
+        if status == 500:
+            log.error("server bug", exc_info=exc)
+        self.metrics.errors.labels(str(status)).inc()
+        return status

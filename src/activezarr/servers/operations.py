@@ -1,0 +1,46 @@
+"""One operation on one chunk's stored bytes, with the core kernel; runs in a worker thread."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ..chunk.codecs import CodecChain
+from ..chunk.kernel import ChunkKernel
+from ..chunk.missing import missing_mask
+from ..protocol import ChunkRequest, reduction_result, select_result
+from .errors import BadRequest
+
+Raw = bytes | memoryview
+
+
+def _spec_and_bytes(op: str, request: ChunkRequest, raw: Raw, max_decoded: int
+                    ) -> tuple[Any, Any]:
+    """The kernel spec and the bytes it decodes; a shapeless chunk is 1-D, decoded once here."""
+    codecs = request.codec_configs()
+    itemsize = np.dtype(request.dtype).itemsize
+    shape = request.shape
+    if shape is None:
+        flat = CodecChain(codecs).decode_within(raw, max_decoded, request.url)
+        if flat.nbytes % itemsize:
+            raise BadRequest(f"{flat.nbytes} bytes are not a whole number of {request.dtype}")
+        shape, raw, codecs = [flat.nbytes // itemsize], flat, ()
+    nbytes = math.prod(shape) * itemsize
+    if nbytes > max_decoded:
+        raise BadRequest(f"chunk decodes to {nbytes} bytes, over the limit of {max_decoded}")
+    return request.chunk_spec(op, shape, codecs), raw
+
+
+def execute(op: str, request: ChunkRequest, raw: Raw, max_decoded: int) -> dict[str, Any]:
+    """The response map of ``op`` on ``raw``: decode, select, mask missing, reduce."""
+    spec, data = _spec_and_bytes(op, request, raw, max_decoded)
+    kernel = ChunkKernel(spec)
+    selection = request.chunk_selection(spec.shape)
+    if op == "select":
+        selected = kernel.decode(data, request.url)[tuple(slice(*s) for s in selection)]
+        mask = missing_mask(selected, spec.missing)
+        count = selected.size if mask is None else selected.size - int(np.count_nonzero(mask))
+        return select_result(request, selected, count)
+    return reduction_result(op, request, kernel.reduce(data, selection, request.url))

@@ -1,0 +1,114 @@
+"""The MDS server: the cluster map and every file's layout; it never touches file data."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from ..errors import BadRequest
+from .messages import TOKEN_HEADER, ClusterMap, CommitRequest, CreateRequest, PathRequest
+from .namespace import Namespace
+from .serving import TOKEN, create_base_app, log, require_token
+from .striping import FileLayout
+
+CLUSTER = web.AppKey("cluster", ClusterMap)
+NAMESPACE = web.AppKey("namespace", Namespace)
+SESSION = web.AppKey("session", aiohttp.ClientSession)
+#: Deletions of replaced objects still running, kept so that they are not garbage collected.
+PENDING = web.AppKey("pending", set)
+
+
+def _json(value: Any) -> web.Response:
+    dump = getattr(value, "model_dump", None)
+    return web.json_response(dump() if dump else value)
+
+
+def _destroy(app: web.Application, layout: FileLayout | None) -> None:
+    """Delete a replaced or removed file's objects from its OSTs, in the background."""
+    if layout is None:
+        return
+    osts = app[CLUSTER].osts
+
+    async def destroy() -> None:
+        for ost in layout.osts:
+            try:
+                async with app[SESSION].delete(f"{osts[ost]}/objects/{layout.fid}",
+                                               headers={TOKEN_HEADER: app[TOKEN]}):
+                    pass
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                log.warning("object %s on OST %d left behind: %s", layout.fid, ost, exc)
+
+    task = asyncio.ensure_future(destroy())
+    app[PENDING].add(task)
+    task.add_done_callback(app[PENDING].discard)
+
+
+async def cluster(request: web.Request) -> web.Response:
+    return _json(request.app[CLUSTER])
+
+
+async def create(request: web.Request) -> web.Response:
+    require_token(request)
+    body = CreateRequest.model_validate_json(await request.read())
+    return _json(request.app[NAMESPACE].create(body))
+
+
+async def commit(request: web.Request) -> web.Response:
+    require_token(request)
+    body = CommitRequest.model_validate_json(await request.read())
+    if any(ost >= len(request.app[CLUSTER].osts) for ost in body.layout.osts):
+        raise BadRequest(f"layout {body.layout.fid} names OSTs beyond the cluster's")
+    _destroy(request.app, request.app[NAMESPACE].commit(body.path, body.layout))
+    return _json({})
+
+
+async def stat(request: web.Request) -> web.Response:
+    path = PathRequest.model_validate_json(await request.read()).path
+    entry = request.app[NAMESPACE].stat(path)
+    if entry is None:
+        raise web.HTTPNotFound(text=f"no such file or directory: {path!r}")
+    return _json(entry)
+
+
+async def listing(request: web.Request) -> web.Response:
+    path = PathRequest.model_validate_json(await request.read()).path
+    entries = request.app[NAMESPACE].list(path)
+    if entries is None:
+        raise web.HTTPNotFound(text=f"no such file or directory: {path!r}")
+    return _json([e.model_dump() for e in entries])
+
+
+async def remove(request: web.Request) -> web.Response:
+    require_token(request)
+    path = PathRequest.model_validate_json(await request.read()).path
+    layout = request.app[NAMESPACE].remove(path)
+    if layout is None:
+        raise web.HTTPNotFound(text=f"no such file: {path!r}")
+    _destroy(request.app, layout)
+    return _json({})
+
+
+def create_mds_app(state: str, cluster_map: ClusterMap, token: str) -> web.Application:
+    """The MDS of ``cluster_map``, keeping its namespace in the JSON file ``state``."""
+    app = create_base_app(token)
+    app[CLUSTER] = cluster_map
+    app[NAMESPACE] = Namespace(state, len(cluster_map.osts), cluster_map.stripe_size,
+                               cluster_map.stripe_count)
+    app[PENDING] = set()
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+            app[SESSION] = session
+            yield
+            await asyncio.gather(*app[PENDING], return_exceptions=True)
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_get("/cluster", cluster)
+    for name, handler in (("create", create), ("commit", commit), ("stat", stat),
+                          ("list", listing), ("remove", remove)):
+        app.router.add_post(f"/files/{name}", handler)
+    return app

@@ -1,0 +1,116 @@
+"""What the processes of the simulated file system say to each other; no I/O.
+
+Reductions speak PROTOCOL.md (:mod:`activezarr.protocol`). The one extension, ``extents``,
+asks an OST to reduce the runs of a chunk it holds instead of a byte range of one object.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
+
+from ...protocol import ChunkRequest
+from .striping import Extent, FileLayout
+
+HEALTH_PATH = "/healthz"
+#: Header carrying the cluster's token, which every mutating call must show.
+TOKEN_HEADER = "X-Cluster-Token"
+#: Environment variable handing the token to the cluster's processes and to clients.
+TOKEN_VARIABLE = "ACTIVEZARR_OST_TOKEN"
+#: Most stripes one file may have, so that no read or layout walks millions of extents.
+MAX_STRIPES = 1 << 16
+#: Most bytes one read may ask of an OST.
+MAX_READ = 1 << 30
+Offset = Annotated[StrictInt, Field(ge=0, le=2**62)]
+SCHEMA_PATH = "/.well-known/reductionist-schema"
+#: The PROTOCOL.md operations and extensions the OSTs and the OSS serve; OSTs add ``extents``.
+OPS = ("count", "sum", "min", "max", "stats")
+EXTENSIONS = ("stats", "codecs", "accumulate", "accumulate-float", "missing-combined",
+              "dtypes", "healthz")
+#: Header naming the link a read crosses: ``storage`` (OST to OSS) or ``lan`` (to the client).
+LINK_HEADER = "X-Link"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ClusterMap(_Model):
+    """The MDS's description of the cluster: where every server is and the defaults."""
+
+    osts: tuple[str, ...]
+    oss: str | None = None
+    stripe_size: int = Field(gt=0)
+    stripe_count: int = Field(ge=-1)
+    lan_rate: float | None = None  # bytes per second between storage and the client
+
+
+class CreateRequest(_Model):
+    """Open a new version of ``path``; ``None`` settings take the cluster's defaults."""
+
+    path: str = Field(min_length=1)
+    size: int = Field(ge=0)
+    stripe_size: int | None = Field(None, gt=0)
+    stripe_count: int | None = Field(None, ge=-1)
+
+
+class CommitRequest(_Model):
+    """Make a created layout the current version of ``path`` (the objects are written)."""
+
+    path: str = Field(min_length=1)
+    layout: FileLayout
+
+
+class PathRequest(_Model):
+    path: str  # "" is the root
+
+
+class Entry(_Model):
+    """A file or a directory, as ``ls`` and ``info`` return them."""
+
+    name: str
+    type: str  # "file" or "directory"
+    size: int = 0
+    layout: FileLayout | None = None
+
+
+class ReadRequest(_Model):
+    """Byte ranges ``[offset, length]`` of one object, returned concatenated."""
+
+    ranges: list[tuple[Offset, Offset]] = Field(max_length=MAX_STRIPES)
+
+    @model_validator(mode="after")
+    def _bounded(self) -> ReadRequest:
+        total = sum(length for _, length in self.ranges)
+        if total > MAX_READ:
+            raise ValueError(f"ranges ask for {total} bytes, more than {MAX_READ}")
+        return self
+
+
+class PartRequest(ChunkRequest):
+    """A PROTOCOL.md request for the runs of one chunk held by one OST (``extents``).
+
+    ``url`` names the object (``.../objects/{fid}``); each extent is ``[offset in the object,
+    length, offset in the chunk]``. Uncompressed chunks may be split over OSTs: the response
+    adds ``loose``, the ``[offset in the chunk, bytes]`` of elements cut by the extents' ends.
+    A compressed chunk must be wholly in the extents.
+    """
+
+    extents: list[tuple[Offset, Offset, Offset]] = Field(min_length=1, max_length=MAX_STRIPES)
+
+    @model_validator(mode="after")
+    def _extents_in_chunk(self) -> PartRequest:
+        nbytes = self.decoded_nbytes if not self.codec_configs() else None
+        total = sum(length for _, length, _ in self.extents)
+        if total > MAX_READ:
+            raise ValueError(f"extents cover {total} bytes, more than {MAX_READ}")
+        if nbytes is not None and any(start + length > nbytes
+                                      for _, length, start in self.extents):
+            raise ValueError(f"extents reach past the chunk's {nbytes} bytes")
+        return self
+
+    @staticmethod
+    def extents_of(extents: list[Extent]) -> list[tuple[int, int, int]]:
+        """The ``extents`` field for extents of one chunk on one OST."""
+        return [(e.offset, e.length, e.start) for e in extents]

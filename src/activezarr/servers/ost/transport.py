@@ -1,0 +1,196 @@
+"""HTTP between the parts of the cluster, with errors that name the server that failed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import weakref
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+import cbor2
+
+from ...errors import StorageUnavailableError
+from .messages import LINK_HEADER, TOKEN_HEADER, TOKEN_VARIABLE, ClusterMap, Entry
+from .ratelimit import RateLimiter
+from .striping import FileLayout, by_ost
+
+#: Seconds to wait for a connection or an answer before naming a server as down.
+DEFAULT_TIMEOUT = 30.0
+#: One LAN per cluster (keyed by MDS URL), shared by every client of this process.
+_lans: dict[str, RateLimiter] = {}
+#: Tokens of the clusters this process started, by MDS URL (see :func:`register_token`).
+_tokens: dict[str, str] = {}
+
+
+def register_token(mds: str, token: str) -> None:
+    """Let clients in this process write to the cluster whose MDS is at ``mds``."""
+    _tokens[mds.rstrip("/")] = token
+
+
+def token_for(mds: str) -> str | None:
+    """The token for the cluster at ``mds``: registered here, else ``$ACTIVEZARR_OST_TOKEN``."""
+    return _tokens.get(mds.rstrip("/")) or os.environ.get(TOKEN_VARIABLE)
+
+
+class OSTUnavailableError(StorageUnavailableError):
+    """An OST (or the MDS, or the OSS) could not be reached or failed to answer."""
+
+
+class RemoteError(Exception):
+    """A server answered with an error status; ``status`` is it, the message is its own."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _message(body: bytes) -> str:
+    try:
+        return json.loads(body)["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        return body[:200].decode(errors="replace")
+
+
+def _close(loop: asyncio.AbstractEventLoop, session: aiohttp.ClientSession) -> None:
+    """Close ``session`` on its loop if that loop still runs (zarr's and fsspec's loops run in
+    daemon threads until interpreter exit)."""
+    if session.closed or not loop.is_running():
+        return
+    try:
+        inside = asyncio.get_running_loop() is loop
+    except RuntimeError:
+        inside = False
+    if inside:  # collected on the loop's own thread: waiting for it there would deadlock
+        loop.create_task(session.close())
+        return
+    try:
+        asyncio.run_coroutine_threadsafe(session.close(), loop).result(timeout=1)
+    except (TimeoutError, RuntimeError):
+        pass  # the loop is shutting down: nothing left to tidy
+
+
+class ClusterClient:
+    """Talks to the MDS, the OSTs and the OSS of one cluster.
+
+    The aiohttp session belongs to the event loop that first uses it; a client used from
+    another loop (fsspec's sync wrapper, zarr's loop) makes its own there.
+    """
+
+    def __init__(self, mds: str, timeout: float = DEFAULT_TIMEOUT,
+                 token: str | None = None) -> None:
+        self.mds = mds.rstrip("/")
+        self.token = token if token is not None else token_for(self.mds)
+        self.timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, 5.0))
+        self._sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
+        self._cluster: ClusterMap | None = None
+
+    def _session(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        session = self._sessions.get(loop)
+        if session is None or session.closed:
+            session = self._sessions[loop] = aiohttp.ClientSession(timeout=self.timeout)
+            weakref.finalize(self, _close, loop, session)
+        return session
+
+    async def close(self) -> None:
+        session = self._sessions.pop(asyncio.get_running_loop(), None)
+        if session is not None:
+            await session.close()
+
+    def _name(self, url: str) -> str:
+        """Which server ``url`` is on, for error messages."""
+        if self._cluster is not None:
+            for i, ost in enumerate(self._cluster.osts):
+                if url.startswith(ost):
+                    return f"OST {i} ({ost})"
+            if self._cluster.oss and url.startswith(self._cluster.oss):
+                return f"OSS ({self._cluster.oss})"
+        return f"MDS ({self.mds})" if url.startswith(self.mds) else url
+
+    async def request(self, method: str, url: str, *, json_body: Any = None,
+                      data: bytes | None = None, headers: Mapping[str, str] | None = None,
+                      missing_ok: bool = False) -> bytes | None:
+        """The body of a 2xx answer; None for a 404 when ``missing_ok``.
+
+        Raises :class:`OSTUnavailableError` naming the server when it cannot be reached, times
+        out or fails (5xx), and :class:`RemoteError` for other refusals.
+        """
+        if self.token is not None:
+            headers = {**(headers or {}), TOKEN_HEADER: self.token}
+        try:
+            async with self._session().request(method, url, json=json_body, data=data,
+                                               headers=headers) as response:
+                body = await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            reason = "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
+            raise OSTUnavailableError(f"{self._name(url)} is unavailable: {reason}") from exc
+        if response.status == 404 and missing_ok:
+            return None
+        if response.status >= 500:
+            raise OSTUnavailableError(f"{self._name(url)} failed: {_message(body)}")
+        if response.status >= 300:
+            raise RemoteError(f"{self._name(url)}: {_message(body)}", response.status)
+        return body
+
+    async def mds_call(self, method: str, route: str, body: Any = None, *,
+                       missing_ok: bool = False) -> Any:
+        """A JSON call to the MDS; None for a missing path when ``missing_ok``."""
+        answer = await self.request(method, f"{self.mds}{route}", json_body=body,
+                                    missing_ok=missing_ok)
+        return None if answer is None else json.loads(answer)
+
+    async def cluster(self) -> ClusterMap:
+        """Where the OSTs and the OSS are; asked once, the cluster does not move."""
+        if self._cluster is None:
+            self._cluster = ClusterMap.model_validate(await self.mds_call("GET", "/cluster"))
+        return self._cluster
+
+    async def lan(self) -> RateLimiter:
+        """The client's LAN link to this cluster."""
+        cluster = await self.cluster()
+        return _lans.setdefault(self.mds, RateLimiter(cluster.lan_rate))
+
+    async def read(self, ost: int, fid: str, ranges: list[tuple[int, int]],
+                   link: str = "lan") -> bytes:
+        """Ranges ``(offset, length)`` of OST ``ost``'s object ``fid``, concatenated."""
+        url = f"{(await self.cluster()).osts[ost]}/objects/{fid}/read"
+        body = await self.request("POST", url, json_body={"ranges": ranges},
+                                  headers={LINK_HEADER: link})
+        assert body is not None
+        if len(body) != sum(length for _, length in ranges):
+            raise OSTUnavailableError(f"{self._name(url)} returned {len(body)} bytes, "
+                                      f"expected {sum(n for _, n in ranges)}")
+        if link == "lan":
+            await (await self.lan()).take(len(body))
+        return body
+
+    async def stat(self, path: str) -> Entry | None:
+        """The file or directory at ``path``, or None."""
+        entry = await self.mds_call("POST", "/files/stat", {"path": path}, missing_ok=True)
+        return None if entry is None else Entry.model_validate(entry)
+
+    async def gather(self, layout: FileLayout, offset: int, size: int, link: str = "lan"
+                     ) -> bytes:
+        """Bytes ``[offset, offset + size)`` of a file: one read per OST, all at once."""
+        groups = by_ost(layout.extents(offset, size))
+        reads = [self.read(ost, layout.fid, [(e.offset, e.length) for e in group], link)
+                 for ost, group in groups.items()]
+        out = bytearray(size)
+        for group, data in zip(groups.values(), await asyncio.gather(*reads)):
+            position = 0
+            for extent in group:
+                out[extent.start:extent.start + extent.length] = \
+                    data[position:position + extent.length]
+                position += extent.length
+        return bytes(out)
+
+    async def reduce(self, server: str, op: str, body: Mapping[str, Any]
+                     ) -> tuple[dict[str, Any], int]:
+        """(response map, its size on the LAN) of a PROTOCOL.md request to an OST or the OSS."""
+        answer = await self.request("POST", f"{server}/v2/{op}", json_body=body)
+        assert answer is not None
+        await (await self.lan()).take(len(answer))
+        return cbor2.loads(answer), len(answer)

@@ -1,0 +1,101 @@
+"""Starting our servers as real processes on loopback, for the demo, benchmarks and tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+
+def listening_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
+    """A socket bound (port 0: any free port) and listening, for a child server to inherit.
+
+    Binding in the parent and handing the socket over leaves no moment in which another
+    process could take the port between choosing it and the child binding it.
+    """
+    sock = socket.create_server((host, port), backlog=128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def port_of(sock: socket.socket) -> int:
+    return int(sock.getsockname()[1])
+
+
+def spawn(command: Sequence[str], sock: socket.socket, **popen: Any
+          ) -> subprocess.Popen[bytes]:
+    """Start ``command --fd N`` with ``sock`` as descriptor N; the parent's copy is closed."""
+    fd = sock.fileno()
+    try:
+        return subprocess.Popen([*command, "--fd", str(fd)], pass_fds=(fd,), **popen)
+    finally:
+        sock.close()
+
+
+def wait_healthy(urls: Sequence[str], processes: Mapping[str, subprocess.Popen[bytes]],
+                 timeout: float = 30.0, context: ssl.SSLContext | None = None) -> None:
+    """Return once every ``url`` answers; raise at once if one of ``processes`` has exited."""
+    deadline = time.monotonic() + timeout
+    for url in urls:
+        while True:
+            dead = [n for n, p in processes.items() if p.poll() is not None]
+            if dead:
+                raise RuntimeError(f"process(es) {dead} exited during start-up")
+            try:
+                with urllib.request.urlopen(url, timeout=1, context=context):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{url} not healthy after {timeout} s") from None
+                time.sleep(0.05)
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    """SIGTERM, as a service manager would; SIGKILL if it does not go in ``timeout`` s."""
+    if process.poll() is None:
+        process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@contextlib.contextmanager
+def active_server(*args: str, log: Path | None = None, env: Mapping[str, str] | None = None,
+                  context: ssl.SSLContext | None = None, timeout: float = 30.0
+                  ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``activezarr serve`` with ``args`` on a loopback port bound here: yields (URL, process).
+
+    Its output goes to ``log`` (default: discarded), which a start-up error quotes. With
+    ``context`` it is reached over https. On exit it is stopped with SIGTERM.
+    """
+    sock = listening_socket()
+    url = f"{'https' if context else 'http'}://127.0.0.1:{port_of(sock)}"
+    output: IO[bytes] | int = open(log, "wb") if log else subprocess.DEVNULL
+    try:
+        process = spawn(
+            [sys.executable, "-m", "activezarr.servers.active", *args], sock,
+            stdout=output, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        )
+    finally:
+        if not isinstance(output, int):
+            output.close()
+    try:
+        try:
+            wait_healthy([f"{url}/healthz"], {"active server": process}, timeout, context)
+        except (RuntimeError, TimeoutError) as exc:
+            output = log.read_text(errors="replace") if log else "(output discarded)"
+            raise RuntimeError(f"active server did not start: {exc}\n{output}") from exc
+        yield url, process
+    finally:
+        stop(process)
