@@ -1,42 +1,77 @@
-"""activezarr: active storage for Zarr — reductions computed where the data lives."""
+"""activezarr: active storage for Zarr — reductions computed where the data lives.
+
+The public names are imported on first use (PEP 562), so that a server process, which imports
+``activezarr.servers``, loads no zarr, fsspec or client backend.
+"""
 
 from __future__ import annotations
 
+import importlib
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .chunk.codec import ChunkReduction
-from .client.active import ActiveReduction, ActiveSelection
-from .client.report import Report
-from .client.store import ActiveStore
-from .errors import (
-    ActiveZarrError,
-    ActiveZarrWarning,
-    ChunkDecodeError,
-    ChunkReadError,
-    ClientReductionWarning,
-    CodecNotAllowedError,
-    CredentialsError,
-    DeadlineExceededError,
-    FallbackWarning,
-    SelectionError,
-    StorageUnavailableError,
-    UnknownBackendError,
-    UnknownPluginError,
-    UnknownReductionError,
-    UnsupportedArrayError,
-)
+if TYPE_CHECKING:
+    from .chunk.codec import ChunkReduction
+    from .client.active import ActiveReduction, ActiveSelection
+    from .client.report import Report
+    from .client.store import ActiveStore
+    from .errors import (
+        ActiveZarrError,
+        ActiveZarrWarning,
+        ChunkDecodeError,
+        ChunkReadError,
+        ClientReductionWarning,
+        CodecNotAllowedError,
+        CredentialsError,
+        DeadlineExceededError,
+        FallbackWarning,
+        SelectionError,
+        StorageUnavailableError,
+        UnknownBackendError,
+        UnknownPluginError,
+        UnknownReductionError,
+        UnsupportedArrayError,
+    )
 
 try:
     __version__ = version("activezarr")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
+#: public name -> the module that defines it.
+_EXPORTS = {
+    "ActiveReduction": ".client.active",
+    "ActiveSelection": ".client.active",
+    "ActiveStore": ".client.store",
+    "ChunkReduction": ".chunk.codec",
+    "Report": ".client.report",
+    **dict.fromkeys(
+        ["ActiveZarrError", "ActiveZarrWarning", "ChunkDecodeError", "ChunkReadError",
+         "ClientReductionWarning", "CodecNotAllowedError", "CredentialsError",
+         "DeadlineExceededError", "FallbackWarning", "SelectionError", "StorageUnavailableError",
+         "UnknownBackendError", "UnknownPluginError", "UnknownReductionError",
+         "UnsupportedArrayError"], ".errors"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
 
 def open_array(url: str, storage_options: dict[str, Any] | None = None,
                active: dict[str, Any] | None = None, **kwargs: Any) -> Any:
     """Open the zarr array at ``url`` read-only on an :class:`ActiveStore`."""
     import zarr
+
+    from .client.store import ActiveStore
 
     store = ActiveStore.from_url(url, storage_options=storage_options, active=active,
                                  read_only=True)
@@ -47,7 +82,6 @@ __all__ = [
     "ActiveReduction", "ActiveSelection", "ActiveStore", "ActiveZarrError", "ActiveZarrWarning",
     "ChunkDecodeError", "ChunkReadError", "ChunkReduction", "ClientReductionWarning",
     "CodecNotAllowedError", "CredentialsError", "DeadlineExceededError", "FallbackWarning",
-    "Report", "SelectionError",
-    "StorageUnavailableError", "UnknownBackendError", "UnknownPluginError",
-    "UnknownReductionError", "UnsupportedArrayError", "open_array",
+    "Report", "SelectionError", "StorageUnavailableError", "UnknownBackendError",
+    "UnknownPluginError", "UnknownReductionError", "UnsupportedArrayError", "open_array",
 ]

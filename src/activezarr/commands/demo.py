@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import importlib
 import itertools
+import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import click
 import numpy as np
 import zarr
+from rich.console import Console
 from rich.table import Table
 from zarr.abc.store import ByteRequest, Store
 from zarr.codecs import ZstdCodec
@@ -24,6 +28,7 @@ from zarr.storage import LocalStore, WrapperStore
 
 from ..client.active import ActiveReduction
 from ..client.store import ActiveStore
+from .params import one_line_errors
 
 #: (time, lat, lon) shape and chunk shape of each size.
 SIZES: dict[str, tuple[tuple[int, int, int], tuple[int, int, int]]] = {
@@ -211,3 +216,28 @@ def tables(rows: list[Row]) -> list[Table]:
                           f"{r.plain_seconds:.3f} s")
         out.append(table)
     return out
+
+
+@click.command("demo")
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
+              help="Where to write the sample datasets (kept). Default: a temporary folder.")
+@click.option("--size", type=click.Choice(sorted(SIZES)), default="small",
+              show_default=True, help="Sample dataset size.")
+def run_demo(directory: Path | None, size: str) -> None:
+    """Reduce a sample climate dataset actively and by a plain read, and compare."""
+    console = Console()
+    with one_line_errors(), (nullcontext(str(directory)) if directory
+                             else tempfile.TemporaryDirectory()) as where:
+        Path(where).mkdir(parents=True, exist_ok=True)
+        data, rows, skipped = run(Path(where), size)
+        nt, ny, nx = data.shape
+        console.print(f"Sample data in {where}{'' if directory else ' (temporary)'}: tas, "
+                      f"time x lat x lon = {nt} x {ny} x {nx} float32, zstd, "
+                      f"{data.land_fraction:.0%} of cells (land) masked by _FillValue.")
+        for table in tables(rows):
+            console.print(table)
+        for note in skipped:
+            console.print(f"[yellow]{note}[/]")
+    wrong = [f"{r.dataset} {r.reduction}" for r in rows if not r.agree]
+    if wrong:
+        raise click.ClickException(f"active and plain results differ: {'; '.join(wrong)}")

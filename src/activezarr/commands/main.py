@@ -1,14 +1,17 @@
-"""The ``activezarr`` command line: ``reduce`` a stored array, or run the ``demo``."""
+"""The ``activezarr`` command line: ``reduce`` a stored array; the other commands load lazily.
+
+Each command's module is imported only when that command runs, so ``activezarr serve`` and
+``activezarr ost`` start server processes that never import zarr, fsspec or a client backend.
+"""
 
 from __future__ import annotations
 
+import importlib
 import json
-import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, fields
-from pathlib import Path
 from typing import Any
 
 import click
@@ -19,16 +22,18 @@ from rich.table import Table
 
 import activezarr
 
+from .params import JsonObjectType, MissingType, SelectionType, one_line_errors
 from ..chunk.reductions import get_reduction
-from . import demo
-from .ost import layout, ost
-from .params import JsonObjectType, MissingType, SelectionType
-from .serve import serve
 
 #: Above this many chunks a progress bar is worth showing even when stderr is not a terminal.
 LARGE_RUN_CHUNKS = 1000
-#: What the library raises for a bad request or unreadable data; shown as one line, no traceback.
-LIBRARY_ERRORS = (activezarr.ActiveZarrError, OSError, IndexError, ValueError, TypeError, KeyError)
+#: command name -> "module:attribute" of a command imported only when it is used.
+LAZY_COMMANDS = {
+    "demo": ".demo:run_demo",
+    "layout": ".ost:layout",
+    "ost": ".ost:ost",
+    "serve": ".serve:serve",
+}
 
 
 def _parse_axes(ctx: click.Context, param: click.Parameter,
@@ -58,17 +63,6 @@ def _warnings_on_stderr() -> Iterator[None]:
                                          warning.lineno)
 
 
-@contextmanager
-def _one_line_errors() -> Iterator[None]:
-    """Library errors become ``Error: ...``, exit code 1: users need the message, not the stack."""
-    try:
-        yield
-    except LIBRARY_ERRORS as exc:
-        # str(KeyError) is the repr of its message; the message itself reads better.
-        text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
-        raise click.ClickException(" ".join(text.split()) or type(exc).__name__) from exc
-
-
 def _json_value(value: Any) -> Any:
     """A result as JSON-able Python values; masked elements become None (JSON null)."""
     return np.ma.asarray(value).tolist()
@@ -89,7 +83,26 @@ def _report_table(report: activezarr.Report) -> Table:
     return table
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group that imports a command's module only when the command is looked up."""
+
+    def __init__(self, *args: Any, lazy_commands: dict[str, str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy_commands = lazy_commands
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy_commands])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.lazy_commands:
+            return super().get_command(ctx, cmd_name)
+        module, attribute = self.lazy_commands[cmd_name].split(":")
+        command: click.Command = getattr(importlib.import_module(module, __package__), attribute)
+        return command
+
+
+@click.group(cls=LazyGroup, lazy_commands=LAZY_COMMANDS,
+             context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(activezarr.__version__, prog_name="activezarr")
 def main() -> None:
     """Active storage for Zarr: reductions computed where the data lives."""
@@ -125,7 +138,7 @@ def reduce_array(url: str, op: str, selection: tuple[Any, ...], axis: tuple[int,
                  as_json: bool) -> None:
     """Reduce the zarr array at URL (a path or any fsspec URL) where its bytes live."""
     options = {} if ddof is None else {"ddof": ddof}
-    with _one_line_errors(), _warnings_on_stderr():
+    with one_line_errors(), _warnings_on_stderr():
         get_reduction(op, **options)  # a bad name or option fails before any I/O
         arr = activezarr.open_array(url, storage_options=storage_options, active=active)
         stderr = Console(stderr=True)
@@ -148,33 +161,3 @@ def reduce_array(url: str, op: str, selection: tuple[Any, ...], axis: tuple[int,
     else:
         click.echo(result)
         Console().print(_report_table(report))
-
-
-@main.command("demo")
-@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
-              help="Where to write the sample datasets (kept). Default: a temporary folder.")
-@click.option("--size", type=click.Choice(sorted(demo.SIZES)), default="small",
-              show_default=True, help="Sample dataset size.")
-def run_demo(directory: Path | None, size: str) -> None:
-    """Reduce a sample climate dataset actively and by a plain read, and compare."""
-    console = Console()
-    with _one_line_errors(), (nullcontext(str(directory)) if directory
-                              else tempfile.TemporaryDirectory()) as where:
-        Path(where).mkdir(parents=True, exist_ok=True)
-        data, rows, skipped = demo.run(Path(where), size)
-        nt, ny, nx = data.shape
-        console.print(f"Sample data in {where}{'' if directory else ' (temporary)'}: tas, "
-                      f"time x lat x lon = {nt} x {ny} x {nx} float32, zstd, "
-                      f"{data.land_fraction:.0%} of cells (land) masked by _FillValue.")
-        for table in demo.tables(rows):
-            console.print(table)
-        for note in skipped:
-            console.print(f"[yellow]{note}[/]")
-    wrong = [f"{r.dataset} {r.reduction}" for r in rows if not r.agree]
-    if wrong:
-        raise click.ClickException(f"active and plain results differ: {'; '.join(wrong)}")
-
-
-main.add_command(serve)
-main.add_command(ost)
-main.add_command(layout)

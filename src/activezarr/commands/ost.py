@@ -4,18 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
 from ..planning.placement import SPREAD_POLICIES
-from ..planning.survey import Survey, survey_url
 from ..servers.ost.cluster import Cluster, ClusterConfig, mb_per_s, run_until_signalled
 from ..servers.ost.messages import TOKEN_VARIABLE
 from ..servers.ost.serving import serve
 from .params import JsonObjectType
+
+if TYPE_CHECKING:
+    from ..planning.survey import Survey
 
 _RATE = {"type": float, "default": None, "help": "MB/s; unlimited when absent."}
 
@@ -121,6 +123,8 @@ def layout(url: str, storage_options: dict[str, Any], spread_compressed: str) ->
     """How the chunks of the array (or group) at URL sit on the stripes of an ost:// file
     system, the bytes each path would move, and the stripe size that would make every
     compressed chunk single-OST. Reads no chunk data."""
+    from ..planning.survey import survey_url  # zarr: not for the server commands of this module
+
     console = Console()
     for survey in survey_url(url, storage_options, spread_compressed):
         console.print(survey_table(survey))

@@ -1,11 +1,29 @@
-"""Click parameter types shared by the ``activezarr`` commands."""
+"""What the ``activezarr`` commands share: click parameter types and one-line errors."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
+
+from ..errors import ActiveZarrError
+
+#: What the library raises for a bad request or unreadable data; shown as one line, no traceback.
+LIBRARY_ERRORS = (ActiveZarrError, OSError, IndexError, ValueError, TypeError, KeyError)
+
+
+@contextmanager
+def one_line_errors() -> Iterator[None]:
+    """Library errors become ``Error: ...``, exit code 1: users need the message, not the stack."""
+    try:
+        yield
+    except LIBRARY_ERRORS as exc:
+        # str(KeyError) is the repr of its message; the message itself reads better.
+        text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+        raise click.ClickException(" ".join(text.split()) or type(exc).__name__) from exc
 
 
 def parse_selection(text: str) -> tuple[Any, ...]:
