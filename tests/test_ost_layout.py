@@ -7,7 +7,7 @@ import zarr
 from click.testing import CliRunner
 
 import activezarr
-from activezarr.commands.ost import layout
+from activezarr.commands.layout import layout
 from activezarr.planning.survey import survey_url
 from ost_cluster import write_array
 

@@ -22,15 +22,15 @@ from rich.table import Table
 
 import activezarr
 
-from .params import JsonObjectType, MissingType, SelectionType, one_line_errors
 from ..chunk.reductions import get_reduction
+from .params import JsonObjectType, MissingType, SelectionType, one_line_errors
 
 #: Above this many chunks a progress bar is worth showing even when stderr is not a terminal.
 LARGE_RUN_CHUNKS = 1000
 #: command name -> "module:attribute" of a command imported only when it is used.
 LAZY_COMMANDS = {
     "demo": ".demo:run_demo",
-    "layout": ".ost:layout",
+    "layout": ".layout:layout",
     "ost": ".ost:ost",
     "serve": ".serve:serve",
 }
