@@ -39,7 +39,7 @@ def test_python_block_runs(line: int, code: str, tmp_path: Path,
 
 
 def test_readme_starts_with_the_two_setup_commands() -> None:
-    first, second = [m for m in FENCE.finditer(README)][:2]
+    first, second = list(FENCE.finditer(README))[:2]
     assert [first.group(3).strip(), second.group(3).strip()] == [DEMO_COMMAND, TEST_COMMAND]
     intro = README[:first.start()].strip().split("\n\n")
     assert len(intro) == 2 and intro[0].startswith("# ")  # a title and one paragraph

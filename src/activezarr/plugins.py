@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -16,7 +16,7 @@ class Registry(Generic[T]):
         self.group = group
         self.kind = kind
         self.error = error
-        self._plugins: dict[str, T] = {}
+        self._plugins: dict[str, T | EntryPoint] = {}  # entry points load on first use
         self._loaded = False
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -47,6 +47,6 @@ class Registry(Generic[T]):
             raise self.error(
                 f"unknown {self.kind} {name!r}; available: {', '.join(self.names())}"
             ) from None
-        if hasattr(plugin, "load") and hasattr(plugin, "group"):
+        if isinstance(plugin, EntryPoint):
             plugin = self._plugins[name] = plugin.load()
         return plugin

@@ -80,7 +80,7 @@ class Backend(ABC):
     async def reduce(self, job: ChunkJob, tasks: Sequence[ChunkTask]) -> BatchResult:
         """Partials of ``tasks``; raise StorageUnavailableError when the storage side is down."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - most backends hold nothing to release
         """Release connections and pools."""
 
 

@@ -83,6 +83,7 @@ class OSTBackend(Backend):
         # storage network.
         links = Counter(disk_read=size, storage=size if placement.path == "oss" else 0)
         result = BatchResult([None], path=placement.path, bytes_stored=size, links=+links)
+        partial: Partial | None
         try:
             if placement.path == "client":
                 partial = await self._on_client(job, task, layout, placement, result)

@@ -84,17 +84,21 @@ class Partial:
         n_a = self.count[region]
         n_b = other.count
         if self.m2 is not None:
+            assert self.sum is not None and other.sum is not None and other.m2 is not None
             n = n_a + n_b
             with np.errstate(invalid="ignore", divide="ignore"):
                 delta = other.sum / n_b - self.sum[region] / n_a
                 extra = np.where((n_a > 0) & (n_b > 0), delta * delta * (n_a * (n_b / n)), 0.0)
             self.m2[region] = self.m2[region] + other.m2 + extra
         if self.sum is not None:
+            assert other.sum is not None  # partials that merge hold the same fields
             self.sum[region] = np.add(self.sum[region], other.sum, dtype=self.sum.dtype,
                                       casting="unsafe")
         if self.min is not None:
+            assert other.min is not None
             self.min[region] = np.minimum(self.min[region], other.min)
         if self.max is not None:
+            assert other.max is not None
             self.max[region] = np.maximum(self.max[region], other.max)
         self.count[region] = n_a + n_b
 

@@ -57,6 +57,7 @@ class Sum(Reduction):
         return _numpy_dtype(np.sum, dtype)
 
     def finish(self, acc: Partial) -> tuple[np.ndarray, np.ndarray]:
+        assert acc.sum is not None  # every field in ``fields`` is present
         return acc.sum, acc.count == 0
 
 
@@ -69,6 +70,7 @@ class Min(Reduction):
         return dtype.newbyteorder("=")
 
     def finish(self, acc: Partial) -> tuple[np.ndarray, np.ndarray]:
+        assert acc.min is not None
         return acc.min, acc.count == 0
 
 
@@ -78,6 +80,7 @@ class Max(Min):
     fields = ("count", "max")
 
     def finish(self, acc: Partial) -> tuple[np.ndarray, np.ndarray]:
+        assert acc.max is not None
         return acc.max, acc.count == 0
 
 
@@ -125,6 +128,7 @@ class Var(Reduction):
 
     def finish(self, acc: Partial) -> tuple[np.ndarray, np.ndarray]:
         dof = acc.count - self.ddof
+        assert acc.m2 is not None
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.maximum(acc.m2, 0.0) / dof, dof <= 0
 

@@ -60,7 +60,7 @@ class MissingSpec(BaseModel):
 
     def check_representable(self, dtype: np.dtype) -> None:
         """Raise ValueError when a rule's value cannot be stored in ``dtype``."""
-        named = [("missing value", v) for v in self.values]
+        named: list[tuple[str, float | None]] = [("missing value", v) for v in self.values]
         named += [("valid_min", self.valid_min), ("valid_max", self.valid_max)]
         for name, value in named:
             if value is not None and not representable(value, dtype):

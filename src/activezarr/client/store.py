@@ -62,7 +62,7 @@ class ActiveStore(WrapperStore[Store]):
         if isinstance(store, ActiveStore):
             return store
         fs = getattr(store, "fs", None)
-        if isinstance(fs, ActiveFileSystem):
+        if isinstance(fs, ActiveFileSystem) and isinstance(store, FsspecStore):
             return cls(store, protocol=fs.target_protocol, root=store.path, fs=fs.target,
                        storage_options=fs.target_options, active={**fs.active, **(active or {})})
         return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import zarr
 from zarr.storage import FsspecStore, LocalStore
 
@@ -29,7 +30,8 @@ LAYOUTS = [
 def ost_files(data: Datasets) -> Iterator[Row]:
     """``tas`` copied onto a four-OST cluster in each of :data:`LAYOUTS`, reduced actively."""
     source = zarr.open_array(LocalStore(data.paths["tas"], read_only=True), mode="r")
-    values = source[...]
+    values = np.asarray(source[...])
+    dimension_names = getattr(source.metadata, "dimension_names", None)  # zarr v3 only
     root = data.paths["tas"].parent / "ost-cluster"
     with Cluster(ClusterConfig(root=root, osts=4)) as cluster:
         for i, (label, compressed, stripe) in enumerate(LAYOUTS):
@@ -38,7 +40,7 @@ def ost_files(data: Datasets) -> Iterator[Row]:
                 ActiveStore.from_url(url, storage_options={"stripe_size": stripe}), data=values,
                 chunks=source.chunks, fill_value=source.fill_value,
                 compressors=zarr.codecs.ZstdCodec() if compressed else None,
-                attributes=source.attrs.asdict(), dimension_names=source.metadata.dimension_names,
+                attributes=source.attrs.asdict(), dimension_names=dimension_names,
             )
             active = zarr.open_array(ActiveStore.from_url(url, read_only=True), mode="r")
             paths = ", ".join(f"{n} on {p}" for p, n in sorted(survey_array(active).paths().items()))

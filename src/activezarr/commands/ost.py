@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -11,7 +12,7 @@ from ..servers.ost.cluster import Cluster, ClusterConfig, mb_per_s, run_until_si
 from ..servers.ost.messages import TOKEN_VARIABLE
 from ..servers.ost.serving import serve
 
-_RATE = {"type": float, "default": None, "help": "MB/s; unlimited when absent."}
+_RATE: dict[str, Any] = {"type": float, "default": None, "help": "MB/s; unlimited when absent."}
 
 
 @click.group("ost")

@@ -10,7 +10,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import zarr
@@ -49,7 +49,7 @@ class ArrayLayout:
     shape: tuple[int, ...]
     dtype: np.dtype                       # with the stored byte order
     chunk_shape: tuple[int, ...]          # the decode unit (an inner chunk when sharded)
-    order: str | tuple[int, ...]
+    order: Literal["C", "F"] | tuple[int, ...]
     codecs: tuple[dict[str, Any], ...]    # numcodecs configs, in encode order
     fill_value: Any
     zarr_format: int
@@ -98,7 +98,7 @@ class ArrayLayout:
         """The :class:`ChunkSpec` every chunk of this array is reduced with."""
         return ChunkSpec(dtype=self.dtype.str, shape=self.chunk_shape, order=self.order,
                          codecs=self.codecs, missing=missing, axis=axis,
-                         fields=tuple(fields), accumulate=accumulate)
+                         fields=tuple(fields), accumulate=accumulate)  # type: ignore[arg-type]
 
 
 def _supported_dtype(dtype: Any) -> np.dtype:
@@ -152,9 +152,9 @@ def _v3_chain(meta: Mapping[str, Any], dtype: np.dtype) -> dict[str, Any]:
 
 
 def _translate_v3(codecs: Sequence[Mapping[str, Any]], dtype: np.dtype
-                  ) -> tuple[str, str | tuple[int, ...], list[dict[str, Any]]]:
+                  ) -> tuple[Any, Literal["C", "F"] | tuple[int, ...], list[dict[str, Any]]]:
     """(byte order, element order, numcodecs chain) equivalent to a zarr v3 codec list."""
-    byte_order, order = "=", "C"
+    byte_order, order = "=", "C"  # type: Any, Literal["C", "F"] | tuple[int, ...]
     filters: list[dict[str, Any]] = []
     compressors: list[dict[str, Any]] = []
     seen_bytes = False

@@ -77,7 +77,7 @@ def plan_chunks(layout: ArrayLayout, dims: Sequence[DimSelection],
         shard_of = None
     else:
         per_shard = layout.shard_index.chunks_per_shard
-        groups = [[list(g) for _, g in itertools.groupby(pieces, lambda p: p.chunk // n)]
+        groups = [[list(g) for _, g in itertools.groupby(pieces, lambda p: p.chunk // n)]  # noqa: B023
                   for pieces, n in zip(per_dim, per_shard)]
         combos = (combo for shard in itertools.product(*groups)
                   for combo in itertools.product(*shard))

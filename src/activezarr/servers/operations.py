@@ -13,7 +13,7 @@ from ..chunk.missing import missing_mask
 from ..protocol import ChunkRequest, reduction_result, select_result
 from .errors import BadRequest
 
-Raw = bytes | memoryview
+Raw = bytes | memoryview | np.ndarray  # np.ndarray: a shapeless chunk, decoded here
 
 
 def _spec_and_bytes(op: str, request: ChunkRequest, raw: Raw, max_decoded: int

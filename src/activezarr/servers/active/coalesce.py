@@ -39,7 +39,7 @@ def plan_reads(requests: Sequence[tuple[int, ChunkRequest]], max_bytes: int) -> 
         start = end = 0
         for position, request in group:
             offset = request.offset or 0
-            stop = offset + request.size
+            stop = offset + (request.size or 0)  # not None: grouped above
             if current is None or offset > end + MAX_GAP or max(end, stop) - start > max_bytes:
                 current, start, end = Read(request), offset, stop
                 reads.append(current)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import weakref
@@ -66,10 +67,8 @@ def _close(loop: asyncio.AbstractEventLoop, session: aiohttp.ClientSession) -> N
     if inside:  # collected on the loop's own thread: waiting for it there would deadlock
         loop.create_task(session.close())
         return
-    try:
+    with contextlib.suppress(TimeoutError, RuntimeError):  # the loop is shutting down
         asyncio.run_coroutine_threadsafe(session.close(), loop).result(timeout=1)
-    except (TimeoutError, RuntimeError):
-        pass  # the loop is shutting down: nothing left to tidy
 
 
 class ClusterClient:
