@@ -19,18 +19,13 @@ settings.register_profile("default", max_examples=250)
 settings.register_profile("thorough", max_examples=5000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "netcdf"
+NETCDF_DATA = Path(__file__).resolve().parent / "data" / "netcdf"
 
 
 @pytest.fixture(scope="session")
 def netcdf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A writable copy of ../shared/data/netcdf (the original is read-only in CI)."""
-    if not SHARED_DATA.is_dir():
-        message = f"shared test data not found at {SHARED_DATA}"
-        if os.environ.get("CI"):
-            pytest.fail(message)  # CI always has shared/ beside the checkout
-        pytest.skip(message)
+    """A writable copy of tests/data/netcdf (tests may write kerchunk references beside it)."""
     target = tmp_path_factory.mktemp("netcdf")
-    for path in SHARED_DATA.glob("*.nc"):
+    for path in NETCDF_DATA.glob("*.nc"):
         shutil.copy(path, target / path.name)
     return target
