@@ -145,5 +145,8 @@ def test_demo_compares_active_and_plain_reads(tmp_path: Path) -> None:
     result = invoke("demo", "--dir", str(tmp_path / "demo"), "--size", "small")
     assert result.exit_code == 0, result.output
     assert "yes" in result.output and "NO" not in result.output
+    assert "HTTP/1.1" not in result.output  # the embedded S3's access log stays quiet
+    assert "loopback" in result.output and "chunks on the OSTs" in result.output  # explained
     assert (tmp_path / "demo" / "tas.zarr").is_dir()
     assert (tmp_path / "demo" / "tas_sharded.zarr").is_dir()
+

@@ -19,6 +19,8 @@ from ..servers.ost.cluster import Cluster, ClusterConfig
 from .demo import Datasets, Row, compare
 
 KiB = 1024
+#: Where a chunk of the ost backend is reduced, by the survey's name for its path.
+PLACES = {"ost": "OSTs", "oss": "OSS", "client": "client"}
 #: (label, compressed, stripe size) of each copy of the sample dataset.
 LAYOUTS = [
     ("uncompressed, 64 KiB stripes", False, 64 * KiB),
@@ -43,6 +45,7 @@ def ost_files(data: Datasets) -> Iterator[Row]:
                 attributes=source.attrs.asdict(), dimension_names=dimension_names,
             )
             active = zarr.open_array(ActiveStore.from_url(url, read_only=True), mode="r")
-            paths = ", ".join(f"{n} on {p}" for p, n in sorted(survey_array(active).paths().items()))
+            paths = ", ".join(f"{n} chunks on the {PLACES[p]}"
+                              for p, n in sorted(survey_array(active).paths().items()))
             yield from compare(f"tas, {label}: {paths}", active,
                                FsspecStore.from_url(url, read_only=True))

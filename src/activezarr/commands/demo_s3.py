@@ -5,6 +5,7 @@ moto's S3 (server mode) and ``activezarr serve`` run on free loopback ports for 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import zarr
@@ -27,9 +28,12 @@ def s3_objects(data: Datasets) -> Iterator[Row]:
             f"S3 part skipped ({exc.name} is not installed): pip install 'activezarr[demo]'"
         ) from None
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)  # any free port
+    access_log = logging.getLogger("werkzeug")  # moto's server logs every request it serves
+    level = access_log.level
+    access_log.setLevel(logging.ERROR)
     moto.start()
     try:
-        endpoint = "http://127.0.0.1:%d" % moto.get_host_and_port()[1]
+        endpoint = f"http://127.0.0.1:{moto.get_host_and_port()[1]}"
         options = {"endpoint_url": endpoint, "key": "demo-key", "secret": "demo-secret"}
         fs = s3fs.S3FileSystem(**options)
         fs.mkdir(BUCKET)
@@ -44,3 +48,4 @@ def s3_objects(data: Datasets) -> Iterator[Row]:
                                                         read_only=True))
     finally:
         moto.stop()
+        access_log.setLevel(level)
