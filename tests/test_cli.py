@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -16,6 +19,7 @@ from click.testing import CliRunner, Result
 import activezarr
 from activezarr.commands.main import main
 from activezarr.commands.params import parse_selection
+from activezarr.servers.processes import free_ports, stop
 
 FILL = -999.0
 
@@ -150,3 +154,114 @@ def test_demo_compares_active_and_plain_reads(tmp_path: Path) -> None:
     assert (tmp_path / "demo" / "tas.zarr").is_dir()
     assert (tmp_path / "demo" / "tas_sharded.zarr").is_dir()
 
+
+
+def _commands(command: click.Command, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    yield path
+    if isinstance(command, click.Group):
+        for name in command.list_commands(click.Context(command)):
+            sub = command.get_command(click.Context(command), name)
+            assert sub is not None
+            yield from _commands(sub, (*path, name))
+
+
+def test_every_option_of_every_command_has_help_text() -> None:
+    for path in _commands(main):
+        command = main
+        for name in path:
+            command = command.get_command(click.Context(command), name)  # type: ignore[attr-defined]
+        assert command.help, path
+        for param in command.params:
+            if isinstance(param, click.Option):
+                assert param.help, (path, param.name)
+
+
+def test_json_has_no_bare_nan(tmp_path: Path) -> None:
+    path = str(tmp_path / "nan.zarr")
+    zarr.create_array(path, data=np.array([1.0, np.nan, np.inf]), chunks=(3,))
+    text = invoke("reduce", path, "--op", "max", "--select", "0:2", "--json").stdout
+    assert json.loads(text, parse_constant=pytest.fail)["result"] == "NaN"
+    text = invoke("reduce", path, "--op", "sum", "--select", "2:", "--json").stdout
+    assert json.loads(text, parse_constant=pytest.fail)["result"] == "Infinity"
+
+
+def test_a_group_needs_var(tmp_path: Path) -> None:
+    group = zarr.open_group(str(tmp_path / "g.zarr"), mode="w")
+    group.create_array("tas", data=np.arange(4.0))
+    group.create_array("pr", data=np.arange(3.0))
+    assert_one_line_error(invoke("reduce", str(tmp_path / "g.zarr"), "--op", "sum"),
+                          "zarr group", "--var", "pr, tas")
+    assert_one_line_error(invoke("reduce", str(tmp_path / "g.zarr"), "--op", "sum", "--var", "x"),
+                          "no array 'x'", "pr, tas")
+    out = reduce_json(str(tmp_path / "g.zarr"), "--op", "sum", "--var", "tas")
+    assert out["result"] == 6.0
+
+
+def test_a_netcdf_file_reduces_one_variable(netcdf_dir: Path) -> None:
+    import netCDF4
+
+    path = str(netcdf_dir / "test1.nc")
+    assert_one_line_error(invoke("reduce", path, "--op", "mean"), "netCDF", "--var", "tas")
+    out = reduce_json(path, "--op", "mean", "--var", "tas")
+    with netCDF4.Dataset(path) as ds:
+        assert out["result"] == pytest.approx(float(ds["tas"][:].mean()))
+    assert out["report"]["backend"] == "reference"
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The real command in its own process: what a user sees on stderr, up to its exit."""
+    return subprocess.run([sys.executable, "-m", "activezarr", *args], capture_output=True,
+                          text=True, timeout=120, env=env)
+
+
+def assert_one_line_stderr(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_unreachable_endpoint_is_one_line() -> None:
+    [port] = free_ports()
+    options = json.dumps({"endpoint_url": f"http://127.0.0.1:{port}", "key": "k", "secret": "s"})
+    assert_one_line_stderr(run_cli("reduce", "s3://bucket/a.zarr", "--op", "mean",
+                                   "--storage-options", options), "Could not connect")
+
+
+def test_missing_credentials_say_what_to_pass(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
+               AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_EC2_METADATA_DISABLED="true")
+    [port] = free_ports()
+    options = json.dumps({"endpoint_url": f"http://127.0.0.1:{port}"})
+    assert_one_line_stderr(run_cli("reduce", "s3://bucket/a.zarr", "--op", "mean",
+                                   "--storage-options", options, env=env),
+                           "credentials", '"key"', "anon")
+
+
+@pytest.mark.parametrize("args", [["layout", "/no/such/array.zarr"],
+                                  ["layout", "ost://127.0.0.1:1/a.zarr"]])
+def test_layout_errors_are_one_line(args: list[str]) -> None:
+    assert_one_line_error(invoke(*args))
+
+
+def test_serve_on_a_taken_port_is_one_line() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert_one_line_error(invoke("serve", "--port", str(port)), "address already in use")
+
+
+def test_serve_says_where_it_listens(tmp_path: Path) -> None:
+    [port] = free_ports()
+    process = subprocess.Popen([sys.executable, "-m", "activezarr", "serve", "--port", str(port),
+                                "--allow-root", str(tmp_path)],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()  # printed once it listens
+        assert f"listening on http://127.0.0.1:{port}" in line and str(tmp_path) in line
+    finally:
+        stop(process)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -23,7 +24,13 @@ from rich.table import Table
 import activezarr
 
 from ..chunk.reductions import get_reduction
-from .params import JsonObjectType, MissingType, SelectionType, one_line_errors
+from .params import (
+    JsonObjectType,
+    MissingType,
+    OneLineErrorsGroup,
+    SelectionType,
+    one_line_errors,
+)
 
 #: Above this many chunks a progress bar is worth showing even when stderr is not a terminal.
 LARGE_RUN_CHUNKS = 1000
@@ -64,8 +71,17 @@ def _warnings_on_stderr() -> Iterator[None]:
 
 
 def _json_value(value: Any) -> Any:
-    """A result as JSON-able Python values; masked elements become None (JSON null)."""
-    return np.ma.asarray(value).tolist()
+    """A result as JSON values: masked elements are null; NaN and infinities, which JSON
+    numbers cannot be, are the strings "NaN", "Infinity" and "-Infinity"."""
+    return _finite(np.ma.asarray(value).tolist())
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    return value
 
 
 def _report_table(report: activezarr.Report) -> Table:
@@ -83,7 +99,7 @@ def _report_table(report: activezarr.Report) -> Table:
     return table
 
 
-class LazyGroup(click.Group):
+class LazyGroup(OneLineErrorsGroup):
     """A group that imports a command's module only when the command is looked up."""
 
     def __init__(self, *args: Any, lazy_commands: dict[str, str], **kwargs: Any) -> None:
@@ -110,6 +126,8 @@ def main() -> None:
 
 @main.command("reduce")
 @click.argument("url")
+@click.option("--var", default=None, help="The array to reduce inside a zarr group, or the "
+              "variable of a netCDF/HDF5 file (read through kerchunk references).")
 @click.option("--op", required=True, help="Reduction: mean, sum, min, max, count, var, std, "
               "or one an installed plugin registers.")
 @click.option("--select", "selection", type=SelectionType(), default="...", show_default=True,
@@ -131,16 +149,21 @@ def main() -> None:
 @click.option("--no-fallback", is_flag=True,
               help="Fail instead of reducing on the client when the storage side cannot.")
 @click.option("--json", "as_json", is_flag=True,
-              help='Print {"result": ..., "report": {...}} as JSON (masked values are null).')
-def reduce_array(url: str, op: str, selection: tuple[Any, ...], axis: tuple[int, ...] | None,
+              help='Print {"result": ..., "report": {...}} as JSON (masked values are null; '
+              'NaN and infinities are the strings "NaN", "Infinity", "-Infinity").')
+def reduce_array(url: str, var: str | None, op: str, selection: tuple[Any, ...], axis: tuple[int, ...] | None,
                  ddof: int | None, missing: str | dict[str, Any] | None, skipna: bool,
                  storage_options: dict[str, Any], active: dict[str, Any], no_fallback: bool,
                  as_json: bool) -> None:
-    """Reduce the zarr array at URL (a path or any fsspec URL) where its bytes live."""
+    """Reduce the zarr array at URL (a path or any fsspec URL) where its bytes live.
+
+    URL may also be a zarr group or a netCDF/HDF5 file: --var names the array in it."""
+    from .sources import open_source  # zarr: imported by this command only
+
     options = {} if ddof is None else {"ddof": ddof}
     with one_line_errors(), _warnings_on_stderr():
         get_reduction(op, **options)  # a bad name or option fails before any I/O
-        arr = activezarr.open_array(url, storage_options=storage_options, active=active)
+        arr = open_source(url, var, storage_options, active)
         stderr = Console(stderr=True)
         # On a terminal the bar goes away when done; in a log its final state stays as a record.
         progress = Progress(TextColumn("reducing"), BarColumn(), MofNCompleteColumn(),
@@ -157,7 +180,8 @@ def reduce_array(url: str, op: str, selection: tuple[Any, ...], axis: tuple[int,
     report = red.last_report
     assert report is not None  # set by every reduction
     if as_json:
-        click.echo(json.dumps({"result": _json_value(result), "report": asdict(report)}))
+        click.echo(json.dumps({"result": _json_value(result), "report": asdict(report)},
+                              allow_nan=False))
     else:
         click.echo(result)
         Console().print(_report_table(report))

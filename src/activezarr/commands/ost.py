@@ -11,11 +11,16 @@ import click
 from ..servers.ost.cluster import Cluster, ClusterConfig, mb_per_s, run_until_signalled
 from ..servers.ost.messages import TOKEN_VARIABLE
 from ..servers.ost.serving import serve
+from .params import OneLineErrorsGroup
 
-_RATE: dict[str, Any] = {"type": float, "default": None, "help": "MB/s; unlimited when absent."}
+_RATE: dict[str, Any] = {"type": float, "default": None}
+LAN_HELP = "MB/s between the storage and the client; unlimited when absent."
+DISK_HELP = "MB/s of each OST's disk; unlimited when absent."
+HOST_HELP = "Interface to listen on."
+PORT_HELP = "Port to listen on."
 
 
-@click.group("ost")
+@click.group("ost", cls=OneLineErrorsGroup)
 def ost() -> None:
     """The simulated parallel file system (ost://): an MDS, OSTs and an OSS on loopback."""
 
@@ -23,16 +28,18 @@ def ost() -> None:
 @ost.command("start")
 @click.option("--root", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Directory holding the MDS state and one directory per OST.")
-@click.option("--osts", type=click.IntRange(1), default=4, show_default=True)
+@click.option("--osts", type=click.IntRange(1), default=4, show_default=True,
+              help="Number of OSTs (object storage targets), one process each.")
 @click.option("--stripe-size", type=click.IntRange(1), default=1 << 20, show_default=True,
               help="Default stripe size in bytes.")
 @click.option("--stripe-count", type=click.IntRange(-1), default=-1, show_default=True,
               help="Default OSTs per file; -1 stripes over all.")
 @click.option("--port", type=click.IntRange(1, 65535), default=7070, show_default=True,
               help="MDS port; OST i listens on PORT+1+i and the OSS on PORT+OSTS+1.")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--lan-rate", **_RATE)
-@click.option("--disk-rate", **_RATE)
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface every server listens on.")
+@click.option("--lan-rate", **_RATE, help=LAN_HELP)
+@click.option("--disk-rate", **_RATE, help=DISK_HELP)
 def start(root: Path, osts: int, stripe_size: int, stripe_count: int, port: int, host: str,
           lan_rate: float | None, disk_rate: float | None) -> None:
     """Run a cluster in the foreground until SIGINT or SIGTERM."""
@@ -53,8 +60,8 @@ def start(root: Path, osts: int, stripe_size: int, stripe_count: int, port: int,
 def _listening(function: Callable[..., None]) -> Callable[..., None]:
     """``--host``/``--port`` or an inherited socket (``--fd``), and the cluster's token."""
     for decorator in reversed((
-        click.option("--host", default="127.0.0.1"),
-        click.option("--port", type=int, default=None),
+        click.option("--host", default="127.0.0.1", help=HOST_HELP),
+        click.option("--port", type=int, default=None, help=PORT_HELP),
         click.option("--fd", type=int, default=None, hidden=True,
                      help="Serve on this inherited listening socket."),
         click.option("--token", envvar=TOKEN_VARIABLE, required=True, show_envvar=True,
@@ -65,8 +72,9 @@ def _listening(function: Callable[..., None]) -> Callable[..., None]:
 
 
 @ost.command("target")
-@click.option("--root", required=True, type=click.Path(file_okay=False))
-@click.option("--disk-rate", **_RATE)
+@click.option("--root", required=True, type=click.Path(file_okay=False),
+              help="Directory holding this OST's objects.")
+@click.option("--disk-rate", **_RATE, help=DISK_HELP)
 @_listening
 def target(root: str, host: str, port: int | None, fd: int | None, token: str,
            disk_rate: float | None) -> None:
@@ -87,13 +95,16 @@ def oss(host: str, port: int | None, fd: int | None, token: str, mds: str) -> No
 
 
 @ost.command("mds")
-@click.option("--state", required=True, type=click.Path(dir_okay=False))
+@click.option("--state", required=True, type=click.Path(dir_okay=False),
+              help="JSON file where the MDS keeps every file's layout.")
 @_listening
 @click.option("--ost", "osts", multiple=True, required=True, help="OST URL, in order. Repeatable.")
 @click.option("--oss", default=None, help="OSS URL.")
-@click.option("--stripe-size", type=click.IntRange(1), required=True)
-@click.option("--stripe-count", type=click.IntRange(-1), default=-1)
-@click.option("--lan-rate", **_RATE)
+@click.option("--stripe-size", type=click.IntRange(1), required=True,
+              help="Default stripe size in bytes.")
+@click.option("--stripe-count", type=click.IntRange(-1), default=-1,
+              help="Default OSTs per file; -1 stripes over all.")
+@click.option("--lan-rate", **_RATE, help=LAN_HELP)
 def mds(state: str, host: str, port: int | None, fd: int | None, token: str,
         osts: tuple[str, ...], oss: str | None, stripe_size: int, stripe_count: int,
         lan_rate: float | None) -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
+import types
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -12,18 +15,54 @@ import click
 from ..errors import ActiveZarrError
 
 #: What the library raises for a bad request or unreadable data; shown as one line, no traceback.
-LIBRARY_ERRORS = (ActiveZarrError, OSError, IndexError, ValueError, TypeError, KeyError)
+LIBRARY_ERRORS = (ActiveZarrError, OSError, IndexError, ValueError, TypeError, KeyError,
+                  RuntimeError)
+#: Packages whose errors are about the storage or the data (an endpoint, a credential, a file).
+STORAGE_PACKAGES = {"aiobotocore", "aiohttp", "botocore", "fsspec", "h5py", "kerchunk",
+                    "numcodecs", "s3fs", "zarr"}
+#: What to do, for errors whose own message does not say.
+HINTS = {
+    "NoCredentialsError": "pass --storage-options '{\"key\": \"...\", \"secret\": \"...\"}', "
+                          "or '{\"anon\": true}' for a public bucket",
+}
+#: Set to see the traceback of an error instead of its one line.
+TRACEBACK_VARIABLE = "ACTIVEZARR_TRACEBACK"
 
 
 @contextmanager
 def one_line_errors() -> Iterator[None]:
-    """Library errors become ``Error: ...``, exit code 1: users need the message, not the stack."""
+    """Errors become ``Error: ...``, exit code 1: users need the message, not the stack."""
     try:
         yield
-    except LIBRARY_ERRORS as exc:
+    except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        if os.environ.get(TRACEBACK_VARIABLE):
+            raise
         # str(KeyError) is the repr of its message; the message itself reads better.
         text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
-        raise click.ClickException(" ".join(text.split()) or type(exc).__name__) from exc
+        text = " ".join(text.split()) or type(exc).__name__
+        if type(exc).__name__ in HINTS:
+            text = f"{text}: {HINTS[type(exc).__name__]}"
+        elif not (isinstance(exc, LIBRARY_ERRORS)
+                  or type(exc).__module__.split(".")[0] in STORAGE_PACKAGES):
+            text = (f"unexpected {type(exc).__name__}: {text} "
+                    f"({TRACEBACK_VARIABLE}=1 shows the traceback)")
+        _quiet_abandoned_coroutines()
+        raise click.ClickException(text) from exc
+
+
+def _quiet_abandoned_coroutines() -> None:
+    """The command ends with an error: requests that zarr left pending when it struck are
+    collected at exit, where aiobotocore cannot close them cleanly. That noise (a traceback
+    per request) would bury the one line that matters; other unraisable errors still show."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        if not isinstance(unraisable.object, types.CoroutineType):
+            previous(unraisable)
+
+    sys.unraisablehook = hook
 
 
 def parse_selection(text: str) -> tuple[Any, ...]:
@@ -92,3 +131,11 @@ class MissingType(click.ParamType):
         if value in ("cf", "none"):
             return None if value == "none" else "cf"
         return JsonObjectType().convert(value, param, ctx)
+
+
+class OneLineErrorsGroup(click.Group):
+    """A command group whose commands fail with one line (:func:`one_line_errors`)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with one_line_errors():
+            return super().invoke(ctx)

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from ..servers.active.app import create_app
 from ..servers.active.config import ServerConfig, Upstream
+from .params import one_line_errors
 
 
 def _upstream(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
@@ -31,19 +32,23 @@ def _option(*names: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callab
 
 @click.command("serve")
 @_option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
-@_option("--port", type=int, default=8080, show_default=True)
+@_option("--port", type=int, default=8080, show_default=True, help="Port to listen on.")
 @click.option("--fd", type=int, default=None, hidden=True,
               help="Serve on this inherited listening socket instead of HOST:PORT.")
 @_option("--upstream", multiple=True, callback=_upstream,
          help="Object store the server may read: PUBLIC[=INTERNAL] URL. Repeatable.")
 @_option("--allow-root", multiple=True, type=click.Path(exists=True, file_okay=False),
          help="Directory served to interface_type 'file'. Repeatable.")
-@_option("--tls-cert", type=click.Path(exists=True, dir_okay=False))
-@_option("--tls-key", type=click.Path(exists=True, dir_okay=False))
-@_option("--max-body", type=int, default=ServerConfig.max_body, show_default=True)
-@_option("--max-chunk-bytes", type=int, default=ServerConfig.max_chunk_bytes, show_default=True)
+@_option("--tls-cert", type=click.Path(exists=True, dir_okay=False),
+         help="Certificate (PEM) to serve https with; needs --tls-key.")
+@_option("--tls-key", type=click.Path(exists=True, dir_okay=False),
+         help="Private key (PEM) of --tls-cert.")
+@_option("--max-body", type=int, default=ServerConfig.max_body, show_default=True,
+         help="Largest request body accepted, in bytes; larger is refused with 413.")
+@_option("--max-chunk-bytes", type=int, default=ServerConfig.max_chunk_bytes, show_default=True,
+         help="Largest stored chunk read, in bytes; larger is refused with 413.")
 @_option("--max-decoded-bytes", type=int, default=ServerConfig.max_decoded_bytes,
-         show_default=True)
+         show_default=True, help="Largest decoded chunk, in bytes; larger is refused.")
 @_option("--max-memory", type=int, default=ServerConfig.max_memory, show_default=True,
          help="Bytes all requests may hold at once (read, decoded, results).")
 @_option("--max-inflight", type=int, default=ServerConfig.max_inflight, show_default=True,
@@ -82,7 +87,16 @@ def serve(host: str, port: int, fd: int | None, upstream: tuple[Upstream, ...],
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(tls_cert, tls_key)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    where: dict[str, Any] = {"host": host, "port": port} if fd is None else \
-        {"sock": socket.socket(fileno=fd)}  # bound by the parent
-    web.run_app(create_app(config), ssl_context=context, shutdown_timeout=10, print=None,
-                **where)
+    scheme = "https" if context else "http"
+    reaches = [str(u.public) for u in upstream] + list(allow_root)
+    sock = None if fd is None else socket.socket(fileno=fd)  # bound by the parent
+    if sock is not None:
+        host, port = sock.getsockname()[:2]
+    where: dict[str, Any] = {"host": host, "port": port} if sock is None else {"sock": sock}
+    with one_line_errors():  # e.g. the port is taken
+        web.run_app(create_app(config), ssl_context=context, shutdown_timeout=10,
+                    # called once listening: the address, and what the server may read
+                    print=lambda _: click.echo(
+                        f"activezarr serve: listening on {scheme}://{host}:{port} "
+                        f"(reads {', '.join(reaches) or 'nothing: give --upstream or --allow-root'}"
+                        "); Ctrl-C stops"), **where)
