@@ -17,7 +17,7 @@ import zarr
 from click.testing import CliRunner, Result
 
 import activezarr
-from activezarr.commands.main import main
+from activezarr.commands.main import LazyGroup, main
 from activezarr.commands.params import parse_selection
 from activezarr.servers.processes import free_ports, stop
 
@@ -265,3 +265,10 @@ def test_serve_says_where_it_listens(tmp_path: Path) -> None:
         assert f"listening on http://127.0.0.1:{port}" in line and str(tmp_path) in line
     finally:
         stop(process)
+
+
+def test_a_command_whose_extra_is_missing_says_what_to_install() -> None:
+    group = LazyGroup(lazy_commands={"serve": ".no_such_module:serve"})
+    assert "pip install 'activezarr[server]'" in CliRunner().invoke(group, ["--help"]).output
+    result = CliRunner().invoke(group, ["serve", "--port", "1"])
+    assert_one_line_error(result, "activezarr serve needs", "activezarr[server]")

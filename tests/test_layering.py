@@ -53,7 +53,7 @@ def test_public_names_load_on_first_use() -> None:
 
 def lint_imports(package_parent: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(package_parent)}
-    return subprocess.run([str(LINT_IMPORTS), str(ROOT / "pyproject.toml"), "--no-cache"],
+    return subprocess.run([str(LINT_IMPORTS), "--no-cache"],  # finds pyproject.toml in ROOT
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
 
 

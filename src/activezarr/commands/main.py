@@ -41,6 +41,8 @@ LAZY_COMMANDS = {
     "ost": ".ost:ost",
     "serve": ".serve:serve",
 }
+#: The extra that installs what a lazily loaded command needs.
+COMMAND_EXTRAS = {"demo": "demo", "serve": "server"}
 
 
 def _parse_axes(ctx: click.Context, param: click.Parameter,
@@ -113,8 +115,26 @@ class LazyGroup(OneLineErrorsGroup):
         if cmd_name not in self.lazy_commands:
             return super().get_command(ctx, cmd_name)
         module, attribute = self.lazy_commands[cmd_name].split(":")
-        command: click.Command = getattr(importlib.import_module(module, __package__), attribute)
+        try:
+            command: click.Command = getattr(importlib.import_module(module, __package__),
+                                             attribute)
+        except ModuleNotFoundError as exc:
+            return _unavailable(cmd_name, exc)
         return command
+
+
+def _unavailable(name: str, exc: ModuleNotFoundError) -> click.Command:
+    """A stand-in for a command whose optional dependencies are not installed: listed in the
+    help, and saying what to install when run."""
+    message = (f"activezarr {name} needs {exc.name}, which is not installed: "
+               f"pip install 'activezarr[{COMMAND_EXTRAS.get(name, 'server')}]'")
+
+    def fail(args: tuple[str, ...]) -> None:
+        raise click.ClickException(message)
+
+    return click.Command(name, callback=fail, help=message, short_help=message,
+                         params=[click.Argument(["args"], nargs=-1)],
+                         context_settings={"ignore_unknown_options": True})
 
 
 @click.group(cls=LazyGroup, lazy_commands=LAZY_COMMANDS,
