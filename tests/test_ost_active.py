@@ -201,3 +201,13 @@ def test_osts_and_oss_describe_what_they_serve(ost_cluster):
 
     assert "extents" in schema(ost_cluster.osts[0])["extensions"]
     assert schema(ost_cluster.oss)["interface_types"] == ["ost"]
+
+
+def test_every_cluster_server_answers_prometheus_text_on_metrics(ost_cluster):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for url in (ost_cluster.mds, ost_cluster.oss, *ost_cluster.osts):
+        with urllib.request.urlopen(f"{url}/metrics") as response:
+            assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+            families = {f.name: f for f in text_string_to_metric_families(response.read().decode())}
+        assert families["activezarr_link_bytes"].type == "counter"

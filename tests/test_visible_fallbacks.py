@@ -150,7 +150,7 @@ def test_the_cli_prints_a_fallback_line_on_stderr(
             json.dumps({"server": refusing_server.url})]
     done = cli(*args)
     assert done.returncode == 0
-    [line] = [l for l in done.stderr.splitlines() if l.startswith("Warning:")]
+    [line] = [text for text in done.stderr.splitlines() if text.startswith("Warning:")]
     assert "4 of 4 chunk(s) were read and reduced on the client" in line
     assert "not under any configured upstream" in line
     failed = cli(*args, "--no-fallback")

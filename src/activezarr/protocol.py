@@ -37,6 +37,9 @@ INTERFACE_TYPES = ("s3", "http", "https", "file", "ost")
 EXTENSIONS = ("stats", "batch", "codecs", "accumulate", "accumulate-float", "missing-combined",
               "dtypes", "file", "healthz")
 BYTE_ORDER = sys.byteorder
+#: The capability document (Discovery) and the health check (the ``healthz`` extension).
+SCHEMA_PATH = "/.well-known/reductionist-schema"
+HEALTH_PATH = "/healthz"
 
 #: The partial fields each operation computes.
 OP_FIELDS: dict[str, tuple[str, ...]] = {

@@ -42,7 +42,7 @@ LAZY_COMMANDS = {
     "serve": ".serve:serve",
 }
 #: The extra that installs what a lazily loaded command needs.
-COMMAND_EXTRAS = {"demo": "demo", "serve": "server"}
+COMMAND_EXTRAS = {"demo": "demo", "ost": "server", "serve": "server"}
 
 
 def _parse_axes(ctx: click.Context, param: click.Parameter,

@@ -1,8 +1,25 @@
-"""Prometheus metrics of one server (its own registry, so several apps can share a process)."""
+"""Prometheus metrics of every server (each its own registry, so apps can share a process)."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from collections import Counter as Tally
+from collections.abc import Iterable, Mapping
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.metrics_core import CounterMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
+
+#: The ``Content-Type`` of every ``/metrics`` answer: the text format generate_latest writes.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+#: What the simulated file system's servers count: bytes by the link they crossed.
+LINK_BYTES = "activezarr_link_bytes"
 
 
 class Metrics:
@@ -25,3 +42,31 @@ class Metrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _Links(Collector):
+    def __init__(self, links: Mapping[str, int]) -> None:
+        self.links = links
+
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily(LINK_BYTES, "Bytes by link: disk_read, disk_write, storage "
+                                     "(OST to OSS), lan (storage to client)", labels=["link"])
+        for link, n in sorted(self.links.items()):
+            family.add_metric([link], n)
+        yield family
+
+
+def links_exposition(links: Mapping[str, int]) -> bytes:
+    """The Prometheus text of a server's bytes by link."""
+    return generate_latest(_Links(links))
+
+
+def parse_links(text: str) -> Tally[str]:
+    """Bytes by link, read back from :func:`links_exposition`'s text."""
+    totals: Tally[str] = Tally()
+    for family in text_string_to_metric_families(text):
+        if family.name == LINK_BYTES:
+            for sample in family.samples:
+                if sample.name == f"{LINK_BYTES}_total":
+                    totals[sample.labels["link"]] += int(sample.value)
+    return totals

@@ -14,6 +14,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from ..protocol import HEALTH_PATH
+
 
 def listening_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
     """A socket bound (port 0: any free port) and listening, for a child server to inherit.
@@ -80,19 +82,16 @@ def active_server(*args: str, log: Path | None = None, env: Mapping[str, str] | 
     """
     sock = listening_socket()
     url = f"{'https' if context else 'http'}://127.0.0.1:{port_of(sock)}"
-    output: IO[bytes] | int = open(log, "wb") if log else subprocess.DEVNULL
-    try:
+    with contextlib.ExitStack() as files:  # the child keeps its own copy of the descriptor
+        output = files.enter_context(open(log, "wb")) if log else subprocess.DEVNULL
         process = spawn(
             [sys.executable, "-m", "activezarr.servers.active", *args], sock,
             stdout=output, stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
-    finally:
-        if not isinstance(output, int):
-            output.close()
     try:
         try:
-            wait_healthy([f"{url}/healthz"], {"active server": process}, timeout, context)
+            wait_healthy([url + HEALTH_PATH], {"active server": process}, timeout, context)
         except (RuntimeError, TimeoutError) as exc:
             output = log.read_text(errors="replace") if log else "(output discarded)"
             raise RuntimeError(f"active server did not start: {exc}\n{output}") from exc

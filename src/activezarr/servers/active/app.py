@@ -12,9 +12,19 @@ import cbor2
 from aiohttp import web
 
 from ...chunk.codecs import ALLOWED_CODECS
-from ...protocol import DTYPES, EXTENSIONS, OPS, BatchRequest, ChunkRequest, error_body, parse
+from ...protocol import (
+    DTYPES,
+    EXTENSIONS,
+    HEALTH_PATH,
+    OPS,
+    SCHEMA_PATH,
+    BatchRequest,
+    ChunkRequest,
+    error_body,
+    parse,
+)
 from ..errors import RequestTimeout, UnknownOperation, json_response
-from ..metrics import Metrics
+from ..metrics import CONTENT_TYPE, Metrics
 from .config import ServerConfig
 from .readers import Credentials
 from .service import ChunkService
@@ -81,7 +91,7 @@ async def reduce_batch(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=request.app[METRICS].exposition(),
-                        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+                        headers={"Content-Type": CONTENT_TYPE})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -129,6 +139,6 @@ def create_app(config: ServerConfig) -> web.Application:
     app.router.add_post("/v2/{op}", reduce_chunk)
     app.router.add_post("/v2/{op}/", reduce_chunk)
     app.router.add_get("/metrics", metrics)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/.well-known/reductionist-schema", schema)
+    app.router.add_get(HEALTH_PATH, healthz)
+    app.router.add_get(SCHEMA_PATH, schema)
     return app

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import signal
@@ -16,8 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
+from ...protocol import HEALTH_PATH
+from ..metrics import parse_links
 from ..processes import listening_socket, port_of, spawn, stop, wait_healthy
-from .messages import HEALTH_PATH, TOKEN_VARIABLE
+from .messages import TOKEN_VARIABLE
 from .ratelimit import MB
 from .transport import register_token
 
@@ -117,7 +118,7 @@ class Cluster:
         total: Counter[str] = Counter()
         for url in (self.mds, self.oss, *self.osts):
             with urllib.request.urlopen(url + "/metrics", timeout=5) as response:
-                total.update(json.load(response))
+                total.update(parse_links(response.read().decode()))
         return total
 
     def kill(self, name: str) -> None:

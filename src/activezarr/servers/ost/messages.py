@@ -13,7 +13,6 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 from ...protocol import ChunkRequest
 from .striping import Extent, FileLayout
 
-HEALTH_PATH = "/healthz"
 #: Header carrying the cluster's token, which every mutating call must show.
 TOKEN_HEADER = "X-Cluster-Token"
 #: Environment variable handing the token to the cluster's processes and to clients.
@@ -23,7 +22,6 @@ MAX_STRIPES = 1 << 16
 #: Most bytes one read may ask of an OST.
 MAX_READ = 1 << 30
 Offset = Annotated[StrictInt, Field(ge=0, le=2**62)]
-SCHEMA_PATH = "/.well-known/reductionist-schema"
 #: The PROTOCOL.md operations and extensions the OSTs and the OSS serve; OSTs add ``extents``.
 OPS = ("count", "sum", "min", "max", "stats")
 EXTENSIONS = ("stats", "codecs", "accumulate", "accumulate-float", "missing-combined",

@@ -13,9 +13,10 @@ import cbor2
 from aiohttp import web
 
 from ...chunk.codecs import ALLOWED_CODECS
-from ...protocol import DTYPES, error_body
+from ...protocol import DTYPES, HEALTH_PATH, SCHEMA_PATH, error_body
 from ..errors import ServerError, UnknownOperation, json_response, status_of
-from .messages import HEALTH_PATH, OPS, SCHEMA_PATH, TOKEN_HEADER
+from ..metrics import CONTENT_TYPE, links_exposition
+from .messages import OPS, TOKEN_HEADER
 from .transport import OSTUnavailableError, RemoteError
 
 log = logging.getLogger("activezarr.ost")
@@ -67,7 +68,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    return web.json_response(dict(request.app[LINKS]))
+    links: Counter[str] = request.app[LINKS]
+    return web.Response(body=links_exposition(links), headers={"Content-Type": CONTENT_TYPE})
 
 
 def operation(request: web.Request) -> str:
