@@ -25,7 +25,7 @@ from pydantic import (
 
 from .chunk.codecs import CodecChain
 from .chunk.partial import Partial, accumulator_dtype
-from .chunk.spec import ChunkSpec, MissingSpec, Selection, check_selection
+from .chunk.spec import ChunkSpec, MissingSpec, PartialField, Selection, check_selection
 from .errors import ActiveZarrError
 
 V2_OPS = ("count", "max", "min", "sum", "select")
@@ -42,11 +42,11 @@ SCHEMA_PATH = "/.well-known/reductionist-schema"
 HEALTH_PATH = "/healthz"
 
 #: The partial fields each operation computes.
-OP_FIELDS: dict[str, tuple[str, ...]] = {
+OP_FIELDS: dict[str, tuple[PartialField, ...]] = {
     "count": ("count",), "select": ("count",), "sum": ("count", "sum"),
     "min": ("count", "min"), "max": ("count", "max"), "stats": ("count", "sum", "min", "max", "m2"),
 }
-_ENDIAN = {"little": "<", "big": ">"}
+_ENDIAN: dict[str, Literal["<", ">"]] = {"little": "<", "big": ">"}
 _ENDIAN_NAME = {"<": "little", ">": "big", "=": BYTE_ORDER}
 Number = StrictInt | float
 #: Integers a request may carry: what fits a signed 64-bit offset, size, extent or index.
@@ -252,7 +252,7 @@ class ChunkRequest(_Strict):
         Sums accumulate in float64 under ``accumulate: float`` (numpy's mean and var of
         integers), else wide; ``native`` narrows them in the result.
         """
-        accumulate = "float" if self.accumulate == "float" else "wide"
+        accumulate: Literal["wide", "float"] = "float" if self.accumulate == "float" else "wide"
         return ChunkSpec(dtype=self.stored_dtype.str, shape=tuple(shape), order=self.order,
                          codecs=tuple(codecs),
                          missing=self.missing.to_spec() if self.missing else MissingSpec(),
@@ -337,6 +337,7 @@ def reduction_result(op: str, request: ChunkRequest, partial: Partial) -> dict[s
     if op == "count":
         return _result(count, count, request, op)
     if op == "sum":
+        assert partial.sum is not None  # the kernel computed what OP_FIELDS[op] names
         native = request.accumulate == "native"
         with np.errstate(over="ignore", invalid="ignore"):
             values = partial.sum.astype(dtype) if native else partial.sum  # native sums wrap
@@ -344,6 +345,8 @@ def reduction_result(op: str, request: ChunkRequest, partial: Partial) -> dict[s
     if op in ("min", "max"):
         fill = biggest if op == "min" else smallest
         return _result(_empty_filled(getattr(partial, op), count, fill), count, request, op)
+    assert partial.sum is not None and partial.min is not None and partial.max is not None
+    assert partial.m2 is not None
     result = _result(count, count, request, op)
     order = result_order(op, request.order, request.axis)
     result.update(
@@ -363,7 +366,7 @@ def select_result(request: ChunkRequest, data: np.ndarray, count: int) -> dict[s
 
 def error_body(exc: BaseException) -> dict[str, Any]:
     """PROTOCOL.md's JSON error: the message, then the messages of its causes."""
-    causes = []
+    causes: list[str] = []
     cause = exc.__cause__ or exc.__context__
     while cause is not None and len(causes) < 8:
         causes.append(str(cause))
@@ -404,7 +407,7 @@ def build_request(spec: ChunkSpec, selection: Selection, *, interface_type: str,
     dtype = np.dtype(spec.dtype)
     op = choose_op(spec.fields, extensions)
     allowed_dtypes = DTYPES if "dtypes" in extensions else V2_DTYPES
-    order = spec.order
+    order: Literal["C", "F"] | tuple[int, ...] | None = spec.order
     if isinstance(order, tuple):  # a transpose; reversing every axis is Fortran order
         order = "F" if order == tuple(reversed(range(len(order)))) else None
     if op is None or dtype.name not in allowed_dtypes or order is None:

@@ -93,8 +93,8 @@ def active_server(*args: str, log: Path | None = None, env: Mapping[str, str] | 
         try:
             wait_healthy([url + HEALTH_PATH], {"active server": process}, timeout, context)
         except (RuntimeError, TimeoutError) as exc:
-            output = log.read_text(errors="replace") if log else "(output discarded)"
-            raise RuntimeError(f"active server did not start: {exc}\n{output}") from exc
+            printed = log.read_text(errors="replace") if log else "(output discarded)"
+            raise RuntimeError(f"active server did not start: {exc}\n{printed}") from exc
         yield url, process
     finally:
         stop(process)
