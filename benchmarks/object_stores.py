@@ -29,7 +29,7 @@ import zarr
 from moto.server import ThreadedMotoServer
 
 import activezarr
-from activezarr.servers.processes import active_server, free_ports
+from activezarr.servers.processes import active_server
 
 VARIABLES = {"CMIP6-test.nc": "tas", "obs4MIPS_CERES-EBAF_L3B_Ed2-8_rlut.nc": "rlut",
              "test1.nc": "tas", "cesm2_native.nc": "TREFHT", "daily_data_masked.nc": "ta"}
@@ -38,11 +38,10 @@ KEYS = {"key": "bench", "secret": "bench"}
 
 @contextlib.contextmanager
 def s3() -> Iterator[tuple[str, dict[str, str]]]:
-    [port] = free_ports()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)  # any free port
     server.start()
     try:
-        endpoint = f"http://127.0.0.1:{port}"
+        endpoint = f"http://127.0.0.1:{server.get_host_and_port()[1]}"
         yield endpoint, {"endpoint_url": endpoint, **KEYS}
     finally:
         server.stop()

@@ -19,7 +19,7 @@ from click.testing import CliRunner, Result
 import activezarr
 from activezarr.commands.main import LazyGroup, main
 from activezarr.commands.params import parse_selection
-from activezarr.servers.processes import free_ports, stop
+from activezarr.servers.processes import listening_socket, port_of, spawn, stop
 
 FILL = -999.0
 
@@ -222,8 +222,14 @@ def assert_one_line_stderr(result: subprocess.CompletedProcess[str], *fragments:
         assert fragment in lines[0]
 
 
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with listening_socket() as sock:
+        return port_of(sock)
+
+
 def test_unreachable_endpoint_is_one_line() -> None:
-    [port] = free_ports()
+    port = closed_port()
     options = json.dumps({"endpoint_url": f"http://127.0.0.1:{port}", "key": "k", "secret": "s"})
     assert_one_line_stderr(run_cli("reduce", "s3://bucket/a.zarr", "--op", "mean",
                                    "--storage-options", options), "Could not connect")
@@ -233,7 +239,7 @@ def test_missing_credentials_say_what_to_pass(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
                AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_EC2_METADATA_DISABLED="true")
-    [port] = free_ports()
+    port = closed_port()
     options = json.dumps({"endpoint_url": f"http://127.0.0.1:{port}"})
     assert_one_line_stderr(run_cli("reduce", "s3://bucket/a.zarr", "--op", "mean",
                                    "--storage-options", options, env=env),
@@ -255,10 +261,10 @@ def test_serve_on_a_taken_port_is_one_line() -> None:
 
 
 def test_serve_says_where_it_listens(tmp_path: Path) -> None:
-    [port] = free_ports()
-    process = subprocess.Popen([sys.executable, "-m", "activezarr", "serve", "--port", str(port),
-                                "--allow-root", str(tmp_path)],
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    sock = listening_socket()  # bound here and handed over: no other process can take it
+    port = port_of(sock)
+    process = spawn([sys.executable, "-m", "activezarr", "serve", "--allow-root", str(tmp_path)],
+                    sock, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert process.stdout is not None
         line = process.stdout.readline()  # printed once it listens
