@@ -21,13 +21,7 @@ DAMAGE: dict[str, Callable[[bytes], bytes]] = {
 }
 
 
-#: A blosc header trusted beyond the bytes read decodes a chunk one byte short to garbage;
-#: the header-versus-length check belongs to codecs.py (issue 8), merged separately.
-BLOSC_HEADER = pytest.mark.xfail(reason="codecs.py trusts the blosc header (issue 8)",
-                                 strict=False)
-CASES = [pytest.param(codec, damage, marks=BLOSC_HEADER if (codec, damage) ==
-                      ("blosc", "one-byte-short") else ())
-         for codec in ("zstd", "zlib", "blosc") for damage in sorted(DAMAGE)]
+CASES = [(codec, damage) for codec in ("zstd", "zlib", "blosc") for damage in sorted(DAMAGE)]
 
 
 @pytest.mark.parametrize("runner", RUNNERS, ids=lambda r: r.name)

@@ -527,11 +527,11 @@ def test_a_bug_is_a_500_with_its_traceback_logged(in_process_server: str, served
         raise KeyError("an injected bug")
 
     monkeypatch.setattr("activezarr.servers.active.service.execute", broken)
-    with caplog.at_level(logging.ERROR, logger="activezarr.servers.active"):
+    with caplog.at_level(logging.ERROR, logger="activezarr.server"):
         response = requests.post(f"{in_process_server}/v2/sum", data=body, timeout=10)
     assert response.status_code == 500
     assert response.headers["Content-Type"] == "application/json"
-    [record] = [r for r in caplog.records if r.name == "activezarr.servers.active"]
+    [record] = [r for r in caplog.records if r.name == "activezarr.server"]
     assert record.exc_info is not None and "an injected bug" in str(record.exc_info[1])
 
 
