@@ -102,8 +102,7 @@ def _reference(path: Path, fixtures: Mapping[str, Any]) -> zarr.Array:
             refs[key] = data.decode()
         else:
             refs[key] = [str(path / key), 0, len(data)]
-    fo = {"version": 1, "refs": refs}
-    json.dumps(fo)  # what a kerchunk JSON file would hold
+    fo = json.loads(json.dumps({"version": 1, "refs": refs}))  # as read from a kerchunk file
     return _open("reference://", storage_options={"fo": fo, "remote_protocol": "file"})
 
 

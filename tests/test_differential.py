@@ -133,6 +133,7 @@ def _check(runner: Runner, fixtures: dict[str, Any], path: Path, case: dict[str,
             assert np.asarray(actual).dtype == _numpy_dtype(op, values.dtype)
 
 
+@pytest.mark.timeout(max(600, 2 * EXAMPLES))  # thorough: thousands of cases, each ~0.5 s
 @settings(max_examples=EXAMPLES, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(case=cf_cases())
