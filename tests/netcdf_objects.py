@@ -15,7 +15,7 @@ from s3_servers import S3
 __all__ = ["NETCDF_BUCKET", "NETCDF_FILES", "netcdf_refs"]
 
 NETCDF_BUCKET = "netcdf-files"
-#: (file name, a variable to reduce) of each file in ../shared/data/netcdf.
+#: (file name, a variable to reduce) of each vendored file in tests/data/netcdf.
 NETCDF_FILES = [
     ("CMIP6-test.nc", "tas"),
     ("obs4MIPS_CERES-EBAF_L3B_Ed2-8_rlut.nc", "rlut"),
