@@ -14,7 +14,8 @@ import zarr
 from zarr.abc.store import Store
 
 from ..chunk.partial import Partial
-from ..errors import ChunkDecodeError, StorageUnavailableError, UnsupportedArrayError
+from ..errors import StorageUnavailableError, UnsupportedArrayError
+from ..fileio import read_ranges
 from ..planning.chunks import ChunkTask
 from .base import Backend, BatchResult, ChunkJob, backends
 
@@ -40,14 +41,9 @@ def _read(path: str, byte_range: tuple[int, int] | None) -> bytes | None:
     except FileNotFoundError:
         return None
     try:
-        if byte_range is None:
-            return os.read(fd, os.fstat(fd).st_size)
-        offset, length = byte_range
-        raw = os.pread(fd, length, offset)
+        [raw] = read_ranges(fd, [byte_range or (0, os.fstat(fd).st_size)], path)
     finally:
         os.close(fd)
-    if len(raw) != length:
-        raise ChunkDecodeError(f"byte range {byte_range} is past the end of the file", path)
     return raw
 
 

@@ -18,6 +18,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as AwsCredentials
 from yarl import URL
 
+from ...fileio import read_ranges
 from ...protocol import ChunkRequest
 from ..errors import BadRequest, Forbidden, Overloaded, TooLarge, Unauthorized
 from .access import FilePath
@@ -207,9 +208,7 @@ def open_file(request: ChunkRequest, path: FilePath, max_chunk_bytes: int) -> tu
 def read_open_file(request: ChunkRequest, fd: int, size: int) -> bytes:
     """``size`` bytes from the request's offset of an open file, which is then closed."""
     try:
-        data = os.pread(fd, size, request.offset or 0)
+        [data] = read_ranges(fd, [(request.offset or 0, size)], request.url)
     finally:
         os.close(fd)
-    if len(data) != size:
-        raise BadRequest(f"read {len(data)} bytes of {request.url}, expected {size}")
     return data

@@ -7,6 +7,7 @@ import os
 import re
 from pathlib import Path
 
+from ...fileio import read_ranges
 from ..errors import BadRequest
 from .ratelimit import RateLimiter
 
@@ -33,17 +34,9 @@ class ObjectStore:
         def read_all() -> list[bytes]:
             fd = os.open(path, os.O_RDONLY)
             try:
-                size = os.fstat(fd).st_size
-                for offset, length in ranges:  # checked before anything is allocated
-                    if offset < 0 or length < 0 or offset + length > size:
-                        raise BadRequest(f"range ({offset}, {length}) is outside object {fid} "
-                                         f"of {size} bytes")
-                out = [os.pread(fd, length, offset) for offset, length in ranges]
+                return read_ranges(fd, ranges, f"object {fid}")
             finally:
                 os.close(fd)
-            if any(len(data) != length for (_, length), data in zip(ranges, out)):
-                raise BadRequest(f"object {fid} changed while it was read")
-            return out
 
         pieces = await asyncio.to_thread(read_all)
         await self.disk.take(sum(len(p) for p in pieces))
