@@ -112,7 +112,8 @@ class OSTBackend(Backend):
         raw = await self.client.gather(layout, offset, size)
         result.requests += len(placement.osts)
         result.bytes_from_storage += len(raw)
-        return await asyncio.to_thread(job.kernel.reduce, raw, task.selection, task.key)
+        return await asyncio.to_thread(lambda: job.kernel.reduce(
+            raw, task.selection, task.key, weights=task.weights, labels=task.labels))
 
     async def _on_oss(self, job: ChunkJob, task: ChunkTask, offset: int, size: int,
                       result: BatchResult) -> Partial | None:

@@ -1,0 +1,97 @@
+"""Weights and group labels of a reduction, cut into each chunk task's own share.
+
+A weighted reduction sends each chunk the weights of its own region; a grouped one sends the
+group label of each of its positions along the grouped dimension, and merges the chunk's
+partials into the output cells of the groups present in it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..chunk.kernel import group_keys
+from .chunks import ChunkTask
+from .selection import DimSelection
+
+#: Group labels are int64 positions in the output; this bounds them (and the output) sanely.
+MAX_GROUPS = 2**31
+
+
+@dataclass(frozen=True)
+class Extras:
+    """Weights over every dimension of a selection (size 1 where broadcast), and group labels
+    (``-1``: in no group) along ``group_dim`` with ``ngroups`` groups in the output."""
+
+    weights: np.ndarray | None = None
+    group_dim: int | None = None
+    labels: np.ndarray | None = None
+    ngroups: int = 0
+
+    @classmethod
+    def build(cls, dims: Sequence[DimSelection], weights: Any = None,
+              groups: Any = None) -> Extras:
+        """From the user's ``weights`` (broadcastable to the selection's visible shape) and
+        ``groups`` (``(axis, labels)`` or ``(axis, labels, ngroups)``, axis among the visible)."""
+        visible = [d for d, sel in enumerate(dims) if not sel.dropped]
+        if any(dims[d].reversed for d in visible) and (weights is not None or groups is not None):
+            raise ValueError("weights and groups need a selection with positive steps")
+        full = None
+        if weights is not None:
+            w = np.asarray(weights, dtype=np.float64)
+            shape = tuple(dims[d].size for d in visible)
+            if w.ndim > len(shape):
+                raise ValueError(f"weights of shape {w.shape} have more dimensions than the "
+                                 f"selection {shape}")
+            w = w.reshape((1,) * (len(shape) - w.ndim) + w.shape)
+            try:
+                np.broadcast_shapes(w.shape, shape)
+            except ValueError:
+                raise ValueError(f"weights of shape {w.shape} do not broadcast to the "
+                                 f"selection's shape {shape}") from None
+            if not np.isfinite(w).all():
+                raise ValueError("weights cannot contain missing (NaN) or infinite values")
+            full = w.reshape(tuple(w.shape[visible.index(d)] if d in visible else 1
+                                   for d in range(len(dims))))
+        if groups is None:
+            return cls(weights=full)
+        axis, labels, *rest = groups
+        if not -len(visible) <= axis < len(visible):
+            raise np.exceptions.AxisError(int(axis), len(visible))
+        dim = visible[axis % len(visible)]
+        codes = np.asarray(labels)
+        if codes.dtype.kind not in "iu" or codes.shape != (dims[dim].size,):
+            raise ValueError(f"group labels must be {dims[dim].size} integers (one per position "
+                             f"along axis {axis}), got {codes.dtype} of shape {codes.shape}")
+        ngroups = int(rest[0]) if rest else int(codes.max(initial=-1)) + 1
+        if not 0 <= ngroups <= MAX_GROUPS or codes.max(initial=-1) >= ngroups:
+            raise ValueError(f"group labels must lie below ngroups={ngroups} "
+                             f"(at most {MAX_GROUPS})")
+        return cls(weights=full, group_dim=dim, labels=np.maximum(codes, -1).astype(np.int64),
+                   ngroups=ngroups)
+
+    def output_shape(self, shape: tuple[int, ...], kept: Sequence[int]) -> tuple[int, ...]:
+        """The output shape with the grouped dimension's extent replaced by the groups."""
+        if self.group_dim is None:
+            return shape
+        out = list(shape)
+        out[list(kept).index(self.group_dim)] = self.ngroups
+        return tuple(out)
+
+    def attach(self, tasks: Iterable[ChunkTask], kept: Sequence[int]) -> Iterator[ChunkTask]:
+        """``tasks`` with their own weights and labels, grouped regions pointing at groups."""
+        for task in tasks:
+            if self.weights is not None:
+                task.weights = self.weights[tuple(
+                    slice(*span) if self.weights.shape[d] > 1 else slice(None)
+                    for d, span in enumerate(task.spans))]
+            if self.labels is not None:
+                assert self.group_dim is not None
+                task.labels = self.labels[slice(*task.spans[self.group_dim])]
+                region = list(task.region)
+                region[list(kept).index(self.group_dim)] = group_keys(task.labels)
+                task.region = tuple(region)
+            yield task
