@@ -1,0 +1,116 @@
+"""Weighted and grouped reductions through every backend equal numpy.ma on the decoded values.
+
+The generated CF cases of the differential test (packing, fill and missing values, NaN) get
+weights over some of their axes and group labels (``-1``: in no group) along one kept axis.
+Plain Reductionist servers lack both extensions: their chunks fall back, counted with a reason.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import activezarr
+from activezarr.errors import FallbackWarning
+from runners import RUNNERS, Runner
+from test_differential import _write, cf_cases, decoded
+
+
+@pytest.fixture(scope="module")
+def runners(request: pytest.FixtureRequest) -> list[tuple[Runner, dict[str, Any]]]:
+    return [(r, {f: request.getfixturevalue(f) for f in r.fixtures}) for r in RUNNERS]
+
+
+@st.composite
+def weighted_grouped(draw: st.DrawFn) -> dict[str, Any]:
+    case = draw(cf_cases())
+    shape = case["data"].shape
+    ndim = len(shape)
+    weighted = draw(st.booleans())
+    group_axis = draw(st.one_of(st.none(), st.integers(0, ndim - 1)))
+    others = [a for a in range(ndim) if a != group_axis]
+    axis = tuple(a for a in others if draw(st.booleans()))
+    wshape = tuple(n if draw(st.booleans()) else 1 for n in shape)
+    weights = np.asarray(draw(st.lists(st.floats(0, 4), min_size=int(np.prod(wshape)),
+                                       max_size=int(np.prod(wshape)))), float).reshape(wshape)
+    labels = None
+    if group_axis is not None:
+        labels = np.asarray(draw(st.lists(st.integers(-1, 3), min_size=shape[group_axis],
+                                          max_size=shape[group_axis])), np.int64)
+    op = "weighted_mean" if weighted and draw(st.booleans()) else (
+        "weighted_sum" if weighted else draw(st.sampled_from(["sum", "mean", "max", "std"])))
+    return dict(case, weights=weights if weighted else None, labels=labels,
+                group_axis=group_axis, axis=axis, op=op)
+
+
+def _expected(values: np.ndarray, mask: np.ndarray, case: dict[str, Any]) -> np.ma.MaskedArray:
+    """numpy.ma's answer, one group at a time, written independently of the kernel."""
+    op, axis, g = case["op"], case["axis"], case["group_axis"]
+
+    def one(v: np.ndarray, m: np.ndarray, w: np.ndarray | None, axes: tuple[int, ...]) -> Any:
+        x = np.ma.MaskedArray(v.astype(np.float64), mask=m)
+        if op.startswith("weighted"):
+            wb = np.ma.MaskedArray(np.broadcast_to(w, v.shape), mask=m)
+            total = (x * wb).sum(axis=axes).filled(0.0)
+            if op == "weighted_sum":
+                return np.ma.asarray(total)
+            wsum = wb.sum(axis=axes).filled(0.0)
+            return np.ma.masked_where(wsum == 0, total / np.where(wsum == 0, 1, wsum))
+        if op == "std":
+            return x.std(axis=axes, ddof=0)
+        return getattr(x, op)(axis=axes)
+
+    if g is None:
+        return np.ma.asarray(one(values, mask, case["weights"], axis))
+    kept_before = sum(1 for a in range(g) if a not in axis)
+    parts = []
+    for label in range(int(case["labels"].max(initial=-1)) + 1):
+        take = np.flatnonzero(case["labels"] == label)
+        w = case["weights"]
+        if w is not None and w.shape[g] > 1:
+            w = np.take(w, take, g)
+        sub = one(np.take(values, take, g), np.take(mask, take, g), w,
+                  tuple(sorted((*axis, g))))
+        parts.append(np.ma.asarray(sub))
+    return np.ma.stack(parts, axis=kept_before)
+
+
+def _check(red: activezarr.ActiveReduction, case: dict[str, Any], values: np.ndarray,
+           mask: np.ndarray) -> None:
+    options: dict[str, Any] = {}
+    if case["weights"] is not None:
+        options["weights"] = case["weights"]
+    if case["group_axis"] is not None:
+        options["groups"] = (case["group_axis"], case["labels"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FallbackWarning)
+        actual = np.ma.asarray(red.reduce(case["op"], case["axis"], **options))
+    expected = _expected(values, mask, case)
+    assert actual.shape == expected.shape
+    np.testing.assert_array_equal(np.ma.getmaskarray(actual), np.ma.getmaskarray(expected))
+    np.testing.assert_allclose(actual.filled(0).astype(float), expected.filled(0),
+                               rtol=1e-5, atol=1e-6 * (1 + np.abs(expected.filled(0)).max()))
+
+
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(case=weighted_grouped())
+def test_weighted_and_grouped_reductions_equal_numpy_ma_on_every_backend(
+        runners: list[tuple[Runner, dict[str, Any]]], case: dict[str, Any]) -> None:
+    values, mask = decoded(case)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "a.zarr"
+        _write(path, case)
+        for runner, fixtures in runners:
+            red = activezarr.ActiveReduction(runner.opener(path, fixtures), skipna=case["skipna"])
+            try:
+                _check(red, case, values, mask)
+            except AssertionError as exc:
+                raise AssertionError(f"backend {runner.name!r}: {exc}") from exc
