@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 import activezarr
 from activezarr.errors import FallbackWarning
+from arrays import create
 from runners import RUNNERS, Runner
 from test_differential import _write, cf_cases, decoded
 
@@ -114,3 +115,29 @@ def test_weighted_and_grouped_reductions_equal_numpy_ma_on_every_backend(
                 _check(red, case, values, mask)
             except AssertionError as exc:
                 raise AssertionError(f"backend {runner.name!r}: {exc}") from exc
+
+
+def _runner(name: str) -> Runner:
+    return next(r for r in RUNNERS if r.name == name)
+
+
+@pytest.mark.parametrize("options", [
+    {"op": "weighted_mean", "weights": np.linspace(0.5, 1.0, 6)[:, None]},
+    {"op": "mean", "groups": (0, np.array([3, 3, 0, 0, 0, 1]))},
+])
+def test_the_active_server_reduces_weighted_and_grouped_chunks_itself(
+        request: pytest.FixtureRequest, tmp_path: Path, options: dict[str, Any]) -> None:
+    """Our server speaks both extensions: no chunk falls back; a plain Reductionist does not,
+    and every chunk then falls back to the client, counted with its reason."""
+    data = np.arange(6 * 8, dtype="f4").reshape(6, 8)
+    create(tmp_path / "a.zarr", data, layout="v3", codec="none", chunks=(2, 4),
+           fill_value=None, attributes={})
+    op = options.pop("op")
+    served = activezarr.ActiveReduction(_runner("s3").open(tmp_path / "a.zarr", request))
+    expected = served.reduce(op, (1,), **options)
+    assert served.last_report.paths == {"s3": 6} and served.last_report.fallbacks == 0
+    plain = activezarr.ActiveReduction(
+        _runner("s3-reductionist").open(tmp_path / "a.zarr", request))
+    with pytest.warns(FallbackWarning, match="6 of 6 chunk"):
+        np.testing.assert_allclose(plain.reduce(op, (1,), **options), expected)
+    assert plain.last_report.fallbacks == 6
