@@ -1,0 +1,329 @@
+"""``DataArray.active``: xarray's reductions, weighted and grouped ones too, computed storage-side.
+
+Importing this module registers the accessor (``import activezarr`` does so as soon as xarray is
+imported, see :mod:`activezarr._hooks`). A DataArray reduces actively when its values are still
+the zarr array xarray opened (``xr.open_dataset(..., engine="zarr")`` or ``xr.open_zarr``, on an
+``ActiveStore``, an ``active::`` URL or kerchunk references), selected with ``sel``/``isel`` by
+slices and scalars. Anything else (loaded, computed, fancy-indexed) is reduced by xarray itself,
+with an :class:`ActiveFallbackWarning` that says why. Results equal xarray's: same values, dims,
+coords and name; attrs with ``keep_attrs=True``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import xarray as xr
+import zarr
+
+from .client.active import ActiveReduction
+from .errors import ActiveZarrWarning
+
+Dims = str | Iterable[Hashable] | None
+Grouping = Callable[[xr.DataArray], Any]
+
+__all__ = ["ActiveAccessor", "ActiveFallbackWarning", "NotActiveError", "source_of"]
+
+
+class ActiveFallbackWarning(ActiveZarrWarning):
+    """The accessor handed a reduction to xarray; the message says why."""
+
+
+class NotActiveError(ValueError):
+    """Why a DataArray cannot be reduced storage-side."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """The zarr array behind a DataArray, and the DataArray's place in it (slices and ints)."""
+
+    array: zarr.Array
+    selection: tuple[slice | int, ...]
+
+
+def source_of(da: xr.DataArray) -> Source:
+    """The zarr array and selection ``da`` still is, or :class:`NotActiveError` saying why.
+
+    xarray keeps lazily opened values as wrappers around its ``ZarrArrayWrapper``; each lazy
+    indexing wrapper holds a key, composed here from the innermost outwards.
+    """
+    keys: list[tuple[Any, ...]] = []
+    layer: Any = da.variable._data
+    for _ in range(32):
+        key = getattr(layer, "key", None)
+        if key is not None:
+            keys.append(tuple(key.tuple))
+        inner = getattr(layer, "_array", None)
+        if isinstance(inner, zarr.Array):
+            return Source(inner, _compose(inner.shape, reversed(keys)))
+        if not hasattr(layer, "array"):
+            break
+        layer = layer.array
+    kind = type(da.variable._data).__name__
+    raise NotActiveError(f"its values are a {kind}, not the zarr array xarray opened (loaded, "
+                         "computed or dask-backed: open with chunks=None and reduce before "
+                         "computing)")
+
+
+def _compose(shape: Sequence[int], keys: Iterable[tuple[Any, ...]]) -> tuple[slice | int, ...]:
+    positions: list[range | int] = [range(n) for n in shape]
+    for key in keys:
+        visible = [i for i, p in enumerate(positions) if isinstance(p, range)]
+        for i, entry in zip(visible, key):
+            if not isinstance(entry, (slice, int, np.integer)):
+                raise NotActiveError(f"it was indexed by {type(entry).__name__} (only slices "
+                                     "and scalars map onto storage-side selections)")
+            positions[i] = positions[i][entry]  # type: ignore[index]
+    return tuple(p if isinstance(p, int) else _as_slice(p) for p in positions)
+
+
+def _as_slice(r: range) -> slice:
+    stop = None if r.step < 0 and r.stop < 0 else r.stop
+    return slice(r.start, stop, r.step)
+
+
+def _dim_tuple(da: xr.DataArray, dim: Dims) -> tuple[Hashable, ...]:
+    if dim is None or dim is ...:
+        return tuple(da.dims)
+    names = (dim,) if isinstance(dim, str) else tuple(dim)
+    missing = [d for d in names if d not in da.dims]
+    if missing:
+        raise ValueError(f"{missing} not found in array dimensions {da.dims}")
+    return names
+
+
+def _warn(why: str) -> None:
+    warnings.warn(f"reduced by xarray, not storage-side: {why}", ActiveFallbackWarning,
+                  stacklevel=4)
+
+
+@dataclass(frozen=True)
+class _Groups:
+    """A grouping along one dimension as integer group codes (-1: in no group), found by
+    xarray itself on a 1-D probe of positions, so that the groups are exactly xarray's."""
+
+    dim: Hashable
+    new_dim: Hashable
+    codes: np.ndarray
+    template: xr.DataArray  # xarray's count over a 1-D probe: the result's coords along new_dim
+
+    @classmethod
+    def of(cls, da: xr.DataArray, dim: Hashable, make: Grouping) -> _Groups:
+        coords = {k: c for k, c in da.coords.items() if c.dims == (dim,)}
+        probe = xr.DataArray(np.arange(da.sizes[dim]), dims=(dim,), coords=coords)
+        template = make(probe).count()
+        (new_dim,) = template.dims
+        index = template.get_index(new_dim)
+        codes = np.full(da.sizes[dim], -1, np.int64)
+        for label, members in make(probe):
+            codes[members.values] = index.get_loc(label)
+        return cls(dim, new_dim, codes, template)
+
+
+class _Reducer:
+    """What the accessor, its weighted and its grouped forms share: run or hand to xarray."""
+
+    def __init__(self, da: xr.DataArray) -> None:
+        self._da = da
+
+    def _active(self, op: str, dim: Dims, *, skipna: bool | None, keep_attrs: bool | None,
+                fallback: Callable[[], xr.DataArray], weights: xr.DataArray | None = None,
+                groups: _Groups | None = None, **options: Any) -> xr.DataArray:
+        da = self._da
+        if skipna is False and da.dtype.kind == "f":
+            _warn("skipna=False keeps NaN, which the storage side skips")
+            return fallback()
+        reduced = _dim_tuple(da, dim)
+        try:
+            source = source_of(da)
+            if weights is not None:
+                options["weights"] = _weights_for(da, weights)
+        except NotActiveError as exc:
+            _warn(str(exc))
+            return fallback()
+        if groups is not None:
+            reduced = tuple(d for d in reduced if d != groups.dim)
+        axis = tuple(da.dims.index(d) for d in reduced)
+        if groups is not None:
+            options["groups"] = (da.dims.index(groups.dim), groups.codes,
+                                 groups.template.sizes[groups.new_dim])
+        red = ActiveReduction(source.array, skipna=True)
+        values = red[source.selection].reduce(op, axis, **options)
+        self.last_report = red.last_report
+        return self._package(op, values, reduced, keep_attrs, groups)
+
+    def _package(self, op: str, values: Any, reduced: tuple[Hashable, ...],
+                 keep_attrs: bool | None, groups: _Groups | None) -> xr.DataArray:
+        """``values`` as xarray returns them: all-missing cells NaN (0 for sums and counts),
+        empty groups as xarray fills them, coords of the kept dims, name, attrs if kept."""
+        da = self._da
+        zero = op in ("sum", "count", "weighted_sum")
+        filled = np.ma.filled(np.ma.asarray(values).astype(
+            values.dtype if zero or np.asarray(values).dtype.kind == "f" else np.float64),
+            0 if zero else np.nan)
+        kept = [d for d in da.dims if d not in reduced]
+        coords = {k: c.variable for k, c in da.coords.items()
+                  if not set(c.dims) & {*reduced, *(() if groups is None else (groups.dim,))}}
+        dims = list(kept)
+        if groups is not None:
+            at = kept.index(groups.dim)
+            dims[at] = groups.new_dim
+            coords.update({k: c.variable for k, c in groups.template.coords.items()})
+            empty = groups.template.values == 0
+            if empty.any():
+                filled = filled.astype(np.result_type(filled.dtype, np.float64))
+                where = [slice(None)] * filled.ndim
+                where[at] = empty
+                filled[tuple(where)] = np.nan
+        attrs = dict(da.attrs) if keep_attrs else {}
+        return xr.DataArray(filled, dims=dims, coords=coords, name=da.name, attrs=attrs)
+
+
+def _weights_for(da: xr.DataArray, weights: xr.DataArray) -> np.ndarray:
+    """``weights`` as an array that broadcasts to ``da``'s dims (size 1 where it has none)."""
+    aligned, w = xr.align(da, weights, join="inner", copy=False)
+    if aligned.sizes != da.sizes:
+        raise NotActiveError("the weights' coordinates do not cover the array's")
+    order = [d for d in da.dims if d in w.dims]
+    values = np.asarray(w.transpose(*order).values, np.float64)
+    return values.reshape([da.sizes[d] if d in w.dims else 1 for d in da.dims])
+
+
+class _Reductions(_Reducer):
+    """xarray's reductions by name, each also given to :meth:`_reduce`."""
+
+    def _reduce(self, op: str, dim: Dims, skipna: bool | None, keep_attrs: bool | None,
+                **options: Any) -> xr.DataArray:
+        raise NotImplementedError
+
+    def sum(self, dim: Dims = None, *, skipna: bool | None = None,
+            keep_attrs: bool | None = None) -> xr.DataArray:
+        return self._reduce("sum", dim, skipna, keep_attrs)
+
+    def mean(self, dim: Dims = None, *, skipna: bool | None = None,
+             keep_attrs: bool | None = None) -> xr.DataArray:
+        return self._reduce("mean", dim, skipna, keep_attrs)
+
+    def min(self, dim: Dims = None, *, skipna: bool | None = None,
+            keep_attrs: bool | None = None) -> xr.DataArray:
+        return self._reduce("min", dim, skipna, keep_attrs)
+
+    def max(self, dim: Dims = None, *, skipna: bool | None = None,
+            keep_attrs: bool | None = None) -> xr.DataArray:
+        return self._reduce("max", dim, skipna, keep_attrs)
+
+    def count(self, dim: Dims = None, *, keep_attrs: bool | None = None) -> xr.DataArray:
+        return self._reduce("count", dim, None, keep_attrs)
+
+    def var(self, dim: Dims = None, *, skipna: bool | None = None, ddof: int = 0,
+            keep_attrs: bool | None = None) -> xr.DataArray:
+        return self._reduce("var", dim, skipna, keep_attrs, ddof=ddof)
+
+    def std(self, dim: Dims = None, *, skipna: bool | None = None, ddof: int = 0,
+            keep_attrs: bool | None = None) -> xr.DataArray:
+        return self._reduce("std", dim, skipna, keep_attrs, ddof=ddof)
+
+
+@xr.register_dataarray_accessor("active")
+class ActiveAccessor(_Reductions):
+    """``da.active.mean("time")`` and friends: ``da.mean("time")``, computed storage-side.
+
+    ``last_report`` is the :class:`~activezarr.Report` of the last storage-side reduction.
+    """
+
+    def reduce(self, op: str, dim: Dims = None, *, skipna: bool | None = None,
+               keep_attrs: bool | None = None, **options: Any) -> xr.DataArray:
+        """Any reduction xarray and activezarr both name (``"mean"``, ``"std"``, ...)."""
+        return self._reduce(op, dim, skipna, keep_attrs, **options)
+
+    def _reduce(self, op: str, dim: Dims, skipna: bool | None, keep_attrs: bool | None,
+                **options: Any) -> xr.DataArray:
+        def fallback() -> xr.DataArray:
+            return getattr(self._da, op)(dim, skipna=skipna, keep_attrs=keep_attrs, **options)
+
+        if op == "count":
+            def fallback() -> xr.DataArray:  # noqa: F811 - count takes no skipna
+                return self._da.count(dim, keep_attrs=keep_attrs)
+        return self._active(op, dim, skipna=skipna, keep_attrs=keep_attrs, fallback=fallback,
+                            **options)
+
+    def weighted(self, weights: xr.DataArray) -> ActiveWeighted:
+        """``da.weighted(weights)``, storage-side: each chunk gets the weights of its region."""
+        return ActiveWeighted(self._da, weights)
+
+    def groupby(self, group: Any, **kwargs: Any) -> ActiveGroupBy:
+        """``da.groupby(group)`` along one dimension, reduced per group storage-side."""
+        return ActiveGroupBy(self._da, _group_dim(self._da, group),
+                             lambda obj: obj.groupby(group, **kwargs))
+
+    def groupby_bins(self, group: Any, bins: Any, **kwargs: Any) -> ActiveGroupBy:
+        """``da.groupby_bins(group, bins)``, reduced per bin storage-side."""
+        return ActiveGroupBy(self._da, _group_dim(self._da, group),
+                             lambda obj: obj.groupby_bins(group, bins, **kwargs))
+
+    def resample(self, indexer: dict[Hashable, Any] | None = None,
+                 **kwargs: Any) -> ActiveGroupBy:
+        """``da.resample(time="1MS")``, reduced per bin storage-side (empty bins are NaN)."""
+        given = dict(indexer or {}, **{k: v for k, v in kwargs.items() if k in self._da.dims})
+        options = {k: v for k, v in kwargs.items() if k not in given}
+        if len(given) != 1:
+            raise ValueError(f"resample along exactly one dimension, got {sorted(given)}")
+        (dim,) = given
+        return ActiveGroupBy(self._da, dim, lambda obj: obj.resample(given, **options))
+
+
+def _group_dim(da: xr.DataArray, group: Any) -> Hashable:
+    variable = da[group] if isinstance(group, str) else group
+    if len(variable.dims) != 1:
+        raise ValueError(f"groups along one dimension only; {group!r} has dims {variable.dims}")
+    return variable.dims[0]
+
+
+class ActiveWeighted(_Reducer):
+    """``da.active.weighted(w)``: ``sum`` and ``mean`` equal to ``da.weighted(w)``'s."""
+
+    def __init__(self, da: xr.DataArray, weights: xr.DataArray) -> None:
+        super().__init__(da)
+        self._xarray = da.weighted(weights)  # xarray's own checks (no NaN weights, a DataArray)
+        self._weights = weights
+
+    def sum(self, dim: Dims = None, *, skipna: bool | None = None,
+            keep_attrs: bool | None = None) -> xr.DataArray:
+        return self._run("sum", dim, skipna, keep_attrs)
+
+    def mean(self, dim: Dims = None, *, skipna: bool | None = None,
+             keep_attrs: bool | None = None) -> xr.DataArray:
+        return self._run("mean", dim, skipna, keep_attrs)
+
+    def _run(self, op: str, dim: Dims, skipna: bool | None,
+             keep_attrs: bool | None) -> xr.DataArray:
+        def fallback() -> xr.DataArray:
+            return getattr(self._xarray, op)(dim, skipna=skipna, keep_attrs=keep_attrs)
+
+        return self._active(f"weighted_{op}", dim, skipna=skipna, keep_attrs=keep_attrs,
+                            fallback=fallback, weights=self._weights)
+
+
+class ActiveGroupBy(_Reductions):
+    """A grouping of the accessor's DataArray along ``dim``; reductions default to that dim."""
+
+    def __init__(self, da: xr.DataArray, dim: Hashable, make: Grouping) -> None:
+        super().__init__(da)
+        self._make = make
+        self._groups = _Groups.of(da, dim, make)
+
+    def _reduce(self, op: str, dim: Dims, skipna: bool | None, keep_attrs: bool | None,
+                **options: Any) -> xr.DataArray:
+        def fallback() -> xr.DataArray:
+            method = getattr(self._make(self._da), op)
+            if op == "count":
+                return method(dim, keep_attrs=keep_attrs)
+            return method(dim, skipna=skipna, keep_attrs=keep_attrs, **options)
+
+        return self._active(op, self._groups.dim if dim is None else dim, skipna=skipna,
+                            keep_attrs=keep_attrs, fallback=fallback, groups=self._groups,
+                            **options)
