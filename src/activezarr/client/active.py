@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,8 @@ from ..backends.base import Backend, ChunkJob, backends
 from ..backends.client import ClientBackend
 from ..chunk.kernel import ChunkKernel
 from ..chunk.missing import decoding
-from ..chunk.reductions import get_reduction
+from ..chunk.partial import Partial
+from ..chunk.reductions import Reduction, get_reduction
 from ..errors import ClientReductionWarning, FallbackWarning
 from ..planning.array_layout import ArrayLayout
 from ..planning.chunks import chunk_count, output_shape, plan_chunks
@@ -130,10 +132,21 @@ class ActiveReduction(_Reductions):
 
     def _run(self, op: str, dims: tuple[DimSelection, ...], axis: Any,
              options: dict[str, Any]) -> Any:
+        plan = self.plan(op, dims, axis, options)
+        return self.finish(plan, self.accumulate(plan))
+
+    def plan(self, op: str, dims: tuple[DimSelection, ...], axis: Any,
+             options: dict[str, Any]) -> ReductionPlan:
+        """What a reduction of ``dims`` computes: checked before anything is read."""
+        options = dict(options)
         extras = Extras.build(dims, options.pop("weights", None), options.pop("groups", None))
         reduction = get_reduction(op, **options)
         reduced = tuple(d for d in reduced_dims(axis, dims) if d != extras.group_dim)
-        acc = self._accumulate(reduction, dims, reduced, extras)
+        return ReductionPlan(reduction, dims, reduced, extras)
+
+    def finish(self, plan: ReductionPlan, acc: Partial) -> Any:
+        """numpy's answer from the combined partials of ``plan``."""
+        reduction, dims, reduced = plan.reduction, plan.dims, plan.reduced
         values, mask = reduction.finish(self.decoding.unpack(acc))
         if reduction.defined_when_empty and math.prod(dims[d].size for d in reduced) == 0:
             mask = np.zeros_like(mask)  # nothing selected: numpy.ma's sum is 0, not masked
@@ -142,10 +155,10 @@ class ActiveReduction(_Reductions):
         dtype = reduction.result_dtype(self.decoding.value_dtype or self.layout.dtype)
         return _package(values, mask, dtype, flips)
 
-    def _accumulate(self, reduction: Any, dims: tuple[DimSelection, ...],
-                    reduced: tuple[int, ...], extras: Extras) -> Any:
-        """The combined (still packed) partials of ``dims`` over ``reduced``: the storage side's
-        work; the report goes to ``last_report``."""
+    def accumulate(self, plan: ReductionPlan) -> Partial:
+        """The combined partials of ``plan`` (of packed values): the storage side's work; the
+        report goes to ``last_report``."""
+        reduction, dims, reduced, extras = plan.reduction, plan.dims, plan.reduced, plan.extras
         cf = self.decoding
         # Floats always sum in float64; "float" asks it of integers (numpy's mean) and of every
         # packed dtype, whose values unpack to floats.
@@ -155,9 +168,8 @@ class ActiveReduction(_Reductions):
                                 fields=cf.stored_fields(reduction.fields), accumulate=accumulate,
                                 weighted=extras.weights is not None, group_axis=extras.group_dim)
         kernel = ChunkKernel(spec)
-        kept = [d for d in range(len(dims)) if d not in reduced]
-        tasks = extras.attach(plan_chunks(self.layout, dims, reduced), kept)
-        out_shape = extras.output_shape(output_shape(dims, reduced), kept)
+        tasks = extras.attach(plan_chunks(self.layout, dims, reduced), plan.kept)
+        out_shape = plan.output_shape
         backend = self._backend()
         fallback = ClientBackend(self.array.store) if self.fallback else None
         engine = Engine(ChunkJob(kernel, self.layout, self.array.store), backend,
@@ -178,6 +190,24 @@ class ActiveReduction(_Reductions):
         if message is not None:
             warnings.warn(message, FallbackWarning, stacklevel=4)
         return acc
+
+
+@dataclass(frozen=True)
+class ReductionPlan:
+    """One reduction of a selection: which, over which dimensions, with what weights/groups."""
+
+    reduction: Reduction
+    dims: tuple[DimSelection, ...]
+    reduced: tuple[int, ...]
+    extras: Extras
+
+    @property
+    def kept(self) -> list[int]:
+        return [d for d in range(len(self.dims)) if d not in self.reduced]
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return self.extras.output_shape(output_shape(self.dims, self.reduced), self.kept)
 
 
 class ActiveSelection(_Reductions):

@@ -62,6 +62,11 @@ def _pieces(sel: DimSelection, chunk: int) -> list[_Piece]:
     return pieces
 
 
+def chunk_spans(sel: DimSelection, chunk: int) -> list[tuple[int, int]]:
+    """The ``(start, stop)`` positions of ``sel`` that fall in each chunk it touches."""
+    return [p.out for p in _pieces(sel, chunk)]
+
+
 def output_shape(dims: Sequence[DimSelection], reduced: Sequence[int]) -> tuple[int, ...]:
     return tuple(sel.size for d, sel in enumerate(dims) if d not in reduced)
 

@@ -7,6 +7,7 @@ partials into the output cells of the groups present in it.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -73,6 +74,17 @@ class Extras:
         return cls(weights=full, group_dim=dim, labels=np.maximum(codes, -1).astype(np.int64),
                    ngroups=ngroups)
 
+    def box(self, spans: Sequence[tuple[int, int]]) -> Extras:
+        """These extras for the part of the selection at ``spans`` (positions per dimension)."""
+        weights = labels = None
+        if self.weights is not None:
+            weights = self.weights[tuple(slice(*s) if self.weights.shape[d] > 1 else slice(None)
+                                         for d, s in enumerate(spans))]
+        if self.labels is not None:
+            assert self.group_dim is not None
+            labels = self.labels[slice(*spans[self.group_dim])]
+        return dataclasses.replace(self, weights=weights, labels=labels)
+
     def output_shape(self, shape: tuple[int, ...], kept: Sequence[int]) -> tuple[int, ...]:
         """The output shape with the grouped dimension's extent replaced by the groups."""
         if self.group_dim is None:
@@ -84,14 +96,11 @@ class Extras:
     def attach(self, tasks: Iterable[ChunkTask], kept: Sequence[int]) -> Iterator[ChunkTask]:
         """``tasks`` with their own weights and labels, grouped regions pointing at groups."""
         for task in tasks:
-            if self.weights is not None:
-                task.weights = self.weights[tuple(
-                    slice(*span) if self.weights.shape[d] > 1 else slice(None)
-                    for d, span in enumerate(task.spans))]
-            if self.labels is not None:
-                assert self.group_dim is not None
-                task.labels = self.labels[slice(*task.spans[self.group_dim])]
+            own = self.box(task.spans)
+            task.weights = own.weights
+            if own.labels is not None:
+                task.labels = own.labels
                 region = list(task.region)
-                region[list(kept).index(self.group_dim)] = group_keys(task.labels)
+                region[list(kept).index(self.group_dim)] = group_keys(own.labels)
                 task.region = tuple(region)
             yield task
