@@ -51,8 +51,19 @@ def source_of(da: xr.DataArray) -> Source:
     xarray keeps lazily opened values as wrappers around its ``ZarrArrayWrapper``; each lazy
     indexing wrapper holds a key, composed here from the innermost outwards.
     """
+    data = da.variable._data
+    if hasattr(data, "__dask_graph__"):
+        return _dask_source(da, data)
+    found = _unwrap(data)
+    if found is None:
+        raise NotActiveError(f"its values are a {type(data).__name__}, not the zarr array "
+                             "xarray opened (loaded or computed: reduce before computing)")
+    return found
+
+
+def _unwrap(layer: Any) -> Source | None:
+    """The zarr array under xarray's lazy wrappers, with their indexing keys composed."""
     keys: list[tuple[Any, ...]] = []
-    layer: Any = da.variable._data
     for _ in range(32):
         key = getattr(layer, "key", None)
         if key is not None:
@@ -61,12 +72,64 @@ def source_of(da: xr.DataArray) -> Source:
         if isinstance(inner, zarr.Array):
             return Source(inner, _compose(inner.shape, reversed(keys)))
         if not hasattr(layer, "array"):
-            break
+            return None
         layer = layer.array
-    kind = type(da.variable._data).__name__
-    raise NotActiveError(f"its values are a {kind}, not the zarr array xarray opened (loaded, "
-                         "computed or dask-backed: open with chunks=None and reduce before "
-                         "computing)")
+    return None
+
+
+#: dask layers that only select or re-chunk what xarray opened; any other transforms values.
+_SELECTING_LAYERS = ("original-", "open_dataset-", "getitem-", "rechunk-")
+
+
+def _dask_source(da: xr.DataArray, data: Any) -> Source:
+    """The source of a dask-backed DataArray: the zarr array its graph opens, located by the
+    DataArray's coordinates in that array's own (a graph that computes anything is refused)."""
+    layers = list(data.__dask_graph__().layers)
+    transforms = [name for name in layers if not name.startswith(_SELECTING_LAYERS)]
+    if transforms:
+        raise NotActiveError(f"its dask graph computes on the stored values ({transforms[0]})")
+    opened = [found for name in layers if name.startswith("original-")
+              for found in [_unwrap(data.__dask_graph__().layers[name][name])] if found]
+    if len(opened) != 1:
+        raise NotActiveError("its dask graph does not open exactly one zarr array")
+    whole = opened[0]
+    if any(s != slice(0, n, 1) for s, n in zip(whole.selection, whole.array.shape)):
+        raise NotActiveError("its dask graph opens a part of the zarr array")
+    return Source(whole.array, _locate(da, whole.array))
+
+
+def _locate(da: xr.DataArray, array: zarr.Array) -> tuple[slice | int, ...]:
+    """``da``'s positions in ``array``, found from the coordinates xarray decodes for it."""
+    dims = _array_dims(array)
+    parent = array.path.rpartition("/")[0] or None
+    with xr.open_dataset(array.store, engine="zarr", group=parent, chunks=None) as stored:
+        selection: list[slice | int] = []
+        for dim, n in zip(dims, array.shape):
+            if dim not in stored.indexes:
+                if da.sizes.get(dim) != n:
+                    raise NotActiveError(f"dimension {dim!r} has no coordinate to locate by")
+                selection.append(slice(0, n, 1))
+                continue
+            index = stored.get_index(dim)
+            wanted = da.get_index(dim) if dim in da.dims else [da[dim].values[()]]
+            positions = index.get_indexer(wanted)
+            step = int(positions[1] - positions[0]) if len(positions) > 1 else 1
+            if (positions < 0).any() or step == 0 or not np.array_equal(
+                    positions, positions[0] + step * np.arange(len(positions))):
+                raise NotActiveError(f"its {dim!r} coordinates are not a strided run of the "
+                                     "stored ones")
+            first = int(positions[0])
+            selection.append(first if dim not in da.dims else _as_slice(
+                range(first, first + step * len(positions), step)))
+    return tuple(selection)
+
+
+def _array_dims(array: zarr.Array) -> tuple[str, ...]:
+    names = getattr(array.metadata, "dimension_names", None) or array.attrs.get(
+        "_ARRAY_DIMENSIONS")
+    if not names:
+        raise NotActiveError("the zarr array does not name its dimensions")
+    return tuple(names)
 
 
 def _compose(shape: Sequence[int], keys: Iterable[tuple[Any, ...]]) -> tuple[slice | int, ...]:

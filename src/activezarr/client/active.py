@@ -151,7 +151,8 @@ class ActiveReduction(_Reductions):
         if reduction.defined_when_empty and math.prod(dims[d].size for d in reduced) == 0:
             mask = np.zeros_like(mask)  # nothing selected: numpy.ma's sum is 0, not masked
         kept = [d for d in range(len(dims)) if d not in reduced]
-        flips = tuple(i for i, d in enumerate(kept) if dims[d].reversed)
+        flips = tuple(i for i, d in enumerate(kept)
+                      if dims[d].reversed and d != plan.extras.group_dim)
         dtype = reduction.result_dtype(self.decoding.value_dtype or self.layout.dtype)
         return _package(values, mask, dtype, flips)
 

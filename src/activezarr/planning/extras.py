@@ -38,8 +38,9 @@ class Extras:
         """From the user's ``weights`` (broadcastable to the selection's visible shape) and
         ``groups`` (``(axis, labels)`` or ``(axis, labels, ngroups)``, axis among the visible)."""
         visible = [d for d, sel in enumerate(dims) if not sel.dropped]
-        if any(dims[d].reversed for d in visible) and (weights is not None or groups is not None):
-            raise ValueError("weights and groups need a selection with positive steps")
+        # Chunks see positions in ascending order: a reversed dimension's weights and labels,
+        # given in the user's order, are turned around.
+        flip = tuple(i for i, d in enumerate(visible) if dims[d].reversed)
         full = None
         if weights is not None:
             w = np.asarray(weights, dtype=np.float64)
@@ -55,6 +56,7 @@ class Extras:
                                  f"selection's shape {shape}") from None
             if not np.isfinite(w).all():
                 raise ValueError("weights cannot contain missing (NaN) or infinite values")
+            w = np.flip(w, tuple(i for i in flip if w.shape[i] > 1))
             full = w.reshape(tuple(w.shape[visible.index(d)] if d in visible else 1
                                    for d in range(len(dims))))
         if groups is None:
@@ -64,6 +66,8 @@ class Extras:
             raise np.exceptions.AxisError(int(axis), len(visible))
         dim = visible[axis % len(visible)]
         codes = np.asarray(labels)
+        if dims[dim].reversed:
+            codes = codes[::-1]
         if codes.dtype.kind not in "iu" or codes.shape != (dims[dim].size,):
             raise ValueError(f"group labels must be {dims[dim].size} integers (one per position "
                              f"along axis {axis}), got {codes.dtype} of shape {codes.shape}")
