@@ -11,6 +11,7 @@ coords and name; attrs with ``keep_attrs=True``.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ import xarray as xr
 import zarr
 
 from .client.active import ActiveReduction
-from .errors import ActiveZarrWarning
+from .errors import ActiveZarrError, ActiveZarrWarning
 
 Dims = str | Iterable[Hashable] | None
 Grouping = Callable[[xr.DataArray], Any]
@@ -195,55 +196,88 @@ class _Reducer:
 
     def _active(self, op: str, dim: Dims, *, skipna: bool | None, keep_attrs: bool | None,
                 fallback: Callable[[], xr.DataArray], weights: xr.DataArray | None = None,
-                groups: _Groups | None = None, **options: Any) -> xr.DataArray:
+                groups: _Groups | None = None, compute: bool = True,
+                **options: Any) -> xr.DataArray:
         da = self._da
-        if skipna is False and da.dtype.kind == "f":
-            _warn("skipna=False keeps NaN, which the storage side skips")
-            return fallback()
         reduced = _dim_tuple(da, dim)
+        if groups is not None:
+            reduced = tuple(d for d in reduced if d != groups.dim)
         try:
+            if skipna is False and da.dtype.kind == "f":
+                raise NotActiveError("skipna=False keeps NaN, which the storage side skips")
+            undecoded = sorted(CF_ATTRS & set(da.attrs))
+            if undecoded:
+                raise NotActiveError(f"xarray left {undecoded} undecoded in its attrs, and the "
+                                     "storage side would apply them")
             source = source_of(da)
             if weights is not None:
                 options["weights"] = _weights_for(da, weights)
-        except NotActiveError as exc:
+            red = ActiveReduction(source.array, skipna=True)
+        except (NotActiveError, ActiveZarrError) as exc:
             _warn(str(exc))
-            return fallback()
-        if groups is not None:
-            reduced = tuple(d for d in reduced if d != groups.dim)
-        axis = tuple(da.dims.index(d) for d in reduced)
+            result = fallback()
+            return result if compute else result.chunk()
         if groups is not None:
             options["groups"] = (da.dims.index(groups.dim), groups.codes,
                                  groups.template.sizes[groups.new_dim])
-        red = ActiveReduction(source.array, skipna=True)
-        values = red[source.selection].reduce(op, axis, **options)
-        self.last_report = red.last_report
+        axis = tuple(da.dims.index(d) for d in reduced)
+        if compute:
+            values = red[source.selection].reduce(op, axis, **options)
+            self.last_report = red.last_report
+        else:
+            from .dask import reduce
+
+            values = reduce(red, op, axis, selection=source.selection, **options)
         return self._package(op, values, reduced, keep_attrs, groups)
 
     def _package(self, op: str, values: Any, reduced: tuple[Hashable, ...],
                  keep_attrs: bool | None, groups: _Groups | None) -> xr.DataArray:
         """``values`` as xarray returns them: all-missing cells NaN (0 for sums and counts),
-        empty groups as xarray fills them, coords of the kept dims, name, attrs if kept."""
+        empty groups NaN (as xarray fills resample's gaps), the kept dims' coords, the name,
+        attrs if kept."""
         da = self._da
-        zero = op in ("sum", "count", "weighted_sum")
-        filled = np.ma.filled(np.ma.asarray(values).astype(
-            values.dtype if zero or np.asarray(values).dtype.kind == "f" else np.float64),
-            0 if zero else np.nan)
         kept = [d for d in da.dims if d not in reduced]
         coords = {k: c.variable for k, c in da.coords.items()
                   if not set(c.dims) & {*reduced, *(() if groups is None else (groups.dim,))}}
         dims = list(kept)
+        empty = None
         if groups is not None:
             at = kept.index(groups.dim)
             dims[at] = groups.new_dim
             coords.update({k: c.variable for k, c in groups.template.coords.items()})
-            empty = groups.template.values == 0
-            if empty.any():
-                filled = filled.astype(np.result_type(filled.dtype, np.float64))
-                where = [slice(None)] * filled.ndim
-                where[at] = empty
-                filled[tuple(where)] = np.nan
+            if (groups.template.values == 0).any():
+                empty = (at, groups.template.values == 0)
+        fill = functools.partial(_xarray_values, zero=op in ("sum", "count", "weighted_sum"),
+                                 empty=empty)
+        if hasattr(values, "map_blocks"):  # one block: the lazy result of activezarr.dask
+            filled = values.map_blocks(fill, dtype=fill(np.ma.masked_array(
+                np.zeros((0,) * values.ndim, values.dtype))).dtype)
+        else:
+            filled = fill(values)
         attrs = dict(da.attrs) if keep_attrs else {}
         return xr.DataArray(filled, dims=dims, coords=coords, name=da.name, attrs=attrs)
+
+
+#: CF attributes xarray decodes (and then moves to ``encoding``) or never applies: present in a
+#: DataArray's attrs, they mean xarray's values differ from the storage side's decoding.
+CF_ATTRS = frozenset({"_FillValue", "missing_value", "scale_factor", "add_offset", "valid_min",
+                      "valid_max", "valid_range", "_Unsigned"})
+
+
+def _xarray_values(values: Any, *, zero: bool,
+                   empty: tuple[int, np.ndarray] | None) -> np.ndarray:
+    """A masked result as xarray has it: masked -> 0 (sums, counts) or NaN; empty groups NaN."""
+    values = np.ma.asarray(values)
+    if not zero and values.dtype.kind != "f" and np.ma.getmaskarray(values).any():
+        values = values.astype(np.float64)
+    filled = np.ma.filled(values, 0 if zero else np.nan)
+    if empty is not None:
+        at, where = empty
+        filled = filled.astype(np.result_type(filled.dtype, np.float64))
+        index: list[Any] = [slice(None)] * filled.ndim
+        index[at] = where
+        filled[tuple(index)] = np.nan
+    return filled
 
 
 def _weights_for(da: xr.DataArray, weights: xr.DataArray) -> np.ndarray:
@@ -257,38 +291,47 @@ def _weights_for(da: xr.DataArray, weights: xr.DataArray) -> np.ndarray:
 
 
 class _Reductions(_Reducer):
-    """xarray's reductions by name, each also given to :meth:`_reduce`."""
+    """xarray's reductions by name; ``compute=False`` returns a lazy (dask) result."""
 
     def _reduce(self, op: str, dim: Dims, skipna: bool | None, keep_attrs: bool | None,
-                **options: Any) -> xr.DataArray:
+                compute: bool, **options: Any) -> xr.DataArray:
         raise NotImplementedError
 
     def sum(self, dim: Dims = None, *, skipna: bool | None = None,
-            keep_attrs: bool | None = None) -> xr.DataArray:
-        return self._reduce("sum", dim, skipna, keep_attrs)
+            keep_attrs: bool | None = None, compute: bool = True) -> xr.DataArray:
+        return self._reduce("sum", dim, skipna, keep_attrs, compute)
 
     def mean(self, dim: Dims = None, *, skipna: bool | None = None,
-             keep_attrs: bool | None = None) -> xr.DataArray:
-        return self._reduce("mean", dim, skipna, keep_attrs)
+             keep_attrs: bool | None = None, compute: bool = True) -> xr.DataArray:
+        return self._reduce("mean", dim, skipna, keep_attrs, compute)
 
     def min(self, dim: Dims = None, *, skipna: bool | None = None,
-            keep_attrs: bool | None = None) -> xr.DataArray:
-        return self._reduce("min", dim, skipna, keep_attrs)
+            keep_attrs: bool | None = None, compute: bool = True) -> xr.DataArray:
+        return self._reduce("min", dim, skipna, keep_attrs, compute)
 
     def max(self, dim: Dims = None, *, skipna: bool | None = None,
-            keep_attrs: bool | None = None) -> xr.DataArray:
-        return self._reduce("max", dim, skipna, keep_attrs)
+            keep_attrs: bool | None = None, compute: bool = True) -> xr.DataArray:
+        return self._reduce("max", dim, skipna, keep_attrs, compute)
 
-    def count(self, dim: Dims = None, *, keep_attrs: bool | None = None) -> xr.DataArray:
-        return self._reduce("count", dim, None, keep_attrs)
+    def count(self, dim: Dims = None, *, keep_attrs: bool | None = None,
+              compute: bool = True) -> xr.DataArray:
+        return self._reduce("count", dim, None, keep_attrs, compute)
 
     def var(self, dim: Dims = None, *, skipna: bool | None = None, ddof: int = 0,
-            keep_attrs: bool | None = None) -> xr.DataArray:
-        return self._reduce("var", dim, skipna, keep_attrs, ddof=ddof)
+            keep_attrs: bool | None = None, compute: bool = True) -> xr.DataArray:
+        return self._reduce("var", dim, skipna, keep_attrs, compute, ddof=ddof)
 
     def std(self, dim: Dims = None, *, skipna: bool | None = None, ddof: int = 0,
-            keep_attrs: bool | None = None) -> xr.DataArray:
-        return self._reduce("std", dim, skipna, keep_attrs, ddof=ddof)
+            keep_attrs: bool | None = None, compute: bool = True) -> xr.DataArray:
+        return self._reduce("std", dim, skipna, keep_attrs, compute, ddof=ddof)
+
+
+def _xarray(obj: Any, op: str, dim: Dims, skipna: bool | None, keep_attrs: bool | None,
+            **options: Any) -> xr.DataArray:
+    """xarray's own reduction (``count`` takes no ``skipna``)."""
+    if op != "count":
+        options["skipna"] = skipna
+    return getattr(obj, op)(dim, keep_attrs=keep_attrs, **options)
 
 
 @xr.register_dataarray_accessor("active")
@@ -299,20 +342,16 @@ class ActiveAccessor(_Reductions):
     """
 
     def reduce(self, op: str, dim: Dims = None, *, skipna: bool | None = None,
-               keep_attrs: bool | None = None, **options: Any) -> xr.DataArray:
+               keep_attrs: bool | None = None, compute: bool = True,
+               **options: Any) -> xr.DataArray:
         """Any reduction xarray and activezarr both name (``"mean"``, ``"std"``, ...)."""
-        return self._reduce(op, dim, skipna, keep_attrs, **options)
+        return self._reduce(op, dim, skipna, keep_attrs, compute, **options)
 
     def _reduce(self, op: str, dim: Dims, skipna: bool | None, keep_attrs: bool | None,
-                **options: Any) -> xr.DataArray:
-        def fallback() -> xr.DataArray:
-            return getattr(self._da, op)(dim, skipna=skipna, keep_attrs=keep_attrs, **options)
-
-        if op == "count":
-            def fallback() -> xr.DataArray:  # noqa: F811 - count takes no skipna
-                return self._da.count(dim, keep_attrs=keep_attrs)
-        return self._active(op, dim, skipna=skipna, keep_attrs=keep_attrs, fallback=fallback,
-                            **options)
+                compute: bool, **options: Any) -> xr.DataArray:
+        return self._active(op, dim, skipna=skipna, keep_attrs=keep_attrs, compute=compute,
+                            fallback=lambda: _xarray(self._da, op, dim, skipna, keep_attrs,
+                                                     **options), **options)
 
     def weighted(self, weights: xr.DataArray) -> ActiveWeighted:
         """``da.weighted(weights)``, storage-side: each chunk gets the weights of its region."""
@@ -355,20 +394,18 @@ class ActiveWeighted(_Reducer):
         self._weights = weights
 
     def sum(self, dim: Dims = None, *, skipna: bool | None = None,
-            keep_attrs: bool | None = None) -> xr.DataArray:
-        return self._run("sum", dim, skipna, keep_attrs)
+            keep_attrs: bool | None = None, compute: bool = True) -> xr.DataArray:
+        return self._run("sum", dim, skipna, keep_attrs, compute)
 
     def mean(self, dim: Dims = None, *, skipna: bool | None = None,
-             keep_attrs: bool | None = None) -> xr.DataArray:
-        return self._run("mean", dim, skipna, keep_attrs)
+             keep_attrs: bool | None = None, compute: bool = True) -> xr.DataArray:
+        return self._run("mean", dim, skipna, keep_attrs, compute)
 
-    def _run(self, op: str, dim: Dims, skipna: bool | None,
-             keep_attrs: bool | None) -> xr.DataArray:
-        def fallback() -> xr.DataArray:
-            return getattr(self._xarray, op)(dim, skipna=skipna, keep_attrs=keep_attrs)
-
+    def _run(self, op: str, dim: Dims, skipna: bool | None, keep_attrs: bool | None,
+             compute: bool) -> xr.DataArray:
         return self._active(f"weighted_{op}", dim, skipna=skipna, keep_attrs=keep_attrs,
-                            fallback=fallback, weights=self._weights)
+                            compute=compute, weights=self._weights,
+                            fallback=lambda: _xarray(self._xarray, op, dim, skipna, keep_attrs))
 
 
 class ActiveGroupBy(_Reductions):
@@ -380,13 +417,8 @@ class ActiveGroupBy(_Reductions):
         self._groups = _Groups.of(da, dim, make)
 
     def _reduce(self, op: str, dim: Dims, skipna: bool | None, keep_attrs: bool | None,
-                **options: Any) -> xr.DataArray:
-        def fallback() -> xr.DataArray:
-            method = getattr(self._make(self._da), op)
-            if op == "count":
-                return method(dim, keep_attrs=keep_attrs)
-            return method(dim, skipna=skipna, keep_attrs=keep_attrs, **options)
-
+                compute: bool, **options: Any) -> xr.DataArray:
         return self._active(op, self._groups.dim if dim is None else dim, skipna=skipna,
-                            keep_attrs=keep_attrs, fallback=fallback, groups=self._groups,
-                            **options)
+                            keep_attrs=keep_attrs, compute=compute, groups=self._groups,
+                            fallback=lambda: _xarray(self._make(self._da), op, dim, skipna,
+                                                     keep_attrs, **options), **options)
