@@ -245,8 +245,9 @@ class _Reducer:
             at = kept.index(groups.dim)
             dims[at] = groups.new_dim
             coords.update({k: c.variable for k, c in groups.template.coords.items()})
-            if (groups.template.values == 0).any():
-                empty = (at, groups.template.values == 0)
+            members = groups.template.values  # 0 or NaN (resample's gaps) where empty
+            if not (members > 0).all():
+                empty = (at, ~(members > 0))
         fill = functools.partial(_xarray_values, zero=op in ("sum", "count", "weighted_sum"),
                                  empty=empty)
         if hasattr(values, "map_blocks"):  # one block: the lazy result of activezarr.dask
