@@ -251,8 +251,8 @@ class _Reducer:
         fill = functools.partial(_xarray_values, zero=op in ("sum", "count", "weighted_sum"),
                                  empty=empty)
         if hasattr(values, "map_blocks"):  # one block: the lazy result of activezarr.dask
-            filled = values.map_blocks(fill, dtype=fill(np.ma.masked_array(
-                np.zeros((0,) * values.ndim, values.dtype))).dtype)
+            floats = empty is not None and values.dtype.kind != "f"
+            filled = values.map_blocks(fill, dtype=np.float64 if floats else values.dtype)
         else:
             filled = fill(values)
         attrs = dict(da.attrs) if keep_attrs else {}
