@@ -255,8 +255,15 @@ class _Reducer:
             filled = values.map_blocks(fill, dtype=np.float64 if floats else values.dtype)
         else:
             filled = fill(values)
-        attrs = dict(da.attrs) if keep_attrs else {}
+        attrs = dict(da.attrs) if _keeps_attrs(keep_attrs) else {}
         return xr.DataArray(filled, dims=dims, coords=coords, name=da.name, attrs=attrs)
+
+
+def _keeps_attrs(keep_attrs: bool | None) -> bool:
+    """Whether xarray's reductions keep attrs: its default (and ``set_options``) change."""
+    if keep_attrs is not None:
+        return keep_attrs
+    return bool(xr.DataArray(0.0, attrs={"probe": 1}).mean().attrs)
 
 
 #: CF attributes xarray decodes (and then moves to ``encoding``) or never applies: present in a
