@@ -35,7 +35,7 @@ DTYPES = (*V2_DTYPES, "int8", "int16", "uint8", "uint16", "float16")
 INTERFACE_TYPES = ("s3", "http", "https", "file", "ost")
 #: What our server adds to Reductionist v2; a client sends extensions only to servers listing them.
 EXTENSIONS = ("stats", "batch", "codecs", "accumulate", "accumulate-float", "missing-combined",
-              "dtypes", "file", "healthz", "weights", "groups")
+              "dtypes", "file", "healthz", "weights", "groups", "missing-nan")
 BYTE_ORDER = sys.byteorder
 #: The capability document (Discovery) and the health check (the ``healthz`` extension).
 SCHEMA_PATH = "/.well-known/reductionist-schema"
@@ -206,6 +206,8 @@ class ChunkRequest(_Strict):
     option_count_as_bytes: StrictBool | None = None
     weights: Weights | None = None
     groups: Groups | None = None
+    #: The ``missing-nan`` extension: NaN elements are missing (xarray's ``skipna``).
+    missing_nan: StrictBool = False
 
     @model_validator(mode="after")
     def _consistent(self) -> ChunkRequest:
@@ -280,10 +282,14 @@ class ChunkRequest(_Strict):
         fields = (*OP_FIELDS[op], "wsum") if weighted else OP_FIELDS[op]
         return ChunkSpec(dtype=self.stored_dtype.str, shape=tuple(shape), order=self.order,
                          codecs=tuple(codecs),
-                         missing=self.missing.to_spec() if self.missing else MissingSpec(),
+                         missing=self._missing_spec(),
                          axis=self._axes(len(shape)), fields=fields,
                          accumulate=accumulate, weighted=weighted,
                          group_axis=None if self.groups is None else self.groups.axis)
+
+    def _missing_spec(self) -> MissingSpec:
+        spec = self.missing.to_spec() if self.missing else MissingSpec()
+        return spec.model_copy(update={"nan": True}) if self.missing_nan else spec
 
     @property
     def extra_working_bytes(self) -> int:
@@ -510,9 +516,9 @@ def build_request(spec: ChunkSpec, selection: Selection, *, interface_type: str,
     float64 = spec.accumulate == "float" and (integer or dtype.itemsize < 8)
     if float64 and op in ("sum", "stats") and "accumulate-float" not in extensions:
         return None
-    if spec.missing.nan:
-        return None  # NaN as missing has no wire form
-    missing = Missing.from_spec(spec.missing, dtype)
+    if spec.missing.nan and (dtype.kind != "f" or "missing-nan" not in extensions):
+        return None  # a plain Reductionist has no wire form for "NaN is missing"
+    missing = Missing.from_spec(spec.missing.model_copy(update={"nan": False}), dtype)
     if missing is not None and missing.combined and "missing-combined" not in extensions:
         return None
     chain = {"codecs": list(spec.codecs)} if "codecs" in extensions else _v2_chain(spec.codecs)
@@ -531,6 +537,8 @@ def build_request(spec: ChunkSpec, selection: Selection, *, interface_type: str,
         body["offset"], body["size"] = byte_range
     if missing is not None:
         body["missing"] = missing.model_dump(exclude_none=True)
+    if spec.missing.nan:
+        body["missing_nan"] = True
     if op in ("sum", "stats") and "accumulate" in extensions:
         body["accumulate"] = "float" if float64 else "wide"
     if spec.weighted or spec.group_axis is not None:

@@ -25,7 +25,7 @@ Offset = Annotated[StrictInt, Field(ge=0, le=2**62)]
 #: The PROTOCOL.md operations and extensions the OSTs and the OSS serve; OSTs add ``extents``.
 OPS = ("count", "sum", "min", "max", "stats")
 EXTENSIONS = ("stats", "codecs", "accumulate", "accumulate-float", "missing-combined",
-              "dtypes", "healthz", "weights", "groups")
+              "dtypes", "healthz", "weights", "groups", "missing-nan")
 #: Header naming the link a read crosses: ``storage`` (OST to OSS) or ``lan`` (to the client).
 LINK_HEADER = "X-Link"
 
