@@ -9,7 +9,6 @@ graph pickles, so it runs on a ``dask.distributed`` cluster of processes.
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -77,9 +76,9 @@ def _boxes(red: ActiveReduction, plan: ReductionPlan, per_leaf: int) -> list[Red
                   (spans[i:i + per_leaf] for i in range(0, len(spans), per_leaf))]
         per_dim.append(merged)
     boxes = []
-    for spans in itertools.product(*per_dim):
-        dims = tuple(part_of(sel, *span) for sel, span in zip(plan.dims, spans))
-        boxes.append(ReductionPlan(plan.reduction, dims, plan.reduced, plan.extras.box(spans)))
+    for box in itertools.product(*per_dim):
+        dims = tuple(part_of(sel, *span) for sel, span in zip(plan.dims, box))
+        boxes.append(ReductionPlan(plan.reduction, dims, plan.reduced, plan.extras.box(box)))
     return boxes
 
 

@@ -103,7 +103,8 @@ def _locate(da: xr.DataArray, array: zarr.Array) -> tuple[slice | int, ...]:
     """``da``'s positions in ``array``, found from the coordinates xarray decodes for it."""
     dims = _array_dims(array)
     parent = array.path.rpartition("/")[0] or None
-    with xr.open_dataset(array.store, engine="zarr", group=parent, chunks=None) as stored:
+    store: Any = array.store
+    with xr.open_dataset(store, engine="zarr", group=parent, chunks=None) as stored:
         selection: list[slice | int] = []
         for dim, n in zip(dims, array.shape):
             if dim not in stored.indexes:
@@ -126,9 +127,9 @@ def _locate(da: xr.DataArray, array: zarr.Array) -> tuple[slice | int, ...]:
 
 
 def _array_dims(array: zarr.Array) -> tuple[str, ...]:
-    names = getattr(array.metadata, "dimension_names", None) or array.attrs.get(
+    names: Any = getattr(array.metadata, "dimension_names", None) or array.attrs.get(
         "_ARRAY_DIMENSIONS")
-    if not names:
+    if not isinstance(names, (list, tuple)) or not names:
         raise NotActiveError("the zarr array does not name its dimensions")
     return tuple(names)
 
@@ -381,7 +382,7 @@ class ActiveAccessor(_Reductions):
         given = dict(indexer or {}, **{k: v for k, v in kwargs.items() if k in self._da.dims})
         options = {k: v for k, v in kwargs.items() if k not in given}
         if len(given) != 1:
-            raise ValueError(f"resample along exactly one dimension, got {sorted(given)}")
+            raise ValueError(f"resample along exactly one dimension, got {list(given)}")
         (dim,) = given
         return ActiveGroupBy(self._da, dim, lambda obj: obj.resample(given, **options))
 
@@ -426,7 +427,7 @@ class ActiveGroupBy(_Reductions):
 
     def _reduce(self, op: str, dim: Dims, skipna: bool | None, keep_attrs: bool | None,
                 compute: bool, **options: Any) -> xr.DataArray:
-        return self._active(op, self._groups.dim if dim is None else dim, skipna=skipna,
+        return self._active(op, (self._groups.dim,) if dim is None else dim, skipna=skipna,
                             keep_attrs=keep_attrs, compute=compute, groups=self._groups,
                             fallback=lambda: _xarray(self._make(self._da), op, dim, skipna,
                                                      keep_attrs, **options), **options)

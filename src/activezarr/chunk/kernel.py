@@ -175,7 +175,8 @@ class ChunkKernel:
                 w not in (1, n) for w, n in zip(weights.shape, data.shape))):
             raise ValueError(f"weights of shape {weights.shape} do not broadcast to the "
                              f"selection's {data.shape}")
-        options = dict(missing=spec.missing, names=spec.fields, accumulate=spec.accumulate)
+        options: dict[str, Any] = dict(missing=spec.missing, names=spec.fields,
+                                       accumulate=spec.accumulate)
         if labels is not None:
             assert spec.group_axis is not None
             return grouped_partial(data, labels, group_axis=spec.group_axis, axes=self.axes,

@@ -102,7 +102,7 @@ class Extras:
         for task in tasks:
             own = self.box(task.spans)
             task.weights = own.weights
-            if own.labels is not None:
+            if own.labels is not None and self.group_dim is not None:
                 task.labels = own.labels
                 region = list(task.region)
                 region[list(kept).index(self.group_dim)] = group_keys(own.labels)
