@@ -7,7 +7,6 @@ Plain Reductionist servers lack both extensions: their chunks fall back, counted
 
 from __future__ import annotations
 
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -21,12 +20,7 @@ import activezarr
 from activezarr.errors import FallbackWarning
 from arrays import create
 from runners import RUNNERS, Runner
-from test_differential import _write, cf_cases, decoded
-
-
-@pytest.fixture(scope="module")
-def runners(request: pytest.FixtureRequest) -> list[tuple[Runner, dict[str, Any]]]:
-    return [(r, {f: request.getfixturevalue(f) for f in r.fixtures}) for r in RUNNERS]
+from test_differential import cf_cases, decoded, on_every_backend
 
 
 @st.composite
@@ -106,8 +100,9 @@ def _check(red: activezarr.ActiveReduction, case: dict[str, Any], values: np.nda
     np.testing.assert_array_equal(np.ma.getmaskarray(actual), np.ma.getmaskarray(expected))
     # Results in float16/float32 (numpy's dtype for them) are rounded to it.
     eps = np.finfo(actual.dtype).eps if actual.dtype.kind == "f" else 0.0
+    scale = 1 + np.abs(expected.filled(0)).max(initial=0)
     np.testing.assert_allclose(actual.filled(0).astype(float), expected.filled(0),
-                               rtol=max(1e-5, 4 * eps), atol=1e-6 * (1 + np.abs(expected.filled(0)).max(initial=0)))
+                               rtol=max(1e-5, 4 * eps), atol=1e-6 * scale)
 
 
 @settings(max_examples=30, deadline=None,
@@ -116,15 +111,9 @@ def _check(red: activezarr.ActiveReduction, case: dict[str, Any], values: np.nda
 def test_weighted_and_grouped_reductions_equal_numpy_ma_on_every_backend(
         runners: list[tuple[Runner, dict[str, Any]]], case: dict[str, Any]) -> None:
     values, mask = decoded(case)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "a.zarr"
-        _write(path, case)
-        for runner, fixtures in runners:
-            red = activezarr.ActiveReduction(runner.opener(path, fixtures), skipna=case["skipna"])
-            try:
-                _check(red, case, values, mask)
-            except AssertionError as exc:
-                raise AssertionError(f"backend {runner.name!r}: {exc}") from exc
+    on_every_backend(runners, case, lambda runner, fixtures, path: _check(
+        activezarr.ActiveReduction(runner.opener(path, fixtures), skipna=case["skipna"]),
+        case, values, mask))
 
 
 def _runner(name: str) -> Runner:
