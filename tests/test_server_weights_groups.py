@@ -103,3 +103,19 @@ def test_oversized_labels_are_refused_by_the_body_limit(active_server: ActiveSer
     groups = {"axis": 0, "labels": [0] * 200_000}
     response = post(active_server, "sum", _body(grid_url, axis=[1], groups=groups))
     assert response.status_code == 413
+
+
+def test_the_memory_reserved_before_reading_covers_weights_and_groups() -> None:
+    """Weighted requests hold float64 weights and products per selected element, grouped ones a
+    copy of the selection: both are reserved with the chunk before anything is read."""
+    from activezarr.protocol import ChunkRequest
+    from activezarr.servers.active.service import working_bytes
+
+    base = dict(interface_type="s3", url="http://h/b/k", dtype="float32", shape=[100, 50],
+                axis=[1], selection=[[0, 40, 1], [0, 50, 1]])
+    plain = working_bytes(ChunkRequest(**base))
+    weighted = ChunkRequest(**base, weights={"shape": [40, 1], "values": [1.0] * 40})
+    grouped = ChunkRequest(**base, groups={"axis": 0, "labels": [0] * 40})
+    assert plain == 3 * 100 * 50 * 4
+    assert working_bytes(weighted) == plain + 24 * 40 * 50
+    assert working_bytes(grouped) == plain + 40 * 50 * 4
