@@ -10,6 +10,7 @@ import importlib
 import importlib.abc
 import importlib.util
 import sys
+import warnings
 from collections.abc import Sequence
 from importlib.machinery import ModuleSpec
 from types import ModuleType
@@ -34,7 +35,11 @@ class _AfterXarray(importlib.abc.MetaPathFinder):
 
         def exec_module(module: ModuleType) -> None:
             run(module)
-            importlib.import_module(ACCESSOR_MODULE)
+            try:
+                importlib.import_module(ACCESSOR_MODULE)
+            except ImportError as exc:  # xarray itself still imports; say why .active is absent
+                warnings.warn(f"DataArray.active is not registered: {exc}", ImportWarning,
+                              stacklevel=2)
 
         loader.exec_module = exec_module
         return spec
