@@ -12,17 +12,17 @@ from __future__ import annotations
 import base64
 import struct
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import activezarr
 from arrays import CODECS, assert_reduces_like_numpy, create
-from runners import RUNNERS, Runner
+from runners import Runner
 from strategies import arrays, queries, run_query
 
 #: Half the profile's examples, each through every backend: 125 cases by default.
@@ -114,12 +114,6 @@ def _numpy_dtype(op: str, dtype: np.dtype) -> np.dtype:
     return getattr(np, op)(np.ones(2, dtype.newbyteorder("="))).dtype
 
 
-@pytest.fixture(scope="module")
-def runners(request: pytest.FixtureRequest) -> list[tuple[Runner, dict[str, Any]]]:
-    """Every runner with the servers it needs, started once."""
-    return [(r, {f: request.getfixturevalue(f) for f in r.fixtures}) for r in RUNNERS]
-
-
 def _check(runner: Runner, fixtures: dict[str, Any], path: Path, case: dict[str, Any],
            values: np.ndarray, mask: np.ndarray) -> None:
     red = activezarr.ActiveReduction(runner.opener(path, fixtures), skipna=case["skipna"])
@@ -140,11 +134,19 @@ def _check(runner: Runner, fixtures: dict[str, Any], path: Path, case: dict[str,
 def test_every_backend_equals_numpy_ma_on_decoded_values(
         runners: list[tuple[Runner, dict[str, Any]]], case: dict[str, Any]) -> None:
     values, mask = decoded(case)
+    on_every_backend(runners, case, lambda runner, fixtures, path: _check(
+        runner, fixtures, path, case, values, mask))
+
+
+def on_every_backend(runners: list[tuple[Runner, dict[str, Any]]], case: dict[str, Any],
+                     check: Callable[[Runner, dict[str, Any], Path], None]) -> None:
+    """Write ``case`` once, then ``check(runner, fixtures, path)`` on every backend; a failure
+    names the backend."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "a.zarr"
         _write(path, case)
         for runner, fixtures in runners:
             try:
-                _check(runner, fixtures, path, case, values, mask)
+                check(runner, fixtures, path)
             except AssertionError as exc:
                 raise AssertionError(f"backend {runner.name!r}: {exc}") from exc

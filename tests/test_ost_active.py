@@ -184,12 +184,20 @@ def test_every_byte_is_counted_on_the_link_it_crossed(ost_cluster, policy):
 
 
 def test_what_the_protocol_cannot_say_is_reduced_on_the_client(ost_cluster):
+    """NaN as missing (``missing-nan``) reduces on the OSTs; weights do not go to stripe
+    parts, so weighted chunks split over OSTs reduce on the client, counted."""
     data, url = _data("<f8"), _url(ost_cluster)
     data[::5, ::3] = np.nan
     write_array(url, data, chunks=CHUNKS, compressors=None)
     store = activezarr.ActiveStore.from_url(url)
     red = activezarr.ActiveReduction(zarr.open_array(store, mode="r"), skipna=True)
     np.testing.assert_allclose(red.mean(axis=1), np.nanmean(data, axis=1))
+    assert red.last_report.fallbacks == 0 and "client" not in red.last_report.paths
+    weights = np.linspace(0.5, 2.0, data.shape[1])[:, None]
+    expected = np.nansum(data * weights, axis=1) / np.where(np.isnan(data), 0, weights).sum(1)
+    with pytest.warns(activezarr.FallbackWarning, match="cannot express"):
+        got = red.reduce("weighted_mean", axis=1, weights=weights)
+    np.testing.assert_allclose(got, expected)
     assert red.last_report.paths == {"client": 36}
     assert red.last_report.fallbacks == 36
 

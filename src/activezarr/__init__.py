@@ -1,7 +1,8 @@
 """activezarr: active storage for Zarr — reductions computed where the data lives.
 
 The public names are imported on first use (PEP 562), so that a server process, which imports
-``activezarr.servers``, loads no zarr, fsspec or client backend.
+``activezarr.servers``, loads no zarr, fsspec or client backend. The xarray accessor
+(``DataArray.active``) is registered whenever xarray is imported, before or after activezarr.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
+
+from ._hooks import register_xarray_accessor
 
 if TYPE_CHECKING:
     from .chunk.codec import ChunkReduction
@@ -37,6 +40,8 @@ try:
     __version__ = version("activezarr")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
+
+register_xarray_accessor()
 
 #: public name -> the module that defines it.
 _EXPORTS = {

@@ -17,6 +17,10 @@ class Registry(Generic[T]):
         self.kind = kind
         self.error = error
         self._plugins: dict[str, T | EntryPoint] = {}  # entry points load on first use
+        #: Names still holding an entry point: tracked by name, since the entry points' class
+        #: is whichever ``importlib.metadata`` implementation found the distribution (some
+        #: packages install ``importlib_metadata``'s finders, with their own EntryPoint class).
+        self._unloaded: set[str] = set()
         self._loaded = False
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -24,6 +28,7 @@ class Registry(Generic[T]):
 
         def decorate(plugin: T) -> T:
             self._plugins[name] = plugin
+            self._unloaded.discard(name)
             return plugin
 
         return decorate
@@ -31,7 +36,9 @@ class Registry(Generic[T]):
     def _load_entry_points(self) -> None:
         if not self._loaded:
             for ep in entry_points(group=self.group):
-                self._plugins.setdefault(ep.name, ep)  # loaded on first use
+                if ep.name not in self._plugins:
+                    self._plugins[ep.name] = ep  # loaded on first use
+                    self._unloaded.add(ep.name)
             self._loaded = True
 
     def names(self) -> list[str]:
@@ -47,6 +54,7 @@ class Registry(Generic[T]):
             raise self.error(
                 f"unknown {self.kind} {name!r}; available: {', '.join(self.names())}"
             ) from None
-        if isinstance(plugin, EntryPoint):
-            plugin = self._plugins[name] = plugin.load()
-        return plugin
+        if name in self._unloaded:
+            plugin = self._plugins[name] = plugin.load()  # type: ignore[union-attr]
+            self._unloaded.discard(name)
+        return plugin  # type: ignore[return-value]

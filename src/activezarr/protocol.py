@@ -35,7 +35,7 @@ DTYPES = (*V2_DTYPES, "int8", "int16", "uint8", "uint16", "float16")
 INTERFACE_TYPES = ("s3", "http", "https", "file", "ost")
 #: What our server adds to Reductionist v2; a client sends extensions only to servers listing them.
 EXTENSIONS = ("stats", "batch", "codecs", "accumulate", "accumulate-float", "missing-combined",
-              "dtypes", "file", "healthz")
+              "dtypes", "file", "healthz", "weights", "groups", "missing-nan")
 BYTE_ORDER = sys.byteorder
 #: The capability document (Discovery) and the health check (the ``healthz`` extension).
 SCHEMA_PATH = "/.well-known/reductionist-schema"
@@ -165,6 +165,24 @@ class Missing(_Strict):
         return sum(v is not None for _, v in self) > 1
 
 
+#: Group labels a request may carry: -1 (in no group) up to this bound, exclusive.
+MAX_GROUP_LABEL = 2**31
+
+
+class Weights(_Strict):
+    """The ``weights`` extension: one weight per selected element, broadcast over extents of 1."""
+
+    shape: list[Int64]
+    values: list[Number]
+
+
+class Groups(_Strict):
+    """The ``groups`` extension: the group label of each selected position along ``axis``."""
+
+    axis: Int64
+    labels: list[Annotated[StrictInt, Field(ge=-1, lt=MAX_GROUP_LABEL)]]
+
+
 class ChunkRequest(_Strict):
     """One chunk to reduce: the JSON body of ``POST /v2/{op}``."""
 
@@ -186,6 +204,10 @@ class ChunkRequest(_Strict):
     option_disable_chunk_cache: StrictBool | None = None
     option_shape_as_bytes: StrictBool | None = None
     option_count_as_bytes: StrictBool | None = None
+    weights: Weights | None = None
+    groups: Groups | None = None
+    #: The ``missing-nan`` extension: NaN elements are missing (xarray's ``skipna``).
+    missing_nan: StrictBool = False
 
     @model_validator(mode="after")
     def _consistent(self) -> ChunkRequest:
@@ -217,6 +239,8 @@ class ChunkRequest(_Strict):
                                  f"{self.dtype} ({math.prod(self.shape) * itemsize} bytes)")
         if self.missing is not None:
             self.missing.check_dtype(np.dtype(self.dtype))
+        if self.weights is not None or self.groups is not None:
+            check_weights_and_groups(self, axes)
         try:
             CodecChain(codecs)  # allow-listed and constructible
         except ValueError as exc:
@@ -250,14 +274,41 @@ class ChunkRequest(_Strict):
         """The kernel's spec for ``op`` on a chunk of ``shape``.
 
         Sums accumulate in float64 under ``accumulate: float`` (numpy's mean and var of
-        integers), else wide; ``native`` narrows them in the result.
+        integers) and when weighted, else wide; ``native`` narrows them in the result.
         """
-        accumulate: Literal["wide", "float"] = "float" if self.accumulate == "float" else "wide"
+        weighted = self.weights is not None
+        accumulate: Literal["wide", "float"] = (
+            "float" if self.accumulate == "float" or weighted else "wide")
+        fields = (*OP_FIELDS[op], "wsum") if weighted else OP_FIELDS[op]
         return ChunkSpec(dtype=self.stored_dtype.str, shape=tuple(shape), order=self.order,
                          codecs=tuple(codecs),
-                         missing=self.missing.to_spec() if self.missing else MissingSpec(),
-                         axis=self._axes(len(shape)), fields=OP_FIELDS[op],
-                         accumulate=accumulate)
+                         missing=self._missing_spec(),
+                         axis=self._axes(len(shape)), fields=fields,
+                         accumulate=accumulate, weighted=weighted,
+                         group_axis=None if self.groups is None else self.groups.axis)
+
+    def _missing_spec(self) -> MissingSpec:
+        spec = self.missing.to_spec() if self.missing else MissingSpec()
+        return spec.model_copy(update={"nan": True}) if self.missing_nan else spec
+
+    @property
+    def extra_working_bytes(self) -> int:
+        """Memory the weights and groups need beyond :func:`working_bytes`'s: the weights
+        broadcast and multiplied in float64, and a grouped copy of the selection."""
+        if self.shape is None or (self.weights is None and self.groups is None):
+            return 0
+        selected = math.prod(len(range(*s)) for s in self.chunk_selection(self.shape))
+        weighted = 24 * selected if self.weights is not None else 0
+        grouped = selected * np.dtype(self.dtype).itemsize if self.groups is not None else 0
+        return weighted + grouped
+
+    def weight_array(self) -> np.ndarray | None:
+        if self.weights is None:
+            return None
+        return np.asarray(self.weights.values, np.float64).reshape(self.weights.shape)
+
+    def label_array(self) -> np.ndarray | None:
+        return None if self.groups is None else np.asarray(self.groups.labels, np.int64)
 
     def chunk_selection(self, shape: Sequence[int]) -> Selection:
         if self.selection is None:
@@ -269,6 +320,34 @@ class ChunkRequest(_Strict):
             return None
         axes = [self.axis] if isinstance(self.axis, int) else self.axis
         return tuple(a + ndim if a < 0 else a for a in axes)
+
+
+def check_weights_and_groups(request: ChunkRequest, axes: tuple[int, ...] | None) -> None:
+    """The ``weights`` and ``groups`` fields agree with the selection they describe."""
+    if request.shape is None:
+        raise ValueError("weights and groups require shape")
+    extents = [len(range(*s)) for s in request.chunk_selection(request.shape)]
+    weights, groups = request.weights, request.groups
+    if weights is not None:
+        if len(weights.shape) != len(extents) or any(
+                w not in (1, n) for w, n in zip(weights.shape, extents)):
+            raise ValueError(f"weights.shape {weights.shape} does not broadcast to the "
+                             f"selection's extents {extents}")
+        if len(weights.values) != math.prod(weights.shape):
+            raise ValueError(f"weights.values has {len(weights.values)} values for shape "
+                             f"{weights.shape}")
+        if not all(math.isfinite(v) for v in weights.values):
+            raise ValueError("weights.values must be finite numbers")
+    if groups is not None:
+        if not 0 <= groups.axis < len(extents):
+            raise ValueError(f"groups.axis {groups.axis} is not an axis of {len(extents)}")
+        if axes is None or groups.axis in axes:
+            raise ValueError(f"groups.axis {groups.axis} is reduced by axis {request.axis}; it "
+                             "must be kept (it is reduced per group)")
+        if len(groups.labels) != extents[groups.axis]:
+            raise ValueError(f"groups.labels has {len(groups.labels)} labels for "
+                             f"{extents[groups.axis]} selected positions along axis "
+                             f"{groups.axis}")
 
 
 class BatchItem(ChunkRequest):
@@ -359,6 +438,19 @@ def reduction_result(op: str, request: ChunkRequest, partial: Partial) -> dict[s
     return result
 
 
+def extension_result(result: dict[str, Any], request: ChunkRequest,
+                     partial: Partial) -> dict[str, Any]:
+    """``result`` with what the ``weights`` and ``groups`` extensions add: the valid elements'
+    sum of weights, and the labels of the groups present (the grouped axis of the result)."""
+    order = result_order("sum", request.order, request.axis)
+    if partial.wsum is not None:
+        result["weight_sum"] = _native(partial.wsum).tobytes(order=order)
+    if request.groups is not None:
+        labels = np.unique(request.groups.labels)
+        result["groups"] = labels[labels >= 0].tolist()
+    return result
+
+
 def select_result(request: ChunkRequest, data: np.ndarray, count: int) -> dict[str, Any]:
     """The response map of ``select``: the elements in the request's order, missing ones kept."""
     return _result(data, np.asarray([count]), request, "select")
@@ -401,11 +493,15 @@ def _v2_chain(codecs: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
 
 
 def build_request(spec: ChunkSpec, selection: Selection, *, interface_type: str, url: str,
-                  byte_range: tuple[int, int] | None, extensions: Sequence[str]
+                  byte_range: tuple[int, int] | None, extensions: Sequence[str],
+                  weights: np.ndarray | None = None, labels: np.ndarray | None = None
                   ) -> tuple[str, dict[str, Any]] | None:
-    """(op, JSON body) asking a server for ``spec.fields`` of one chunk; None if it cannot."""
+    """(op, JSON body) asking a server for ``spec.fields`` of one chunk; None if it cannot.
+
+    ``weights`` and ``labels`` are the chunk's own, for weighted and grouped specs.
+    """
     dtype = np.dtype(spec.dtype)
-    op = choose_op(spec.fields, extensions)
+    op = choose_op([f for f in spec.fields if f != "wsum"], extensions)
     allowed_dtypes = DTYPES if "dtypes" in extensions else V2_DTYPES
     order: Literal["C", "F"] | tuple[int, ...] | None = spec.order
     if isinstance(order, tuple):  # a transpose; reversing every axis is Fortran order
@@ -420,9 +516,9 @@ def build_request(spec: ChunkSpec, selection: Selection, *, interface_type: str,
     float64 = spec.accumulate == "float" and (integer or dtype.itemsize < 8)
     if float64 and op in ("sum", "stats") and "accumulate-float" not in extensions:
         return None
-    if spec.missing.nan:
-        return None  # NaN as missing has no wire form
-    missing = Missing.from_spec(spec.missing, dtype)
+    if spec.missing.nan and (dtype.kind != "f" or "missing-nan" not in extensions):
+        return None  # a plain Reductionist has no wire form for "NaN is missing"
+    missing = Missing.from_spec(spec.missing.model_copy(update={"nan": False}), dtype)
     if missing is not None and missing.combined and "missing-combined" not in extensions:
         return None
     chain = {"codecs": list(spec.codecs)} if "codecs" in extensions else _v2_chain(spec.codecs)
@@ -441,9 +537,34 @@ def build_request(spec: ChunkSpec, selection: Selection, *, interface_type: str,
         body["offset"], body["size"] = byte_range
     if missing is not None:
         body["missing"] = missing.model_dump(exclude_none=True)
+    if spec.missing.nan:
+        body["missing_nan"] = True
     if op in ("sum", "stats") and "accumulate" in extensions:
         body["accumulate"] = "float" if float64 else "wide"
+    if spec.weighted or spec.group_axis is not None:
+        extra = weights_and_groups(spec, op, weights, labels, extensions)
+        if extra is None:
+            return None
+        body.update(extra)
     return op, body
+
+
+def weights_and_groups(spec: ChunkSpec, op: str, weights: np.ndarray | None,
+                       labels: np.ndarray | None, extensions: Sequence[str]
+                       ) -> dict[str, Any] | None:
+    """The request fields of the ``weights`` and ``groups`` extensions, or None when the server
+    lacks one (a weighted request is a ``sum``)."""
+    fields: dict[str, Any] = {}
+    if spec.weighted:
+        if "weights" not in extensions or op != "sum" or weights is None:
+            return None
+        fields["weights"] = {"shape": list(weights.shape),
+                             "values": np.asarray(weights, np.float64).ravel().tolist()}
+    if spec.group_axis is not None:
+        if "groups" not in extensions or op == "select" or labels is None:
+            return None
+        fields["groups"] = {"axis": spec.group_axis, "labels": np.asarray(labels).tolist()}
+    return fields
 
 
 def _array(data: bytes, name: str, byte_order: str, shape: tuple[int, ...],
@@ -469,6 +590,8 @@ def partial_from_result(op: str, result: Mapping[str, Any], spec: ChunkSpec) -> 
                   "max": dtype.name, "m2": "float64"}
     else:
         stored, dtypes = {op: result["bytes"]}, {op: result["dtype"]}
+    if spec.weighted:
+        stored["wsum"], dtypes["wsum"] = result["weight_sum"], "float64"
     for name in spec.fields:
         if name == "count":
             continue

@@ -38,7 +38,8 @@ class ClientBackend(Backend):
         raws = [raw for raw, _ in fetched]
         partials = await asyncio.to_thread(
             lambda: [
-                None if raw is None else job.kernel.reduce(raw, t.selection, t.key)
+                None if raw is None else job.kernel.reduce(raw, t.selection, t.key,
+                                                           weights=t.weights, labels=t.labels)
                 for raw, t in zip(raws, tasks)
             ]
         )

@@ -82,7 +82,8 @@ class FileBackend(Backend):
             if raw is None:
                 partials.append(None)
                 continue
-            partial = job.kernel.reduce(raw, task.selection, task.key)
+            partial = job.kernel.reduce(raw, task.selection, task.key,
+                                        weights=task.weights, labels=task.labels)
             stored += len(raw)
             moved += partial.nbytes
             partials.append(partial)

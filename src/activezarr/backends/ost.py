@@ -104,7 +104,8 @@ class OSTBackend(Backend):
                  byte_range: tuple[int, int] | None) -> tuple[str, dict[str, Any]] | None:
         """(op, body) in PROTOCOL.md terms; None when the protocol cannot say it."""
         return build_request(job.kernel.spec, task.selection, interface_type="ost", url=url,
-                             byte_range=byte_range, extensions=EXTENSIONS)
+                             byte_range=byte_range, extensions=EXTENSIONS,
+                             weights=task.weights, labels=task.labels)
 
     async def _on_client(self, job: ChunkJob, task: ChunkTask, layout: FileLayout,
                          placement: Placement, result: BatchResult) -> Partial:
@@ -112,7 +113,8 @@ class OSTBackend(Backend):
         raw = await self.client.gather(layout, offset, size)
         result.requests += len(placement.osts)
         result.bytes_from_storage += len(raw)
-        return await asyncio.to_thread(job.kernel.reduce, raw, task.selection, task.key)
+        return await asyncio.to_thread(lambda: job.kernel.reduce(
+            raw, task.selection, task.key, weights=task.weights, labels=task.labels))
 
     async def _on_oss(self, job: ChunkJob, task: ChunkTask, offset: int, size: int,
                       result: BatchResult) -> Partial | None:
@@ -130,6 +132,8 @@ class OSTBackend(Backend):
     async def _on_osts(self, job: ChunkJob, task: ChunkTask, layout: FileLayout,
                        placement: Placement, result: BatchResult) -> Partial | None:
         """Every OST holding part of the chunk reduces its part; loose bytes are joined here."""
+        if task.weights is not None or task.labels is not None:
+            return None  # stripe parts are not whole selections: weights and groups go whole
         osts = (await self.client.cluster()).osts
         requests = []
         for ost, extents in by_ost(placement.extents).items():

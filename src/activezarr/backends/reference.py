@@ -151,7 +151,8 @@ class ReferenceBackend(FileBackend):
                 interface, target = split_protocol(url)[0] or "https", url
             byte_range = None if start is None or end is None else (start, end - start)
             built = build_request(job.kernel.spec, tasks[i].selection, interface_type=interface,
-                                  url=target, byte_range=byte_range, extensions=extensions)
+                                  url=target, byte_range=byte_range, extensions=extensions,
+                                  weights=tasks[i].weights, labels=tasks[i].labels)
             if built is None:
                 result.failed[i] = CANNOT_EXPRESS
                 continue

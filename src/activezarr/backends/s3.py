@@ -88,7 +88,8 @@ class S3Backend(Backend):
                 continue  # never written: the engine uses the fill value
             built = build_request(job.kernel.spec, task.selection, interface_type="s3",
                                   url=access.url(f"{self.root}/{task.key}"),
-                                  byte_range=task.byte_range, extensions=extensions)
+                                  byte_range=task.byte_range, extensions=extensions,
+                                  weights=task.weights, labels=task.labels)
             if built is None:
                 result.failed[i] = CANNOT_EXPRESS
                 continue

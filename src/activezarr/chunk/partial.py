@@ -33,6 +33,7 @@ class Partial:
     min: np.ndarray | None = None
     max: np.ndarray | None = None
     m2: np.ndarray | None = None
+    wsum: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -56,6 +57,7 @@ class Partial:
             "min": lambda: np.full(shape, lo, native),
             "max": lambda: np.full(shape, hi, native),
             "m2": lambda: np.zeros(shape, np.float64),
+            "wsum": lambda: np.zeros(shape, np.float64),
         }
         return cls(np.zeros(shape, np.int64), **{n: make[n]() for n in names if n != "count"})
 
@@ -66,6 +68,8 @@ class Partial:
         max: where ``x`` had its max, the result has its min.
         """
         lo, hi = (self.min, self.max) if scale >= 0 else (self.max, self.min)
+        # A weighted sum shifts by the offset times the weights of the valid elements.
+        weight = self.count if self.wsum is None else self.wsum
 
         def mapped(values: np.ndarray | None) -> np.ndarray | None:
             return None if values is None else scale * values.astype(np.float64) + offset
@@ -74,13 +78,14 @@ class Partial:
             return Partial(
                 self.count,
                 sum=None if self.sum is None
-                else scale * self.sum.astype(np.float64) + offset * self.count,
+                else scale * self.sum.astype(np.float64) + offset * weight,
                 min=mapped(lo), max=mapped(hi),
-                m2=None if self.m2 is None else scale * scale * self.m2,
+                m2=None if self.m2 is None else scale * scale * self.m2, wsum=self.wsum,
             )
 
-    def merge(self, other: Partial, region: tuple[slice, ...] = ()) -> None:
-        """Fold ``other`` into ``self[region]`` in place."""
+    def merge(self, other: Partial, region: tuple[Any, ...] = ()) -> None:
+        """Fold ``other`` into ``self[region]`` in place (slices, and at most one array of
+        distinct ascending positions: the groups of a grouped reduction)."""
         n_a = self.count[region]
         n_b = other.count
         if self.m2 is not None:
@@ -100,7 +105,17 @@ class Partial:
         if self.max is not None:
             assert other.max is not None
             self.max[region] = np.maximum(self.max[region], other.max)
+        if self.wsum is not None:
+            assert other.wsum is not None
+            self.wsum[region] = self.wsum[region] + other.wsum
         self.count[region] = n_a + n_b
+
+    @classmethod
+    def stack(cls, parts: list[Partial], axis: int) -> Partial:
+        """One partial with ``parts`` side by side along a new ``axis`` (one per group)."""
+        names = parts[0]._arrays()
+        return cls(**{name: np.stack([getattr(p, name) for p in parts], axis=axis)
+                      for name in names})
 
 
 def encode_partial(partial: Partial) -> bytes:

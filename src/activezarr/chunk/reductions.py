@@ -147,3 +147,33 @@ def get_reduction(name: str, **options: Any) -> Reduction:
     if not isinstance(name, str):
         raise TypeError(f"a reduction is named by a string, got {name!r}")
     return reductions.get(name)(**options)
+
+
+@reductions.register("weighted_sum")
+class WeightedSum(Reduction):
+    """xarray's ``weighted(w).sum()``: the sum of weight * value over valid elements (0 if none)."""
+
+    name = "weighted_sum"
+    fields = ("count", "sum", "wsum")
+    accumulate = "float"
+    defined_when_empty = True
+
+    def result_dtype(self, dtype: np.dtype) -> np.dtype:
+        return np.dtype(np.float64)
+
+    def finish(self, acc: Partial) -> tuple[np.ndarray, np.ndarray]:
+        assert acc.sum is not None
+        return acc.sum, np.zeros(acc.sum.shape, bool)
+
+
+@reductions.register("weighted_mean")
+class WeightedMean(WeightedSum):
+    """xarray's ``weighted(w).mean()``: masked where the valid elements' weights sum to 0."""
+
+    name = "weighted_mean"
+    defined_when_empty = False
+
+    def finish(self, acc: Partial) -> tuple[np.ndarray, np.ndarray]:
+        assert acc.sum is not None and acc.wsum is not None
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return acc.sum / acc.wsum, acc.wsum == 0

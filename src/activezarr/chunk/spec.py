@@ -16,9 +16,10 @@ SUPPORTED_DTYPES = (
     "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
     "float16", "float32", "float64",
 )
-PARTIAL_FIELDS = ("count", "sum", "min", "max", "m2")
+PARTIAL_FIELDS = ("count", "sum", "min", "max", "m2", "wsum")
 
-PartialField = Literal["count", "sum", "min", "max", "m2"]
+#: ``wsum`` is the sum of the weights of the valid elements (weighted reductions).
+PartialField = Literal["count", "sum", "min", "max", "m2", "wsum"]
 Number = int | float
 
 
@@ -92,6 +93,10 @@ class ChunkSpec(BaseModel):
     axis: tuple[int, ...] | None = None
     fields: tuple[PartialField, ...] = ("count", "sum")
     accumulate: Literal["wide", "float"] = "wide"
+    #: Each chunk comes with weights (``sum`` is then the sum of weight * value).
+    weighted: bool = False
+    #: The axis along which each chunk comes with integer group labels: it is reduced per group.
+    group_axis: int | None = None
 
     @field_validator("dtype")
     @classmethod
@@ -120,6 +125,11 @@ class ChunkSpec(BaseModel):
                 raise ValueError(f"axis {self.axis} must be ascending and distinct")
             if any(not 0 <= a < ndim for a in self.axis):
                 raise ValueError(f"axis {self.axis} out of range for {ndim} dimensions")
+        if self.group_axis is not None and not (
+                0 <= self.group_axis < ndim and self.group_axis not in self.reduced_axes):
+            raise ValueError(f"group_axis {self.group_axis} is not a kept axis of {ndim}")
+        if self.weighted and ("m2" in self.fields or "wsum" not in self.fields):
+            raise ValueError("a weighted reduction computes wsum and no m2")
         self.missing.check_representable(np.dtype(self.dtype))
         return self
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -14,10 +15,12 @@ from ..backends.base import Backend, ChunkJob, backends
 from ..backends.client import ClientBackend
 from ..chunk.kernel import ChunkKernel
 from ..chunk.missing import decoding
-from ..chunk.reductions import get_reduction
+from ..chunk.partial import Partial
+from ..chunk.reductions import Reduction, get_reduction
 from ..errors import ClientReductionWarning, FallbackWarning
 from ..planning.array_layout import ArrayLayout
 from ..planning.chunks import chunk_count, output_shape, plan_chunks
+from ..planning.extras import Extras
 from ..planning.selection import DimSelection, normalize_selection, reduced_dims
 from .engine import Engine, Progress, fallback_warning
 from .report import Report
@@ -92,7 +95,12 @@ class ActiveReduction(_Reductions):
         return ActiveSelection(self, normalize_selection(selection, self.layout.shape))
 
     def reduce(self, op: str, axis: Any = None, **options: Any) -> Any:
-        """Any registered reduction by name, e.g. ``reduce("var", axis=0, ddof=1)``."""
+        """Any registered reduction by name, e.g. ``reduce("var", axis=0, ddof=1)``.
+
+        ``weights=`` (broadcastable to the selection; ops ``weighted_sum``/``weighted_mean``) and
+        ``groups=(axis, labels[, ngroups])`` (reduce ``axis`` per integer group label; ``-1``
+        is in no group) run storage-side where the server speaks those extensions.
+        """
         return self[...].reduce(op, axis, **options)
 
     def chunk_count(self, selection: Any = ...) -> int:
@@ -124,17 +132,45 @@ class ActiveReduction(_Reductions):
 
     def _run(self, op: str, dims: tuple[DimSelection, ...], axis: Any,
              options: dict[str, Any]) -> Any:
+        plan = self.plan(op, dims, axis, options)
+        return self.finish(plan, self.accumulate(plan))
+
+    def plan(self, op: str, dims: tuple[DimSelection, ...], axis: Any,
+             options: dict[str, Any]) -> ReductionPlan:
+        """What a reduction of ``dims`` computes: checked before anything is read."""
+        options = dict(options)
+        extras = Extras.build(dims, options.pop("weights", None), options.pop("groups", None))
         reduction = get_reduction(op, **options)
-        reduced = reduced_dims(axis, dims)
+        reduced = tuple(d for d in reduced_dims(axis, dims) if d != extras.group_dim)
+        return ReductionPlan(reduction, dims, reduced, extras)
+
+    def finish(self, plan: ReductionPlan, acc: Partial) -> Any:
+        """numpy's answer from the combined partials of ``plan``."""
+        reduction, dims, reduced = plan.reduction, plan.dims, plan.reduced
+        values, mask = reduction.finish(self.decoding.unpack(acc))
+        if reduction.defined_when_empty and math.prod(dims[d].size for d in reduced) == 0:
+            mask = np.zeros_like(mask)  # nothing selected: numpy.ma's sum is 0, not masked
+        kept = [d for d in range(len(dims)) if d not in reduced]
+        flips = tuple(i for i, d in enumerate(kept)
+                      if dims[d].reversed and d != plan.extras.group_dim)
+        dtype = reduction.result_dtype(self.decoding.value_dtype or self.layout.dtype)
+        return _package(values, mask, dtype, flips)
+
+    def accumulate(self, plan: ReductionPlan) -> Partial:
+        """The combined partials of ``plan`` (of packed values): the storage side's work; the
+        report goes to ``last_report``."""
+        reduction, dims, reduced, extras = plan.reduction, plan.dims, plan.reduced, plan.extras
         cf = self.decoding
         # Floats always sum in float64; "float" asks it of integers (numpy's mean) and of every
         # packed dtype, whose values unpack to floats.
         floats = cf.packed or (reduction.accumulate == "float" and cf.dtype.kind in "iu")
         accumulate = "float" if floats else "wide"
         spec = self.layout.spec(missing=cf.missing, axis=reduced,
-                                fields=cf.stored_fields(reduction.fields), accumulate=accumulate)
+                                fields=cf.stored_fields(reduction.fields), accumulate=accumulate,
+                                weighted=extras.weights is not None, group_axis=extras.group_dim)
         kernel = ChunkKernel(spec)
-        tasks = plan_chunks(self.layout, dims, reduced)
+        tasks = extras.attach(plan_chunks(self.layout, dims, reduced), plan.kept)
+        out_shape = plan.output_shape
         backend = self._backend()
         fallback = ClientBackend(self.array.store) if self.fallback else None
         engine = Engine(ChunkJob(kernel, self.layout, self.array.store), backend,
@@ -143,7 +179,7 @@ class ActiveReduction(_Reductions):
 
         async def run() -> Any:
             try:
-                return await engine.run(tasks, output_shape(dims, reduced))
+                return await engine.run(tasks, out_shape)
             finally:
                 await backend.close()
 
@@ -153,14 +189,26 @@ class ActiveReduction(_Reductions):
             self.last_report = engine.report
         message = fallback_warning(engine.report)
         if message is not None:
-            warnings.warn(message, FallbackWarning, stacklevel=3)
-        values, mask = reduction.finish(cf.unpack(acc))
-        if reduction.defined_when_empty and math.prod(dims[d].size for d in reduced) == 0:
-            mask = np.zeros_like(mask)  # nothing selected: numpy.ma's sum is 0, not masked
-        kept = [d for d in range(len(dims)) if d not in reduced]
-        flips = tuple(i for i, d in enumerate(kept) if dims[d].reversed)
-        dtype = reduction.result_dtype(cf.value_dtype or self.layout.dtype)
-        return _package(values, mask, dtype, flips)
+            warnings.warn(message, FallbackWarning, stacklevel=4)
+        return acc
+
+
+@dataclass(frozen=True)
+class ReductionPlan:
+    """One reduction of a selection: which, over which dimensions, with what weights/groups."""
+
+    reduction: Reduction
+    dims: tuple[DimSelection, ...]
+    reduced: tuple[int, ...]
+    extras: Extras
+
+    @property
+    def kept(self) -> list[int]:
+        return [d for d in range(len(self.dims)) if d not in self.reduced]
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return self.extras.output_shape(output_shape(self.dims, self.reduced), self.kept)
 
 
 class ActiveSelection(_Reductions):

@@ -119,7 +119,8 @@ class Engine:
             await asyncio.gather(*pending, return_exceptions=True)
 
     def _merge_fill(self, acc: Partial, task: ChunkTask) -> None:
-        acc.merge(self.job.kernel.fill(self.job.layout.fill_value, task.selection), task.region)
+        acc.merge(self.job.kernel.fill(self.job.layout.fill_value, task.selection,
+                                       weights=task.weights, labels=task.labels), task.region)
 
     async def _reduce(self, batch: Sequence[ChunkTask]) -> BatchResult:
         try:

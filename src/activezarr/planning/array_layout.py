@@ -43,6 +43,18 @@ class ShardIndex:
 
 
 @dataclass(frozen=True)
+class ChunkKey:
+    """A chunk's store key from its grid coordinates; a class, not a closure, so that layouts
+    (and the reductions holding them) pickle for dask workers."""
+
+    prefix: str
+    encode: Callable[[tuple[int, ...]], str]
+
+    def __call__(self, coords: tuple[int, ...]) -> str:
+        return self.prefix + self.encode(coords)
+
+
+@dataclass(frozen=True)
 class ArrayLayout:
     """Shape, chunking, dtype and decode chain of one array, in zarr-free terms."""
 
@@ -63,11 +75,7 @@ class ArrayLayout:
         """Layout of ``array``, or :class:`UnsupportedArrayError` saying what is not supported."""
         meta = array.metadata.to_dict()
         prefix = f"{array.path}/" if array.path else ""
-        encode_key = array.metadata.encode_chunk_key
-
-        def chunk_key(coords: tuple[int, ...]) -> str:
-            return prefix + encode_key(coords)
-
+        chunk_key = ChunkKey(prefix, array.metadata.encode_chunk_key)
         fill = array.fill_value
         common = dict(
             shape=tuple(array.shape),
@@ -94,11 +102,13 @@ class ArrayLayout:
         return math.prod(self.chunk_shape) * self.dtype.itemsize
 
     def spec(self, *, missing: MissingSpec, axis: tuple[int, ...] | None,
-             fields: Sequence[str], accumulate: str) -> ChunkSpec:
+             fields: Sequence[str], accumulate: str, weighted: bool = False,
+             group_axis: int | None = None) -> ChunkSpec:
         """The :class:`ChunkSpec` every chunk of this array is reduced with."""
         return ChunkSpec(dtype=self.dtype.str, shape=self.chunk_shape, order=self.order,
                          codecs=self.codecs, missing=missing, axis=axis,
-                         fields=tuple(fields), accumulate=accumulate)  # type: ignore[arg-type]
+                         fields=tuple(fields), accumulate=accumulate,  # type: ignore[arg-type]
+                         weighted=weighted, group_axis=group_axis)
 
 
 def _supported_dtype(dtype: Any) -> np.dtype:

@@ -9,6 +9,9 @@ import itertools
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 
 from ..chunk.spec import Selection
 from .array_layout import ArrayLayout
@@ -20,14 +23,20 @@ class ChunkTask:
     """One chunk to reduce: where its bytes are and which part of it, into which output cells.
 
     ``byte_range`` is ``(offset, length)`` inside the object named by ``key`` (an inner chunk of
-    a shard), or None for the whole object.
+    a shard), or None for the whole object. ``spans`` are the ``(start, stop)`` positions of
+    the chunk's selection in the whole selection, per dimension; ``weights`` and ``labels`` are
+    the chunk's own weights and group labels (weighted and grouped reductions). The region of a
+    grouped dimension is the array of the groups present in the chunk.
     """
 
     key: str
     coords: tuple[int, ...]
     selection: Selection
-    region: tuple[slice, ...]
+    region: tuple[Any, ...]
     byte_range: tuple[int, int] | None = None
+    spans: tuple[tuple[int, int], ...] = ()
+    weights: np.ndarray | None = None
+    labels: np.ndarray | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +60,11 @@ def _pieces(sel: DimSelection, chunk: int) -> list[_Piece]:
             last = sel.start + (k1 - 1) * sel.step - lo
             pieces.append(_Piece(c, (first, last + 1, sel.step), (k0, k1)))
     return pieces
+
+
+def chunk_spans(sel: DimSelection, chunk: int) -> list[tuple[int, int]]:
+    """The ``(start, stop)`` positions of ``sel`` that fall in each chunk it touches."""
+    return [p.out for p in _pieces(sel, chunk)]
 
 
 def output_shape(dims: Sequence[DimSelection], reduced: Sequence[int]) -> tuple[int, ...]:
@@ -90,4 +104,5 @@ def plan_chunks(layout: ArrayLayout, dims: Sequence[DimSelection],
             coords=coords,
             selection=tuple(p.local for p in combo),
             region=tuple(slice(*combo[d].out) for d in kept),
+            spans=tuple(p.out for p in combo),
         )

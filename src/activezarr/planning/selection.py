@@ -28,6 +28,13 @@ class DimSelection:
     reversed: bool = False
 
 
+def part_of(sel: DimSelection, start: int, stop: int) -> DimSelection:
+    """Positions ``start:stop`` of ``sel`` (``0 <= start < stop <= sel.size``; not reversed)."""
+    first = sel.start + start * sel.step
+    return DimSelection(first, first + (stop - start - 1) * sel.step + 1, sel.step,
+                        stop - start, dropped=sel.dropped)
+
+
 def normalize_selection(selection: Any, shape: Sequence[int]) -> tuple[DimSelection, ...]:
     """One :class:`DimSelection` per dimension, following numpy's indexing rules."""
     entries = selection if isinstance(selection, tuple) else (selection,)

@@ -10,7 +10,7 @@ import numpy as np
 from ..chunk.codecs import CodecChain
 from ..chunk.kernel import ChunkKernel
 from ..chunk.missing import missing_mask
-from ..protocol import ChunkRequest, reduction_result, select_result
+from ..protocol import ChunkRequest, extension_result, reduction_result, select_result
 from .errors import BadRequest
 
 Raw = bytes | memoryview | np.ndarray  # np.ndarray: a shapeless chunk, decoded here
@@ -35,6 +35,10 @@ def _spec_and_bytes(op: str, request: ChunkRequest, raw: Raw, max_decoded: int
 
 def execute(op: str, request: ChunkRequest, raw: Raw, max_decoded: int) -> dict[str, Any]:
     """The response map of ``op`` on ``raw``: decode, select, mask missing, reduce."""
+    if request.weights is not None and op != "sum":
+        raise BadRequest(f"weights go with the sum operation, not {op}")
+    if request.groups is not None and op == "select":
+        raise BadRequest("groups do not go with the select operation")
     spec, data = _spec_and_bytes(op, request, raw, max_decoded)
     kernel = ChunkKernel(spec)
     selection = request.chunk_selection(spec.shape)
@@ -43,4 +47,6 @@ def execute(op: str, request: ChunkRequest, raw: Raw, max_decoded: int) -> dict[
         mask = missing_mask(selected, spec.missing)
         count = selected.size if mask is None else selected.size - int(np.count_nonzero(mask))
         return select_result(request, selected, count)
-    return reduction_result(op, request, kernel.reduce(data, selection, request.url))
+    partial = kernel.reduce(data, selection, request.url, weights=request.weight_array(),
+                            labels=request.label_array())
+    return extension_result(reduction_result(op, request, partial), request, partial)

@@ -33,7 +33,7 @@ def working_bytes(request: ChunkRequest) -> int:
     """Memory a request holds beyond the bytes it reads: the decoded chunk, one working copy of
     it (selection, mask, widened sums) and its result. Unknown for a shapeless chunk until read.
     """
-    return 3 * (request.decoded_nbytes or 0)
+    return 3 * (request.decoded_nbytes or 0) + request.extra_working_bytes
 
 
 def _result_bytes(result: dict[str, Any]) -> int:

@@ -25,7 +25,7 @@ Offset = Annotated[StrictInt, Field(ge=0, le=2**62)]
 #: The PROTOCOL.md operations and extensions the OSTs and the OSS serve; OSTs add ``extents``.
 OPS = ("count", "sum", "min", "max", "stats")
 EXTENSIONS = ("stats", "codecs", "accumulate", "accumulate-float", "missing-combined",
-              "dtypes", "healthz")
+              "dtypes", "healthz", "weights", "groups", "missing-nan")
 #: Header naming the link a read crosses: ``storage`` (OST to OSS) or ``lan`` (to the client).
 LINK_HEADER = "X-Link"
 
@@ -99,6 +99,8 @@ class PartRequest(ChunkRequest):
 
     @model_validator(mode="after")
     def _extents_in_chunk(self) -> PartRequest:
+        if self.weights is not None or self.groups is not None:
+            raise ValueError("weights and groups need whole chunks (the OSS), not extents")
         nbytes = self.decoded_nbytes if not self.codec_configs() else None
         total = sum(length for _, length, _ in self.extents)
         if total > MAX_READ:

@@ -1,0 +1,103 @@
+"""dask graphs whose leaves are storage-side partial reductions, combined by a tree reduction.
+
+No leaf reads raw chunk data into the graph: each leaf asks the storage side for the partials
+(count, sum, ...) of a box of chunks and returns them; the combine tasks merge partials
+``split_every`` at a time, and one last task finishes them into the result. Everything in the
+graph pickles, so it runs on a ``dask.distributed`` cluster of processes.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import zarr
+from dask.highlevelgraph import HighLevelGraph
+from dask.tokenize import tokenize
+
+from .chunk.partial import Partial
+from .client.active import ActiveReduction, ReductionPlan
+from .planning.chunks import chunk_spans
+from .planning.selection import normalize_selection, part_of
+
+__all__ = ["reduce"]
+
+
+def reduce(arr: zarr.Array | ActiveReduction, op: str, axis: Any = None, *,
+           selection: Any = ..., weights: Any = None, groups: Any = None,
+           split_every: int = 8, leaf_chunks: int = 1, **options: Any) -> da.Array:
+    """``ActiveReduction(arr)[selection].reduce(op, axis, ...)`` as a lazy dask array (one block).
+
+    The selection is cut along the reduced (and grouped) dimensions into boxes of
+    ``leaf_chunks`` chunks each; every box is one leaf task.
+    """
+    if split_every < 2:
+        raise ValueError(f"split_every must be at least 2, got {split_every}")
+    red = arr if isinstance(arr, ActiveReduction) else ActiveReduction(arr)
+    dims = normalize_selection(selection, red.layout.shape)
+    plan = red.plan(op, dims, axis, dict(options, weights=weights, groups=groups))
+    token = tokenize(str(red.array.store_path), op, axis, selection, weights,
+                     groups, options, split_every, leaf_chunks)
+    graph: dict[Any, Any] = {}
+    level = []
+    # An empty selection has no chunk to cut: one leaf, which the engine answers as empty.
+    for i, box in enumerate(_boxes(red, plan, leaf_chunks) or [plan]):
+        key = (f"activezarr-leaf-{token}", i)
+        graph[key] = (_leaf, red, box)
+        level.append(key)
+    depth = 0
+    while len(level) > 1:
+        depth += 1
+        name = f"activezarr-combine-{depth}-{token}"
+        groups_of = [level[i:i + split_every] for i in range(0, len(level), split_every)]
+        level = [(name, j) for j in range(len(groups_of))]
+        for key, members in zip(level, groups_of):
+            graph[key] = (_combine, list(members))
+    name = f"activezarr-{op}-{token}"
+    shape = plan.output_shape
+    dtype = plan.reduction.result_dtype(red.decoding.value_dtype or red.layout.dtype)
+    final = (name, *(0,) * len(shape))
+    graph[final] = (_finish, red, plan, level[0])
+    layer = HighLevelGraph.from_collections(name, graph, dependencies=())
+    return da.Array(layer, name, chunks=tuple((n,) for n in shape), dtype=dtype,
+                    meta=np.ma.masked_array(np.empty((0,) * len(shape), dtype)))
+
+
+def _boxes(red: ActiveReduction, plan: ReductionPlan, per_leaf: int) -> list[ReductionPlan]:
+    """The plan cut into boxes along the reduced and grouped dimensions, chunk-aligned."""
+    split = set(plan.reduced) | ({plan.extras.group_dim} - {None})
+    per_dim: list[list[tuple[int, int]]] = []
+    for d, (sel, chunk) in enumerate(zip(plan.dims, red.layout.chunk_shape)):
+        spans = chunk_spans(sel, chunk) if d in split else [(0, sel.size)]
+        merged = [(group[0][0], group[-1][1]) for group in
+                  (spans[i:i + per_leaf] for i in range(0, len(spans), per_leaf))]
+        per_dim.append(merged)
+    boxes = []
+    for box in itertools.product(*per_dim):
+        dims = tuple(part_of(sel, *span) for sel, span in zip(plan.dims, box))
+        boxes.append(ReductionPlan(plan.reduction, dims, plan.reduced, plan.extras.box(box)))
+    return boxes
+
+
+def _leaf(red: ActiveReduction, box: ReductionPlan) -> Partial:
+    """The storage side's partials of one box (of the whole output's shape)."""
+    return red.accumulate(box)
+
+
+def _combine(parts: Sequence[Partial]) -> Partial:
+    acc, *rest = parts
+    for part in rest:
+        acc.merge(part)
+    return acc
+
+
+def _finish(red: ActiveReduction, plan: ReductionPlan, acc: Partial) -> Any:
+    """numpy's answer as one block: a masked array (0-d for a scalar)."""
+    result = red.finish(plan, acc)
+    if result is np.ma.masked:
+        dtype = plan.reduction.result_dtype(red.decoding.value_dtype or red.layout.dtype)
+        return np.ma.masked_array(np.zeros((), dtype), mask=True)
+    return np.ma.asarray(result)

@@ -1,0 +1,433 @@
+"""``DataArray.active``: xarray's reductions, weighted and grouped ones too, computed storage-side.
+
+Importing this module registers the accessor (``import activezarr`` does so as soon as xarray is
+imported, see :mod:`activezarr._hooks`). A DataArray reduces actively when its values are still
+the zarr array xarray opened (``xr.open_dataset(..., engine="zarr")`` or ``xr.open_zarr``, on an
+``ActiveStore``, an ``active::`` URL or kerchunk references), selected with ``sel``/``isel`` by
+slices and scalars. Anything else (loaded, computed, fancy-indexed) is reduced by xarray itself,
+with an :class:`ActiveFallbackWarning` that says why. Results equal xarray's: same values, dims,
+coords and name; attrs with ``keep_attrs=True``.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import xarray as xr
+import zarr
+
+from .client.active import ActiveReduction
+from .errors import ActiveZarrError, ActiveZarrWarning
+
+Dims = str | Iterable[Hashable] | None
+Grouping = Callable[[xr.DataArray], Any]
+
+__all__ = ["ActiveAccessor", "ActiveFallbackWarning", "NotActiveError", "source_of"]
+
+
+class ActiveFallbackWarning(ActiveZarrWarning):
+    """The accessor handed a reduction to xarray; the message says why."""
+
+
+class NotActiveError(ValueError):
+    """Why a DataArray cannot be reduced storage-side."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """The zarr array behind a DataArray, and the DataArray's place in it (slices and ints)."""
+
+    array: zarr.Array
+    selection: tuple[slice | int, ...]
+
+
+def source_of(da: xr.DataArray) -> Source:
+    """The zarr array and selection ``da`` still is, or :class:`NotActiveError` saying why.
+
+    xarray keeps lazily opened values as wrappers around its ``ZarrArrayWrapper``; each lazy
+    indexing wrapper holds a key, composed here from the innermost outwards.
+    """
+    data = da.variable._data
+    if hasattr(data, "__dask_graph__"):
+        return _dask_source(da, data)
+    found = _unwrap(data)
+    if found is None:
+        raise NotActiveError(f"its values are a {type(data).__name__}, not the zarr array "
+                             "xarray opened (loaded or computed: reduce before computing)")
+    return found
+
+
+def _unwrap(layer: Any) -> Source | None:
+    """The zarr array under xarray's lazy wrappers, with their indexing keys composed."""
+    keys: list[tuple[Any, ...]] = []
+    for _ in range(32):
+        key = getattr(layer, "key", None)
+        if key is not None:
+            keys.append(tuple(key.tuple))
+        inner = getattr(layer, "_array", None)
+        if isinstance(inner, zarr.Array):
+            return Source(inner, _compose(inner.shape, reversed(keys)))
+        if not hasattr(layer, "array"):
+            return None
+        layer = layer.array
+    return None
+
+
+#: dask layers that only select or re-chunk what xarray opened; any other transforms values.
+_SELECTING_LAYERS = ("original-", "open_dataset-", "getitem-", "rechunk-")
+
+
+def _dask_source(da: xr.DataArray, data: Any) -> Source:
+    """The source of a dask-backed DataArray: the zarr array its graph opens, located by the
+    DataArray's coordinates in that array's own (a graph that computes anything is refused)."""
+    layers = list(data.__dask_graph__().layers)
+    transforms = [name for name in layers if not name.startswith(_SELECTING_LAYERS)]
+    if transforms:
+        raise NotActiveError(f"its dask graph computes on the stored values ({transforms[0]})")
+    opened = [found for name in layers if name.startswith("original-")
+              for found in [_unwrap(data.__dask_graph__().layers[name][name])] if found]
+    if len(opened) != 1:
+        raise NotActiveError("its dask graph does not open exactly one zarr array")
+    whole = opened[0]
+    if any(s != slice(0, n, 1) for s, n in zip(whole.selection, whole.array.shape)):
+        raise NotActiveError("its dask graph opens a part of the zarr array")
+    return Source(whole.array, _locate(da, whole.array))
+
+
+def _locate(da: xr.DataArray, array: zarr.Array) -> tuple[slice | int, ...]:
+    """``da``'s positions in ``array``, found from the coordinates xarray decodes for it."""
+    dims = _array_dims(array)
+    parent = array.path.rpartition("/")[0] or None
+    store: Any = array.store
+    with xr.open_dataset(store, engine="zarr", group=parent, chunks=None) as stored:
+        selection: list[slice | int] = []
+        for dim, n in zip(dims, array.shape):
+            if dim not in stored.indexes:
+                if da.sizes.get(dim) != n:
+                    raise NotActiveError(f"dimension {dim!r} has no coordinate to locate by")
+                selection.append(slice(0, n, 1))
+                continue
+            index = stored.get_index(dim)
+            wanted = da.get_index(dim) if dim in da.dims else [da[dim].values[()]]
+            positions = index.get_indexer(wanted)
+            step = int(positions[1] - positions[0]) if len(positions) > 1 else 1
+            if (positions < 0).any() or step == 0 or not np.array_equal(
+                    positions, positions[0] + step * np.arange(len(positions))):
+                raise NotActiveError(f"its {dim!r} coordinates are not a strided run of the "
+                                     "stored ones")
+            first = int(positions[0])
+            selection.append(first if dim not in da.dims else _as_slice(
+                range(first, first + step * len(positions), step)))
+    return tuple(selection)
+
+
+def _array_dims(array: zarr.Array) -> tuple[str, ...]:
+    names: Any = getattr(array.metadata, "dimension_names", None) or array.attrs.get(
+        "_ARRAY_DIMENSIONS")
+    if not isinstance(names, (list, tuple)) or not names:
+        raise NotActiveError("the zarr array does not name its dimensions")
+    return tuple(names)
+
+
+def _compose(shape: Sequence[int], keys: Iterable[tuple[Any, ...]]) -> tuple[slice | int, ...]:
+    positions: list[range | int] = [range(n) for n in shape]
+    for key in keys:
+        visible = [i for i, p in enumerate(positions) if isinstance(p, range)]
+        for i, entry in zip(visible, key):
+            if not isinstance(entry, (slice, int, np.integer)):
+                raise NotActiveError(f"it was indexed by {type(entry).__name__} (only slices "
+                                     "and scalars map onto storage-side selections)")
+            positions[i] = positions[i][entry]  # type: ignore[index]
+    return tuple(p if isinstance(p, int) else _as_slice(p) for p in positions)
+
+
+def _as_slice(r: range) -> slice:
+    stop = None if r.step < 0 and r.stop < 0 else r.stop
+    return slice(r.start, stop, r.step)
+
+
+def _dim_tuple(da: xr.DataArray, dim: Dims) -> tuple[Hashable, ...]:
+    if dim is None or dim is ...:
+        return tuple(da.dims)
+    names = (dim,) if isinstance(dim, str) else tuple(dim)
+    missing = [d for d in names if d not in da.dims]
+    if missing:
+        raise ValueError(f"{missing} not found in array dimensions {da.dims}")
+    return names
+
+
+def _warn(why: str) -> None:
+    warnings.warn(f"reduced by xarray, not storage-side: {why}", ActiveFallbackWarning,
+                  stacklevel=4)
+
+
+@dataclass(frozen=True)
+class _Groups:
+    """A grouping along one dimension as integer group codes (-1: in no group), found by
+    xarray itself on a 1-D probe of positions, so that the groups are exactly xarray's."""
+
+    dim: Hashable
+    new_dim: Hashable
+    codes: np.ndarray
+    template: xr.DataArray  # xarray's count over a 1-D probe: the result's coords along new_dim
+
+    @classmethod
+    def of(cls, da: xr.DataArray, dim: Hashable, make: Grouping) -> _Groups:
+        coords = {k: c for k, c in da.coords.items() if c.dims == (dim,)}
+        probe = xr.DataArray(np.arange(da.sizes[dim]), dims=(dim,), coords=coords)
+        template = make(probe).count()
+        (new_dim,) = template.dims
+        index = template.get_index(new_dim)
+        codes = np.full(da.sizes[dim], -1, np.int64)
+        for label, members in make(probe):
+            codes[members.values] = index.get_loc(label)
+        return cls(dim, new_dim, codes, template)
+
+
+class _Reducer:
+    """What the accessor, its weighted and its grouped forms share: run or hand to xarray."""
+
+    def __init__(self, da: xr.DataArray) -> None:
+        self._da = da
+
+    def _active(self, op: str, dim: Dims, *, skipna: bool | None, keep_attrs: bool | None,
+                fallback: Callable[[], xr.DataArray], weights: xr.DataArray | None = None,
+                groups: _Groups | None = None, compute: bool = True,
+                **options: Any) -> xr.DataArray:
+        da = self._da
+        reduced = _dim_tuple(da, dim)
+        if groups is not None:
+            reduced = tuple(d for d in reduced if d != groups.dim)
+        try:
+            if skipna is False and da.dtype.kind == "f":
+                raise NotActiveError("skipna=False keeps NaN, which the storage side skips")
+            undecoded = sorted(CF_ATTRS & set(da.attrs))
+            if undecoded:
+                raise NotActiveError(f"xarray left {undecoded} undecoded in its attrs, and the "
+                                     "storage side would apply them")
+            source = source_of(da)
+            if weights is not None:
+                options["weights"] = _weights_for(da, weights)
+            red = ActiveReduction(source.array, skipna=True)
+        except (NotActiveError, ActiveZarrError) as exc:
+            _warn(str(exc))
+            result = fallback()
+            return result if compute else result.chunk()
+        if groups is not None:
+            options["groups"] = (da.dims.index(groups.dim), groups.codes,
+                                 groups.template.sizes[groups.new_dim])
+        axis = tuple(da.dims.index(d) for d in reduced)
+        if compute:
+            values = red[source.selection].reduce(op, axis, **options)
+            self.last_report = red.last_report
+        else:
+            from .dask import reduce
+
+            values = reduce(red, op, axis, selection=source.selection, **options)
+        return self._package(op, values, reduced, keep_attrs, groups)
+
+    def _package(self, op: str, values: Any, reduced: tuple[Hashable, ...],
+                 keep_attrs: bool | None, groups: _Groups | None) -> xr.DataArray:
+        """``values`` as xarray returns them: all-missing cells NaN (0 for sums and counts),
+        empty groups NaN (as xarray fills resample's gaps), the kept dims' coords, the name,
+        attrs if kept."""
+        da = self._da
+        kept = [d for d in da.dims if d not in reduced]
+        coords = {k: c.variable for k, c in da.coords.items()
+                  if not set(c.dims) & {*reduced, *(() if groups is None else (groups.dim,))}}
+        dims = list(kept)
+        empty = None
+        if groups is not None:
+            at = kept.index(groups.dim)
+            dims[at] = groups.new_dim
+            coords.update({k: c.variable for k, c in groups.template.coords.items()})
+            members = groups.template.values  # 0 or NaN (resample's gaps) where empty
+            if not (members > 0).all():
+                empty = (at, ~(members > 0))
+        fill = functools.partial(_xarray_values, zero=op in ("sum", "count", "weighted_sum"),
+                                 empty=empty)
+        if hasattr(values, "map_blocks"):  # one block: the lazy result of activezarr.dask
+            floats = empty is not None and values.dtype.kind != "f"
+            filled = values.map_blocks(fill, dtype=np.float64 if floats else values.dtype)
+        else:
+            filled = fill(values)
+        attrs = dict(da.attrs) if _keeps_attrs(keep_attrs) else {}
+        return xr.DataArray(filled, dims=dims, coords=coords, name=da.name, attrs=attrs)
+
+
+def _keeps_attrs(keep_attrs: bool | None) -> bool:
+    """Whether xarray's reductions keep attrs: its default (and ``set_options``) change."""
+    if keep_attrs is not None:
+        return keep_attrs
+    return bool(xr.DataArray(0.0, attrs={"probe": 1}).mean().attrs)
+
+
+#: CF attributes xarray decodes (and then moves to ``encoding``) or never applies: present in a
+#: DataArray's attrs, they mean xarray's values differ from the storage side's decoding.
+CF_ATTRS = frozenset({"_FillValue", "missing_value", "scale_factor", "add_offset", "valid_min",
+                      "valid_max", "valid_range", "_Unsigned"})
+
+
+def _xarray_values(values: Any, *, zero: bool,
+                   empty: tuple[int, np.ndarray] | None) -> np.ndarray:
+    """A masked result as xarray has it: masked -> 0 (sums, counts) or NaN; empty groups NaN."""
+    values = np.ma.asarray(values)
+    if not zero and values.dtype.kind != "f" and np.ma.getmaskarray(values).any():
+        values = values.astype(np.float64)
+    filled = np.ma.filled(values, 0 if zero else np.nan)
+    if empty is not None:
+        at, where = empty
+        filled = filled.astype(np.result_type(filled.dtype, np.float64))
+        index: list[Any] = [slice(None)] * filled.ndim
+        index[at] = where
+        filled[tuple(index)] = np.nan
+    return filled
+
+
+def _weights_for(da: xr.DataArray, weights: xr.DataArray) -> np.ndarray:
+    """``weights`` as an array that broadcasts to ``da``'s dims (size 1 where it has none)."""
+    aligned, w = xr.align(da, weights, join="inner", copy=False)
+    if aligned.sizes != da.sizes:
+        raise NotActiveError("the weights' coordinates do not cover the array's")
+    order = [d for d in da.dims if d in w.dims]
+    values = np.asarray(w.transpose(*order).values, np.float64)
+    return values.reshape([da.sizes[d] if d in w.dims else 1 for d in da.dims])
+
+
+class _Reductions(_Reducer):
+    """xarray's reductions by name; ``compute=False`` returns a lazy (dask) result."""
+
+    def _reduce(self, op: str, dim: Dims, skipna: bool | None, keep_attrs: bool | None,
+                compute: bool, **options: Any) -> xr.DataArray:
+        raise NotImplementedError
+
+    def sum(self, dim: Dims = None, *, skipna: bool | None = None,
+            keep_attrs: bool | None = None, compute: bool = True) -> xr.DataArray:
+        return self._reduce("sum", dim, skipna, keep_attrs, compute)
+
+    def mean(self, dim: Dims = None, *, skipna: bool | None = None,
+             keep_attrs: bool | None = None, compute: bool = True) -> xr.DataArray:
+        return self._reduce("mean", dim, skipna, keep_attrs, compute)
+
+    def min(self, dim: Dims = None, *, skipna: bool | None = None,
+            keep_attrs: bool | None = None, compute: bool = True) -> xr.DataArray:
+        return self._reduce("min", dim, skipna, keep_attrs, compute)
+
+    def max(self, dim: Dims = None, *, skipna: bool | None = None,
+            keep_attrs: bool | None = None, compute: bool = True) -> xr.DataArray:
+        return self._reduce("max", dim, skipna, keep_attrs, compute)
+
+    def count(self, dim: Dims = None, *, keep_attrs: bool | None = None,
+              compute: bool = True) -> xr.DataArray:
+        return self._reduce("count", dim, None, keep_attrs, compute)
+
+    def var(self, dim: Dims = None, *, skipna: bool | None = None, ddof: int = 0,
+            keep_attrs: bool | None = None, compute: bool = True) -> xr.DataArray:
+        return self._reduce("var", dim, skipna, keep_attrs, compute, ddof=ddof)
+
+    def std(self, dim: Dims = None, *, skipna: bool | None = None, ddof: int = 0,
+            keep_attrs: bool | None = None, compute: bool = True) -> xr.DataArray:
+        return self._reduce("std", dim, skipna, keep_attrs, compute, ddof=ddof)
+
+
+def _xarray(obj: Any, op: str, dim: Dims, skipna: bool | None, keep_attrs: bool | None,
+            **options: Any) -> xr.DataArray:
+    """xarray's own reduction (``count`` takes no ``skipna``)."""
+    if op != "count":
+        options["skipna"] = skipna
+    return getattr(obj, op)(dim, keep_attrs=keep_attrs, **options)
+
+
+@xr.register_dataarray_accessor("active")
+class ActiveAccessor(_Reductions):
+    """``da.active.mean("time")`` and friends: ``da.mean("time")``, computed storage-side.
+
+    ``last_report`` is the :class:`~activezarr.Report` of the last storage-side reduction.
+    """
+
+    def reduce(self, op: str, dim: Dims = None, *, skipna: bool | None = None,
+               keep_attrs: bool | None = None, compute: bool = True,
+               **options: Any) -> xr.DataArray:
+        """Any reduction xarray and activezarr both name (``"mean"``, ``"std"``, ...)."""
+        return self._reduce(op, dim, skipna, keep_attrs, compute, **options)
+
+    def _reduce(self, op: str, dim: Dims, skipna: bool | None, keep_attrs: bool | None,
+                compute: bool, **options: Any) -> xr.DataArray:
+        return self._active(op, dim, skipna=skipna, keep_attrs=keep_attrs, compute=compute,
+                            fallback=lambda: _xarray(self._da, op, dim, skipna, keep_attrs,
+                                                     **options), **options)
+
+    def weighted(self, weights: xr.DataArray) -> ActiveWeighted:
+        """``da.weighted(weights)``, storage-side: each chunk gets the weights of its region."""
+        return ActiveWeighted(self._da, weights)
+
+    def groupby(self, group: Any, **kwargs: Any) -> ActiveGroupBy:
+        """``da.groupby(group)`` along one dimension, reduced per group storage-side."""
+        return ActiveGroupBy(self._da, _group_dim(self._da, group),
+                             lambda obj: obj.groupby(group, **kwargs))
+
+    def groupby_bins(self, group: Any, bins: Any, **kwargs: Any) -> ActiveGroupBy:
+        """``da.groupby_bins(group, bins)``, reduced per bin storage-side."""
+        return ActiveGroupBy(self._da, _group_dim(self._da, group),
+                             lambda obj: obj.groupby_bins(group, bins, **kwargs))
+
+    def resample(self, indexer: dict[Hashable, Any] | None = None,
+                 **kwargs: Any) -> ActiveGroupBy:
+        """``da.resample(time="1MS")``, reduced per bin storage-side (empty bins are NaN)."""
+        given = dict(indexer or {}, **{k: v for k, v in kwargs.items() if k in self._da.dims})
+        options = {k: v for k, v in kwargs.items() if k not in given}
+        if len(given) != 1:
+            raise ValueError(f"resample along exactly one dimension, got {list(given)}")
+        (dim,) = given
+        return ActiveGroupBy(self._da, dim, lambda obj: obj.resample(given, **options))
+
+
+def _group_dim(da: xr.DataArray, group: Any) -> Hashable:
+    variable = da[group] if isinstance(group, str) else group
+    if len(variable.dims) != 1:
+        raise ValueError(f"groups along one dimension only; {group!r} has dims {variable.dims}")
+    return variable.dims[0]
+
+
+class ActiveWeighted(_Reducer):
+    """``da.active.weighted(w)``: ``sum`` and ``mean`` equal to ``da.weighted(w)``'s."""
+
+    def __init__(self, da: xr.DataArray, weights: xr.DataArray) -> None:
+        super().__init__(da)
+        self._xarray = da.weighted(weights)  # xarray's own checks (no NaN weights, a DataArray)
+        self._weights = weights
+
+    def sum(self, dim: Dims = None, *, skipna: bool | None = None,
+            keep_attrs: bool | None = None, compute: bool = True) -> xr.DataArray:
+        return self._run("sum", dim, skipna, keep_attrs, compute)
+
+    def mean(self, dim: Dims = None, *, skipna: bool | None = None,
+             keep_attrs: bool | None = None, compute: bool = True) -> xr.DataArray:
+        return self._run("mean", dim, skipna, keep_attrs, compute)
+
+    def _run(self, op: str, dim: Dims, skipna: bool | None, keep_attrs: bool | None,
+             compute: bool) -> xr.DataArray:
+        return self._active(f"weighted_{op}", dim, skipna=skipna, keep_attrs=keep_attrs,
+                            compute=compute, weights=self._weights,
+                            fallback=lambda: _xarray(self._xarray, op, dim, skipna, keep_attrs))
+
+
+class ActiveGroupBy(_Reductions):
+    """A grouping of the accessor's DataArray along ``dim``; reductions default to that dim."""
+
+    def __init__(self, da: xr.DataArray, dim: Hashable, make: Grouping) -> None:
+        super().__init__(da)
+        self._make = make
+        self._groups = _Groups.of(da, dim, make)
+
+    def _reduce(self, op: str, dim: Dims, skipna: bool | None, keep_attrs: bool | None,
+                compute: bool, **options: Any) -> xr.DataArray:
+        return self._active(op, (self._groups.dim,) if dim is None else dim, skipna=skipna,
+                            keep_attrs=keep_attrs, compute=compute, groups=self._groups,
+                            fallback=lambda: _xarray(self._make(self._da), op, dim, skipna,
+                                                     keep_attrs, **options), **options)
