@@ -38,6 +38,8 @@ class BatchResult:
 
     partials: list[Partial | None]
     path: str
+    #: Positions whose partial the storage side merged into another position's (``combine``).
+    combined: set[int] = field(default_factory=set)
     bytes_stored: int = 0
     bytes_from_storage: int = 0
     requests: int = 0
@@ -52,6 +54,9 @@ class Backend(ABC):
     #: Stored bytes one :meth:`reduce` call should cover: small chunks travel together.
     batch_bytes: ClassVar[int] = 4 * 2**20
     max_batch_chunks: ClassVar[int] = 256
+    #: Stored bytes per call when the storage side merges the partials of chunks sharing an
+    #: output region (0: it does not): the answer no longer grows with the batch.
+    combine_batch_bytes: ClassVar[int] = 0
     #: The ``active`` options this backend understands; any other is an error.
     option_names: ClassVar[frozenset[str]] = frozenset({"backend", "deadline"})
 

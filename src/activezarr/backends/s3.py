@@ -14,7 +14,14 @@ from ..planning.chunks import ChunkTask
 from ..protocol import build_request
 from .base import Backend, BatchResult, ChunkJob, backends
 from .credentials import S3Access, s3_access
-from .servers import CANNOT_EXPRESS, SERVER_OPTIONS, ActiveServers, collect, server_urls
+from .servers import (
+    CANNOT_EXPRESS,
+    SERVER_OPTIONS,
+    ActiveServers,
+    collect,
+    region_labels,
+    server_urls,
+)
 
 
 @backends.register("s3")
@@ -25,6 +32,7 @@ class S3Backend(Backend):
     """
 
     name = "s3"
+    combine_batch_bytes = 64 * 2**20
     option_names = Backend.option_names | SERVER_OPTIONS
 
     def __init__(self, store: Store, options: Mapping[str, Any] | None = None) -> None:
@@ -94,8 +102,9 @@ class S3Backend(Backend):
                 continue
             stored = task.byte_range[1] if task.byte_range else sizes[task.key]
             planned.append((i, *built, stored))
+        labels = region_labels([tasks[i] for i, *_ in planned])
         answers = await self.servers.reduce([(op, body) for _, op, body, _ in planned],
-                                            access.headers, result)
+                                            access.headers, result, labels)
         collect(job, planned, answers, result)
         return result
 

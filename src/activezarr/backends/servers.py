@@ -9,6 +9,7 @@ a capped, jittered exponential backoff, or after the server's ``Retry-After``.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import random
 from collections.abc import Mapping, Sequence
@@ -23,6 +24,7 @@ import zarr
 from ..client.traffic import framing
 from ..errors import StorageUnavailableError
 from ..protocol import partial_from_result
+from ..planning.chunks import ChunkTask
 from .base import BatchResult, ChunkJob
 
 SCHEMA_PATH = "/.well-known/reductionist-schema"
@@ -46,6 +48,14 @@ class Refused:
     """A request the server answered with an error: the reason is its message."""
 
     reason: str
+
+
+class Combined:
+    """A request whose partial the server merged into another request's answer."""
+
+
+COMBINED = Combined()
+Answer = Mapping[str, Any] | Refused | Combined
 
 
 class _RefusedError(Exception):
@@ -186,39 +196,57 @@ class ActiveServers:
         return tuple((await self.capabilities(tally)).get("extensions", ()))
 
     async def reduce(self, requests: Sequence[tuple[str, dict[str, Any]]],
-                     headers: Mapping[str, str], tally: BatchResult
-                     ) -> list[Mapping[str, Any] | Refused]:
-        """Response maps in order, or why the server refused; one ``/v2/batch`` when it can."""
+                     headers: Mapping[str, str], tally: BatchResult,
+                     labels: Sequence[int] | None = None) -> list[Answer]:
+        """Response maps in order, or why the server refused; one ``/v2/batch`` when it can.
+
+        Requests sharing a label in ``labels`` (their output region) are merged storage-side
+        where the server can (``combine``): one answers for all, the others are COMBINED.
+        """
         capabilities = await self.capabilities(tally)
-        if len(requests) > 1 and "batch" in capabilities.get("extensions", ()):
+        extensions = capabilities.get("extensions", ())
+        if len(requests) > 1 and "batch" in extensions:
             limits = capabilities.get("limits", {})
             items = [{"op": op, **body} for op, body in requests]
             groups = _within(items, int(limits.get("max_batch", 1024)),
                              int(limits.get("max_body", 4 * 2**20)))
-            answers = await asyncio.gather(*(self._batch(g, headers, tally) for g in groups))
+            extra: dict[str, Any] = {"lean": True} if "lean" in extensions else {}
+            combine = labels is not None and "combine" in extensions
+            starts = list(itertools.accumulate((len(g) for g in groups), initial=0))
+            answers = await asyncio.gather(*(
+                self._batch(g, headers, tally, {
+                    **extra, **({"combine": list(labels[i:i + len(g)])}  # type: ignore[index]
+                                if combine else {})})
+                for g, i in zip(groups, starts)))
             return [answer for group in answers for answer in group]
         return list(await asyncio.gather(*(self._one(op, body, headers, tally)
                                            for op, body in requests)))
 
     async def _batch(self, items: list[dict[str, Any]], headers: Mapping[str, str],
-                     tally: BatchResult) -> list[Mapping[str, Any] | Refused]:
+                     tally: BatchResult, extra: Mapping[str, Any]) -> list[Answer]:
         """Answers to ``items``; items the server could not serve for now (a 503 for an
-        unreachable object store) are sent again after a backoff, up to ``retries`` times."""
-        answers: list[Mapping[str, Any] | Refused] = [Refused("not sent")] * len(items)
+        unreachable object store) are sent again after a backoff, up to ``retries`` times.
+        ``extra`` are the batch-level extension fields (``lean``, ``combine``)."""
+        answers: list[Answer] = [Refused("not sent")] * len(items)
         pending = list(range(len(items)))
         for attempt in range(self.retries + 1):
             if attempt:
                 await asyncio.sleep(self._delay(attempt, None))
+            fields = dict(extra)
+            if "combine" in fields:
+                fields["combine"] = [extra["combine"][i] for i in pending]
             try:
                 body = await self.call("POST", "/v2/batch", tally,
-                                       {"requests": [items[i] for i in pending]}, headers)
+                                       {"requests": [items[i] for i in pending], **fields},
+                                       headers)
             except _RefusedError as exc:
                 for i in pending:
                     answers[i] = Refused(exc.reason)
                 break
             again = []
             for i, answer in zip(pending, cbor2.loads(body)):
-                answers[i] = Refused(_item_message(answer)) if "error" in answer else answer
+                answers[i] = (Refused(_item_message(answer)) if "error" in answer
+                              else COMBINED if "combined" in answer else answer)
                 if "error" in answer and answer.get("status") in _RETRY_STATUSES:
                     again.append(i)
             pending = again
@@ -227,7 +255,7 @@ class ActiveServers:
         return answers
 
     async def _one(self, op: str, body: dict[str, Any], headers: Mapping[str, str],
-                   tally: BatchResult) -> Mapping[str, Any] | Refused:
+                   tally: BatchResult) -> Answer:
         try:
             return cbor2.loads(await self.call("POST", f"/v2/{op}", tally, body, headers))
         except _RefusedError as exc:
@@ -260,11 +288,21 @@ def _item_message(answer: Mapping[str, Any]) -> str:
 
 
 def collect(job: ChunkJob, planned: Sequence[tuple[int, str, dict[str, Any], int]],
-            answers: Sequence[Mapping[str, Any] | Refused], result: BatchResult) -> None:
+            answers: Sequence[Answer], result: BatchResult) -> None:
     """Put the servers' answers to ``planned`` (position, op, body, stored bytes) in ``result``."""
     for (i, op, _, stored), answer in zip(planned, answers):
         if isinstance(answer, Refused):
             result.failed[i] = answer.reason
             continue
-        result.partials[i] = partial_from_result(op, answer, job.kernel.spec)
+        if isinstance(answer, Combined):
+            result.combined.add(i)
+        else:
+            result.partials[i] = partial_from_result(op, answer, job.kernel.spec)
         result.bytes_stored += stored
+
+
+def region_labels(tasks: Sequence[ChunkTask]) -> list[int]:
+    """One label per task, shared by the tasks whose partials land in the same output cells."""
+    seen: dict[tuple[tuple[int, int], ...], int] = {}
+    return [seen.setdefault(tuple((r.start, r.stop) for r in task.region), len(seen))
+            for task in tasks]

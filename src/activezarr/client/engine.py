@@ -32,6 +32,13 @@ def _slices(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield chunk
 
 
+def batch_size(backend: Backend, chunk_nbytes: int) -> int:
+    """Chunks per backend call: what keeps a call's stored bytes near the backend's target,
+    larger where the storage side combines (its answer does not grow with the batch)."""
+    target = max(backend.batch_bytes, backend.combine_batch_bytes)
+    return max(1, min(backend.max_batch_chunks, target // max(1, chunk_nbytes)))
+
+
 class Engine:
     """Reduces ``tasks`` into one accumulator of the output shape, counting what it cost."""
 
@@ -76,8 +83,7 @@ class Engine:
     async def _run(self, tasks: Iterable[ChunkTask], out_shape: tuple[int, ...]) -> Partial:
         spec = self.job.kernel.spec
         acc = Partial.empty(out_shape, self.job.kernel.dtype, spec.fields, spec.accumulate)
-        size = max(1, min(self.backend.max_batch_chunks,
-                          self.backend.batch_bytes // max(1, self.job.layout.chunk_nbytes)))
+        size = batch_size(self.backend, self.job.layout.chunk_nbytes)
         indexes: ShardIndexes = {}
         for window in _slices(tasks, self.window):
             self.report.chunks += len(window)
@@ -106,7 +112,9 @@ class Engine:
         try:
             for next_done in asyncio.as_completed(pending):
                 batch, result = await next_done
-                for task, partial in zip(batch, result.partials):
+                for i, (task, partial) in enumerate(zip(batch, result.partials)):
+                    if i in result.combined:
+                        continue  # merged storage-side into another position's partial
                     if partial is None:
                         self._merge_fill(acc, task)
                     else:

@@ -10,6 +10,7 @@ import numpy as np
 from ..chunk.codecs import CodecChain
 from ..chunk.kernel import ChunkKernel
 from ..chunk.missing import missing_mask
+from ..chunk.partial import Partial
 from ..protocol import ChunkRequest, reduction_result, select_result
 from .errors import BadRequest
 
@@ -33,14 +34,24 @@ def _spec_and_bytes(op: str, request: ChunkRequest, raw: Raw, max_decoded: int
     return request.chunk_spec(op, shape, codecs), raw
 
 
-def execute(op: str, request: ChunkRequest, raw: Raw, max_decoded: int) -> dict[str, Any]:
+def chunk_partial(op: str, request: ChunkRequest, raw: Raw, max_decoded: int) -> Partial:
+    """The partials of reduction ``op`` on ``raw``, before they become a response map (what a
+    combined batch merges)."""
+    if op == "select":
+        raise BadRequest("select results cannot be combined")
+    spec, data = _spec_and_bytes(op, request, raw, max_decoded)
+    return ChunkKernel(spec).reduce(data, request.chunk_selection(spec.shape), request.url)
+
+
+def execute(op: str, request: ChunkRequest, raw: Raw, max_decoded: int,
+            lean: bool = False) -> dict[str, Any]:
     """The response map of ``op`` on ``raw``: decode, select, mask missing, reduce."""
+    if op != "select":
+        return reduction_result(op, request, chunk_partial(op, request, raw, max_decoded), lean)
     spec, data = _spec_and_bytes(op, request, raw, max_decoded)
     kernel = ChunkKernel(spec)
     selection = request.chunk_selection(spec.shape)
-    if op == "select":
-        selected = kernel.decode(data, request.url)[tuple(slice(*s) for s in selection)]
-        mask = missing_mask(selected, spec.missing)
-        count = selected.size if mask is None else selected.size - int(np.count_nonzero(mask))
-        return select_result(request, selected, count)
-    return reduction_result(op, request, kernel.reduce(data, selection, request.url))
+    selected = kernel.decode(data, request.url)[tuple(slice(*s) for s in selection)]
+    mask = missing_mask(selected, spec.missing)
+    count = selected.size if mask is None else selected.size - int(np.count_nonzero(mask))
+    return select_result(request, selected, count)

@@ -7,9 +7,11 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+import functools
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -17,10 +19,11 @@ import aiohttp
 from ...protocol import BatchItem, ChunkRequest, error_body, parse
 from ..errors import BadRequest, Overloaded, status_of
 from ..metrics import Metrics
-from ..operations import execute
+from ..operations import chunk_partial, execute
 from .access import AccessPolicy
 from .budget import MemoryBudget, Reservation
 from .coalesce import Read, plan_reads
+from .combine import Combiner
 from .config import ServerConfig
 from .readers import Admit, Credentials, UpstreamReader, open_file, read_open_file
 
@@ -40,6 +43,21 @@ def _result_bytes(result: dict[str, Any]) -> int:
     """Memory a result holds until the response is sent: itself, and then its encoding."""
     stored = sum(len(v) for v in result.values() if isinstance(v, bytes))
     return 2 * stored + _COUNT_BYTES * len(result.get("count", ())) + 256
+
+
+@dataclass
+class _Answer:
+    """Where a batch's results go: per item, or merged by the combiner."""
+
+    results: list[dict[str, Any]]
+    held: Reservation
+    combiner: Combiner
+    lean: bool
+
+
+def partial_lean(lean: bool) -> Callable[..., dict[str, Any]]:
+    """:func:`execute`, with counts packed when the batch asked for ``lean``."""
+    return functools.partial(execute, lean=lean) if lean else execute
 
 
 class ChunkService:
@@ -129,22 +147,24 @@ class ChunkService:
             return min(self.config.max_decoded_bytes, self.budget.total // 2)
         return 0
 
-    async def _compute(self, op: str, request: ChunkRequest,
-                       raw: bytes | memoryview) -> dict[str, Any]:
+    async def _compute(self, op: str, request: ChunkRequest, raw: bytes | memoryview,
+                       work: Callable[..., Any] = execute) -> Any:
         start = time.perf_counter()
         self.metrics.requests.labels(op).inc()
         loop = asyncio.get_running_loop()
         limit = self._shapeless_decoded(request) or self.config.max_decoded_bytes
-        result = await loop.run_in_executor(self.executor, execute, op, request, raw, limit)
+        result = await loop.run_in_executor(self.executor, work, op, request, raw, limit)
         self.metrics.latency.labels(op).observe(time.perf_counter() - start)
         return result
 
     async def run_batch(self, items: Sequence[Any], auth: Credentials | None,
-                        results_held: Reservation) -> list[dict[str, Any]]:
+                        results_held: Reservation, combine: Sequence[int] | None = None,
+                        lean: bool = False) -> list[dict[str, Any]]:
         """Per-item results in order; one failing item does not fail the others.
 
         Byte ranges of one object that lie close together are read once. ``results_held``
-        holds the results' memory until the response is sent.
+        holds the results' memory until the response is sent. Items sharing a ``combine``
+        label are answered once, merged (:class:`Combiner`); ``lean`` packs counts.
         """
         if len(items) > self.config.max_batch:
             raise BadRequest(f"{len(items)} requests in a batch, over the limit of "
@@ -161,13 +181,16 @@ class ChunkService:
                 results[position] = self._item_error(exc)
         reads = plan_reads(parsed, min(self.config.max_chunk_bytes, self.budget.total // 4))
         by_position = dict(parsed)
-        await asyncio.gather(*(self._serve_read(read, by_position, auth, results, results_held)
+        answer = _Answer(results, results_held, Combiner(combine, by_position), lean)
+        await asyncio.gather(*(self._serve_read(read, by_position, auth, answer)
                                for read in reads))
+        for position, result in answer.combiner.answers(lean).items():
+            results[position] = result
         return results
 
     async def _serve_read(self, read: Read, items: dict[int, BatchItem],
-                          auth: Credentials | None, results: list[dict[str, Any]],
-                          results_held: Reservation) -> None:
+                          auth: Credentials | None, answer: _Answer) -> None:
+        results, results_held = answer.results, answer.held
         parts = [items[position] for position, _, _ in read.parts]
         try:
             async with self.budget.reservation() as held:
@@ -177,7 +200,14 @@ class ChunkService:
                 async def part(position: int, start: int, stop: int | None) -> None:
                     item = items[position]
                     try:
-                        result = await self._compute(item.op, item, view[start:stop])
+                        if answer.combiner.combines(position):
+                            partial = await self._compute(item.op, item, view[start:stop],
+                                                          chunk_partial)
+                            if answer.combiner.add(position, item, partial):
+                                await held.move(results_held, 3 * partial.nbytes + 256)
+                            return
+                        result = await self._compute(item.op, item, view[start:stop],
+                                                     partial_lean(answer.lean))
                         await held.move(results_held, _result_bytes(result))
                         results[position] = result
                     except Exception as exc:

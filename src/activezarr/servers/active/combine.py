@@ -1,0 +1,81 @@
+"""Merging, before answering, the partials of batch items that land in one output region.
+
+Chunks stacked along a reduced axis each yield a partial of the same output cells; merged
+here, they cross the network once (the ``combine`` extension, PROTOCOL.md's Batch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+
+from ...chunk.partial import Partial
+from ...protocol import BatchItem, reduction_result
+from ..errors import BadRequest
+
+
+@dataclass
+class _Group:
+    op: str
+    holder: int = -1
+    request: BatchItem | None = None
+    partial: Partial | None = None
+    merged: list[int] = field(default_factory=list)
+
+
+def _owned(partial: Partial) -> Partial:
+    """``partial`` with every field a writable array (a whole-chunk reduction gives scalars)."""
+    return Partial(**{f.name: None if getattr(partial, f.name) is None
+                      else np.array(getattr(partial, f.name)) for f in fields(partial)})
+
+
+class Combiner:
+    """The groups of one batch, by label; items alone in their group are not combined."""
+
+    def __init__(self, labels: Sequence[int] | None, items: dict[int, BatchItem]) -> None:
+        self._groups: dict[int, _Group] = {}
+        self._label_of: dict[int, int] = {}
+        if labels is None:
+            return
+        sizes: dict[int, int] = {}
+        for position in items:
+            sizes[labels[position]] = sizes.get(labels[position], 0) + 1
+        for position, item in items.items():
+            label = labels[position]
+            if sizes[label] > 1:
+                self._label_of[position] = label
+                self._groups.setdefault(label, _Group(item.op))
+
+    def combines(self, position: int) -> bool:
+        return position in self._label_of
+
+    def add(self, position: int, item: BatchItem, partial: Partial) -> bool:
+        """Merge ``partial`` into its group; True when it starts the group (holds its memory)."""
+        group = self._groups[self._label_of[position]]
+        if item.op != group.op:
+            raise BadRequest(f"cannot combine op {item.op!r} with {group.op!r} in one group")
+        if group.partial is None:
+            group.holder, group.request, group.partial = position, item, _owned(partial)
+            group.merged.append(position)
+            return True
+        if partial.shape != group.partial.shape or partial.sum is not None and (
+                group.partial.sum is None or partial.sum.dtype != group.partial.sum.dtype):
+            raise BadRequest(f"cannot combine a partial of shape {list(partial.shape)} with one "
+                             f"of shape {list(group.partial.shape)}")
+        group.partial.merge(partial)
+        group.merged.append(position)
+        return False
+
+    def answers(self, lean: bool) -> dict[int, dict[str, Any]]:
+        """Each group's merged result at its holder; ``{"combined": holder}`` at the others."""
+        out: dict[int, dict[str, Any]] = {}
+        for group in self._groups.values():
+            if group.partial is None or group.request is None:
+                continue  # every item of the group failed: each has its error
+            out[group.holder] = reduction_result(group.op, group.request, group.partial, lean)
+            for position in group.merged[1:]:
+                out[position] = {"combined": group.holder}
+        return out
