@@ -25,6 +25,9 @@ class ChunkJob:
     kernel: ChunkKernel
     layout: ArrayLayout
     store: Store
+    #: Chunks the selection touches (0: unknown), so that finding which exist costs in
+    #: proportion to them, not to the array.
+    chunks: int = 0
 
 
 @dataclass

@@ -24,6 +24,10 @@ from .servers import (
 )
 
 
+#: A HEAD costs about as much as this many keys of a listing (bytes; a page lists 1,000).
+HEADS_PER_LISTED_KEY = 4
+
+
 @backends.register("s3")
 class S3Backend(Backend):
     """Reduces chunks of an s3fs-backed store on one or more active servers.
@@ -60,14 +64,34 @@ class S3Backend(Backend):
 
     # --- what is stored --------------------------------------------------------------------
 
-    async def _stored_sizes(self, job: ChunkJob) -> dict[str, int]:
-        """Size of every stored chunk of the array, by key: one listing, not one HEAD per chunk.
+    async def _stored_sizes(self, job: ChunkJob, keys: Sequence[str]) -> dict[str, int]:
+        """Size of the stored chunks among ``keys``; those missing were never written and
+        reduce as the fill value.
 
-        Chunks missing from it were never written and reduce as the fill value.
+        One listing of the array when the selection touches a good part of it, else one
+        HEAD per key: a point query on a million-chunk array costs one request, not a
+        thousand pages of listing.
         """
+        if job.chunks and job.chunks * HEADS_PER_LISTED_KEY <= job.layout.stored_objects:
+            return await self._heads(keys)
         if self._sizes is None:
             self._sizes = asyncio.ensure_future(self._list(job))
         return await asyncio.shield(self._sizes)
+
+    async def _heads(self, keys: Sequence[str]) -> dict[str, int]:
+        """Sizes of ``keys`` that exist; only the store's own "no such key" means unwritten."""
+
+        async def size(key: str) -> int | None:
+            path = f"{self.root}/{key}"
+            try:
+                return int((await self.fs._info(path))["size"])
+            except FileNotFoundError:
+                return None
+            except OSError as exc:
+                raise StorageUnavailableError(f"cannot stat {path}: {exc}") from exc
+
+        found = await asyncio.gather(*(size(k) for k in keys))
+        return {k: n for k, n in zip(keys, found) if n is not None}
 
     async def _list(self, job: ChunkJob) -> dict[str, int]:
         """The listing's requests and bytes are counted by the engine's meter (traffic.py)."""
@@ -88,8 +112,8 @@ class S3Backend(Backend):
         result = BatchResult([None] * len(tasks), path=self.name)
         access = await self._s3()
         extensions = await self.servers.extensions(result)
-        whole = any(t.byte_range is None for t in tasks)
-        sizes = await self._stored_sizes(job) if whole else {}
+        whole = [t.key for t in tasks if t.byte_range is None]
+        sizes = await self._stored_sizes(job, whole) if whole else {}
         planned = []
         for i, task in enumerate(tasks):
             if task.byte_range is None and task.key not in sizes:

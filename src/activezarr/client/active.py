@@ -137,7 +137,8 @@ class ActiveReduction(_Reductions):
         tasks = plan_chunks(self.layout, dims, reduced)
         backend = self._backend()
         fallback = ClientBackend(self.array.store) if self.fallback else None
-        engine = Engine(ChunkJob(kernel, self.layout, self.array.store), backend,
+        engine = Engine(ChunkJob(kernel, self.layout, self.array.store,
+                                 chunk_count(self.layout, dims)), backend,
                         fallback if backend.name != "client" else None,
                         self.max_concurrency, self.progress)
 

@@ -1,0 +1,61 @@
+"""Bytes that scale with the question: point queries, storage-side combining, lean partials."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import activezarr
+from s3_servers import S3, ActiveServer
+from test_s3_backend import s3_array
+
+
+def test_a_one_chunk_reduction_does_not_list_the_array(moto_s3: S3,
+                                                        active_server: ActiveServer) -> None:
+    data = np.arange(3000 * 4, dtype="float32")
+    array = s3_array(moto_s3, active_server.url, data, chunks=(4,), write=False)
+    array_w = s3_array(moto_s3, active_server.url, data, chunks=(4,))
+    for arr in (array, array_w):
+        red = activezarr.ActiveReduction(arr, missing=None)
+        value = red[20:24].mean()
+        report = red.last_report
+        expected = data[20:24].mean() if arr is array_w else 0.0
+        assert value == pytest.approx(expected)
+        assert report.bytes_from_storage < 10_000, report
+        assert report.requests <= 4, report
+
+
+def test_chunks_stacked_on_the_reduced_axis_come_back_as_one_partial(
+        moto_s3: S3, active_server: ActiveServer) -> None:
+    data = np.random.default_rng(1).normal(280, 5, (40, 60, 120)).astype("float32")
+    red = activezarr.ActiveReduction(s3_array(moto_s3, active_server.url, data,
+                                              chunks=(1, 30, 120)), missing=None)
+    np.testing.assert_allclose(red.mean(axis=0), data.mean(axis=0, dtype="float64"),
+                               rtol=1e-6)
+    report = red.last_report
+    assert report.fallbacks == 0 and report.paths["s3"] == 80
+    # two output regions, one partial each: float64 sums and one count number, framing aside
+    assert report.bytes_from_storage < 0.1 * report.bytes_stored, report
+
+
+def test_a_whole_array_mean_returns_one_partial_per_batch(moto_s3: S3,
+                                                          active_server: ActiveServer) -> None:
+    data = np.random.default_rng(2).normal(0, 1, (64, 64)).astype("float64")
+    red = activezarr.ActiveReduction(s3_array(moto_s3, active_server.url, data,
+                                              chunks=(8, 8)), missing=None)
+    for op in ("mean", "var", "min", "count"):
+        value = red.reduce(op)
+        assert value == pytest.approx(getattr(np, op)(data) if op != "count" else data.size)
+        assert red.last_report.requests <= 3, red.last_report  # listing, batch (schema cached)
+
+
+def test_missing_values_keep_their_counts_exact(moto_s3: S3,
+                                                active_server: ActiveServer) -> None:
+    data = np.random.default_rng(3).integers(0, 300, (30, 6, 5)).astype("int16")
+    red = activezarr.ActiveReduction(s3_array(moto_s3, active_server.url, data,
+                                              chunks=(2, 3, 5), fill_value=7,
+                                              attributes={"_FillValue": 7}))
+    masked = np.ma.masked_equal(data, 7)
+    np.testing.assert_allclose(np.ma.filled(red.mean(axis=0), -1),
+                               masked.mean(axis=0).filled(-1))
+    np.testing.assert_array_equal(red.count(axis=0), masked.count(axis=0))
