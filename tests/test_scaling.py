@@ -59,3 +59,38 @@ def test_missing_values_keep_their_counts_exact(moto_s3: S3,
     np.testing.assert_allclose(np.ma.filled(red.mean(axis=0), -1),
                                masked.mean(axis=0).filled(-1))
     np.testing.assert_array_equal(red.count(axis=0), masked.count(axis=0))
+
+
+def test_where_active_would_move_more_it_reads_plainly_and_says_why(
+        moto_s3: S3, active_server: ActiveServer) -> None:
+    data = np.random.default_rng(4).normal(0, 1, (64, 64)).astype("float32")
+    red = activezarr.ActiveReduction(s3_array(moto_s3, active_server.url, data,
+                                              chunks=(16, 16)), missing=None)
+    plan = red.plan("var", axis=())  # sum, min, max and m2 of every element
+    assert plan is not None and plan.path == "plain"
+    np.testing.assert_array_equal(red.var(axis=()), np.zeros_like(data))
+    report = red.last_report
+    assert report.backend == "plain" and report.paths == {"plain": 16}, report
+    assert report.fallbacks == 0 and "would move more than a plain read" in report.plan_reason
+
+
+@pytest.mark.parametrize("selection, axis, chunks", [
+    (np.s_[...], 0, (1, 60, 120)),
+    (np.s_[...], None, (4, 60, 120)),
+    (np.s_[3:4], None, (1, 60, 120)),
+    (np.s_[...], (0, 2), (2, 30, 120)),
+])
+def test_the_estimate_is_within_a_fifth_of_what_the_run_reports(
+        moto_s3: S3, active_server: ActiveServer, selection: object, axis: object,
+        chunks: tuple[int, ...]) -> None:
+    data = np.random.default_rng(5).normal(280, 5, (24, 60, 120)).astype("float32")
+    red = activezarr.ActiveReduction(s3_array(moto_s3, active_server.url, data,
+                                              chunks=chunks), missing=None)
+    red.mean()  # the capability document is fetched once per process, outside the model
+    plan = red[selection].plan("mean", axis)
+    assert plan is not None and plan.path == "active"
+    red[selection].mean(axis)
+    report = red.last_report
+    assert report.estimated_bytes == plan.active_bytes
+    assert abs(plan.active_bytes - report.bytes_from_storage) <= 0.2 * report.bytes_from_storage, \
+        (plan, report)

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal, TypeVar
 
+import numcodecs
 import numpy as np
 from pydantic import (
     BaseModel,
@@ -35,7 +36,7 @@ DTYPES = (*V2_DTYPES, "int8", "int16", "uint8", "uint16", "float16")
 INTERFACE_TYPES = ("s3", "http", "https", "file", "ost")
 #: What our server adds to Reductionist v2; a client sends extensions only to servers listing them.
 EXTENSIONS = ("stats", "batch", "codecs", "accumulate", "accumulate-float", "missing-combined",
-              "dtypes", "file", "healthz", "combine", "lean")
+              "dtypes", "file", "healthz", "combine", "lean", "absent")
 BYTE_ORDER = sys.byteorder
 #: The capability document (Discovery) and the health check (the ``healthz`` extension).
 SCHEMA_PATH = "/.well-known/reductionist-schema"
@@ -47,6 +48,10 @@ OP_FIELDS: dict[str, tuple[PartialField, ...]] = {
     "min": ("count", "min"), "max": ("count", "max"), "stats": ("count", "sum", "min", "max", "m2"),
 }
 _ENDIAN: dict[str, Literal["<", ">"]] = {"little": "<", "big": ">"}
+#: The fields of a result that hold arrays, what ``lean`` may compress, and from what size.
+_ARRAY_FIELDS = ("bytes", "sum", "min", "max", "m2", "count_packed")
+_COMPRESS_FROM = 4096
+_ZSTD = numcodecs.Zstd(level=1)
 _ENDIAN_NAME = {"<": "little", ">": "big", "=": BYTE_ORDER}
 Number = StrictInt | float
 #: Integers a request may carry: what fits a signed 64-bit offset, size, extent or index.
@@ -279,12 +284,15 @@ class BatchRequest(_Strict):
     """``POST /v2/batch``; items stay raw so that one bad item fails alone.
 
     ``combine`` (extension): a group label per item; the server merges the partials of the
-    items sharing a label into one answer. ``lean`` (extension): counts packed (see Batch).
+    items sharing a label into one answer. ``lean`` (extension): counts packed, stored sizes
+    told (see Batch). ``absent`` (extension): an object the store says does not exist is
+    answered ``{"absent": true}``, not as an error.
     """
 
     requests: list[dict[str, Any]]
     combine: list[Int64] | None = None
     lean: StrictBool = False
+    absent: StrictBool = False
 
     @model_validator(mode="after")
     def _one_label_per_item(self) -> BatchRequest:
@@ -365,7 +373,40 @@ def _empty_filled(values: np.ndarray, count: np.ndarray, fill: Any) -> np.ndarra
 def reduction_result(op: str, request: ChunkRequest, partial: Partial,
                      lean: bool = False) -> dict[str, Any]:
     """The response map of a reduction, with Reductionist's dtypes and empty results; ``lean``
-    packs the counts (:func:`lean_count`), and those of ``count`` in its ``bytes`` too."""
+    packs the counts (:func:`lean_count`), and those of ``count`` in its ``bytes`` too, and
+    compresses the arrays where that pays (:func:`compress_result`)."""
+    result = _reduction_result(op, request, partial, lean)
+    return compress_result(result) if lean else result
+
+
+def compress_result(result: dict[str, Any]) -> dict[str, Any]:
+    """Zstd (level 1) on each array of ``result`` that shrinks by at least a tenth; ``zstd``
+    lists those fields. Float64 sums of float32 data end in zero bits: they halve."""
+    packed = []
+    for name in _ARRAY_FIELDS:
+        data = result.get(name)
+        if isinstance(data, bytes) and len(data) >= _COMPRESS_FROM:
+            small = bytes(_ZSTD.encode(data))
+            if len(small) <= 0.9 * len(data):
+                result[name] = small
+                packed.append(name)
+    if packed:
+        result["zstd"] = packed
+    return result
+
+
+def _field(result: Mapping[str, Any], name: str, nbytes: int) -> bytes:
+    """The bytes of array field ``name`` (``nbytes`` long), decompressed where ``zstd`` says."""
+    data = result[name]
+    if name in result.get("zstd", ()):
+        data = bytes(_ZSTD.decode(data))
+    if len(data) != nbytes:
+        raise ValueError(f"the server's {name!r} has {len(data)} bytes, expected {nbytes}")
+    return bytes(data)
+
+
+def _reduction_result(op: str, request: ChunkRequest, partial: Partial,
+                      lean: bool) -> dict[str, Any]:
     dtype = np.dtype(request.dtype)
     count = partial.count
     biggest, smallest = _limits(dtype)
@@ -493,7 +534,9 @@ def _counts(result: Mapping[str, Any], shape: tuple[int, ...], layout: Layout) -
     if "count_constant" in result:
         return np.full(shape, int(result["count_constant"]), np.int64)
     if "count_packed" in result:
-        packed = np.frombuffer(result["count_packed"], np.dtype(result["count_dtype"]))
+        dtype = np.dtype(result["count_dtype"])
+        packed = np.frombuffer(_field(result, "count_packed", math.prod(shape) * dtype.itemsize),
+                               dtype)
         return packed.astype(np.int64).reshape(shape, order=layout)
     return np.asarray(result["count"], np.int64).reshape(shape, order=layout)
 
@@ -508,17 +551,19 @@ def partial_from_result(op: str, result: Mapping[str, Any], spec: ChunkSpec) -> 
     dtype = np.dtype(spec.dtype)
     partial = Partial(count)
     if op == "stats":
-        stored = {name: result[name] for name in ("sum", "min", "max", "m2")}
+        fields = {name: name for name in ("sum", "min", "max", "m2")}
         # ``sum_dtype`` says how the server accumulated (wide when absent: older servers).
         sum_dtype = result.get("sum_dtype", accumulator_dtype(dtype, "wide").name)
         dtypes = {"sum": sum_dtype, "min": dtype.name,
                   "max": dtype.name, "m2": "float64"}
     else:
-        stored, dtypes = {op: result["bytes"]}, {op: result["dtype"]}
+        fields, dtypes = {op: "bytes"}, {op: result["dtype"]}
     for name in spec.fields:
         if name == "count":
             continue
-        array = _array(stored[name], dtypes[name], order, shape, layout)
+        nbytes = math.prod(shape) * np.dtype(dtypes[name]).itemsize
+        array = _array(_field(result, fields[name], nbytes), dtypes[name], order, shape,
+                       layout)
         if name == "sum":
             array = array.astype(accumulator_dtype(dtype, spec.accumulate))
         setattr(partial, name, array)

@@ -15,6 +15,7 @@ from ..chunk.partial import Partial
 from ..errors import UnknownBackendError
 from ..planning.array_layout import ArrayLayout
 from ..planning.chunks import ChunkTask
+from ..planning.cost import Traits
 from ..plugins import Registry
 
 
@@ -83,6 +84,19 @@ class Backend(ABC):
     def configured(cls, options: Mapping[str, Any]) -> bool:
         """Whether ``options`` are enough for this backend; if not, the client path reads."""
         return True
+
+    @classmethod
+    def batch_chunks(cls, chunk_nbytes: int) -> int:
+        """Chunks per :meth:`reduce` call: what keeps a call's stored bytes near the target,
+        larger where the storage side combines (its answer does not grow with the batch)."""
+        target = max(cls.batch_bytes, cls.combine_batch_bytes)
+        return max(1, min(cls.max_batch_chunks, target // max(1, chunk_nbytes)))
+
+    @classmethod
+    def traits(cls, chunk_nbytes: int) -> Traits | None:
+        """What the cost model needs to know of this backend's answers; None where it has no
+        model of them (the backend is then always used)."""
+        return None
 
     @abstractmethod
     async def reduce(self, job: ChunkJob, tasks: Sequence[ChunkTask]) -> BatchResult:

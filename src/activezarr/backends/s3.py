@@ -11,6 +11,7 @@ from zarr.abc.store import Store
 
 from ..errors import StorageUnavailableError
 from ..planning.chunks import ChunkTask
+from ..planning.cost import Traits
 from ..protocol import build_request
 from .base import Backend, BatchResult, ChunkJob, backends
 from .credentials import S3Access, s3_access
@@ -55,6 +56,12 @@ class S3Backend(Backend):
     @classmethod
     def configured(cls, options: Mapping[str, Any]) -> bool:
         return bool(options.get("server"))
+
+    @classmethod
+    def traits(cls, chunk_nbytes: int) -> Traits:
+        """Our active server: it combines, packs counts and answers unwritten chunks."""
+        return Traits(combines=True, batch_chunks=cls.batch_chunks(chunk_nbytes))
+
 
     async def _s3(self) -> S3Access:
         """Endpoint and credentials, resolved once per reduction."""
@@ -112,11 +119,13 @@ class S3Backend(Backend):
         result = BatchResult([None] * len(tasks), path=self.name)
         access = await self._s3()
         extensions = await self.servers.extensions(result)
+        # A server that answers "no such key" as such saves finding which chunks exist.
+        absent = {"absent", "lean", "batch"} <= set(extensions)
         whole = [t.key for t in tasks if t.byte_range is None]
-        sizes = await self._stored_sizes(job, whole) if whole else {}
+        sizes = await self._stored_sizes(job, whole) if whole and not absent else {}
         planned = []
         for i, task in enumerate(tasks):
-            if task.byte_range is None and task.key not in sizes:
+            if task.byte_range is None and not absent and task.key not in sizes:
                 continue  # never written: the engine uses the fill value
             built = build_request(job.kernel.spec, task.selection, interface_type="s3",
                                   url=access.url(f"{self.root}/{task.key}"),
@@ -124,11 +133,11 @@ class S3Backend(Backend):
             if built is None:
                 result.failed[i] = CANNOT_EXPRESS
                 continue
-            stored = task.byte_range[1] if task.byte_range else sizes[task.key]
+            stored = task.byte_range[1] if task.byte_range else sizes.get(task.key, 0)
             planned.append((i, *built, stored))
         labels = region_labels([tasks[i] for i, *_ in planned])
         answers = await self.servers.reduce([(op, body) for _, op, body, _ in planned],
-                                            access.headers, result, labels)
+                                            access.headers, result, labels, absent)
         collect(job, planned, answers, result)
         return result
 

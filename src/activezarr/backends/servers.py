@@ -50,12 +50,28 @@ class Refused:
     reason: str
 
 
+@dataclass(frozen=True)
 class Combined:
     """A request whose partial the server merged into another request's answer."""
 
+    stored_bytes: int | None = None
 
-COMBINED = Combined()
-Answer = Mapping[str, Any] | Refused | Combined
+
+@dataclass(frozen=True)
+class Absent:
+    """A request for an object the store says does not exist: a chunk never written."""
+
+
+Answer = Mapping[str, Any] | Refused | Combined | Absent
+
+
+def _answer(item: Mapping[str, Any]) -> Answer:
+    """One item of a batch's answer as the client handles it."""
+    if "error" in item:
+        return Refused(_item_message(item))
+    if "combined" in item:
+        return Combined(item.get("stored_bytes"))
+    return Absent() if item.get("absent") is True else item
 
 
 class _RefusedError(Exception):
@@ -197,20 +213,25 @@ class ActiveServers:
 
     async def reduce(self, requests: Sequence[tuple[str, dict[str, Any]]],
                      headers: Mapping[str, str], tally: BatchResult,
-                     labels: Sequence[int] | None = None) -> list[Answer]:
+                     labels: Sequence[int] | None = None, absent: bool = False
+                     ) -> list[Answer]:
         """Response maps in order, or why the server refused; one ``/v2/batch`` when it can.
 
         Requests sharing a label in ``labels`` (their output region) are merged storage-side
-        where the server can (``combine``): one answers for all, the others are COMBINED.
+        where the server can (``combine``): one answers for all, the others are Combined.
+        With ``absent`` (the caller checks the server advertises it), objects the store says
+        do not exist are answered Absent.
         """
         capabilities = await self.capabilities(tally)
         extensions = capabilities.get("extensions", ())
-        if len(requests) > 1 and "batch" in extensions:
+        if (len(requests) > 1 or absent) and "batch" in extensions:
             limits = capabilities.get("limits", {})
             items = [{"op": op, **body} for op, body in requests]
             groups = _within(items, int(limits.get("max_batch", 1024)),
                              int(limits.get("max_body", 4 * 2**20)))
             extra: dict[str, Any] = {"lean": True} if "lean" in extensions else {}
+            if absent:
+                extra["absent"] = True
             combine = labels is not None and "combine" in extensions
             starts = list(itertools.accumulate((len(g) for g in groups), initial=0))
             answers = await asyncio.gather(*(
@@ -245,8 +266,7 @@ class ActiveServers:
                 break
             again = []
             for i, answer in zip(pending, cbor2.loads(body)):
-                answers[i] = (Refused(_item_message(answer)) if "error" in answer
-                              else COMBINED if "combined" in answer else answer)
+                answers[i] = _answer(answer)
                 if "error" in answer and answer.get("status") in _RETRY_STATUSES:
                     again.append(i)
             pending = again
@@ -294,11 +314,15 @@ def collect(job: ChunkJob, planned: Sequence[tuple[int, str, dict[str, Any], int
         if isinstance(answer, Refused):
             result.failed[i] = answer.reason
             continue
+        if isinstance(answer, Absent):
+            continue  # never written: the engine uses the fill value
         if isinstance(answer, Combined):
             result.combined.add(i)
+            told = answer.stored_bytes
         else:
             result.partials[i] = partial_from_result(op, answer, job.kernel.spec)
-        result.bytes_stored += stored
+            told = answer.get("stored_bytes")
+        result.bytes_stored += stored if told is None else int(told)
 
 
 def region_labels(tasks: Sequence[ChunkTask]) -> list[int]:

@@ -11,13 +11,15 @@ import numpy as np
 import zarr
 
 from ..backends.base import Backend, ChunkJob, backends
-from ..backends.client import ClientBackend
+from ..backends.client import ClientBackend, PlainRead
 from ..chunk.kernel import ChunkKernel
 from ..chunk.missing import decoding
-from ..chunk.reductions import get_reduction
+from ..chunk.reductions import Reduction, get_reduction
+from ..chunk.spec import ChunkSpec
 from ..errors import ClientReductionWarning, FallbackWarning
 from ..planning.array_layout import ArrayLayout
 from ..planning.chunks import chunk_count, output_shape, plan_chunks
+from ..planning.cost import Estimate, estimate
 from ..planning.selection import DimSelection, normalize_selection, reduced_dims
 from .engine import Engine, Progress, fallback_warning
 from .report import Report
@@ -29,6 +31,12 @@ class _Reductions:
     """The numpy-named reductions, all through :meth:`reduce`."""
 
     def reduce(self, op: str, axis: Any = None, **options: Any) -> Any:
+        raise NotImplementedError
+
+    def plan(self, op: str = "mean", axis: Any = None, **options: Any) -> Estimate | None:
+        """What :meth:`reduce` would move on the active path and on a plain read, and which
+        it would take, before anything runs (None where the backend has no cost model: only
+        the s3 backend has one so far)."""
         raise NotImplementedError
 
     def sum(self, axis: Any = None) -> Any:
@@ -95,6 +103,9 @@ class ActiveReduction(_Reductions):
         """Any registered reduction by name, e.g. ``reduce("var", axis=0, ddof=1)``."""
         return self[...].reduce(op, axis, **options)
 
+    def plan(self, op: str = "mean", axis: Any = None, **options: Any) -> Estimate | None:
+        return self[...].plan(op, axis, **options)
+
     def chunk_count(self, selection: Any = ...) -> int:
         """How many chunks a reduction of ``selection`` touches (for progress bars), cheaply."""
         return chunk_count(self.layout, normalize_selection(selection, self.layout.shape))
@@ -122,25 +133,44 @@ class ActiveReduction(_Reductions):
             return ClientBackend(self.array.store)
         return backend(store, store.active)
 
-    def _run(self, op: str, dims: tuple[DimSelection, ...], axis: Any,
-             options: dict[str, Any]) -> Any:
-        reduction = get_reduction(op, **options)
-        reduced = reduced_dims(axis, dims)
+    def _spec(self, reduction: Reduction, reduced: tuple[int, ...]) -> ChunkSpec:
         cf = self.decoding
         # Floats always sum in float64; "float" asks it of integers (numpy's mean) and of every
         # packed dtype, whose values unpack to floats.
         floats = cf.packed or (reduction.accumulate == "float" and cf.dtype.kind in "iu")
         accumulate = "float" if floats else "wide"
-        spec = self.layout.spec(missing=cf.missing, axis=reduced,
+        return self.layout.spec(missing=cf.missing, axis=reduced,
                                 fields=cf.stored_fields(reduction.fields), accumulate=accumulate)
+
+    def _estimate(self, op: str, dims: tuple[DimSelection, ...], axis: Any,
+                  options: dict[str, Any]) -> Estimate | None:
+        backend = self._backend_class()
+        traits = None if backend is None else backend.traits(self.layout.chunk_nbytes)
+        if traits is None:
+            return None
+        spec = self._spec(get_reduction(op, **options), reduced_dims(axis, dims))
+        return estimate(self.layout, dims, spec, traits)
+
+    def _run(self, op: str, dims: tuple[DimSelection, ...], axis: Any,
+             options: dict[str, Any]) -> Any:
+        reduction = get_reduction(op, **options)
+        reduced = reduced_dims(axis, dims)
+        cf = self.decoding
+        spec = self._spec(reduction, reduced)
         kernel = ChunkKernel(spec)
         tasks = plan_chunks(self.layout, dims, reduced)
         backend = self._backend()
+        planned = self._estimate(op, dims, axis, options)
+        if planned is not None and planned.path == "plain":
+            backend = PlainRead(self.array.store)
         fallback = ClientBackend(self.array.store) if self.fallback else None
         engine = Engine(ChunkJob(kernel, self.layout, self.array.store,
                                  chunk_count(self.layout, dims)), backend,
-                        fallback if backend.name != "client" else None,
+                        fallback if backend.name not in ("client", "plain") else None,
                         self.max_concurrency, self.progress)
+        if planned is not None:
+            engine.report.estimated_bytes = planned.active_bytes
+            engine.report.plan_reason = planned.reason
 
         async def run() -> Any:
             try:
@@ -181,6 +211,9 @@ class ActiveSelection(_Reductions):
 
     def reduce(self, op: str, axis: Any = None, **options: Any) -> Any:
         return self.parent._run(op, self.dims, axis, options)
+
+    def plan(self, op: str = "mean", axis: Any = None, **options: Any) -> Estimate | None:
+        return self.parent._estimate(op, self.dims, axis, options)
 
 
 def _package(values: np.ndarray, mask: np.ndarray, dtype: np.dtype,

@@ -32,13 +32,6 @@ def _slices(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield chunk
 
 
-def batch_size(backend: Backend, chunk_nbytes: int) -> int:
-    """Chunks per backend call: what keeps a call's stored bytes near the backend's target,
-    larger where the storage side combines (its answer does not grow with the batch)."""
-    target = max(backend.batch_bytes, backend.combine_batch_bytes)
-    return max(1, min(backend.max_batch_chunks, target // max(1, chunk_nbytes)))
-
-
 class Engine:
     """Reduces ``tasks`` into one accumulator of the output shape, counting what it cost."""
 
@@ -83,7 +76,7 @@ class Engine:
     async def _run(self, tasks: Iterable[ChunkTask], out_shape: tuple[int, ...]) -> Partial:
         spec = self.job.kernel.spec
         acc = Partial.empty(out_shape, self.job.kernel.dtype, spec.fields, spec.accumulate)
-        size = batch_size(self.backend, self.job.layout.chunk_nbytes)
+        size = self.backend.batch_chunks(self.job.layout.chunk_nbytes)
         indexes: ShardIndexes = {}
         for window in _slices(tasks, self.window):
             self.report.chunks += len(window)

@@ -86,7 +86,8 @@ async def reduce_batch(request: web.Request) -> web.Response:
         batch = parse(BatchRequest, body)
         async with service.budget.reservation() as results:
             return _cbor(request, await service.run_batch(
-                batch.requests, _auth(request), results, batch.combine, batch.lean))
+                batch.requests, _auth(request), results, batch.combine, batch.lean,
+                batch.absent))
 
 
 async def metrics(request: web.Request) -> web.Response:

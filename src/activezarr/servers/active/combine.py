@@ -23,7 +23,8 @@ class _Group:
     holder: int = -1
     request: BatchItem | None = None
     partial: Partial | None = None
-    merged: list[int] = field(default_factory=list)
+    #: Bytes read for each merged position.
+    stored: dict[int, int] = field(default_factory=dict)
 
 
 def _owned(partial: Partial) -> Partial:
@@ -52,30 +53,35 @@ class Combiner:
     def combines(self, position: int) -> bool:
         return position in self._label_of
 
-    def add(self, position: int, item: BatchItem, partial: Partial) -> bool:
-        """Merge ``partial`` into its group; True when it starts the group (holds its memory)."""
+    def add(self, position: int, item: BatchItem, partial: Partial, stored: int) -> bool:
+        """Merge ``partial`` (of ``stored`` bytes read) into its group; True when it starts
+        the group (and so holds its memory)."""
         group = self._groups[self._label_of[position]]
         if item.op != group.op:
             raise BadRequest(f"cannot combine op {item.op!r} with {group.op!r} in one group")
         if group.partial is None:
             group.holder, group.request, group.partial = position, item, _owned(partial)
-            group.merged.append(position)
+            group.stored[position] = stored
             return True
         if partial.shape != group.partial.shape or partial.sum is not None and (
                 group.partial.sum is None or partial.sum.dtype != group.partial.sum.dtype):
             raise BadRequest(f"cannot combine a partial of shape {list(partial.shape)} with one "
                              f"of shape {list(group.partial.shape)}")
         group.partial.merge(partial)
-        group.merged.append(position)
+        group.stored[position] = stored
         return False
 
     def answers(self, lean: bool) -> dict[int, dict[str, Any]]:
-        """Each group's merged result at its holder; ``{"combined": holder}`` at the others."""
+        """Each group's merged result at its holder; ``{"combined": holder}`` at the others;
+        with ``lean``, each with the ``stored_bytes`` read for it."""
         out: dict[int, dict[str, Any]] = {}
         for group in self._groups.values():
             if group.partial is None or group.request is None:
                 continue  # every item of the group failed: each has its error
             out[group.holder] = reduction_result(group.op, group.request, group.partial, lean)
-            for position in group.merged[1:]:
-                out[position] = {"combined": group.holder}
+            for position in group.stored:
+                if position != group.holder:
+                    out[position] = {"combined": group.holder}
+                if lean:
+                    out[position]["stored_bytes"] = group.stored[position]
         return out

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 
 from ...protocol import BatchItem, ChunkRequest, error_body, parse
-from ..errors import BadRequest, Overloaded, status_of
+from ..errors import BadRequest, NoSuchKey, Overloaded, status_of
 from ..metrics import Metrics
 from ..operations import chunk_partial, execute
 from .access import AccessPolicy
@@ -53,6 +53,7 @@ class _Answer:
     held: Reservation
     combiner: Combiner
     lean: bool
+    absent: bool
 
 
 def partial_lean(lean: bool) -> Callable[..., dict[str, Any]]:
@@ -159,12 +160,13 @@ class ChunkService:
 
     async def run_batch(self, items: Sequence[Any], auth: Credentials | None,
                         results_held: Reservation, combine: Sequence[int] | None = None,
-                        lean: bool = False) -> list[dict[str, Any]]:
+                        lean: bool = False, absent: bool = False) -> list[dict[str, Any]]:
         """Per-item results in order; one failing item does not fail the others.
 
         Byte ranges of one object that lie close together are read once. ``results_held``
         holds the results' memory until the response is sent. Items sharing a ``combine``
-        label are answered once, merged (:class:`Combiner`); ``lean`` packs counts.
+        label are answered once, merged (:class:`Combiner`); ``lean`` packs counts and tells
+        each answer's stored bytes; ``absent`` answers keys the store says do not exist as such.
         """
         if len(items) > self.config.max_batch:
             raise BadRequest(f"{len(items)} requests in a batch, over the limit of "
@@ -181,7 +183,7 @@ class ChunkService:
                 results[position] = self._item_error(exc)
         reads = plan_reads(parsed, min(self.config.max_chunk_bytes, self.budget.total // 4))
         by_position = dict(parsed)
-        answer = _Answer(results, results_held, Combiner(combine, by_position), lean)
+        answer = _Answer(results, results_held, Combiner(combine, by_position), lean, absent)
         await asyncio.gather(*(self._serve_read(read, by_position, auth, answer)
                                for read in reads))
         for position, result in answer.combiner.answers(lean).items():
@@ -199,17 +201,19 @@ class ChunkService:
 
                 async def part(position: int, start: int, stop: int | None) -> None:
                     item = items[position]
+                    stored = len(view[start:stop])
                     try:
                         if answer.combiner.combines(position):
                             partial = await self._compute(item.op, item, view[start:stop],
                                                           chunk_partial)
-                            if answer.combiner.add(position, item, partial):
+                            if answer.combiner.add(position, item, partial, stored):
                                 await held.move(results_held, 3 * partial.nbytes + 256)
                             return
                         result = await self._compute(item.op, item, view[start:stop],
                                                      partial_lean(answer.lean))
                         await held.move(results_held, _result_bytes(result))
-                        results[position] = result
+                        results[position] = {**result, "stored_bytes": stored} if answer.lean \
+                            else result
                     except Exception as exc:
                         results[position] = self._item_error(exc)
 
@@ -217,7 +221,8 @@ class ChunkService:
         except Exception as exc:
             for position, _, _ in read.parts:
                 if not results[position]:
-                    results[position] = self._item_error(exc)
+                    results[position] = {"absent": True} \
+                        if answer.absent and isinstance(exc, NoSuchKey) else self._item_error(exc)
 
     def _item_error(self, exc: BaseException) -> dict[str, Any]:
         return {**error_body(exc), "status": self.record_error(exc)}
