@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 import zarr
+from object_stores import KEYS, s3
 
 import activezarr
 from activezarr.client import traffic
 from activezarr.client.sync import run_sync
 from activezarr.servers.processes import active_server
-from object_stores import KEYS, s3
 
 BUCKET = "scaling"
 

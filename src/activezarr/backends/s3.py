@@ -24,7 +24,6 @@ from .servers import (
     server_urls,
 )
 
-
 #: A HEAD costs about as much as this many keys of a listing (bytes; a page lists 1,000).
 HEADS_PER_LISTED_KEY = 4
 

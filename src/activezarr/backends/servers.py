@@ -23,8 +23,8 @@ import zarr
 
 from ..client.traffic import framing
 from ..errors import StorageUnavailableError
-from ..protocol import partial_from_result
 from ..planning.chunks import ChunkTask
+from ..protocol import partial_from_result
 from .base import BatchResult, ChunkJob
 
 SCHEMA_PATH = "/.well-known/reductionist-schema"

@@ -6,8 +6,9 @@ here, they cross the network once (the ``combine`` extension, PROTOCOL.md's Batc
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -29,8 +30,8 @@ class _Group:
 
 def _owned(partial: Partial) -> Partial:
     """``partial`` with every field a writable array (a whole-chunk reduction gives scalars)."""
-    return Partial(**{f.name: None if getattr(partial, f.name) is None
-                      else np.array(getattr(partial, f.name)) for f in fields(partial)})
+    return dataclasses.replace(partial, **{name: np.array(values)
+                                           for name, values in partial._arrays().items()})
 
 
 class Combiner:

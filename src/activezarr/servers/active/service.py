@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
 import time
-import functools
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -56,9 +56,9 @@ class _Answer:
     absent: bool
 
 
-def partial_lean(lean: bool) -> Callable[..., dict[str, Any]]:
-    """:func:`execute`, with counts packed when the batch asked for ``lean``."""
-    return functools.partial(execute, lean=lean) if lean else execute
+def partial_lean(lean: bool) -> Callable[..., dict[str, Any]] | None:
+    """:func:`execute` with ``lean`` answers when the batch asked for them (None: as is)."""
+    return functools.partial(execute, lean=True) if lean else None
 
 
 class ChunkService:
@@ -149,12 +149,14 @@ class ChunkService:
         return 0
 
     async def _compute(self, op: str, request: ChunkRequest, raw: bytes | memoryview,
-                       work: Callable[..., Any] = execute) -> Any:
+                       work: Callable[..., Any] | None = None) -> Any:
+        """``work`` (default :func:`execute`) on ``request``'s bytes in the worker pool."""
         start = time.perf_counter()
         self.metrics.requests.labels(op).inc()
         loop = asyncio.get_running_loop()
         limit = self._shapeless_decoded(request) or self.config.max_decoded_bytes
-        result = await loop.run_in_executor(self.executor, work, op, request, raw, limit)
+        result = await loop.run_in_executor(self.executor, work or execute, op, request, raw,
+                                            limit)
         self.metrics.latency.labels(op).observe(time.perf_counter() - start)
         return result
 
