@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 import activezarr
+from activezarr.commands.main import main
 from s3_servers import S3, ActiveServer
 from test_s3_backend import s3_array
 
@@ -94,3 +98,17 @@ def test_the_estimate_is_within_a_fifth_of_what_the_run_reports(
     assert report.estimated_bytes == plan.active_bytes
     assert abs(plan.active_bytes - report.bytes_from_storage) <= 0.2 * report.bytes_from_storage, \
         (plan, report)
+
+
+def test_layout_prints_the_estimate_before_anything_runs(moto_s3: S3,
+                                                         active_server: ActiveServer) -> None:
+    data = np.zeros((30, 8, 8), "float32")
+    array = s3_array(moto_s3, active_server.url, data, chunks=(1, 8, 8))
+    url = "s3://" + str(array.store.root).strip("/")
+    result = CliRunner().invoke(main, [
+        "layout", url, "--op", "mean", "--axis", "0",
+        "--storage-options", json.dumps(moto_s3.storage_options),
+        "--active", json.dumps({"server": active_server.url})])
+    assert result.exit_code == 0, result.output
+    assert "mean: active: 30 chunks, 1 partials in 1 requests" in result.output
+    assert "moves less than a plain read" in result.output
