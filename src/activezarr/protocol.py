@@ -50,7 +50,7 @@ OP_FIELDS: dict[str, tuple[PartialField, ...]] = {
 _ENDIAN: dict[str, Literal["<", ">"]] = {"little": "<", "big": ">"}
 #: The fields of a result that hold arrays, what ``lean`` may compress, and from what size.
 _ARRAY_FIELDS = ("bytes", "sum", "min", "max", "m2", "count_packed")
-_COMPRESS_FROM = 4096
+COMPRESS_FROM = 4096
 _ZSTD = numcodecs.Zstd(level=1)
 _ENDIAN_NAME = {"<": "little", ">": "big", "=": BYTE_ORDER}
 Number = StrictInt | float
@@ -385,7 +385,7 @@ def compress_result(result: dict[str, Any]) -> dict[str, Any]:
     packed = []
     for name in _ARRAY_FIELDS:
         data = result.get(name)
-        if isinstance(data, bytes) and len(data) >= _COMPRESS_FROM:
+        if isinstance(data, bytes) and len(data) >= COMPRESS_FROM:
             small = bytes(_ZSTD.encode(data))
             if len(small) <= 0.9 * len(data):
                 result[name] = small

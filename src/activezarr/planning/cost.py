@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..chunk.spec import ChunkSpec
-from ..protocol import OP_FIELDS, choose_op
+from ..protocol import COMPRESS_FROM, OP_FIELDS, choose_op
 from .array_layout import ArrayLayout
 from .chunks import _pieces, chunk_count
 from .selection import DimSelection
@@ -84,7 +84,9 @@ def estimate(layout: ArrayLayout, dims: Sequence[DimSelection], spec: ChunkSpec,
     else:
         partials, cells = k, out_cells * stacked
     requests = -(-k // batch)
-    cell_bytes = _cell_bytes(layout, spec, dims, traits.combines, stacked, batch)
+    # ``lean`` compresses only arrays of COMPRESS_FROM bytes or more.
+    compressed = traits.combines and 8 * cells / max(1, partials) >= COMPRESS_FROM
+    cell_bytes = _cell_bytes(layout, spec, dims, traits.combines, stacked, batch, compressed)
     answers = partials * RESULT_MAP + (k - partials) * COMBINED_ITEM
     active = int(cells * cell_bytes) + answers + requests * FRAMING
     plain = k * (layout.chunk_nbytes + S3_FRAMING)
@@ -92,14 +94,14 @@ def estimate(layout: ArrayLayout, dims: Sequence[DimSelection], spec: ChunkSpec,
 
 
 def _cell_bytes(layout: ArrayLayout, spec: ChunkSpec, dims: Sequence[DimSelection],
-                lean: bool, stacked: int, batch: int) -> float:
+                lean: bool, stacked: int, batch: int, compressed: bool) -> float:
     """Bytes per output cell of one partial: the fields the op returns, the counts as sent."""
     op = choose_op(spec.fields, ("stats",))
     assert op is not None
     itemsize = layout.dtype.itemsize
     per_chunk = math.prod(min(dims[d].size, layout.chunk_shape[d]) for d in spec.reduced_axes)
     top = per_chunk * (min(stacked, batch) if lean else 1)
-    sum_bytes = 8 * (_zstd_ratio(layout.dtype, top) if lean else 1.0)
+    sum_bytes = 8 * (_zstd_ratio(layout.dtype, top) if compressed else 1.0)
     sizes = {"sum": sum_bytes, "min": itemsize, "max": itemsize, "m2": 8, "count": 0}
     total = float(sum(sizes[f] for f in OP_FIELDS[op]))
     width = next(n for n in (1, 2, 4, 8) if top < 256 ** n)
