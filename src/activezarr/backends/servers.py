@@ -9,6 +9,8 @@ a capped, jittered exponential backoff, or after the server's ``Retry-After``.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import itertools
 import json
 import random
@@ -128,17 +130,14 @@ class ActiveServers:
             total=float(options.get("timeout", DEFAULT_TIMEOUT)),
             sock_connect=float(options.get("connect_timeout", 10.0)))
         self._turn = 0
-        self._session: aiohttp.ClientSession | None = None
         self._limit: asyncio.Semaphore | None = None
 
     def _http(self) -> tuple[aiohttp.ClientSession, asyncio.Semaphore]:
-        """The pooled session, made on first use so that it belongs to the running loop."""
-        if self._session is None:
-            connector = aiohttp.TCPConnector(limit=self.concurrency)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=self.timeout)
+        """The session shared with the other reductions on this loop (its connections stay
+        open from one reduction to the next), and this reduction's request limit."""
+        if self._limit is None:
             self._limit = asyncio.Semaphore(self.concurrency)
-        assert self._limit is not None
-        return self._session, self._limit
+        return _shared_session(self.concurrency, self.timeout), self._limit
 
     def _pick(self) -> str:
         if not self.live:
@@ -282,9 +281,32 @@ class ActiveServers:
             return Refused(exc.reason)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        """Nothing to release: the session is shared, and closed at exit."""
+
+
+#: Sessions shared by the reductions of this process, by event loop, connection limit and
+#: timeouts; closed at exit.
+_sessions: dict[tuple[asyncio.AbstractEventLoop, int, aiohttp.ClientTimeout],
+                aiohttp.ClientSession] = {}
+
+
+def _shared_session(limit: int, timeout: aiohttp.ClientTimeout) -> aiohttp.ClientSession:
+    key = (asyncio.get_running_loop(), limit, timeout)
+    session = _sessions.get(key)
+    if session is None or session.closed:
+        connector = aiohttp.TCPConnector(limit=limit)
+        session = _sessions[key] = aiohttp.ClientSession(connector=connector, timeout=timeout)
+    return session
+
+
+@atexit.register
+def _close_sessions() -> None:
+    """Close the shared sessions on their loops (zarr's, still running at this point)."""
+    for (loop, _, _), session in list(_sessions.items()):
+        if not session.closed and loop.is_running():
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(session.close(), loop).result(5)
+    _sessions.clear()
 
 
 def _within(items: list[dict[str, Any]], max_items: int, max_body: int
