@@ -119,3 +119,9 @@ def check_active_options(protocol: str, active: Mapping[str, Any]) -> None:
         raise ValueError(f"no active backend serves {protocol!r} stores, so the options "
                          f"{sorted(active)} would do nothing; backends: "
                          f"{', '.join(backends.names())}")
+
+def region_labels(tasks: Sequence[ChunkTask]) -> list[int]:
+    """One label per task, shared by the tasks whose partials land in the same output cells."""
+    seen: dict[tuple[tuple[int, int], ...], int] = {}
+    return [seen.setdefault(tuple((r.start, r.stop) for r in task.region), len(seen))
+            for task in tasks]

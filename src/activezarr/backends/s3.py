@@ -13,14 +13,13 @@ from ..errors import StorageUnavailableError
 from ..planning.chunks import ChunkTask
 from ..planning.cost import Traits
 from ..protocol import build_request
-from .base import Backend, BatchResult, ChunkJob, backends
+from .base import Backend, BatchResult, ChunkJob, backends, region_labels
 from .credentials import S3Access, s3_access
 from .servers import (
     CANNOT_EXPRESS,
     SERVER_OPTIONS,
     ActiveServers,
     collect,
-    region_labels,
     server_urls,
 )
 

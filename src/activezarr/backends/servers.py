@@ -25,7 +25,6 @@ import zarr
 
 from ..client.traffic import framing
 from ..errors import StorageUnavailableError
-from ..planning.chunks import ChunkTask
 from ..protocol import partial_from_result
 from .base import BatchResult, ChunkJob
 
@@ -346,9 +345,3 @@ def collect(job: ChunkJob, planned: Sequence[tuple[int, str, dict[str, Any], int
             told = answer.get("stored_bytes")
         result.bytes_stored += stored if told is None else int(told)
 
-
-def region_labels(tasks: Sequence[ChunkTask]) -> list[int]:
-    """One label per task, shared by the tasks whose partials land in the same output cells."""
-    seen: dict[tuple[tuple[int, int], ...], int] = {}
-    return [seen.setdefault(tuple((r.start, r.stop) for r in task.region), len(seen))
-            for task in tasks]

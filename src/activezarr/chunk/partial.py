@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -101,6 +102,13 @@ class Partial:
             assert other.max is not None
             self.max[region] = np.maximum(self.max[region], other.max)
         self.count[region] = n_a + n_b
+
+
+def owned(partial: Partial) -> Partial:
+    """``partial`` with every field a writable array of its own (a whole-chunk reduction gives
+    numpy scalars), fit to merge others into."""
+    return dataclasses.replace(partial, **{name: np.array(values)
+                                           for name, values in partial._arrays().items()})
 
 
 def encode_partial(partial: Partial) -> bytes:

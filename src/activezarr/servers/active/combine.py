@@ -6,14 +6,11 @@ here, they cross the network once (the ``combine`` extension, PROTOCOL.md's Batc
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
-from ...chunk.partial import Partial
+from ...chunk.partial import Partial, owned
 from ...protocol import BatchItem, reduction_result
 from ..errors import BadRequest
 
@@ -26,12 +23,6 @@ class _Group:
     partial: Partial | None = None
     #: Bytes read for each merged position.
     stored: dict[int, int] = field(default_factory=dict)
-
-
-def _owned(partial: Partial) -> Partial:
-    """``partial`` with every field a writable array (a whole-chunk reduction gives scalars)."""
-    return dataclasses.replace(partial, **{name: np.array(values)
-                                           for name, values in partial._arrays().items()})
 
 
 class Combiner:
@@ -61,7 +52,7 @@ class Combiner:
         if item.op != group.op:
             raise BadRequest(f"cannot combine op {item.op!r} with {group.op!r} in one group")
         if group.partial is None:
-            group.holder, group.request, group.partial = position, item, _owned(partial)
+            group.holder, group.request, group.partial = position, item, owned(partial)
             group.stored[position] = stored
             return True
         if partial.shape != group.partial.shape or partial.sum is not None and (
