@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -126,3 +127,17 @@ def test_reductions_share_one_http_session(moto_s3: S3, active_server: ActiveSer
     first = {id(s) for s in servers._sessions.values() if not s.closed}
     red.mean(axis=0)
     assert {id(s) for s in servers._sessions.values() if not s.closed} == first != set()
+
+
+def test_the_file_backend_merges_stacked_chunks_beside_the_files(tmp_path: Path) -> None:
+    import zarr
+
+    store = activezarr.ActiveStore.from_url(str(tmp_path / "a.zarr"))
+    data = np.random.default_rng(6).normal(280, 5, (48, 30, 40)).astype("float32")
+    zarr.create_array(store, data=data, chunks=(4, 30, 40))
+    red = activezarr.ActiveReduction(zarr.open_array(store, mode="r"), missing=None)
+    np.testing.assert_allclose(red.mean(axis=0), data.mean(axis=0, dtype="float64"), rtol=1e-6)
+    report = red.last_report
+    assert report.backend == "file" and report.paths == {"file": 12}
+    # one batch: one partial (count and float64 sum of 30 x 40 cells), not twelve
+    assert report.bytes_from_storage == 30 * 40 * 16, report
