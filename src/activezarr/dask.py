@@ -38,7 +38,7 @@ def reduce(arr: zarr.Array | ActiveReduction, op: str, axis: Any = None, *,
         raise ValueError(f"split_every must be at least 2, got {split_every}")
     red = arr if isinstance(arr, ActiveReduction) else ActiveReduction(arr)
     dims = normalize_selection(selection, red.layout.shape)
-    plan = red.plan(op, dims, axis, dict(options, weights=weights, groups=groups))
+    plan = red.prepare(op, dims, axis, dict(options, weights=weights, groups=groups))
     token = tokenize(str(red.array.store_path), op, axis, selection, weights,
                      groups, options, split_every, leaf_chunks)
     graph: dict[Any, Any] = {}

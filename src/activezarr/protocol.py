@@ -12,6 +12,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal, TypeVar
 
+import numcodecs
 import numpy as np
 from pydantic import (
     BaseModel,
@@ -35,7 +36,8 @@ DTYPES = (*V2_DTYPES, "int8", "int16", "uint8", "uint16", "float16")
 INTERFACE_TYPES = ("s3", "http", "https", "file", "ost")
 #: What our server adds to Reductionist v2; a client sends extensions only to servers listing them.
 EXTENSIONS = ("stats", "batch", "codecs", "accumulate", "accumulate-float", "missing-combined",
-              "dtypes", "file", "healthz", "weights", "groups", "missing-nan")
+              "dtypes", "file", "healthz", "weights", "groups", "missing-nan", "combine", "lean",
+              "absent")
 BYTE_ORDER = sys.byteorder
 #: The capability document (Discovery) and the health check (the ``healthz`` extension).
 SCHEMA_PATH = "/.well-known/reductionist-schema"
@@ -47,6 +49,10 @@ OP_FIELDS: dict[str, tuple[PartialField, ...]] = {
     "min": ("count", "min"), "max": ("count", "max"), "stats": ("count", "sum", "min", "max", "m2"),
 }
 _ENDIAN: dict[str, Literal["<", ">"]] = {"little": "<", "big": ">"}
+#: The fields of a result that hold arrays, what ``lean`` may compress, and from what size.
+_ARRAY_FIELDS = ("bytes", "sum", "min", "max", "m2", "count_packed")
+COMPRESS_FROM = 4096
+_ZSTD = numcodecs.Zstd(level=1)
 _ENDIAN_NAME = {"<": "little", ">": "big", "=": BYTE_ORDER}
 Number = StrictInt | float
 #: Integers a request may carry: what fits a signed 64-bit offset, size, extent or index.
@@ -355,9 +361,25 @@ class BatchItem(ChunkRequest):
 
 
 class BatchRequest(_Strict):
-    """``POST /v2/batch``; items stay raw so that one bad item fails alone."""
+    """``POST /v2/batch``; items stay raw so that one bad item fails alone.
+
+    ``combine`` (extension): a group label per item; the server merges the partials of the
+    items sharing a label into one answer. ``lean`` (extension): counts packed, stored sizes
+    told (see Batch). ``absent`` (extension): an object the store says does not exist is
+    answered ``{"absent": true}``, not as an error.
+    """
 
     requests: list[dict[str, Any]]
+    combine: list[Int64] | None = None
+    lean: StrictBool = False
+    absent: StrictBool = False
+
+    @model_validator(mode="after")
+    def _one_label_per_item(self) -> BatchRequest:
+        if self.combine is not None and len(self.combine) != len(self.requests):
+            raise ValueError(f"combine has {len(self.combine)} labels for "
+                             f"{len(self.requests)} requests")
+        return self
 
 
 # --- results -------------------------------------------------------------------------------
@@ -385,8 +407,27 @@ def result_order(op: str, order: Layout, axis: Any) -> Layout:
     return "C"
 
 
+def narrowest_count(count: np.ndarray) -> np.ndarray:
+    """``count`` in the narrowest unsigned dtype that holds its largest value."""
+    top = int(count.max()) if count.size else 0
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if top <= np.iinfo(dtype).max:
+            return count.astype(dtype)
+    return count.astype(np.uint64)
+
+
+def lean_count(count: np.ndarray, order: Layout) -> dict[str, Any]:
+    """The ``lean`` form of a result's counts: one number when every count is the same (as
+    where nothing can be missing), else the counts' bytes in the narrowest unsigned dtype."""
+    if count.size and (count == count.flat[0]).all():
+        return {"count": [], "count_constant": int(count.flat[0])}
+    packed = narrowest_count(count)
+    return {"count": [], "count_dtype": packed.dtype.name,
+            "count_packed": packed.tobytes(order=order)}
+
+
 def _result(values: np.ndarray, count: np.ndarray, request: ChunkRequest,
-            op: str) -> dict[str, Any]:
+            op: str, lean: bool = False) -> dict[str, Any]:
     order = result_order(op, request.order, request.axis)
     count = np.asarray(count, np.int64)
     values = _native(values)
@@ -394,7 +435,8 @@ def _result(values: np.ndarray, count: np.ndarray, request: ChunkRequest,
         "bytes": values.tobytes(order=order),
         "dtype": values.dtype.name,
         "shape": list(values.shape),
-        "count": count.reshape(-1, order=order).tolist(),
+        "count": count.reshape(-1, order=order).tolist() if not lean else [],
+        **(lean_count(count, order) if lean else {}),
         "byte_order": BYTE_ORDER,
         "shape_as_bytes": (np.asarray(values.shape, np.int64).tobytes()
                            if request.option_shape_as_bytes else b""),
@@ -408,25 +450,61 @@ def _empty_filled(values: np.ndarray, count: np.ndarray, fill: Any) -> np.ndarra
     return out
 
 
-def reduction_result(op: str, request: ChunkRequest, partial: Partial) -> dict[str, Any]:
-    """The response map of a reduction, with Reductionist's dtypes and empty results."""
+def reduction_result(op: str, request: ChunkRequest, partial: Partial,
+                     lean: bool = False) -> dict[str, Any]:
+    """The response map of a reduction, with Reductionist's dtypes and empty results; ``lean``
+    packs the counts (:func:`lean_count`), and those of ``count`` in its ``bytes`` too, and
+    compresses the arrays where that pays (:func:`compress_result`)."""
+    result = _reduction_result(op, request, partial, lean)
+    return compress_result(result) if lean else result
+
+
+def compress_result(result: dict[str, Any]) -> dict[str, Any]:
+    """Zstd (level 1) on each array of ``result`` that shrinks by at least a tenth; ``zstd``
+    lists those fields. Float64 sums of float32 data end in zero bits: they halve."""
+    packed = []
+    for name in _ARRAY_FIELDS:
+        data = result.get(name)
+        if isinstance(data, bytes) and len(data) >= COMPRESS_FROM:
+            small = bytes(_ZSTD.encode(data))
+            if len(small) <= 0.9 * len(data):
+                result[name] = small
+                packed.append(name)
+    if packed:
+        result["zstd"] = packed
+    return result
+
+
+def _field(result: Mapping[str, Any], name: str, nbytes: int) -> bytes:
+    """The bytes of array field ``name`` (``nbytes`` long), decompressed where ``zstd`` says."""
+    data = result[name]
+    if name in result.get("zstd", ()):
+        data = bytes(_ZSTD.decode(data))
+    if len(data) != nbytes:
+        raise ValueError(f"the server's {name!r} has {len(data)} bytes, expected {nbytes}")
+    return bytes(data)
+
+
+def _reduction_result(op: str, request: ChunkRequest, partial: Partial,
+                      lean: bool) -> dict[str, Any]:
     dtype = np.dtype(request.dtype)
     count = partial.count
     biggest, smallest = _limits(dtype)
     if op == "count":
-        return _result(count, count, request, op)
+        return _result(narrowest_count(count) if lean else count, count, request, op, lean)
     if op == "sum":
         assert partial.sum is not None  # the kernel computed what OP_FIELDS[op] names
         native = request.accumulate == "native"
         with np.errstate(over="ignore", invalid="ignore"):
             values = partial.sum.astype(dtype) if native else partial.sum  # native sums wrap
-        return _result(values, count, request, op)
+        return _result(values, count, request, op, lean)
     if op in ("min", "max"):
         fill = biggest if op == "min" else smallest
-        return _result(_empty_filled(getattr(partial, op), count, fill), count, request, op)
+        return _result(_empty_filled(getattr(partial, op), count, fill), count, request, op,
+                       lean)
     assert partial.sum is not None and partial.min is not None and partial.max is not None
     assert partial.m2 is not None
-    result = _result(count, count, request, op)
+    result = _result(count, count, request, op, lean)
     order = result_order(op, request.order, request.axis)
     result.update(
         bytes=b"", dtype=dtype.name,
@@ -573,29 +651,43 @@ def _array(data: bytes, name: str, byte_order: str, shape: tuple[int, ...],
     return np.frombuffer(data, dtype).reshape(shape, order=order).astype(dtype.newbyteorder("="))
 
 
+def _counts(result: Mapping[str, Any], shape: tuple[int, ...], layout: Layout) -> np.ndarray:
+    """A result's counts as int64 of ``shape``, from the list or the ``lean`` forms."""
+    if "count_constant" in result:
+        return np.full(shape, int(result["count_constant"]), np.int64)
+    if "count_packed" in result:
+        dtype = np.dtype(result["count_dtype"])
+        packed = np.frombuffer(_field(result, "count_packed", math.prod(shape) * dtype.itemsize),
+                               dtype)
+        return packed.astype(np.int64).reshape(shape, order=layout)
+    return np.asarray(result["count"], np.int64).reshape(shape, order=layout)
+
+
 def partial_from_result(op: str, result: Mapping[str, Any], spec: ChunkSpec) -> Partial:
     """The :class:`Partial` of ``spec.fields`` that a server's response map stands for."""
     shape = tuple(result["shape"])
     layout = result_order(op, spec.order if isinstance(spec.order, str) else "C",
                           None if spec.axis is None else list(spec.axis))
-    count = np.asarray(result["count"], np.int64).reshape(shape, order=layout)
+    count = _counts(result, shape, layout)
     order = result["byte_order"]
     dtype = np.dtype(spec.dtype)
     partial = Partial(count)
     if op == "stats":
-        stored = {name: result[name] for name in ("sum", "min", "max", "m2")}
+        fields = {name: name for name in ("sum", "min", "max", "m2")}
         # ``sum_dtype`` says how the server accumulated (wide when absent: older servers).
         sum_dtype = result.get("sum_dtype", accumulator_dtype(dtype, "wide").name)
         dtypes = {"sum": sum_dtype, "min": dtype.name,
                   "max": dtype.name, "m2": "float64"}
     else:
-        stored, dtypes = {op: result["bytes"]}, {op: result["dtype"]}
+        fields, dtypes = {op: "bytes"}, {op: result["dtype"]}
     if spec.weighted:
-        stored["wsum"], dtypes["wsum"] = result["weight_sum"], "float64"
+        fields["wsum"], dtypes["wsum"] = "weight_sum", "float64"
     for name in spec.fields:
         if name == "count":
             continue
-        array = _array(stored[name], dtypes[name], order, shape, layout)
+        nbytes = math.prod(shape) * np.dtype(dtypes[name]).itemsize
+        array = _array(_field(result, fields[name], nbytes), dtypes[name], order, shape,
+                       layout)
         if name == "sum":
             array = array.astype(accumulator_dtype(dtype, spec.accumulate))
         setattr(partial, name, array)

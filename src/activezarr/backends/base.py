@@ -15,6 +15,7 @@ from ..chunk.partial import Partial
 from ..errors import UnknownBackendError
 from ..planning.array_layout import ArrayLayout
 from ..planning.chunks import ChunkTask
+from ..planning.cost import Traits
 from ..plugins import Registry
 
 
@@ -25,6 +26,9 @@ class ChunkJob:
     kernel: ChunkKernel
     layout: ArrayLayout
     store: Store
+    #: Chunks the selection touches (0: unknown), so that finding which exist costs in
+    #: proportion to them, not to the array.
+    chunks: int = 0
 
 
 @dataclass
@@ -38,6 +42,8 @@ class BatchResult:
 
     partials: list[Partial | None]
     path: str
+    #: Positions whose partial the storage side merged into another position's (``combine``).
+    combined: set[int] = field(default_factory=set)
     bytes_stored: int = 0
     bytes_from_storage: int = 0
     requests: int = 0
@@ -52,6 +58,9 @@ class Backend(ABC):
     #: Stored bytes one :meth:`reduce` call should cover: small chunks travel together.
     batch_bytes: ClassVar[int] = 4 * 2**20
     max_batch_chunks: ClassVar[int] = 256
+    #: Stored bytes per call when the storage side merges the partials of chunks sharing an
+    #: output region (0: it does not): the answer no longer grows with the batch.
+    combine_batch_bytes: ClassVar[int] = 0
     #: The ``active`` options this backend understands; any other is an error.
     option_names: ClassVar[frozenset[str]] = frozenset({"backend", "deadline"})
 
@@ -76,6 +85,19 @@ class Backend(ABC):
         """Whether ``options`` are enough for this backend; if not, the client path reads."""
         return True
 
+    @classmethod
+    def batch_chunks(cls, chunk_nbytes: int) -> int:
+        """Chunks per :meth:`reduce` call: what keeps a call's stored bytes near the target,
+        larger where the storage side combines (its answer does not grow with the batch)."""
+        target = max(cls.batch_bytes, cls.combine_batch_bytes)
+        return max(1, min(cls.max_batch_chunks, target // max(1, chunk_nbytes)))
+
+    @classmethod
+    def traits(cls, chunk_nbytes: int) -> Traits | None:
+        """What the cost model needs to know of this backend's answers; None where it has no
+        model of them (the backend is then always used)."""
+        return None
+
     @abstractmethod
     async def reduce(self, job: ChunkJob, tasks: Sequence[ChunkTask]) -> BatchResult:
         """Partials of ``tasks``; raise StorageUnavailableError when the storage side is down."""
@@ -97,3 +119,13 @@ def check_active_options(protocol: str, active: Mapping[str, Any]) -> None:
         raise ValueError(f"no active backend serves {protocol!r} stores, so the options "
                          f"{sorted(active)} would do nothing; backends: "
                          f"{', '.join(backends.names())}")
+
+def region_labels(tasks: Sequence[ChunkTask]) -> list[int]:
+    """One label per task, shared by the tasks whose partials land in the same output cells
+    (a grouped dimension's region is the array of the groups present: the same groups)."""
+    seen: dict[tuple[Any, ...], int] = {}
+    return [seen.setdefault(tuple(_cells(r) for r in task.region), len(seen)) for task in tasks]
+
+
+def _cells(region: Any) -> Any:
+    return (region.start, region.stop) if isinstance(region, slice) else tuple(region.tolist())

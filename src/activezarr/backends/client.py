@@ -47,3 +47,10 @@ class ClientBackend(Backend):
                            bytes_stored=sum(len(r) for r in raws if r is not None),
                            bytes_from_storage=sum(moved for _, moved in fetched),
                            requests=len(tasks))
+
+
+class PlainRead(ClientBackend):
+    """The client path taken because the cost model found the active one would move more
+    (not a fallback: nothing failed); its chunks count as the ``plain`` path."""
+
+    name = "plain"

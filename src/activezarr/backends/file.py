@@ -13,11 +13,11 @@ from typing import Any
 import zarr
 from zarr.abc.store import Store
 
-from ..chunk.partial import Partial
+from ..chunk.partial import Partial, owned
 from ..errors import StorageUnavailableError, UnsupportedArrayError
 from ..fileio import read_ranges
 from ..planning.chunks import ChunkTask
-from .base import Backend, BatchResult, ChunkJob, backends
+from .base import Backend, BatchResult, ChunkJob, backends, region_labels
 
 
 @cache
@@ -70,10 +70,14 @@ class FileBackend(Backend):
         return _read(os.path.join(self.root, task.key), task.byte_range)
 
     def _reduce_batch(self, job: ChunkJob, tasks: Sequence[ChunkTask]) -> BatchResult:
+        """Partials of ``tasks``; those landing in one output region merged beside the files,
+        so that only one per region and batch is handed over."""
         partials: list[Partial | None] = []
         failed: dict[int, str] = {}
+        combined: set[int] = set()
+        holders: dict[int, Partial] = {}
         stored = moved = 0
-        for i, task in enumerate(tasks):
+        for i, (task, label) in enumerate(zip(tasks, region_labels(tasks))):
             try:
                 raw = self._read_task(task)
             except StorageUnavailableError as exc:
@@ -85,9 +89,15 @@ class FileBackend(Backend):
             partial = job.kernel.reduce(raw, task.selection, task.key,
                                         weights=task.weights, labels=task.labels)
             stored += len(raw)
-            moved += partial.nbytes
+            if label in holders:
+                holders[label].merge(partial)
+                combined.add(i)
+                partials.append(None)
+                continue
+            partial = holders[label] = owned(partial)
             partials.append(partial)
-        return BatchResult(partials, path=self.name, bytes_stored=stored,
+        moved = sum(p.nbytes for p in holders.values())
+        return BatchResult(partials, path=self.name, combined=combined, bytes_stored=stored,
                            bytes_from_storage=moved, requests=len(tasks) - len(failed),
                            failed=failed, links=Counter(disk_read=stored))
 

@@ -132,6 +132,8 @@ class ReferenceBackend(FileBackend):
             result.partials[i] = part.partials[j]
             if j in part.failed:
                 result.failed[i] = part.failed[j]
+            if j in part.combined:
+                result.combined.add(i)
         result.bytes_stored += part.bytes_stored
         result.bytes_from_storage += part.bytes_from_storage
         result.requests += part.requests

@@ -11,10 +11,20 @@ from zarr.abc.store import Store
 
 from ..errors import StorageUnavailableError
 from ..planning.chunks import ChunkTask
+from ..planning.cost import Traits
 from ..protocol import build_request
-from .base import Backend, BatchResult, ChunkJob, backends
+from .base import Backend, BatchResult, ChunkJob, backends, region_labels
 from .credentials import S3Access, s3_access
-from .servers import CANNOT_EXPRESS, SERVER_OPTIONS, ActiveServers, collect, server_urls
+from .servers import (
+    CANNOT_EXPRESS,
+    SERVER_OPTIONS,
+    ActiveServers,
+    collect,
+    server_urls,
+)
+
+#: A HEAD costs about as much as this many keys of a listing (bytes; a page lists 1,000).
+HEADS_PER_LISTED_KEY = 4
 
 
 @backends.register("s3")
@@ -25,6 +35,7 @@ class S3Backend(Backend):
     """
 
     name = "s3"
+    combine_batch_bytes = 64 * 2**20
     option_names = Backend.option_names | SERVER_OPTIONS
 
     def __init__(self, store: Store, options: Mapping[str, Any] | None = None) -> None:
@@ -44,6 +55,12 @@ class S3Backend(Backend):
     def configured(cls, options: Mapping[str, Any]) -> bool:
         return bool(options.get("server"))
 
+    @classmethod
+    def traits(cls, chunk_nbytes: int) -> Traits:
+        """Our active server: it combines, packs counts and answers unwritten chunks."""
+        return Traits(combines=True, batch_chunks=cls.batch_chunks(chunk_nbytes))
+
+
     async def _s3(self) -> S3Access:
         """Endpoint and credentials, resolved once per reduction."""
         if self._access is None:
@@ -52,14 +69,34 @@ class S3Backend(Backend):
 
     # --- what is stored --------------------------------------------------------------------
 
-    async def _stored_sizes(self, job: ChunkJob) -> dict[str, int]:
-        """Size of every stored chunk of the array, by key: one listing, not one HEAD per chunk.
+    async def _stored_sizes(self, job: ChunkJob, keys: Sequence[str]) -> dict[str, int]:
+        """Size of the stored chunks among ``keys``; those missing were never written and
+        reduce as the fill value.
 
-        Chunks missing from it were never written and reduce as the fill value.
+        One listing of the array when the selection touches a good part of it, else one
+        HEAD per key: a point query on a million-chunk array costs one request, not a
+        thousand pages of listing.
         """
+        if job.chunks and job.chunks * HEADS_PER_LISTED_KEY <= job.layout.stored_objects:
+            return await self._heads(keys)
         if self._sizes is None:
             self._sizes = asyncio.ensure_future(self._list(job))
         return await asyncio.shield(self._sizes)
+
+    async def _heads(self, keys: Sequence[str]) -> dict[str, int]:
+        """Sizes of ``keys`` that exist; only the store's own "no such key" means unwritten."""
+
+        async def size(key: str) -> int | None:
+            path = f"{self.root}/{key}"
+            try:
+                return int((await self.fs._info(path))["size"])
+            except FileNotFoundError:
+                return None
+            except OSError as exc:
+                raise StorageUnavailableError(f"cannot stat {path}: {exc}") from exc
+
+        found = await asyncio.gather(*(size(k) for k in keys))
+        return {k: n for k, n in zip(keys, found) if n is not None}
 
     async def _list(self, job: ChunkJob) -> dict[str, int]:
         """The listing's requests and bytes are counted by the engine's meter (traffic.py)."""
@@ -80,11 +117,13 @@ class S3Backend(Backend):
         result = BatchResult([None] * len(tasks), path=self.name)
         access = await self._s3()
         extensions = await self.servers.extensions(result)
-        whole = any(t.byte_range is None for t in tasks)
-        sizes = await self._stored_sizes(job) if whole else {}
+        # A server that answers "no such key" as such saves finding which chunks exist.
+        absent = {"absent", "lean", "batch"} <= set(extensions)
+        whole = [t.key for t in tasks if t.byte_range is None]
+        sizes = await self._stored_sizes(job, whole) if whole and not absent else {}
         planned = []
         for i, task in enumerate(tasks):
-            if task.byte_range is None and task.key not in sizes:
+            if task.byte_range is None and not absent and task.key not in sizes:
                 continue  # never written: the engine uses the fill value
             built = build_request(job.kernel.spec, task.selection, interface_type="s3",
                                   url=access.url(f"{self.root}/{task.key}"),
@@ -93,10 +132,11 @@ class S3Backend(Backend):
             if built is None:
                 result.failed[i] = CANNOT_EXPRESS
                 continue
-            stored = task.byte_range[1] if task.byte_range else sizes[task.key]
+            stored = task.byte_range[1] if task.byte_range else sizes.get(task.key, 0)
             planned.append((i, *built, stored))
+        labels = region_labels([tasks[i] for i, *_ in planned])
         answers = await self.servers.reduce([(op, body) for _, op, body, _ in planned],
-                                            access.headers, result)
+                                            access.headers, result, labels, absent)
         collect(job, planned, answers, result)
         return result
 

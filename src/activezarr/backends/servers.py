@@ -9,6 +9,9 @@ a capped, jittered exponential backoff, or after the server's ``Retry-After``.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
+import itertools
 import json
 import random
 from collections.abc import Mapping, Sequence
@@ -46,6 +49,30 @@ class Refused:
     """A request the server answered with an error: the reason is its message."""
 
     reason: str
+
+
+@dataclass(frozen=True)
+class Combined:
+    """A request whose partial the server merged into another request's answer."""
+
+    stored_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class Absent:
+    """A request for an object the store says does not exist: a chunk never written."""
+
+
+Answer = Mapping[str, Any] | Refused | Combined | Absent
+
+
+def _answer(item: Mapping[str, Any]) -> Answer:
+    """One item of a batch's answer as the client handles it."""
+    if "error" in item:
+        return Refused(_item_message(item))
+    if "combined" in item:
+        return Combined(item.get("stored_bytes"))
+    return Absent() if item.get("absent") is True else item
 
 
 class _RefusedError(Exception):
@@ -102,17 +129,14 @@ class ActiveServers:
             total=float(options.get("timeout", DEFAULT_TIMEOUT)),
             sock_connect=float(options.get("connect_timeout", 10.0)))
         self._turn = 0
-        self._session: aiohttp.ClientSession | None = None
         self._limit: asyncio.Semaphore | None = None
 
     def _http(self) -> tuple[aiohttp.ClientSession, asyncio.Semaphore]:
-        """The pooled session, made on first use so that it belongs to the running loop."""
-        if self._session is None:
-            connector = aiohttp.TCPConnector(limit=self.concurrency)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=self.timeout)
+        """The session shared with the other reductions on this loop (its connections stay
+        open from one reduction to the next), and this reduction's request limit."""
+        if self._limit is None:
             self._limit = asyncio.Semaphore(self.concurrency)
-        assert self._limit is not None
-        return self._session, self._limit
+        return _shared_session(self.concurrency, self.timeout), self._limit
 
     def _pick(self) -> str:
         if not self.live:
@@ -186,39 +210,61 @@ class ActiveServers:
         return tuple((await self.capabilities(tally)).get("extensions", ()))
 
     async def reduce(self, requests: Sequence[tuple[str, dict[str, Any]]],
-                     headers: Mapping[str, str], tally: BatchResult
-                     ) -> list[Mapping[str, Any] | Refused]:
-        """Response maps in order, or why the server refused; one ``/v2/batch`` when it can."""
+                     headers: Mapping[str, str], tally: BatchResult,
+                     labels: Sequence[int] | None = None, absent: bool = False
+                     ) -> list[Answer]:
+        """Response maps in order, or why the server refused; one ``/v2/batch`` when it can.
+
+        Requests sharing a label in ``labels`` (their output region) are merged storage-side
+        where the server can (``combine``): one answers for all, the others are Combined.
+        With ``absent`` (the caller checks the server advertises it), objects the store says
+        do not exist are answered Absent.
+        """
         capabilities = await self.capabilities(tally)
-        if len(requests) > 1 and "batch" in capabilities.get("extensions", ()):
+        extensions = capabilities.get("extensions", ())
+        if (len(requests) > 1 or absent) and "batch" in extensions:
             limits = capabilities.get("limits", {})
             items = [{"op": op, **body} for op, body in requests]
             groups = _within(items, int(limits.get("max_batch", 1024)),
                              int(limits.get("max_body", 4 * 2**20)))
-            answers = await asyncio.gather(*(self._batch(g, headers, tally) for g in groups))
+            extra: dict[str, Any] = {"lean": True} if "lean" in extensions else {}
+            if absent:
+                extra["absent"] = True
+            combine = labels is not None and "combine" in extensions
+            starts = list(itertools.accumulate((len(g) for g in groups), initial=0))
+            answers = await asyncio.gather(*(
+                self._batch(g, headers, tally, {
+                    **extra, **({"combine": list(labels[i:i + len(g)])}  # type: ignore[index]
+                                if combine else {})})
+                for g, i in zip(groups, starts)))
             return [answer for group in answers for answer in group]
         return list(await asyncio.gather(*(self._one(op, body, headers, tally)
                                            for op, body in requests)))
 
     async def _batch(self, items: list[dict[str, Any]], headers: Mapping[str, str],
-                     tally: BatchResult) -> list[Mapping[str, Any] | Refused]:
+                     tally: BatchResult, extra: Mapping[str, Any]) -> list[Answer]:
         """Answers to ``items``; items the server could not serve for now (a 503 for an
-        unreachable object store) are sent again after a backoff, up to ``retries`` times."""
-        answers: list[Mapping[str, Any] | Refused] = [Refused("not sent")] * len(items)
+        unreachable object store) are sent again after a backoff, up to ``retries`` times.
+        ``extra`` are the batch-level extension fields (``lean``, ``combine``)."""
+        answers: list[Answer] = [Refused("not sent")] * len(items)
         pending = list(range(len(items)))
         for attempt in range(self.retries + 1):
             if attempt:
                 await asyncio.sleep(self._delay(attempt, None))
+            fields = dict(extra)
+            if "combine" in fields:
+                fields["combine"] = [extra["combine"][i] for i in pending]
             try:
                 body = await self.call("POST", "/v2/batch", tally,
-                                       {"requests": [items[i] for i in pending]}, headers)
+                                       {"requests": [items[i] for i in pending], **fields},
+                                       headers)
             except _RefusedError as exc:
                 for i in pending:
                     answers[i] = Refused(exc.reason)
                 break
             again = []
             for i, answer in zip(pending, cbor2.loads(body)):
-                answers[i] = Refused(_item_message(answer)) if "error" in answer else answer
+                answers[i] = _answer(answer)
                 if "error" in answer and answer.get("status") in _RETRY_STATUSES:
                     again.append(i)
             pending = again
@@ -227,16 +273,39 @@ class ActiveServers:
         return answers
 
     async def _one(self, op: str, body: dict[str, Any], headers: Mapping[str, str],
-                   tally: BatchResult) -> Mapping[str, Any] | Refused:
+                   tally: BatchResult) -> Answer:
         try:
             return cbor2.loads(await self.call("POST", f"/v2/{op}", tally, body, headers))
         except _RefusedError as exc:
             return Refused(exc.reason)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        """Nothing to release: the session is shared, and closed at exit."""
+
+
+#: Sessions shared by the reductions of this process, by event loop, connection limit and
+#: timeouts; closed at exit.
+_sessions: dict[tuple[asyncio.AbstractEventLoop, int, aiohttp.ClientTimeout],
+                aiohttp.ClientSession] = {}
+
+
+def _shared_session(limit: int, timeout: aiohttp.ClientTimeout) -> aiohttp.ClientSession:
+    key = (asyncio.get_running_loop(), limit, timeout)
+    session = _sessions.get(key)
+    if session is None or session.closed:
+        connector = aiohttp.TCPConnector(limit=limit)
+        session = _sessions[key] = aiohttp.ClientSession(connector=connector, timeout=timeout)
+    return session
+
+
+@atexit.register
+def _close_sessions() -> None:
+    """Close the shared sessions on their loops (zarr's, still running at this point)."""
+    for (loop, _, _), session in list(_sessions.items()):
+        if not session.closed and loop.is_running():
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(session.close(), loop).result(5)
+    _sessions.clear()
 
 
 def _within(items: list[dict[str, Any]], max_items: int, max_body: int
@@ -260,11 +329,19 @@ def _item_message(answer: Mapping[str, Any]) -> str:
 
 
 def collect(job: ChunkJob, planned: Sequence[tuple[int, str, dict[str, Any], int]],
-            answers: Sequence[Mapping[str, Any] | Refused], result: BatchResult) -> None:
+            answers: Sequence[Answer], result: BatchResult) -> None:
     """Put the servers' answers to ``planned`` (position, op, body, stored bytes) in ``result``."""
     for (i, op, _, stored), answer in zip(planned, answers):
         if isinstance(answer, Refused):
             result.failed[i] = answer.reason
             continue
-        result.partials[i] = partial_from_result(op, answer, job.kernel.spec)
-        result.bytes_stored += stored
+        if isinstance(answer, Absent):
+            continue  # never written: the engine uses the fill value
+        if isinstance(answer, Combined):
+            result.combined.add(i)
+            told = answer.stored_bytes
+        else:
+            result.partials[i] = partial_from_result(op, answer, job.kernel.spec)
+            told = answer.get("stored_bytes")
+        result.bytes_stored += stored if told is None else int(told)
+

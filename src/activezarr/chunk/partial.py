@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -116,6 +117,13 @@ class Partial:
         names = parts[0]._arrays()
         return cls(**{name: np.stack([getattr(p, name) for p in parts], axis=axis)
                       for name in names})
+
+
+def owned(partial: Partial) -> Partial:
+    """``partial`` with every field a writable array of its own (a whole-chunk reduction gives
+    numpy scalars), fit to merge others into."""
+    return dataclasses.replace(partial, **{name: np.array(values)
+                                           for name, values in partial._arrays().items()})
 
 
 def encode_partial(partial: Partial) -> bytes:

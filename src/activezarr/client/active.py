@@ -12,14 +12,16 @@ import numpy as np
 import zarr
 
 from ..backends.base import Backend, ChunkJob, backends
-from ..backends.client import ClientBackend
+from ..backends.client import ClientBackend, PlainRead
 from ..chunk.kernel import ChunkKernel
 from ..chunk.missing import decoding
 from ..chunk.partial import Partial
 from ..chunk.reductions import Reduction, get_reduction
+from ..chunk.spec import ChunkSpec
 from ..errors import ClientReductionWarning, FallbackWarning
 from ..planning.array_layout import ArrayLayout
 from ..planning.chunks import chunk_count, output_shape, plan_chunks
+from ..planning.cost import Estimate, estimate
 from ..planning.extras import Extras
 from ..planning.selection import DimSelection, normalize_selection, reduced_dims
 from .engine import Engine, Progress, fallback_warning
@@ -103,6 +105,11 @@ class ActiveReduction(_Reductions):
         """
         return self[...].reduce(op, axis, **options)
 
+    def plan(self, op: str = "mean", axis: Any = None, **options: Any) -> Estimate | None:
+        """What the cost model expects the active path to move, before anything runs (None for
+        a backend without a cost model)."""
+        return self[...].plan(op, axis, **options)
+
     def chunk_count(self, selection: Any = ...) -> int:
         """How many chunks a reduction of ``selection`` touches (for progress bars), cheaply."""
         return chunk_count(self.layout, normalize_selection(selection, self.layout.shape))
@@ -130,13 +137,32 @@ class ActiveReduction(_Reductions):
             return ClientBackend(self.array.store)
         return backend(store, store.active)
 
+    def _spec(self, plan: ReductionPlan) -> ChunkSpec:
+        cf, reduction, extras = self.decoding, plan.reduction, plan.extras
+        # Floats always sum in float64; "float" asks it of integers (numpy's mean) and of every
+        # packed dtype, whose values unpack to floats.
+        floats = cf.packed or (reduction.accumulate == "float" and cf.dtype.kind in "iu")
+        accumulate = "float" if floats else "wide"
+        return self.layout.spec(missing=cf.missing, axis=plan.reduced,
+                                fields=cf.stored_fields(reduction.fields), accumulate=accumulate,
+                                weighted=extras.weights is not None, group_axis=extras.group_dim)
+
+    def _estimate(self, plan: ReductionPlan) -> Estimate | None:
+        """The cost model's estimate of ``plan``; None where the backend has no model, and for
+        weighted and grouped reductions, which the model does not price yet."""
+        backend = self._backend_class()
+        traits = None if backend is None else backend.traits(self.layout.chunk_nbytes)
+        if traits is None or plan.extras.weights is not None or plan.extras.group_dim is not None:
+            return None
+        return estimate(self.layout, plan.dims, self._spec(plan), traits)
+
     def _run(self, op: str, dims: tuple[DimSelection, ...], axis: Any,
              options: dict[str, Any]) -> Any:
-        plan = self.plan(op, dims, axis, options)
+        plan = self.prepare(op, dims, axis, options)
         return self.finish(plan, self.accumulate(plan))
 
-    def plan(self, op: str, dims: tuple[DimSelection, ...], axis: Any,
-             options: dict[str, Any]) -> ReductionPlan:
+    def prepare(self, op: str, dims: tuple[DimSelection, ...], axis: Any,
+                options: dict[str, Any]) -> ReductionPlan:
         """What a reduction of ``dims`` computes: checked before anything is read."""
         options = dict(options)
         extras = Extras.build(dims, options.pop("weights", None), options.pop("groups", None))
@@ -159,23 +185,22 @@ class ActiveReduction(_Reductions):
     def accumulate(self, plan: ReductionPlan) -> Partial:
         """The combined partials of ``plan`` (of packed values): the storage side's work; the
         report goes to ``last_report``."""
-        reduction, dims, reduced, extras = plan.reduction, plan.dims, plan.reduced, plan.extras
-        cf = self.decoding
-        # Floats always sum in float64; "float" asks it of integers (numpy's mean) and of every
-        # packed dtype, whose values unpack to floats.
-        floats = cf.packed or (reduction.accumulate == "float" and cf.dtype.kind in "iu")
-        accumulate = "float" if floats else "wide"
-        spec = self.layout.spec(missing=cf.missing, axis=reduced,
-                                fields=cf.stored_fields(reduction.fields), accumulate=accumulate,
-                                weighted=extras.weights is not None, group_axis=extras.group_dim)
-        kernel = ChunkKernel(spec)
+        dims, reduced, extras = plan.dims, plan.reduced, plan.extras
+        kernel = ChunkKernel(self._spec(plan))
         tasks = extras.attach(plan_chunks(self.layout, dims, reduced), plan.kept)
         out_shape = plan.output_shape
         backend = self._backend()
+        planned = self._estimate(plan)
+        if planned is not None and planned.path == "plain":
+            backend = PlainRead(self.array.store)
         fallback = ClientBackend(self.array.store) if self.fallback else None
-        engine = Engine(ChunkJob(kernel, self.layout, self.array.store), backend,
-                        fallback if backend.name != "client" else None,
+        engine = Engine(ChunkJob(kernel, self.layout, self.array.store,
+                                 chunk_count(self.layout, dims)), backend,
+                        fallback if backend.name not in ("client", "plain") else None,
                         self.max_concurrency, self.progress)
+        if planned is not None:
+            engine.report.estimated_bytes = planned.active_bytes
+            engine.report.plan_reason = planned.reason
 
         async def run() -> Any:
             try:
@@ -228,6 +253,9 @@ class ActiveSelection(_Reductions):
 
     def reduce(self, op: str, axis: Any = None, **options: Any) -> Any:
         return self.parent._run(op, self.dims, axis, options)
+
+    def plan(self, op: str = "mean", axis: Any = None, **options: Any) -> Estimate | None:
+        return self.parent._estimate(self.parent.prepare(op, self.dims, axis, options))
 
 
 def _package(values: np.ndarray, mask: np.ndarray, dtype: np.dtype,

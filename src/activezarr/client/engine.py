@@ -76,8 +76,7 @@ class Engine:
     async def _run(self, tasks: Iterable[ChunkTask], out_shape: tuple[int, ...]) -> Partial:
         spec = self.job.kernel.spec
         acc = Partial.empty(out_shape, self.job.kernel.dtype, spec.fields, spec.accumulate)
-        size = max(1, min(self.backend.max_batch_chunks,
-                          self.backend.batch_bytes // max(1, self.job.layout.chunk_nbytes)))
+        size = self.backend.batch_chunks(self.job.layout.chunk_nbytes)
         indexes: ShardIndexes = {}
         for window in _slices(tasks, self.window):
             self.report.chunks += len(window)
@@ -106,7 +105,9 @@ class Engine:
         try:
             for next_done in asyncio.as_completed(pending):
                 batch, result = await next_done
-                for task, partial in zip(batch, result.partials):
+                for i, (task, partial) in enumerate(zip(batch, result.partials)):
+                    if i in result.combined:
+                        continue  # merged storage-side into another position's partial
                     if partial is None:
                         self._merge_fill(acc, task)
                     else:

@@ -29,6 +29,10 @@ class Report:
     seconds: float = 0.0
     paths: dict[str, int] = field(default_factory=dict)
     links: dict[str, int] = field(default_factory=dict)
+    #: The planner's estimate of ``bytes_from_storage`` on the active path (0: none made),
+    #: and why it picked the path it did (``paths`` has ``plain`` where it read plainly).
+    estimated_bytes: int = 0
+    plan_reason: str = ""
 
     def add(self, counts: dict[str, int], key: str, n: int) -> None:
         """Add ``n`` to ``counts[key]`` (``paths``, ``links``...), keeping zero counts out."""
@@ -47,6 +51,7 @@ class Report:
             f"backend={self.backend} chunks={self.chunks} requests={self.requests} "
             f"bytes_from_storage={self.bytes_from_storage} bytes_stored={self.bytes_stored} "
             f"fallbacks={self.fallbacks} seconds={self.seconds:.3f} paths: {paths} links: {links}"
+            + (f"\nplanned: {self.plan_reason}" if self.plan_reason else "")
             + "".join(f"\nfell back ({n} chunk(s)): {why}"
                       for why, n in self.fallback_reasons.items())
         )

@@ -19,11 +19,24 @@ from .params import JsonObjectType
               help="fsspec storage options as a JSON object.")
 @click.option("--spread-compressed", type=click.Choice(SPREAD_POLICIES), default="oss",
               show_default=True, help="Where compressed chunks spread over OSTs reduce.")
-def layout(url: str, storage_options: dict[str, Any], spread_compressed: str) -> None:
+@click.option("--op", default=None,
+              help="Estimate the bytes this reduction would move on the active path and on a "
+                   "plain read, and which path it would take (s3 with an active server).")
+@click.option("--axis", type=int, multiple=True,
+              help="An axis the estimated reduction reduces (repeat; default all).")
+@click.option("--active", type=JsonObjectType(), default="{}",
+              help='Active backend options as a JSON object, e.g. \'{"server": "http://h:8080"}\'.')
+def layout(url: str, storage_options: dict[str, Any], spread_compressed: str, op: str | None,
+           axis: tuple[int, ...], active: dict[str, Any]) -> None:
     """How the chunks of the array (or group) at URL sit on the stripes of an ost:// file
     system, the bytes each path would move, and the stripe size that would make every
-    compressed chunk single-OST. Reads no chunk data."""
+    compressed chunk single-OST; with --op, the planner's estimate for that reduction on any
+    store. Reads no chunk data."""
     console = Console()
+    if op is not None:
+        console.print(estimate_text(url, storage_options, active, op, axis or None))
+        if not url.startswith("ost://"):
+            return
     for survey in survey_url(url, storage_options, spread_compressed):
         console.print(survey_table(survey))
         stripe = survey.single_ost_stripe()
@@ -33,6 +46,18 @@ def layout(url: str, storage_options: dict[str, Any], spread_compressed: str) ->
                           f"bytes (now {current}); or stripe count 1")
         else:
             console.print(f"uncompressed: every chunk reduces on its OSTs (stripe size {current})")
+
+
+def estimate_text(url: str, storage_options: dict[str, Any], active: dict[str, Any], op: str,
+                  axis: tuple[int, ...] | None) -> str:
+    """The planner's estimate for reducing the array at ``url``, or why there is none."""
+    from ..client.active import ActiveReduction
+    from .sources import open_source
+
+    estimate = ActiveReduction(open_source(url, None, storage_options, active)).plan(op, axis)
+    if estimate is None:
+        return f"{op}: this store's backend has no cost model; it always reduces actively"
+    return f"{op}: {estimate}\n{estimate.reason}"
 
 
 def survey_table(survey: Survey) -> Table:

@@ -70,6 +70,12 @@ class ArrayLayout:
     chunk_key: Callable[[tuple[int, ...]], str]
     shard_index: ShardIndex | None = None
 
+    @property
+    def stored_objects(self) -> int:
+        """How many objects the array has at most: its chunks, or its shards when sharded."""
+        per = self.shard_index.chunks_per_shard if self.shard_index else (1,) * len(self.shape)
+        return math.prod(-(-n // (c * k)) for n, c, k in zip(self.shape, self.chunk_shape, per))
+
     @classmethod
     def from_array(cls, array: zarr.Array) -> ArrayLayout:
         """Layout of ``array``, or :class:`UnsupportedArrayError` saying what is not supported."""

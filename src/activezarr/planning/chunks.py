@@ -76,9 +76,19 @@ def chunk_count(layout: ArrayLayout, dims: Sequence[DimSelection]) -> int:
     return math.prod(len(_pieces(sel, n)) for sel, n in zip(dims, layout.chunk_shape))
 
 
+def _region_major(per_dim: Sequence[list[_Piece]], kept: Sequence[int]
+                  ) -> Iterator[tuple[_Piece, ...]]:
+    """The chunk combinations with the kept dimensions outermost: C order within each."""
+    order = [*kept, *(d for d in range(len(per_dim)) if d not in kept)]
+    back = sorted(range(len(order)), key=order.__getitem__)
+    for combo in itertools.product(*(per_dim[d] for d in order)):
+        yield tuple(combo[i] for i in back)
+
+
 def plan_chunks(layout: ArrayLayout, dims: Sequence[DimSelection],
                 reduced: Sequence[int]) -> Iterator[ChunkTask]:
-    """Every chunk the selection touches, lazily, in C order (shard by shard when sharded).
+    """Every chunk the selection touches, lazily: the chunks of one output region one after
+    another (so that a batch combines them storage-side), shard by shard when sharded.
 
     For sharded arrays the tasks are inner chunks keyed by their shard, the inner chunks of one
     shard one after another; their byte ranges are filled in from the shard index by
@@ -87,7 +97,7 @@ def plan_chunks(layout: ArrayLayout, dims: Sequence[DimSelection],
     per_dim = [_pieces(sel, n) for sel, n in zip(dims, layout.chunk_shape)]
     kept = [d for d in range(len(dims)) if d not in reduced]
     if layout.shard_index is None:
-        combos: Iterator[tuple[_Piece, ...]] = itertools.product(*per_dim)
+        combos: Iterator[tuple[_Piece, ...]] = _region_major(per_dim, kept)
         shard_of = None
     else:
         per_shard = layout.shard_index.chunks_per_shard

@@ -23,6 +23,11 @@ class BadRequest(ServerError):
     status = 400
 
 
+class NoSuchKey(BadRequest):
+    """The object store itself says the key does not exist (S3's ``NoSuchKey``): in a batch
+    that asks for ``absent``, the chunk was never written, not an error."""
+
+
 class Unauthorized(ServerError):
     """The object store refused the credentials."""
 

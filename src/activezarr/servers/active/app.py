@@ -85,8 +85,9 @@ async def reduce_batch(request: web.Request) -> web.Response:
     with service.slot():
         batch = parse(BatchRequest, body)
         async with service.budget.reservation() as results:
-            return _cbor(request, await service.run_batch(batch.requests, _auth(request),
-                                                          results))
+            return _cbor(request, await service.run_batch(
+                batch.requests, _auth(request), results, batch.combine, batch.lean,
+                batch.absent))
 
 
 async def metrics(request: web.Request) -> web.Response:

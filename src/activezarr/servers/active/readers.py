@@ -20,7 +20,7 @@ from yarl import URL
 
 from ...fileio import read_ranges
 from ...protocol import ChunkRequest
-from ..errors import BadRequest, Forbidden, Overloaded, TooLarge, Unauthorized
+from ..errors import BadRequest, Forbidden, NoSuchKey, Overloaded, TooLarge, Unauthorized
 from .access import FilePath
 
 #: Reserves memory for a read of the given size before it is read.
@@ -146,6 +146,8 @@ def _upstream_detail(body: bytes) -> str:
 
 def _check_status(status: int, url: str, detail: str) -> None:
     said = f" ({detail})" if detail else ""
+    if status == 404 and detail.startswith("NoSuchKey"):
+        raise NoSuchKey(f"object not found: {url}{said}")
     if status == 404:
         raise BadRequest(f"object or bucket not found: {url}{said}")
     if status in (401, 403):

@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
 from ...protocol import BatchItem, ChunkRequest, error_body, parse
-from ..errors import BadRequest, Overloaded, status_of
+from ..errors import BadRequest, NoSuchKey, Overloaded, status_of
 from ..metrics import Metrics
-from ..operations import execute
+from ..operations import chunk_partial, execute
 from .access import AccessPolicy
 from .budget import MemoryBudget, Reservation
 from .coalesce import Read, plan_reads
+from .combine import Combiner
 from .config import ServerConfig
 from .readers import Admit, Credentials, UpstreamReader, open_file, read_open_file
 
@@ -40,6 +43,22 @@ def _result_bytes(result: dict[str, Any]) -> int:
     """Memory a result holds until the response is sent: itself, and then its encoding."""
     stored = sum(len(v) for v in result.values() if isinstance(v, bytes))
     return 2 * stored + _COUNT_BYTES * len(result.get("count", ())) + 256
+
+
+@dataclass
+class _Answer:
+    """Where a batch's results go: per item, or merged by the combiner."""
+
+    results: list[dict[str, Any]]
+    held: Reservation
+    combiner: Combiner
+    lean: bool
+    absent: bool
+
+
+def partial_lean(lean: bool) -> Callable[..., dict[str, Any]] | None:
+    """:func:`execute` with ``lean`` answers when the batch asked for them (None: as is)."""
+    return functools.partial(execute, lean=True) if lean else None
 
 
 class ChunkService:
@@ -129,22 +148,27 @@ class ChunkService:
             return min(self.config.max_decoded_bytes, self.budget.total // 2)
         return 0
 
-    async def _compute(self, op: str, request: ChunkRequest,
-                       raw: bytes | memoryview) -> dict[str, Any]:
+    async def _compute(self, op: str, request: ChunkRequest, raw: bytes | memoryview,
+                       work: Callable[..., Any] | None = None) -> Any:
+        """``work`` (default :func:`execute`) on ``request``'s bytes in the worker pool."""
         start = time.perf_counter()
         self.metrics.requests.labels(op).inc()
         loop = asyncio.get_running_loop()
         limit = self._shapeless_decoded(request) or self.config.max_decoded_bytes
-        result = await loop.run_in_executor(self.executor, execute, op, request, raw, limit)
+        result = await loop.run_in_executor(self.executor, work or execute, op, request, raw,
+                                            limit)
         self.metrics.latency.labels(op).observe(time.perf_counter() - start)
         return result
 
     async def run_batch(self, items: Sequence[Any], auth: Credentials | None,
-                        results_held: Reservation) -> list[dict[str, Any]]:
+                        results_held: Reservation, combine: Sequence[int] | None = None,
+                        lean: bool = False, absent: bool = False) -> list[dict[str, Any]]:
         """Per-item results in order; one failing item does not fail the others.
 
         Byte ranges of one object that lie close together are read once. ``results_held``
-        holds the results' memory until the response is sent.
+        holds the results' memory until the response is sent. Items sharing a ``combine``
+        label are answered once, merged (:class:`Combiner`); ``lean`` packs counts and tells
+        each answer's stored bytes; ``absent`` answers keys the store says do not exist as such.
         """
         if len(items) > self.config.max_batch:
             raise BadRequest(f"{len(items)} requests in a batch, over the limit of "
@@ -161,13 +185,16 @@ class ChunkService:
                 results[position] = self._item_error(exc)
         reads = plan_reads(parsed, min(self.config.max_chunk_bytes, self.budget.total // 4))
         by_position = dict(parsed)
-        await asyncio.gather(*(self._serve_read(read, by_position, auth, results, results_held)
+        answer = _Answer(results, results_held, Combiner(combine, by_position), lean, absent)
+        await asyncio.gather(*(self._serve_read(read, by_position, auth, answer)
                                for read in reads))
+        for position, result in answer.combiner.answers(lean).items():
+            results[position] = result
         return results
 
     async def _serve_read(self, read: Read, items: dict[int, BatchItem],
-                          auth: Credentials | None, results: list[dict[str, Any]],
-                          results_held: Reservation) -> None:
+                          auth: Credentials | None, answer: _Answer) -> None:
+        results, results_held = answer.results, answer.held
         parts = [items[position] for position, _, _ in read.parts]
         try:
             async with self.budget.reservation() as held:
@@ -176,10 +203,19 @@ class ChunkService:
 
                 async def part(position: int, start: int, stop: int | None) -> None:
                     item = items[position]
+                    stored = len(view[start:stop])
                     try:
-                        result = await self._compute(item.op, item, view[start:stop])
+                        if answer.combiner.combines(position):
+                            partial = await self._compute(item.op, item, view[start:stop],
+                                                          chunk_partial)
+                            if answer.combiner.add(position, item, partial, stored):
+                                await held.move(results_held, 3 * partial.nbytes + 256)
+                            return
+                        result = await self._compute(item.op, item, view[start:stop],
+                                                     partial_lean(answer.lean))
                         await held.move(results_held, _result_bytes(result))
-                        results[position] = result
+                        results[position] = {**result, "stored_bytes": stored} if answer.lean \
+                            else result
                     except Exception as exc:
                         results[position] = self._item_error(exc)
 
@@ -187,7 +223,8 @@ class ChunkService:
         except Exception as exc:
             for position, _, _ in read.parts:
                 if not results[position]:
-                    results[position] = self._item_error(exc)
+                    results[position] = {"absent": True} \
+                        if answer.absent and isinstance(exc, NoSuchKey) else self._item_error(exc)
 
     def _item_error(self, exc: BaseException) -> dict[str, Any]:
         return {**error_body(exc), "status": self.record_error(exc)}

@@ -1,0 +1,91 @@
+"""Merging, before answering, the partials of batch items that land in one output region.
+
+Chunks stacked along a reduced axis each yield a partial of the same output cells; merged
+here, they cross the network once (the ``combine`` extension, PROTOCOL.md's Batch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ...chunk.partial import Partial, owned
+from ...protocol import BatchItem, extension_result, reduction_result
+from ..errors import BadRequest
+
+
+@dataclass
+class _Group:
+    op: str
+    holder: int = -1
+    request: BatchItem | None = None
+    partial: Partial | None = None
+    #: Bytes read for each merged position.
+    stored: dict[int, int] = field(default_factory=dict)
+
+
+class Combiner:
+    """The groups of one batch, by label; items alone in their group are not combined."""
+
+    def __init__(self, labels: Sequence[int] | None, items: dict[int, BatchItem]) -> None:
+        self._groups: dict[int, _Group] = {}
+        self._label_of: dict[int, int] = {}
+        if labels is None:
+            return
+        sizes: dict[int, int] = {}
+        for position in items:
+            sizes[labels[position]] = sizes.get(labels[position], 0) + 1
+        for position, item in items.items():
+            label = labels[position]
+            if sizes[label] > 1:
+                self._label_of[position] = label
+                self._groups.setdefault(label, _Group(item.op))
+
+    def combines(self, position: int) -> bool:
+        return position in self._label_of
+
+    def add(self, position: int, item: BatchItem, partial: Partial, stored: int) -> bool:
+        """Merge ``partial`` (of ``stored`` bytes read) into its group; True when it starts
+        the group (and so holds its memory)."""
+        group = self._groups[self._label_of[position]]
+        if item.op != group.op:
+            raise BadRequest(f"cannot combine op {item.op!r} with {group.op!r} in one group")
+        if group.partial is None:
+            group.holder, group.request, group.partial = position, item, owned(partial)
+            group.stored[position] = stored
+            return True
+        if _groups_present(item) != _groups_present(group.request):
+            raise BadRequest("cannot combine partials of different groups")
+        if partial.shape != group.partial.shape or partial.sum is not None and (
+                group.partial.sum is None or partial.sum.dtype != group.partial.sum.dtype):
+            raise BadRequest(f"cannot combine a partial of shape {list(partial.shape)} with one "
+                             f"of shape {list(group.partial.shape)}")
+        group.partial.merge(partial)
+        group.stored[position] = stored
+        return False
+
+    def answers(self, lean: bool) -> dict[int, dict[str, Any]]:
+        """Each group's merged result at its holder; ``{"combined": holder}`` at the others;
+        with ``lean``, each with the ``stored_bytes`` read for it."""
+        out: dict[int, dict[str, Any]] = {}
+        for group in self._groups.values():
+            if group.partial is None or group.request is None:
+                continue  # every item of the group failed: each has its error
+            out[group.holder] = extension_result(
+                reduction_result(group.op, group.request, group.partial, lean), group.request,
+                group.partial)
+            for position in group.stored:
+                if position != group.holder:
+                    out[position] = {"combined": group.holder}
+                if lean:
+                    out[position]["stored_bytes"] = group.stored[position]
+        return out
+
+
+def _groups_present(item: BatchItem | None) -> tuple[int, ...]:
+    """The grouped axis and the groups a grouped request's partial holds, in order; () if none.
+    Partials of the same shape merge cell by cell only where these are the same."""
+    if item is None or item.groups is None:
+        return ()
+    return (item.groups.axis, *sorted({label for label in item.groups.labels if label >= 0}))
