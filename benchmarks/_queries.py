@@ -7,7 +7,9 @@ for) and answers the query; it returns the answer as a float64 numpy array, or r
 
 from __future__ import annotations
 
+import importlib
 import json
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -79,6 +81,11 @@ def _xarray(da: Any, query: str, shape: dict[str, int], active: bool) -> np.ndar
     j, i = _point(shape)
     ys, xs = _box(shape)
     if active:
+        try:  # registers the accessor; a fallback to the client would be measured unawares
+            module = importlib.import_module("activezarr.xarray")
+            warnings.simplefilter("error", module.ActiveFallbackWarning)
+        except ModuleNotFoundError:
+            pass
         if not hasattr(xr.DataArray, "active"):
             raise Unsupported("needs the `da.active` xarray accessor (issue 11), not here yet")
         acc = da.active
@@ -173,7 +180,6 @@ IMPORTS = {"pas-": ("activestorage.active",), "az-": ("activezarr", "xarray", "z
 
 
 def prepare(method: str) -> None:
-    import importlib
     for prefix, modules in IMPORTS.items():
         if method.startswith(prefix):
             for module in modules:
