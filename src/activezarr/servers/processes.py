@@ -73,15 +73,15 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
 
 @contextlib.contextmanager
 def active_server(*args: str, log: Path | None = None, env: Mapping[str, str] | None = None,
-                  context: ssl.SSLContext | None = None, timeout: float = 30.0
-                  ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """``activezarr serve`` with ``args`` on a loopback port bound here: yields (URL, process).
+                  context: ssl.SSLContext | None = None, timeout: float = 30.0,
+                  host: str = "127.0.0.1") -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``activezarr serve`` with ``args`` on a port of ``host`` bound here: yields (URL, process).
 
     Its output goes to ``log`` (default: discarded), which a start-up error quotes. With
     ``context`` it is reached over https. On exit it is stopped with SIGTERM.
     """
-    sock = listening_socket()
-    url = f"{'https' if context else 'http'}://127.0.0.1:{port_of(sock)}"
+    sock = listening_socket(host)
+    url = f"{'https' if context else 'http'}://{host}:{port_of(sock)}"
     with contextlib.ExitStack() as files:  # the child keeps its own copy of the descriptor
         output = files.enter_context(open(log, "wb")) if log else subprocess.DEVNULL
         process = spawn(

@@ -1,0 +1,31 @@
+"""benchmarks/compare.py's machinery on a tiny dataset: cases run, answers agree, skips say why.
+
+Only the machinery: the figures themselves are measured by running the script, never here.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "compare.py"
+
+
+def test_quick_run_checks_answers_and_names_what_it_skips(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    run = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--loopback", "--json", str(out),
+         "--methods", "zarr-local", "az-file", "pas-local", "--queries", "mean", "climatology"],
+        capture_output=True, text=True, timeout=240, check=True)
+    assert "no network emulation (--loopback)" in run.stdout
+    results = {(r["method"], r["query"]): r for r in json.loads(out.read_text())["results"]}
+    for method in ("zarr-local", "az-file", "pas-local"):
+        mean = results[method, "mean"]
+        assert mean["check"] == "ok" and mean["seconds"] > 0 and mean["peak_mib"] > 10
+    assert results["pas-local", "climatology"]["skip"] == \
+        "PyActiveStorage has no weighted or grouped reductions"
+    assert results["zarr-local", "climatology"]["check"] == "ok"
+    assert "pas-local          skipped: PyActiveStorage has no" in run.stdout.replace(
+        "climatology ", "")
