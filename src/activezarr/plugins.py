@@ -16,11 +16,10 @@ class Registry(Generic[T]):
         self.group = group
         self.kind = kind
         self.error = error
-        self._plugins: dict[str, T | EntryPoint] = {}  # entry points load on first use
-        #: Names still holding an entry point: tracked by name, since the entry points' class
-        #: is whichever ``importlib.metadata`` implementation found the distribution (some
-        #: packages install ``importlib_metadata``'s finders, with their own EntryPoint class).
-        self._unloaded: set[str] = set()
+        self._plugins: dict[str, T] = {}
+        # Entry points load on first use. Kept apart rather than told apart by type: a
+        # distribution finder from the importlib_metadata backport yields its own EntryPoint.
+        self._pending: dict[str, EntryPoint] = {}
         self._loaded = False
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -28,7 +27,6 @@ class Registry(Generic[T]):
 
         def decorate(plugin: T) -> T:
             self._plugins[name] = plugin
-            self._unloaded.discard(name)
             return plugin
 
         return decorate
@@ -37,24 +35,21 @@ class Registry(Generic[T]):
         if not self._loaded:
             for ep in entry_points(group=self.group):
                 if ep.name not in self._plugins:
-                    self._plugins[ep.name] = ep  # loaded on first use
-                    self._unloaded.add(ep.name)
+                    self._pending.setdefault(ep.name, ep)
             self._loaded = True
 
     def names(self) -> list[str]:
         self._load_entry_points()
-        return sorted(self._plugins)
+        return sorted({*self._plugins, *self._pending})
 
     def get(self, name: str) -> T:
         """The plugin called ``name``; the registry's error lists the available names if none."""
         self._load_entry_points()
+        if name not in self._plugins and name in self._pending:
+            self._plugins[name] = self._pending.pop(name).load()
         try:
-            plugin = self._plugins[name]
+            return self._plugins[name]
         except KeyError:
             raise self.error(
                 f"unknown {self.kind} {name!r}; available: {', '.join(self.names())}"
             ) from None
-        if name in self._unloaded:
-            plugin = self._plugins[name] = plugin.load()  # type: ignore[union-attr]
-            self._unloaded.discard(name)
-        return plugin  # type: ignore[return-value]

@@ -18,7 +18,6 @@ from ..errors import BadRequest
 @dataclass
 class _Group:
     op: str
-    holder: int = -1
     request: BatchItem | None = None
     partial: Partial | None = None
     #: Bytes read for each merged position.
@@ -52,7 +51,7 @@ class Combiner:
         if item.op != group.op:
             raise BadRequest(f"cannot combine op {item.op!r} with {group.op!r} in one group")
         if group.partial is None:
-            group.holder, group.request, group.partial = position, item, owned(partial)
+            group.request, group.partial = item, owned(partial)
             group.stored[position] = stored
             return True
         if _groups_present(item) != _groups_present(group.request):
@@ -66,18 +65,20 @@ class Combiner:
         return False
 
     def answers(self, lean: bool) -> dict[int, dict[str, Any]]:
-        """Each group's merged result at its holder; ``{"combined": holder}`` at the others;
-        with ``lean``, each with the ``stored_bytes`` read for it."""
+        """Each group's merged result at its first position that succeeded, ``{"combined": it}``
+        at the others; with ``lean``, each with the ``stored_bytes`` read for it."""
         out: dict[int, dict[str, Any]] = {}
         for group in self._groups.values():
             if group.partial is None or group.request is None:
                 continue  # every item of the group failed: each has its error
-            out[group.holder] = extension_result(
+            # The first position that succeeded holds the answer, whichever finished first.
+            holder = min(group.stored)
+            out[holder] = extension_result(
                 reduction_result(group.op, group.request, group.partial, lean), group.request,
                 group.partial)
             for position in group.stored:
-                if position != group.holder:
-                    out[position] = {"combined": group.holder}
+                if position != holder:
+                    out[position] = {"combined": holder}
                 if lean:
                     out[position]["stored_bytes"] = group.stored[position]
         return out
