@@ -6,6 +6,7 @@ Pure numpy and numcodecs, no zarr: the same code runs in every storage-side proc
 from __future__ import annotations
 
 import math
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,7 +35,7 @@ def partial_of(
     valid: Any = True if mask is None else ~mask
     if mask is None:
         n = math.prod(data.shape[a] for a in axes)
-        count = np.full(_kept_shape(data.shape, axes), n, np.int64)
+        count = np.full(kept_shape(data.shape, axes), n, np.int64)
     else:
         count = np.asarray(np.count_nonzero(valid, axis=axes), dtype=np.int64)
     result = Partial(count)
@@ -73,7 +74,7 @@ def constant_partial(
     accumulate: str = "wide",
 ) -> Partial:
     """Partials of an array of ``shape`` filled with ``value`` (a chunk never written), no data."""
-    out_shape = _kept_shape(shape, axes)
+    out_shape = kept_shape(shape, axes)
     n = 0 if is_missing(value, dtype, missing) else math.prod(shape[a] for a in axes)
     result = Partial.empty(out_shape, dtype, names, accumulate)
     if n == 0:
@@ -116,7 +117,7 @@ def grouped_partial(
                                 **options))
     at = sum(1 for a in range(group_axis) if a not in axes)
     if not parts:
-        shape = list(_kept_shape(data.shape, axes))
+        shape = list(kept_shape(data.shape, axes))
         shape[at] = 0
         return Partial.empty(tuple(shape), data.dtype, options["names"], options["accumulate"])
     return Partial.stack(parts, at)
@@ -128,7 +129,8 @@ def group_keys(labels: np.ndarray) -> np.ndarray:
     return present[present >= 0]
 
 
-def _kept_shape(shape: tuple[int, ...], axes: tuple[int, ...]) -> tuple[int, ...]:
+def kept_shape(shape: Sequence[int], axes: Collection[int]) -> tuple[int, ...]:
+    """``shape`` without the reduced ``axes``: the shape of a partial (one output cell each)."""
     return tuple(n for i, n in enumerate(shape) if i not in axes)
 
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from .kernel import partial_of
+from .kernel import kept_shape, partial_of
 from .partial import Partial
 from .spec import ChunkSpec, Selection
 
@@ -60,11 +60,6 @@ def stored_axes(spec: ChunkSpec) -> tuple[int, ...]:
     return tuple(spec.order)
 
 
-def output_shape(spec: ChunkSpec, selection: Selection) -> tuple[int, ...]:
-    """Shape of one chunk's partial: the selected sizes of the axes not reduced."""
-    return tuple(len(range(*s)) for d, s in enumerate(selection) if d not in spec.reduced_axes)
-
-
 def _clip(lo: int, hi: int, sel: tuple[int, int, int]) -> tuple[slice, slice] | None:
     """(slice of the box ``[lo, hi)``, slice of the selection's outputs) where they meet."""
     start, stop, step = sel
@@ -89,8 +84,9 @@ class FlatReducer:
         self.axes = stored_axes(spec)
         self.inverse = tuple(int(i) for i in np.argsort(self.axes))
         self.stored_shape = tuple(spec.shape[a] for a in self.axes)
-        self.result = Partial.empty(output_shape(spec, selection), self.dtype, spec.fields,
-                                    spec.accumulate)
+        selected = [len(range(*s)) for s in selection]
+        self.result = Partial.empty(kept_shape(selected, spec.reduced_axes), self.dtype,
+                                    spec.fields, spec.accumulate)
 
     def add(self, k0: int, values: np.ndarray) -> None:
         """Fold elements ``k0, k0 + 1, ...`` (flat stored order) holding ``values``."""

@@ -13,14 +13,14 @@ import zarr
 
 from ..backends.base import Backend, ChunkJob, backends
 from ..backends.client import ClientBackend, PlainRead
-from ..chunk.kernel import ChunkKernel
+from ..chunk.kernel import ChunkKernel, kept_shape
 from ..chunk.missing import decoding
 from ..chunk.partial import Partial
 from ..chunk.reductions import Reduction, get_reduction
 from ..chunk.spec import ChunkSpec
 from ..errors import ClientReductionWarning, FallbackWarning
 from ..planning.array_layout import ArrayLayout
-from ..planning.chunks import chunk_count, output_shape, plan_chunks
+from ..planning.chunks import chunk_count, plan_chunks
 from ..planning.cost import Estimate, estimate
 from ..planning.extras import Extras
 from ..planning.selection import DimSelection, normalize_selection, reduced_dims
@@ -233,7 +233,8 @@ class ReductionPlan:
 
     @property
     def output_shape(self) -> tuple[int, ...]:
-        return self.extras.output_shape(output_shape(self.dims, self.reduced), self.kept)
+        shape = kept_shape([d.size for d in self.dims], self.reduced)
+        return self.extras.output_shape(shape, self.kept)
 
 
 class ActiveSelection(_Reductions):

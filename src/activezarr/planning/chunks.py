@@ -67,10 +67,6 @@ def chunk_spans(sel: DimSelection, chunk: int) -> list[tuple[int, int]]:
     return [p.out for p in _pieces(sel, chunk)]
 
 
-def output_shape(dims: Sequence[DimSelection], reduced: Sequence[int]) -> tuple[int, ...]:
-    return tuple(sel.size for d, sel in enumerate(dims) if d not in reduced)
-
-
 def chunk_count(layout: ArrayLayout, dims: Sequence[DimSelection]) -> int:
     """How many chunks :func:`plan_chunks` yields, without making them."""
     return math.prod(len(_pieces(sel, n)) for sel, n in zip(dims, layout.chunk_shape))
