@@ -70,18 +70,15 @@ class Min(Reduction):
         return dtype.newbyteorder("=")
 
     def finish(self, acc: Partial) -> tuple[np.ndarray, np.ndarray]:
-        assert acc.min is not None
-        return acc.min, acc.count == 0
+        extreme = getattr(acc, self.name)  # the field named like the reduction: min or max
+        assert extreme is not None
+        return extreme, acc.count == 0
 
 
 @reductions.register("max")
 class Max(Min):
     name = "max"
     fields = ("count", "max")
-
-    def finish(self, acc: Partial) -> tuple[np.ndarray, np.ndarray]:
-        assert acc.max is not None
-        return acc.max, acc.count == 0
 
 
 @reductions.register("count")
