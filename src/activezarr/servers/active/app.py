@@ -1,30 +1,21 @@
-"""The aiohttp application: routes, the error middleware, and the resources' lifecycle."""
+"""The active server's application: its routes, document and resources' lifecycle (the rest is
+:mod:`activezarr.servers.http`)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import aiohttp
-import cbor2
 from aiohttp import web
 
 from ...chunk.codecs import ALLOWED_CODECS
-from ...protocol import (
-    DTYPES,
-    EXTENSIONS,
-    HEALTH_PATH,
-    OPS,
-    SCHEMA_PATH,
-    BatchRequest,
-    ChunkRequest,
-    error_body,
-    parse,
-)
-from ..errors import RequestTimeout, UnknownOperation, json_response
-from ..metrics import CONTENT_TYPE, Metrics
+from ...protocol import DTYPES, EXTENSIONS, OPS, BatchRequest, ChunkRequest, parse
+from ..errors import RequestTimeout, UnknownOperation
+from ..http import cbor_response, create_server_app
+from ..metrics import Metrics
 from .config import ServerConfig
 from .readers import Credentials
 from .service import ChunkService
@@ -32,17 +23,6 @@ from .service import ChunkService
 CONFIG = web.AppKey("config", ServerConfig)
 METRICS = web.AppKey("metrics", Metrics)
 SERVICE = web.AppKey("service", ChunkService)
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error becomes PROTOCOL.md's JSON body with the status its type knows."""
-    try:
-        return await handler(request)
-    except Exception as exc:
-        status = request.app[SERVICE].record_error(exc)
-        return json_response(error_body(exc), status=status)
 
 
 def _auth(request: web.Request) -> Credentials | None:
@@ -50,9 +30,7 @@ def _auth(request: web.Request) -> Credentials | None:
 
 
 def _cbor(request: web.Request, payload: Any) -> web.Response:
-    body = cbor2.dumps(payload)
-    request.app[METRICS].bytes_returned.inc(len(body))
-    return web.Response(body=body, content_type="application/cbor")
+    return cbor_response(payload, request.app[METRICS].bytes_returned.inc)
 
 
 async def _body(request: web.Request) -> bytes:
@@ -90,28 +68,15 @@ async def reduce_batch(request: web.Request) -> web.Response:
                 batch.absent))
 
 
-async def metrics(request: web.Request) -> web.Response:
-    return web.Response(body=request.app[METRICS].exposition(),
-                        headers={"Content-Type": CONTENT_TYPE})
-
-
-async def healthz(request: web.Request) -> web.Response:
-    """200 when ready for work; 503 while saturated (every slot taken, or memory awaited)."""
-    if request.app[SERVICE].saturated:
-        return json_response({"status": "saturated"}, status=503)
-    return json_response({"status": "ok"})
-
-
-async def schema(request: web.Request) -> web.Response:
+def _document(config: ServerConfig) -> dict[str, Any]:
     """The capability document: what a client may send to this server."""
-    config = request.app[CONFIG]
     interfaces = ["s3", "http", "https"] + (["file"] if config.roots else [])
-    return json_response({
+    return {
         "name": "activezarr", "api": "v2", "operations": list(OPS), "dtypes": list(DTYPES),
         "compression": ["blosc2", "gzip", "zlib"], "filters": ["shuffle"],
         "codecs": sorted(ALLOWED_CODECS), "interface_types": interfaces,
         "limits": config.limits(), "extensions": list(EXTENSIONS),
-    })
+    }
 
 
 def _resources(config: ServerConfig) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -131,7 +96,12 @@ def _resources(config: ServerConfig) -> Callable[[web.Application], AsyncIterato
 
 def create_app(config: ServerConfig) -> web.Application:
     """The active server for ``config``."""
-    app = web.Application(client_max_size=config.max_body, middlewares=[error_middleware])
+    app = create_server_app(
+        exposition=lambda app: app[METRICS].exposition(),
+        on_error=lambda request, exc: request.app[SERVICE].record_error(exc),
+        # saturated: every slot taken, or memory awaited
+        saturated=lambda app: app[SERVICE].saturated,
+        document=_document(config), client_max_size=config.max_body)
     app[CONFIG] = config
     app[METRICS] = Metrics()
     app.cleanup_ctx.append(_resources(config))
@@ -139,7 +109,4 @@ def create_app(config: ServerConfig) -> web.Application:
     app.router.add_post("/v2/batch/", reduce_batch)
     app.router.add_post("/v2/{op}", reduce_chunk)
     app.router.add_post("/v2/{op}/", reduce_chunk)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get(HEALTH_PATH, healthz)
-    app.router.add_get(SCHEMA_PATH, schema)
     return app

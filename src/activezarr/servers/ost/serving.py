@@ -1,4 +1,5 @@
-"""What every server of the cluster shares: error statuses, health, byte counters, running."""
+"""What every server of the cluster shares: error statuses, the token, byte counters, running
+(the HTTP face is :mod:`activezarr.servers.http`)."""
 
 from __future__ import annotations
 
@@ -6,16 +7,16 @@ import hmac
 import logging
 import socket
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-import cbor2
 from aiohttp import web
 
 from ...chunk.codecs import ALLOWED_CODECS
-from ...protocol import DTYPES, HEALTH_PATH, SCHEMA_PATH, error_body
-from ..errors import ServerError, UnknownOperation, json_response, status_of
-from ..metrics import CONTENT_TYPE, links_exposition
+from ...protocol import DTYPES
+from ..errors import ServerError, UnknownOperation, status_of
+from ..http import add_document, create_server_app
+from ..http import cbor_response as _cbor_response
+from ..metrics import links_exposition
 from .messages import OPS, TOKEN_HEADER
 from .transport import OSTUnavailableError, RemoteError
 
@@ -24,29 +25,18 @@ log = logging.getLogger("activezarr.ost")
 #: and ``lan`` (storage to client); each is counted once, by the server that sent the bytes.
 LINKS = web.AppKey("links", Counter)
 TOKEN = web.AppKey("token", str)
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _status(exc: BaseException) -> int:
+def _status(request: web.Request, exc: Exception) -> int:
+    """The status of ``exc``; a 500 is a bug and is logged with its traceback."""
     if isinstance(exc, OSTUnavailableError):
         return 503  # a server behind this one is down: not the client's fault
     if isinstance(exc, RemoteError):
         return exc.status
-    return status_of(exc)
-
-
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error becomes PROTOCOL.md's JSON body with the status its type knows."""
-    try:
-        return await handler(request)
-    except web.HTTPException:
-        raise
-    except Exception as exc:
-        status = _status(exc)
-        if status == 500:
-            log.error("server bug", exc_info=exc)
-        return json_response(error_body(exc), status=status)
+    status = status_of(exc)
+    if status == 500:
+        log.error("server bug", exc_info=exc)
+    return status
 
 
 class WrongToken(ServerError):
@@ -63,15 +53,6 @@ def require_token(request: web.Request) -> None:
                          f"(header {TOKEN_HEADER})")
 
 
-async def healthz(request: web.Request) -> web.Response:
-    return json_response({"status": "ok"})
-
-
-async def metrics(request: web.Request) -> web.Response:
-    links: Counter[str] = request.app[LINKS]
-    return web.Response(body=links_exposition(links), headers={"Content-Type": CONTENT_TYPE})
-
-
 def operation(request: web.Request) -> str:
     """The ``{op}`` of ``POST /v2/{op}``; unknown operations are a 404, as PROTOCOL.md says."""
     op = request.match_info["op"]
@@ -82,21 +63,20 @@ def operation(request: web.Request) -> str:
 
 def add_schema(app: web.Application, extensions: tuple[str, ...]) -> None:
     """PROTOCOL.md's capability document, for ``interface_type: "ost"``."""
-    document = {"name": "activezarr-ost", "api": "v2", "operations": list(OPS),
-                "dtypes": list(DTYPES), "codecs": sorted(ALLOWED_CODECS),
-                "interface_types": ["ost"], "extensions": list(extensions)}
-
-    async def schema(request: web.Request) -> web.Response:
-        return json_response(document)
-
-    app.router.add_get(SCHEMA_PATH, schema)
+    add_document(app, {"name": "activezarr-ost", "api": "v2", "operations": list(OPS),
+                       "dtypes": list(DTYPES), "codecs": sorted(ALLOWED_CODECS),
+                       "interface_types": ["ost"], "extensions": list(extensions)})
 
 
 def cbor_response(request: web.Request, payload: Any, link: str = "lan") -> web.Response:
     """``payload`` as CBOR, its size counted on ``link``."""
-    body = cbor2.dumps(payload)
-    request.app[LINKS][link] += len(body)
-    return web.Response(body=body, content_type="application/cbor")
+    links: Counter[str] = request.app[LINKS]
+    return _cbor_response(payload, lambda n: links.update({link: n}))
+
+
+def _exposition(app: web.Application) -> bytes:
+    links: Counter[str] = app[LINKS]
+    return links_exposition(links)
 
 
 def create_base_app(token: str) -> web.Application:
@@ -104,11 +84,11 @@ def create_base_app(token: str) -> web.Application:
     handlers call :func:`require_token` with the cluster's ``token``."""
     if not token:
         raise ValueError("a cluster server needs its cluster's token")
-    app = web.Application(client_max_size=1 << 30, middlewares=[error_middleware])
+    app = create_server_app(exposition=_exposition,
+                            on_error=_status, client_max_size=1 << 30,
+                            http_errors_as_json=False)  # an object's 404 stays aiohttp's
     app[LINKS] = Counter()
     app[TOKEN] = token
-    app.router.add_get(HEALTH_PATH, healthz)
-    app.router.add_get("/metrics", metrics)
     return app
 
 
