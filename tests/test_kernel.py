@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import cbor2
 import numcodecs
 import numpy as np
 import pytest
 
 from activezarr.chunk.codec import ChunkReduction
 from activezarr.chunk.kernel import ChunkKernel
-from activezarr.chunk.partial import Partial, decode_partial
+from activezarr.chunk.partial import Partial
+from activezarr.chunk.result import partial_from_result
 from activezarr.chunk.spec import ChunkSpec, MissingSpec
 
 
 def test_chunk_reduction_is_a_registered_numcodecs_codec() -> None:
     data = np.arange(24, dtype=">i4").reshape(4, 6)
     raw = numcodecs.Zstd().encode(data.tobytes())
-    config = ChunkReduction(dtype=">i4", shape=[4, 6], codecs=[{"id": "zstd"}],
-                            selection=[[1, 4, 2], [0, 6, 1]], axis=[0],
-                            fields=["count", "sum", "min", "max"]).get_config()
+    reduction = ChunkReduction("stats", [[1, 4, 2], [0, 6, 1]], dtype=">i4", shape=[4, 6],
+                               codecs=[{"id": "zstd"}], axis=[0])
+    config = reduction.get_config()
     assert config["id"] == "activezarr.chunk_reduction"
-    partial = decode_partial(numcodecs.get_codec(config).decode(raw))
+    rebuilt = numcodecs.get_codec(config)
+    assert rebuilt.get_config() == config
+    partial = partial_from_result("stats", cbor2.loads(rebuilt.decode(raw)), reduction.spec)
     np.testing.assert_array_equal(partial.sum, data[1:4:2].sum(axis=0))
     np.testing.assert_array_equal(partial.min, data[1:4:2].min(axis=0))
     np.testing.assert_array_equal(partial.count, [2] * 6)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from activezarr.chunk.kernel import ChunkKernel
+from activezarr.chunk.result import select_result
 from activezarr.chunk.spec import ChunkSpec, MissingSpec
 from activezarr.protocol import (
     EXTENSIONS,
@@ -18,8 +18,6 @@ from activezarr.protocol import (
     choose_op,
     error_body,
     partial_from_result,
-    reduction_result,
-    select_result,
 )
 
 BASE = {"interface_type": "s3", "url": "http://s3.local/bucket/key", "dtype": "int32"}
@@ -30,11 +28,10 @@ def parse(**fields: object) -> ChunkRequest:
 
 
 def run(op: str, data: np.ndarray, **fields: object) -> dict:
-    """The response map of ``op`` on ``data``, through the request's own spec and the kernel."""
+    """The response map of ``op`` on ``data``, through the request's own ChunkReduction."""
     request = parse(dtype=data.dtype.name, shape=list(data.shape), **fields)
-    spec = request.chunk_spec(op, data.shape, request.codec_configs())
-    partial = ChunkKernel(spec).reduce(data.tobytes(), request.chunk_selection(data.shape))
-    return reduction_result(op, request, partial)
+    reduction = request.chunk_reduction(op, data.shape, request.codec_configs())
+    return reduction.result(data.tobytes())
 
 
 def values(result: dict) -> np.ndarray:
@@ -185,7 +182,7 @@ def test_nan_propagates_through_min_and_max() -> None:
 def test_select_returns_elements_in_the_requested_order_with_the_valid_count() -> None:
     data = np.arange(6, dtype=np.int32).reshape(2, 3)
     request = parse(shape=[2, 3], order="F", missing={"missing_value": 4})
-    result = select_result(request, data, 5)
+    result = select_result(data, 5, request.result_form("select"))
     assert result["count"] == [5] and result["shape"] == [2, 3]
     assert np.frombuffer(result["bytes"], "int32").tolist() == [0, 3, 1, 4, 2, 5]
 

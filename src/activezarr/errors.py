@@ -37,6 +37,10 @@ class CodecNotAllowedError(ActiveZarrError, ValueError):
     """A codec id outside the allow-list (pickle and object codecs are never allowed)."""
 
 
+class InvalidReductionError(ActiveZarrError, ValueError):
+    """A ``ChunkReduction`` config that does not describe a chunk reduction."""
+
+
 class ChunkDecodeError(ActiveZarrError, ValueError):
     """A chunk whose bytes do not decode to the size its metadata promises."""
 

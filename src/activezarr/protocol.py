@@ -8,11 +8,9 @@ builds requests and decodes results here. It knows nothing about HTTP or I/O.
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal, TypeVar
 
-import numcodecs
 import numpy as np
 from pydantic import (
     BaseModel,
@@ -24,9 +22,11 @@ from pydantic import (
     model_validator,
 )
 
+from .chunk.codec import ChunkReduction
 from .chunk.codecs import CodecChain
-from .chunk.partial import Partial, accumulator_dtype
-from .chunk.spec import ChunkSpec, MissingSpec, PartialField, Selection, check_selection
+from .chunk.result import BYTE_ORDER, ENDIAN, ResultForm, result_form
+from .chunk.result import partial_from_result as partial_from_result  # what clients read
+from .chunk.spec import ChunkSpec, MissingSpec, Selection, check_selection
 from .errors import ActiveZarrError
 
 V2_OPS = ("count", "max", "min", "sum", "select")
@@ -38,21 +38,10 @@ INTERFACE_TYPES = ("s3", "http", "https", "file", "ost")
 EXTENSIONS = ("stats", "batch", "codecs", "accumulate", "accumulate-float", "missing-combined",
               "dtypes", "file", "healthz", "weights", "groups", "missing-nan", "combine", "lean",
               "absent")
-BYTE_ORDER = sys.byteorder
 #: The capability document (Discovery) and the health check (the ``healthz`` extension).
 SCHEMA_PATH = "/.well-known/reductionist-schema"
 HEALTH_PATH = "/healthz"
 
-#: The partial fields each operation computes.
-OP_FIELDS: dict[str, tuple[PartialField, ...]] = {
-    "count": ("count",), "select": ("count",), "sum": ("count", "sum"),
-    "min": ("count", "min"), "max": ("count", "max"), "stats": ("count", "sum", "min", "max", "m2"),
-}
-_ENDIAN: dict[str, Literal["<", ">"]] = {"little": "<", "big": ">"}
-#: The fields of a result that hold arrays, what ``lean`` may compress, and from what size.
-_ARRAY_FIELDS = ("bytes", "sum", "min", "max", "m2", "count_packed")
-COMPRESS_FROM = 4096
-_ZSTD = numcodecs.Zstd(level=1)
 _ENDIAN_NAME = {"<": "little", ">": "big", "=": BYTE_ORDER}
 Number = StrictInt | float
 #: Integers a request may carry: what fits a signed 64-bit offset, size, extent or index.
@@ -264,7 +253,7 @@ class ChunkRequest(_Strict):
     @property
     def stored_dtype(self) -> np.dtype:
         """The element dtype with the request's byte order (native when absent)."""
-        return np.dtype(self.dtype).newbyteorder(_ENDIAN.get(self.byte_order or "", "="))
+        return np.dtype(self.dtype).newbyteorder(ENDIAN.get(self.byte_order or "", "="))
 
     def codec_configs(self) -> tuple[dict[str, Any], ...]:
         """The decode chain as numcodecs configs in encode order (filters, then compression)."""
@@ -275,23 +264,37 @@ class ChunkRequest(_Strict):
             chain.append({"id": self.compression.id})
         return tuple(chain)
 
-    def chunk_spec(self, op: str, shape: Sequence[int], codecs: Sequence[dict[str, Any]]
-                   ) -> ChunkSpec:
-        """The kernel's spec for ``op`` on a chunk of ``shape``.
+    def chunk_reduction(self, op: str, shape: Sequence[int], codecs: Sequence[dict[str, Any]],
+                        lean: bool = False) -> ChunkReduction:
+        """The work this request asks for: ``op`` on a chunk of ``shape`` stored with
+        ``codecs``, as the :class:`ChunkReduction` every storage side runs.
 
         Sums accumulate in float64 under ``accumulate: float`` (numpy's mean and var of
         integers) and when weighted, else wide; ``native`` narrows them in the result.
         """
-        weighted = self.weights is not None
-        accumulate: Literal["wide", "float"] = (
-            "float" if self.accumulate == "float" or weighted else "wide")
-        fields = (*OP_FIELDS[op], "wsum") if weighted else OP_FIELDS[op]
-        return ChunkSpec(dtype=self.stored_dtype.str, shape=tuple(shape), order=self.order,
-                         codecs=tuple(codecs),
-                         missing=self._missing_spec(),
-                         axis=self._axes(len(shape)), fields=fields,
-                         accumulate=accumulate, weighted=weighted,
-                         group_axis=None if self.groups is None else self.groups.axis)
+        weights = self.weights
+        return ChunkReduction(
+            op, self.chunk_selection(shape), dtype=self.stored_dtype.str, shape=tuple(shape),
+            order=self.order, codecs=tuple(codecs), missing=self._missing_spec(),
+            axis=self._axes(len(shape)), accumulate=self.accumulate,
+            weights=None if weights is None else {"shape": weights.shape,
+                                                  "values": weights.values},
+            groups=None if self.groups is None else {"axis": self.groups.axis,
+                                                     "labels": self.groups.labels},
+            lean=lean, shape_as_bytes=bool(self.option_shape_as_bytes),
+            count_as_bytes=bool(self.option_count_as_bytes))
+
+    def chunk_spec(self, op: str, shape: Sequence[int], codecs: Sequence[dict[str, Any]]
+                   ) -> ChunkSpec:
+        """The kernel's spec for ``op`` on a chunk of ``shape``."""
+        return self.chunk_reduction(op, shape, codecs).spec
+
+    def result_form(self, op: str, lean: bool = False) -> ResultForm:
+        """How the answer to ``op`` is written (a merged partial's too)."""
+        return result_form(op, self.dtype, self.order, self.axis, accumulate=self.accumulate,
+                           lean=lean, shape_as_bytes=bool(self.option_shape_as_bytes),
+                           count_as_bytes=bool(self.option_count_as_bytes),
+                           labels=None if self.groups is None else self.groups.labels)
 
     def _missing_spec(self) -> MissingSpec:
         spec = self.missing.to_spec() if self.missing else MissingSpec()
@@ -307,14 +310,6 @@ class ChunkRequest(_Strict):
         weighted = 24 * selected if self.weights is not None else 0
         grouped = selected * np.dtype(self.dtype).itemsize if self.groups is not None else 0
         return weighted + grouped
-
-    def weight_array(self) -> np.ndarray | None:
-        if self.weights is None:
-            return None
-        return np.asarray(self.weights.values, np.float64).reshape(self.weights.shape)
-
-    def label_array(self) -> np.ndarray | None:
-        return None if self.groups is None else np.asarray(self.groups.labels, np.int64)
 
     def chunk_selection(self, shape: Sequence[int]) -> Selection:
         if self.selection is None:
@@ -382,156 +377,7 @@ class BatchRequest(_Strict):
         return self
 
 
-# --- results -------------------------------------------------------------------------------
-
-
-def _native(array: np.ndarray) -> np.ndarray:
-    return np.asarray(array).astype(array.dtype.newbyteorder("="), copy=False)
-
-
-def _limits(dtype: np.dtype) -> tuple[Any, Any]:
-    """Reductionist's empty min and max: the dtype's own max and min (finite, also for floats)."""
-    info = np.finfo(dtype) if dtype.kind == "f" else np.iinfo(dtype)
-    return info.max, info.min
-
-
-Layout = Literal["C", "F"]
-
-
-def result_order(op: str, order: Layout, axis: Any) -> Layout:
-    """The order of a result's bytes and counts, as Reductionist lays them out: a reduction over
-    no axis (``axis: []``) and ``select`` keep the request's order; everything else is C."""
-    if op == "select" or (op != "count" and axis is not None and not isinstance(axis, int)
-                          and len(axis) == 0):
-        return order
-    return "C"
-
-
-def narrowest_count(count: np.ndarray) -> np.ndarray:
-    """``count`` in the narrowest unsigned dtype that holds its largest value."""
-    top = int(count.max()) if count.size else 0
-    for dtype in (np.uint8, np.uint16, np.uint32):
-        if top <= np.iinfo(dtype).max:
-            return count.astype(dtype)
-    return count.astype(np.uint64)
-
-
-def lean_count(count: np.ndarray, order: Layout) -> dict[str, Any]:
-    """The ``lean`` form of a result's counts: one number when every count is the same (as
-    where nothing can be missing), else the counts' bytes in the narrowest unsigned dtype."""
-    if count.size and (count == count.flat[0]).all():
-        return {"count": [], "count_constant": int(count.flat[0])}
-    packed = narrowest_count(count)
-    return {"count": [], "count_dtype": packed.dtype.name,
-            "count_packed": packed.tobytes(order=order)}
-
-
-def _result(values: np.ndarray, count: np.ndarray, request: ChunkRequest,
-            op: str, lean: bool = False) -> dict[str, Any]:
-    order = result_order(op, request.order, request.axis)
-    count = np.asarray(count, np.int64)
-    values = _native(values)
-    return {
-        "bytes": values.tobytes(order=order),
-        "dtype": values.dtype.name,
-        "shape": list(values.shape),
-        "count": count.reshape(-1, order=order).tolist() if not lean else [],
-        **(lean_count(count, order) if lean else {}),
-        "byte_order": BYTE_ORDER,
-        "shape_as_bytes": (np.asarray(values.shape, np.int64).tobytes()
-                           if request.option_shape_as_bytes else b""),
-        "count_as_bytes": count.tobytes(order=order) if request.option_count_as_bytes else b"",
-    }
-
-
-def _empty_filled(values: np.ndarray, count: np.ndarray, fill: Any) -> np.ndarray:
-    out = _native(values).copy()
-    out[count == 0] = fill
-    return out
-
-
-def reduction_result(op: str, request: ChunkRequest, partial: Partial,
-                     lean: bool = False) -> dict[str, Any]:
-    """The response map of a reduction, with Reductionist's dtypes and empty results; ``lean``
-    packs the counts (:func:`lean_count`), and those of ``count`` in its ``bytes`` too, and
-    compresses the arrays where that pays (:func:`compress_result`)."""
-    result = _reduction_result(op, request, partial, lean)
-    return compress_result(result) if lean else result
-
-
-def compress_result(result: dict[str, Any]) -> dict[str, Any]:
-    """Zstd (level 1) on each array of ``result`` that shrinks by at least a tenth; ``zstd``
-    lists those fields. Float64 sums of float32 data end in zero bits: they halve."""
-    packed = []
-    for name in _ARRAY_FIELDS:
-        data = result.get(name)
-        if isinstance(data, bytes) and len(data) >= COMPRESS_FROM:
-            small = bytes(_ZSTD.encode(data))
-            if len(small) <= 0.9 * len(data):
-                result[name] = small
-                packed.append(name)
-    if packed:
-        result["zstd"] = packed
-    return result
-
-
-def _field(result: Mapping[str, Any], name: str, nbytes: int) -> bytes:
-    """The bytes of array field ``name`` (``nbytes`` long), decompressed where ``zstd`` says."""
-    data = result[name]
-    if name in result.get("zstd", ()):
-        data = bytes(_ZSTD.decode(data))
-    if len(data) != nbytes:
-        raise ValueError(f"the server's {name!r} has {len(data)} bytes, expected {nbytes}")
-    return bytes(data)
-
-
-def _reduction_result(op: str, request: ChunkRequest, partial: Partial,
-                      lean: bool) -> dict[str, Any]:
-    dtype = np.dtype(request.dtype)
-    count = partial.count
-    biggest, smallest = _limits(dtype)
-    if op == "count":
-        return _result(narrowest_count(count) if lean else count, count, request, op, lean)
-    if op == "sum":
-        assert partial.sum is not None  # the kernel computed what OP_FIELDS[op] names
-        native = request.accumulate == "native"
-        with np.errstate(over="ignore", invalid="ignore"):
-            values = partial.sum.astype(dtype) if native else partial.sum  # native sums wrap
-        return _result(values, count, request, op, lean)
-    if op in ("min", "max"):
-        fill = biggest if op == "min" else smallest
-        return _result(_empty_filled(getattr(partial, op), count, fill), count, request, op,
-                       lean)
-    assert partial.sum is not None and partial.min is not None and partial.max is not None
-    assert partial.m2 is not None
-    result = _result(count, count, request, op, lean)
-    order = result_order(op, request.order, request.axis)
-    result.update(
-        bytes=b"", dtype=dtype.name,
-        sum=_native(partial.sum).tobytes(order=order), sum_dtype=partial.sum.dtype.name,
-        min=_empty_filled(partial.min, count, biggest).tobytes(order=order),
-        max=_empty_filled(partial.max, count, smallest).tobytes(order=order),
-        m2=_native(partial.m2).tobytes(order=order),
-    )
-    return result
-
-
-def extension_result(result: dict[str, Any], request: ChunkRequest,
-                     partial: Partial) -> dict[str, Any]:
-    """``result`` with what the ``weights`` and ``groups`` extensions add: the valid elements'
-    sum of weights, and the labels of the groups present (the grouped axis of the result)."""
-    order = result_order("sum", request.order, request.axis)
-    if partial.wsum is not None:
-        result["weight_sum"] = _native(partial.wsum).tobytes(order=order)
-    if request.groups is not None:
-        labels = np.unique(request.groups.labels)
-        result["groups"] = labels[labels >= 0].tolist()
-    return result
-
-
-def select_result(request: ChunkRequest, data: np.ndarray, count: int) -> dict[str, Any]:
-    """The response map of ``select``: the elements in the request's order, missing ones kept."""
-    return _result(data, np.asarray([count]), request, "select")
+# --- errors --------------------------------------------------------------------------------
 
 
 def error_body(exc: BaseException) -> dict[str, Any]:
@@ -643,52 +489,3 @@ def weights_and_groups(spec: ChunkSpec, op: str, weights: np.ndarray | None,
             return None
         fields["groups"] = {"axis": spec.group_axis, "labels": np.asarray(labels).tolist()}
     return fields
-
-
-def _array(data: bytes, name: str, byte_order: str, shape: tuple[int, ...],
-           order: Layout) -> np.ndarray:
-    dtype = np.dtype(name).newbyteorder(_ENDIAN[byte_order])
-    return np.frombuffer(data, dtype).reshape(shape, order=order).astype(dtype.newbyteorder("="))
-
-
-def _counts(result: Mapping[str, Any], shape: tuple[int, ...], layout: Layout) -> np.ndarray:
-    """A result's counts as int64 of ``shape``, from the list or the ``lean`` forms."""
-    if "count_constant" in result:
-        return np.full(shape, int(result["count_constant"]), np.int64)
-    if "count_packed" in result:
-        dtype = np.dtype(result["count_dtype"])
-        packed = np.frombuffer(_field(result, "count_packed", math.prod(shape) * dtype.itemsize),
-                               dtype)
-        return packed.astype(np.int64).reshape(shape, order=layout)
-    return np.asarray(result["count"], np.int64).reshape(shape, order=layout)
-
-
-def partial_from_result(op: str, result: Mapping[str, Any], spec: ChunkSpec) -> Partial:
-    """The :class:`Partial` of ``spec.fields`` that a server's response map stands for."""
-    shape = tuple(result["shape"])
-    layout = result_order(op, spec.order if isinstance(spec.order, str) else "C",
-                          None if spec.axis is None else list(spec.axis))
-    count = _counts(result, shape, layout)
-    order = result["byte_order"]
-    dtype = np.dtype(spec.dtype)
-    partial = Partial(count)
-    if op == "stats":
-        fields = {name: name for name in ("sum", "min", "max", "m2")}
-        # ``sum_dtype`` says how the server accumulated (wide when absent: older servers).
-        sum_dtype = result.get("sum_dtype", accumulator_dtype(dtype, "wide").name)
-        dtypes = {"sum": sum_dtype, "min": dtype.name,
-                  "max": dtype.name, "m2": "float64"}
-    else:
-        fields, dtypes = {op: "bytes"}, {op: result["dtype"]}
-    if spec.weighted:
-        fields["wsum"], dtypes["wsum"] = "weight_sum", "float64"
-    for name in spec.fields:
-        if name == "count":
-            continue
-        nbytes = math.prod(shape) * np.dtype(dtypes[name]).itemsize
-        array = _array(_field(result, fields[name], nbytes), dtypes[name], order, shape,
-                       layout)
-        if name == "sum":
-            array = array.astype(accumulator_dtype(dtype, spec.accumulate))
-        setattr(partial, name, array)
-    return partial

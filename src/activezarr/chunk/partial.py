@@ -6,7 +6,6 @@ import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any
 
-import cbor2
 import numpy as np
 
 
@@ -124,22 +123,3 @@ def owned(partial: Partial) -> Partial:
     numpy scalars), fit to merge others into."""
     return dataclasses.replace(partial, **{name: np.array(values)
                                            for name, values in partial._arrays().items()})
-
-
-def encode_partial(partial: Partial) -> bytes:
-    """CBOR map ``{"shape": [...], field: {"dtype": str, "data": bytes}}``, as sent on the wire."""
-    body: dict[str, Any] = {"shape": list(partial.shape)}
-    for name, array in partial._arrays().items():
-        body[name] = {"dtype": array.dtype.str, "data": np.ascontiguousarray(array).tobytes()}
-    return cbor2.dumps(body)
-
-
-def decode_partial(data: bytes) -> Partial:
-    """Inverse of :func:`encode_partial`."""
-    body = cbor2.loads(data)
-    shape = tuple(body.pop("shape"))
-    arrays = {
-        name: np.frombuffer(value["data"], dtype=value["dtype"]).reshape(shape).copy()
-        for name, value in body.items()
-    }
-    return Partial(**arrays)

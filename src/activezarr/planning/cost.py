@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..chunk.result import COMPRESS_FROM, OP_FIELDS
 from ..chunk.spec import ChunkSpec
-from ..protocol import COMPRESS_FROM, OP_FIELDS, choose_op
+from ..protocol import choose_op
 from .array_layout import ArrayLayout
 from .chunks import _pieces, chunk_count
 from .selection import DimSelection

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...chunk.partial import Partial, owned
-from ...protocol import BatchItem, extension_result, reduction_result
+from ...chunk.result import encode_result
+from ...protocol import BatchItem
 from ..errors import BadRequest
 
 
@@ -73,9 +74,7 @@ class Combiner:
                 continue  # every item of the group failed: each has its error
             # The first position that succeeded holds the answer, whichever finished first.
             holder = min(group.stored)
-            out[holder] = extension_result(
-                reduction_result(group.op, group.request, group.partial, lean), group.request,
-                group.partial)
+            out[holder] = encode_result(group.partial, group.request.result_form(group.op, lean))
             for position in group.stored:
                 if position != holder:
                     out[position] = {"combined": holder}

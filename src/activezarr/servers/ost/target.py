@@ -7,8 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ...chunk.parts import FlatReducer, Piece
-from ...protocol import reduction_result
+from ...chunk.parts import Piece
 from ..errors import BadRequest
 from ..operations import execute
 from .messages import EXTENSIONS, LINK_HEADER, PartRequest, ReadRequest
@@ -27,11 +26,9 @@ def reduce_part(op: str, request: PartRequest, pieces: list[Piece]) -> dict[str,
         raise BadRequest("requests with extents need the chunk's shape")
     if codecs:
         return execute(op, request, _whole(pieces), MAX_DECODED)
-    spec = request.chunk_spec(op, request.shape, ())
-    reducer = FlatReducer(spec, request.chunk_selection(request.shape))
-    loose = reducer.add_pieces(pieces)
-    return {**reduction_result(op, request, reducer.result),
-            "loose": [[start, data] for start, data in loose]}
+    reduction = request.chunk_reduction(op, request.shape, ())
+    partial, loose = reduction.reduce_pieces(pieces)
+    return {**reduction.result_of(partial), "loose": [[start, data] for start, data in loose]}
 
 
 def _whole(pieces: list[Piece]) -> bytes:
