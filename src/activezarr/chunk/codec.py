@@ -139,9 +139,10 @@ def _weight_array(weights: Mapping[str, Any]) -> np.ndarray:
     if set(weights) != {"shape", "values"} or shape is None or values is None:
         raise InvalidReductionError("weights are {'shape': [...], 'values': [...]}")
     array = np.asarray(values, np.float64)
-    if array.ndim != 1 or array.size != int(np.prod(shape)) or not np.isfinite(array).all():
-        raise InvalidReductionError(f"weights: {array.size} values are not finite numbers "
-                                    f"of shape {list(shape)}")
+    if array.ndim != 1 or array.size != int(np.prod(shape)):
+        raise InvalidReductionError(f"weights: {array.size} values for shape {list(shape)}")
+    if not np.isfinite(array).all():
+        raise InvalidReductionError("weights: values must be finite numbers")
     return array.reshape(shape)
 
 
