@@ -1,4 +1,5 @@
-"""The README is tested: its Python blocks run as written, its set-up commands are what CI runs."""
+"""The README is tested: its Python blocks (and PROTOCOL.md's) run as written, its set-up
+commands are what CI runs."""
 
 from __future__ import annotations
 
@@ -11,30 +12,33 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
+DOCUMENTS = {name: (ROOT / name).read_text() for name in ("README.md", "docs/PROTOCOL.md")}
 FENCE = re.compile(r"^([ \t]*)```(\w*)\n(.*?)^\1```", re.MULTILINE | re.DOTALL)
 DEMO_COMMAND = 'python3 -m venv .venv && .venv/bin/pip install -e ".[demo]" && .venv/bin/activezarr demo'
 TEST_COMMAND = ('python3 -m venv .venv && .venv/bin/pip install -e ".[test]" '
                 "&& .venv/bin/python -m pytest")
 
 
-def _python_blocks() -> list[tuple[int, str]]:
-    """(first line number, code) of every ```python block."""
-    return [(README.count("\n", 0, m.start(3)) + 1, textwrap.dedent(m.group(3)))
-            for m in FENCE.finditer(README) if m.group(2) == "python"]
+def _python_blocks(name: str = "README.md") -> list[tuple[int, str]]:
+    """(first line number, code) of every ```python block of document ``name``."""
+    text = DOCUMENTS[name]
+    return [(text.count("\n", 0, m.start(3)) + 1, textwrap.dedent(m.group(3)))
+            for m in FENCE.finditer(text) if m.group(2) == "python"]
 
 
 def test_readme_has_python_examples() -> None:
     assert _python_blocks()
 
 
-@pytest.mark.parametrize("line, code", [pytest.param(n, c, id=f"line{n}")
-                                        for n, c in _python_blocks()])
-def test_python_block_runs(line: int, code: str, tmp_path: Path,
+@pytest.mark.parametrize("name, line, code", [
+    pytest.param(name, n, c, id=f"{name}:line{n}" if name != "README.md" else f"line{n}")
+    for name in DOCUMENTS for n, c in _python_blocks(name)])
+def test_python_block_runs(name: str, line: int, code: str, tmp_path: Path,
                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the block's temp dirs land here
     # Padding keeps README line numbers in tracebacks.
-    exec(compile("\n" * (line - 1) + code, str(ROOT / "README.md"), "exec"),
+    exec(compile("\n" * (line - 1) + code, str(ROOT / name), "exec"),
          {"__name__": "__readme__"})
 
 
