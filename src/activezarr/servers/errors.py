@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any, ClassVar
 
 from aiohttp import web
@@ -76,6 +77,14 @@ def status_of(exc: BaseException) -> int:
     if isinstance(exc, _BAD_INPUT):
         return 400
     return 500
+
+
+def logged_status(exc: BaseException, log: logging.Logger) -> int:
+    """:func:`status_of` ``exc``; a 500 is a bug and is logged on ``log`` with its traceback."""
+    status = status_of(exc)
+    if status == 500:
+        log.error("server bug", exc_info=exc)
+    return status
 
 
 def json_response(payload: Any, status: int = 200) -> web.Response:

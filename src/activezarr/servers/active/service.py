@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 
 from ...protocol import BatchItem, ChunkRequest, error_body, parse
-from ..errors import BadRequest, NoSuchKey, Overloaded, status_of
+from ..errors import BadRequest, NoSuchKey, Overloaded, logged_status
 from ..metrics import Metrics
 from ..operations import chunk_partial, execute
 from .access import AccessPolicy
@@ -231,8 +231,6 @@ class ChunkService:
 
     def record_error(self, exc: BaseException) -> int:
         """The status of ``exc``, counted; a 500 is a bug and is logged with its traceback."""
-        status = status_of(exc)
-        if status == 500:
-            log.error("server bug", exc_info=exc)
+        status = logged_status(exc, log)
         self.metrics.errors.labels(str(status)).inc()
         return status

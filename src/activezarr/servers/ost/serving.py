@@ -13,30 +13,17 @@ from aiohttp import web
 
 from ...chunk.codecs import ALLOWED_CODECS
 from ...protocol import DTYPES
-from ..errors import ServerError, UnknownOperation, status_of
+from ..errors import ServerError, UnknownOperation, logged_status
 from ..http import add_document, create_server_app
 from ..http import cbor_response as _cbor_response
 from ..metrics import links_exposition
 from .messages import OPS, TOKEN_HEADER
-from .transport import OSTUnavailableError, RemoteError
 
 log = logging.getLogger("activezarr.ost")
 #: Bytes by the link they crossed: ``disk_read``, ``disk_write``, ``storage`` (OST to OSS)
 #: and ``lan`` (storage to client); each is counted once, by the server that sent the bytes.
 LINKS = web.AppKey("links", Counter)
 TOKEN = web.AppKey("token", str)
-
-
-def _status(request: web.Request, exc: Exception) -> int:
-    """The status of ``exc``; a 500 is a bug and is logged with its traceback."""
-    if isinstance(exc, OSTUnavailableError):
-        return 503  # a server behind this one is down: not the client's fault
-    if isinstance(exc, RemoteError):
-        return exc.status
-    status = status_of(exc)
-    if status == 500:
-        log.error("server bug", exc_info=exc)
-    return status
 
 
 class WrongToken(ServerError):
@@ -85,7 +72,7 @@ def create_base_app(token: str) -> web.Application:
     if not token:
         raise ValueError("a cluster server needs its cluster's token")
     app = create_server_app(exposition=_exposition,
-                            on_error=_status, client_max_size=1 << 30,
+                            on_error=lambda request, exc: logged_status(exc, log), client_max_size=1 << 30,
                             http_errors_as_json=False)  # an object's 404 stays aiohttp's
     app[LINKS] = Counter()
     app[TOKEN] = token

@@ -14,6 +14,7 @@ import aiohttp
 import cbor2
 
 from ...errors import StorageUnavailableError
+from ..errors import ServerError
 from .messages import LINK_HEADER, TOKEN_HEADER, TOKEN_VARIABLE, ClusterMap, Entry
 from .ratelimit import RateLimiter
 from .striping import FileLayout, by_ost
@@ -36,16 +37,19 @@ def token_for(mds: str) -> str | None:
     return _tokens.get(mds.rstrip("/")) or os.environ.get(TOKEN_VARIABLE)
 
 
-class OSTUnavailableError(StorageUnavailableError):
-    """An OST (or the MDS, or the OSS) could not be reached or failed to answer."""
+class OSTUnavailableError(StorageUnavailableError, ServerError):
+    """An OST (or the MDS, or the OSS) could not be reached or failed to answer; a server
+    relaying it answers 503: a server behind it is down, not the client's fault."""
+
+    status = 503
 
 
-class RemoteError(Exception):
-    """A server answered with an error status; ``status`` is it, the message is its own."""
+class RemoteError(ServerError):
+    """A server answered with an error status; a server relaying it answers the same."""
 
     def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
-        self.status = status
+        self.status = status  # type: ignore[misc]  # this error's own, not its class's
 
 
 def _message(body: bytes) -> str:
