@@ -11,11 +11,11 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numcodecs
 import numpy as np
-from pydantic import BaseModel, ConfigDict, field_validator
 
 from .partial import Partial, accumulator_dtype
 from .spec import ChunkSpec, PartialField
@@ -48,10 +48,10 @@ def result_order(op: str, order: Layout, axis: int | Sequence[int] | None) -> La
     return "C"
 
 
-class ResultForm(BaseModel):
-    """How a partial is written as a response map, beyond the partial itself."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
+@dataclass(frozen=True, slots=True)
+class ResultForm:
+    """How a partial is written as a response map, beyond the partial itself; built by
+    :func:`result_form`, which checks it."""
 
     op: str
     #: The element dtype's name, without byte order (Reductionist's ``dtype``).
@@ -67,13 +67,6 @@ class ResultForm(BaseModel):
     #: The labels of the groups present, ascending (the ``groups`` extension).
     groups: tuple[int, ...] | None = None
 
-    @field_validator("op")
-    @classmethod
-    def _known_op(cls, value: str) -> str:
-        if value not in OP_FIELDS:
-            raise ValueError(f"unknown operation {value!r}; operations: {', '.join(OP_FIELDS)}")
-        return value
-
 
 def result_form(op: str, dtype: Any, order: Any, axis: int | Sequence[int] | None, *,
                 accumulate: str = "wide", lean: bool = False, shape_as_bytes: bool = False,
@@ -81,6 +74,8 @@ def result_form(op: str, dtype: Any, order: Any, axis: int | Sequence[int] | Non
                 ) -> ResultForm:
     """The form of the answer to ``op`` over ``axis`` of chunks stored in ``order``, asked with
     these options (a request's, or a ``ChunkReduction``'s: one derivation for both)."""
+    if op not in OP_FIELDS:
+        raise ValueError(f"unknown operation {op!r}; operations: {', '.join(OP_FIELDS)}")
     present = None
     if labels is not None:
         unique = np.unique(np.asarray(labels, np.int64))
