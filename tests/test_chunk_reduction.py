@@ -66,7 +66,7 @@ def test_a_requests_chunk_reduction_round_trips_and_answers_as_the_server(
     rebuilt = numcodecs.get_codec(json.loads(json.dumps(reduction.get_config())))
     assert rebuilt.get_config() == reduction.get_config()
     assert rebuilt.decode(raw) == cbor2.dumps(execute(op, request, raw, 1 << 20, lean=lean))
-    if op != "select":
+    if op != "select" and body["accumulate"] != "native":  # native narrows sums in the map
         merged = chunk_partial(op, request, raw, 1 << 20)
         read = partial_from_result(op, cbor2.loads(rebuilt.decode(raw)), reduction.spec)
         for name in reduction.spec.fields:

@@ -127,7 +127,7 @@ def test_byte_order_gives_the_stored_dtype() -> None:
 
 
 def test_negative_axis_counts_from_the_end() -> None:
-    assert parse(axis=-1).chunk_spec("sum", (2, 3), ()).axis == (1,)
+    assert parse(axis=-1).chunk_reduction("sum", (2, 3), ()).spec.axis == (1,)
 
 
 def test_reductionist_test_vector_sum_of_two_little_endian_uint32() -> None:

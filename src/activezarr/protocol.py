@@ -1,8 +1,9 @@
-"""The active-storage wire protocol (PROTOCOL.md): request model, results, and their mapping
-onto the core's :class:`~activezarr.chunk.spec.ChunkSpec` and :class:`~activezarr.chunk.partial.Partial`.
+"""The active-storage wire protocol (PROTOCOL.md): the request model and its mapping onto the
+:class:`~activezarr.chunk.codec.ChunkReduction` a storage side runs; the response map, the one
+encoding of a partial, is :mod:`activezarr.chunk.result`.
 
-Both ends use this module: the server parses requests and encodes results here, the client
-builds requests and decodes results here. It knows nothing about HTTP or I/O.
+Both ends use this module: the server parses requests here, the client builds requests and
+reads results here. It knows nothing about HTTP or I/O.
 """
 
 from __future__ import annotations
@@ -283,11 +284,6 @@ class ChunkRequest(_Strict):
                                                      "labels": self.groups.labels},
             lean=lean, shape_as_bytes=bool(self.option_shape_as_bytes),
             count_as_bytes=bool(self.option_count_as_bytes))
-
-    def chunk_spec(self, op: str, shape: Sequence[int], codecs: Sequence[dict[str, Any]]
-                   ) -> ChunkSpec:
-        """The kernel's spec for ``op`` on a chunk of ``shape``."""
-        return self.chunk_reduction(op, shape, codecs).spec
 
     def result_form(self, op: str, lean: bool = False) -> ResultForm:
         """How the answer to ``op`` is written (a merged partial's too)."""

@@ -62,7 +62,8 @@ class ChunkReduction(Codec):
         self.weights, self.groups = weights, groups
         self.lean, self.shape_as_bytes, self.count_as_bytes = lean, shape_as_bytes, count_as_bytes
         self.spec = ChunkSpec(**spec, fields=op_fields(op, weights is not None),
-                              accumulate="float" if accumulate == "float" or weights else "wide",
+                              accumulate="float" if accumulate == "float" or weights is not None
+                              else "wide",
                               weighted=weights is not None,
                               group_axis=None if groups is None else groups["axis"])
         if selection is None:
