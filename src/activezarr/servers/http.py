@@ -3,14 +3,14 @@ capability document and CBOR responses. Each server passes only what differs."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import cbor2
 from aiohttp import web
 
 from ..protocol import HEALTH_PATH, SCHEMA_PATH, error_body
-from .errors import json_response
+from .errors import UnknownOperation, json_response
 from .metrics import CONTENT_TYPE
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -70,6 +70,14 @@ def add_document(app: web.Application, document: Mapping[str, Any]) -> None:
         return json_response(body)
 
     app.router.add_get(SCHEMA_PATH, schema)
+
+
+def operation(request: web.Request, ops: Sequence[str]) -> str:
+    """The ``{op}`` of ``POST /v2/{op}``, one of ``ops``; others are a 404, as PROTOCOL.md says."""
+    op = request.match_info["op"]
+    if op not in ops:
+        raise UnknownOperation(f"unknown operation {op!r}; operations: {', '.join(ops)}")
+    return op
 
 
 def cbor_response(payload: Any, count: Callable[[int], object]) -> web.Response:

@@ -13,8 +13,8 @@ from aiohttp import web
 
 from ...chunk.codecs import ALLOWED_CODECS
 from ...protocol import DTYPES, EXTENSIONS, OPS, BatchRequest, ChunkRequest, parse
-from ..errors import RequestTimeout, UnknownOperation
-from ..http import cbor_response, create_server_app
+from ..errors import RequestTimeout
+from ..http import cbor_response, create_server_app, operation
 from ..metrics import Metrics
 from .config import ServerConfig
 from .readers import Credentials
@@ -47,9 +47,7 @@ async def _body(request: web.Request) -> bytes:
 
 
 async def reduce_chunk(request: web.Request) -> web.Response:
-    op = request.match_info["op"]
-    if op not in OPS:
-        raise UnknownOperation(f"unknown operation {op!r}; operations: {', '.join(OPS)}")
+    op = operation(request, OPS)
     service = request.app[SERVICE]
     body = await _body(request)
     with service.slot():

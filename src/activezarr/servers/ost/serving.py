@@ -13,9 +13,8 @@ from aiohttp import web
 
 from ...chunk.codecs import ALLOWED_CODECS
 from ...protocol import DTYPES
-from ..errors import ServerError, UnknownOperation, logged_status
-from ..http import add_document, create_server_app
-from ..http import cbor_response as _cbor_response
+from .. import http
+from ..errors import ServerError, logged_status
 from ..metrics import links_exposition
 from .messages import OPS, TOKEN_HEADER
 
@@ -41,16 +40,13 @@ def require_token(request: web.Request) -> None:
 
 
 def operation(request: web.Request) -> str:
-    """The ``{op}`` of ``POST /v2/{op}``; unknown operations are a 404, as PROTOCOL.md says."""
-    op = request.match_info["op"]
-    if op not in OPS:
-        raise UnknownOperation(f"unknown operation {op!r}; operations: {', '.join(OPS)}")
-    return op
+    """The ``{op}`` of ``POST /v2/{op}``, one the cluster's servers serve."""
+    return http.operation(request, OPS)
 
 
 def add_schema(app: web.Application, extensions: tuple[str, ...]) -> None:
     """PROTOCOL.md's capability document, for ``interface_type: "ost"``."""
-    add_document(app, {"name": "activezarr-ost", "api": "v2", "operations": list(OPS),
+    http.add_document(app, {"name": "activezarr-ost", "api": "v2", "operations": list(OPS),
                        "dtypes": list(DTYPES), "codecs": sorted(ALLOWED_CODECS),
                        "interface_types": ["ost"], "extensions": list(extensions)})
 
@@ -58,7 +54,7 @@ def add_schema(app: web.Application, extensions: tuple[str, ...]) -> None:
 def cbor_response(request: web.Request, payload: Any, link: str = "lan") -> web.Response:
     """``payload`` as CBOR, its size counted on ``link``."""
     links: Counter[str] = request.app[LINKS]
-    return _cbor_response(payload, lambda n: links.update({link: n}))
+    return http.cbor_response(payload, lambda n: links.update({link: n}))
 
 
 def _exposition(app: web.Application) -> bytes:
@@ -71,7 +67,7 @@ def create_base_app(token: str) -> web.Application:
     handlers call :func:`require_token` with the cluster's ``token``."""
     if not token:
         raise ValueError("a cluster server needs its cluster's token")
-    app = create_server_app(exposition=_exposition,
+    app = http.create_server_app(exposition=_exposition,
                             on_error=lambda request, exc: logged_status(exc, log), client_max_size=1 << 30,
                             http_errors_as_json=False)  # an object's 404 stays aiohttp's
     app[LINKS] = Counter()
