@@ -25,6 +25,7 @@ import zarr
 
 from ..client.traffic import framing
 from ..errors import StorageUnavailableError
+from ..planning.cost import CAPABILITIES, Traits
 from ..protocol import partial_from_result
 from .base import BatchResult, ChunkJob
 
@@ -281,6 +282,20 @@ class ActiveServers:
 
     async def close(self) -> None:
         """Nothing to release: the session is shared, and closed at exit."""
+
+
+def server_traits(servers: ActiveServers, batch_chunks: int, labelled: bool = True) -> Traits:
+    """How ``servers`` answer, for the cost model: from their capability document once fetched
+    (the first reduction fetches it: that read is counted), else as our server answers.
+    ``labelled``: the backend labels requests by output region, so that the server combines."""
+    cached = _capabilities.get(servers.servers[0])
+    extensions = set(cached.get("extensions", ())) if cached is not None else {
+        "batch", "combine", "lean", "absent"}
+    combines = labelled and {"batch", "combine"} <= extensions
+    return Traits(combines=combines, batch_chunks=batch_chunks if "batch" in extensions else 1,
+                  encoding="lean" if {"batch", "lean"} <= extensions else "cbor",
+                  setup_bytes=CAPABILITIES if cached is None else 0,
+                  probes=not {"absent", "lean", "batch"} <= extensions)
 
 
 #: Sessions shared by the reductions of this process, by event loop, connection limit and
