@@ -4,6 +4,7 @@ and where active loses, the planner reads plainly and says why. Byte counts, not
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,9 +13,12 @@ from typing import Any
 import numpy as np
 import pytest
 import zarr
+from click.testing import CliRunner
 
 import activezarr
-from runners import RUNNERS, Runner
+from activezarr.commands.main import main
+from runners import RUNNERS, Runner, fresh_name, s3_copy
+from s3_servers import S3, ActiveServer
 
 DAYS = 60
 #: Month (0-11) of each day of a year starting on 1 January.
@@ -115,3 +119,40 @@ def test_weights_sent_with_every_request_count_against_the_active_path(
     np.testing.assert_allclose(got, (data * weights).sum(0) / weights.sum(0), rtol=1e-5)
     assert red.last_report.backend == "plain"
     assert "weights and labels sent" in red.last_report.plan_reason
+
+
+def _references_on_s3(path: Path, s3: S3, server: ActiveServer) -> zarr.Array:
+    """kerchunk's form of the store at ``path``, its chunks copied to S3: reduced by the server."""
+    name, refs = fresh_name(), {}
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        key = file.relative_to(path).as_posix()
+        data = file.read_bytes()
+        refs[key] = data.decode() if key.endswith("zarr.json") else \
+            [s3_copy(s3, data, f"{name}/{key}"), 0, len(data)]
+    store = activezarr.ActiveStore.from_url("reference://", storage_options={
+        "fo": {"version": 1, "refs": refs}, "remote_protocol": "s3",
+        "remote_options": s3.storage_options}, active={"server": server.url})
+    return zarr.open_array(store, mode="r")
+
+
+@pytest.mark.parametrize("case", CASES[2:4] + CASES[5:7], ids=lambda c: c.name)
+def test_references_to_s3_are_priced_as_the_server_answers_them(
+        tmp_path: Path, moto_s3: S3, active_server: ActiveServer, case: Case) -> None:
+    """One partial per chunk (these requests carry no region labels), lean."""
+    _write(tmp_path / "a.zarr", case)
+    red = activezarr.ActiveReduction(_references_on_s3(tmp_path / "a.zarr", moto_s3,
+                                                       active_server), missing=None)
+    case.reduce(red)
+    report = red.last_report
+    assert report.backend == "reference" and report.fallbacks == 0, report
+    moved = report.bytes_from_storage
+    assert abs(report.estimated_bytes - moved) <= 0.2 * moved, report
+
+
+def test_layout_prints_the_estimate_for_local_files(tmp_path: Path) -> None:
+    _write(tmp_path / "a.zarr", CASES[2])
+    result = CliRunner().invoke(main, ["layout", str(tmp_path / "a.zarr"), "--op", "mean",
+                                       "--axis", "0", "--active", json.dumps({})])
+    assert result.exit_code == 0, result.output
+    assert f"mean: active: {DAYS} chunks, 1 partials in 1 requests" in result.output
+    assert "moves less than a plain read" in result.output

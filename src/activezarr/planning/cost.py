@@ -36,7 +36,7 @@ FRAMING = 125
 S3_FRAMING = 550
 #: CBOR keys and small values of one result map (lean, as our server sends it; plain, as
 #: the OSTs do); of one ``{"combined": n, ...}`` answer.
-RESULT_MAP = 150
+RESULT_MAP = 122
 PLAIN_RESULT_MAP = 86
 COMBINED_ITEM = 28
 #: The capability document of our active server with its framing, fetched once per process.
