@@ -4,7 +4,9 @@ and where active loses, the planner reads plainly and says why. Byte counts, not
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,3 +158,29 @@ def test_layout_prints_the_estimate_for_local_files(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert f"mean: active: {DAYS} chunks, 1 partials in 1 requests" in result.output
     assert "moves less than a plain read" in result.output
+
+
+@pytest.mark.parametrize("case", CASES[0:1] + CASES[2:3], ids=lambda c: c.name)
+def test_without_absent_the_probes_for_unwritten_chunks_are_priced(
+        tmp_path: Path, request: pytest.FixtureRequest, active_server: ActiveServer,
+        case: Case) -> None:
+    """A server that cannot answer "no such key" itself: one HEAD per chunk for a point
+    query, a listing of the array for a time mean; both in the estimate."""
+    from activezarr.backends import servers
+
+    with urllib.request.urlopen(active_server.url + servers.SCHEMA_PATH, timeout=10) as answer:
+        document = json.loads(answer.read())
+    _write(tmp_path / "a.zarr", case)
+    s3 = next(r for r in RUNNERS if r.name == "s3")
+    plain_name = active_server.url.replace("127.0.0.1", "localhost")
+    servers._capabilities[plain_name] = {**document, "extensions": [
+        e for e in document.get("extensions", ()) if e != "absent"]}
+    array = s3.opener(tmp_path / "a.zarr", {
+        "moto_s3": request.getfixturevalue("moto_s3"),
+        "active_server": dataclasses.replace(active_server, url=plain_name)})
+    red = activezarr.ActiveReduction(array, missing=None)
+    case.reduce(red)
+    report = red.last_report
+    assert report.backend == "s3" and report.fallbacks == 0, report
+    moved = report.bytes_from_storage
+    assert abs(report.estimated_bytes - moved) <= 0.2 * moved, report

@@ -68,12 +68,14 @@ class ActiveReduction(_Reductions):
     values). ``skipna`` also masks NaN. Results follow ``numpy.ma``: an element with no valid
     data is masked. ``fallback=False`` raises instead of reducing on the client when the
     storage side fails. ``progress`` is called with the number of chunks each step finished.
+    ``plain_when_cheaper=False`` keeps the active path where the cost model would read plainly
+    (to study or test the storage side).
     """
 
     def __init__(self, array: zarr.Array, missing: str | Mapping[str, Any] | None = "cf",
                  skipna: bool = False, fallback: bool = True,
                  max_concurrency: int | None = None, progress: Progress | None = None,
-                 decode_cf: bool = True) -> None:
+                 decode_cf: bool = True, plain_when_cheaper: bool = True) -> None:
         self.array = array
         layout = ArrayLayout.from_array(array)
         fill = layout.raw_fill_value if layout.zarr_format == 2 else None
@@ -83,6 +85,7 @@ class ActiveReduction(_Reductions):
         self.fallback = fallback
         self.max_concurrency = max_concurrency or zarr.config.get("async.concurrency")
         self.progress = progress
+        self.plain_when_cheaper = plain_when_cheaper
         self.last_report: Report | None = None
         if self._backend_class() is None:
             store = ActiveStore.of(array.store)
@@ -207,7 +210,7 @@ class ActiveReduction(_Reductions):
             backend = self._backend()
             try:
                 planned = await self._planned(backend, plan)
-                if planned is not None and planned.path == "plain":
+                if planned is not None and planned.path == "plain" and self.plain_when_cheaper:
                     await backend.close()
                     backend = PlainRead(self.array.store)
                 engine = Engine(job, backend,
@@ -216,7 +219,9 @@ class ActiveReduction(_Reductions):
                 if planned is not None:
                     engine.report.estimated_bytes = (planned.plain_bytes if backend.name == "plain"
                                                      else planned.active_bytes)
-                    engine.report.plan_reason = planned.reason
+                    engine.report.plan_reason = planned.reason + (
+                        "; kept active (plain_when_cheaper=False)"
+                        if planned.path == "plain" and backend.name != "plain" else "")
                 return await engine.run(tasks, out_shape)
             finally:
                 await backend.close()
