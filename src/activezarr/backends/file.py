@@ -70,9 +70,10 @@ class FileBackend(Backend):
     async def traits(self, layout: ArrayLayout) -> Traits:
         """Nothing crosses a network here: the partials are handed over from the worker pool
         (merged per output region and batch, arrays with int64 counts), and what the report
-        counts is their size; a plain read would hand over the stored chunks instead."""
+        counts is their size; a plain read would hand over the stored chunks instead, saving
+        no link, so the pool is kept whatever the bytes."""
         return Traits(combines=True, batch_chunks=self.batch_chunks(layout.chunk_nbytes),
-                      encoding="memory", framing=0, plain_framing=0)
+                      encoding="memory", framing=0, plain_framing=0, local=True)
 
     def _read_task(self, task: ChunkTask) -> bytes | None:
         """The stored bytes of ``task``; raise StorageUnavailableError if they are not local."""

@@ -72,10 +72,14 @@ class ReferenceBackend(FileBackend):
 
     async def traits(self, layout: ArrayLayout) -> Traits:
         """Targets on S3 or HTTP answer as the active servers do, one partial per chunk (these
-        requests carry no region labels); local targets as the file backend's pool."""
+        requests carry no region labels); without a server their chunks come to the client.
+        Local targets as the file backend's pool."""
         remote = set().union(*(_protocols(fs) for fs in self.fs.fss.values())) & (_S3 | _HTTP)
-        if not remote or self.servers is None:
+        if not remote:
             return await super().traits(layout)
+        if self.servers is None:
+            return Traits(combines=False, batch_chunks=self.batch_chunks(layout.chunk_nbytes),
+                          plain_framing=plain_framing(self.store), moves_chunks=True)
         traits = server_traits(self.servers, self.batch_chunks(layout.chunk_nbytes),
                                labelled=False)
         return dataclasses.replace(traits, probes=False, plain_framing=plain_framing(self.store))

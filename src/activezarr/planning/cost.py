@@ -44,7 +44,7 @@ CAPABILITIES = 1_050
 #: An S3 HEAD answer (framing only): s3fs asks one before reading a whole object. One key of
 #: an S3 listing (XML); a listing page's framing.
 S3_HEAD = 500
-S3_LISTED_KEY = 330
+S3_LISTED_KEY = 235
 S3_PAGE = 1_000
 #: A HEAD costs about as much as this many keys of a listing (bytes; a page lists 1,000).
 HEADS_PER_LISTED_KEY = 4
@@ -73,6 +73,9 @@ class Traits:
     ``probes``: unwritten chunks found by one HEAD per key or a listing (s3 without ``absent``).
     ``plain_framing``: framing of each chunk read plainly. ``moves_chunks``: the backend
     itself reads the chunks (the client backend): active and plain are the same read.
+    ``local``: nothing crosses a network (the file backend's pool hands partials over in this
+    process); the estimate is made and reported, but a plain read would save no link, so the
+    path is kept.
     """
 
     combines: bool
@@ -85,6 +88,7 @@ class Traits:
     probes: bool = False
     plain_framing: int = S3_FRAMING + S3_HEAD
     moves_chunks: bool = False
+    local: bool = False
 
 
 @dataclass(frozen=True)
@@ -101,15 +105,20 @@ class Estimate:
     #: Of ``active_bytes``, those read once per process (the capability document): counted in
     #: this run's report, but left out of the choice, as every later reduction gains by them.
     setup_bytes: int = 0
+    #: Handed over in this process: the path is kept whatever the bytes (``Traits.local``).
+    local: bool = False
 
     @property
     def path(self) -> str:
         marginal = self.active_bytes - self.setup_bytes + self.request_bytes
-        return "plain" if marginal > self.plain_bytes else "active"
+        return "plain" if marginal > self.plain_bytes and not self.local else "active"
 
     @property
     def reason(self) -> str:
         """Why the path was picked, in words for the report."""
+        if self.local:
+            return (f"nothing crosses a network: about {self.active_bytes} bytes of partials "
+                    f"are handed over here (a plain read: {self.plain_bytes} bytes of chunks)")
         total = self.active_bytes - self.setup_bytes + self.request_bytes
         verb = ("would move more than" if self.path == "plain" else
                 "moves as much as" if total == self.plain_bytes else "moves less than")
@@ -141,7 +150,7 @@ def estimate(layout: ArrayLayout, dims: Sequence[DimSelection], spec: ChunkSpec,
     k = chunk_count(layout, dims)
     plain = int(k * (_stored_chunk(layout) + traits.plain_framing))
     if traits.moves_chunks:
-        return Estimate(k, k, k, plain, plain)
+        return Estimate(k, k, k, plain, plain, local=traits.local)
     batch = max(1, traits.batch_chunks)
     answers = _answers(layout, dims, spec, extras, batch, traits.combines)
     parts = traits.answers_per_chunk
@@ -159,7 +168,7 @@ def estimate(layout: ArrayLayout, dims: Sequence[DimSelection], spec: ChunkSpec,
             overhead += max(0, k * parts - partials) * COMBINED_ITEM
     active = int(values) + overhead + traits.setup_bytes + _probes(layout, k, traits)
     return Estimate(k, partials, requests, active, plain, _sent(layout, dims, extras),
-                    traits.setup_bytes)
+                    traits.setup_bytes, traits.local)
 
 
 def _answers(layout: ArrayLayout, dims: Sequence[DimSelection], spec: ChunkSpec,
