@@ -26,7 +26,7 @@ import zarr
 
 from ..client.traffic import framing
 from ..errors import StorageUnavailableError
-from ..planning.cost import CAPABILITIES, Traits
+from ..planning.cost import CAPABILITIES, S3_FRAMING, Traits
 from ..protocol import partial_from_result
 from .base import BatchResult, ChunkJob
 
@@ -296,7 +296,8 @@ def server_traits(servers: ActiveServers, batch_chunks: int, labelled: bool = Tr
     return Traits(combines=combines, batch_chunks=batch_chunks if "batch" in extensions else 1,
                   encoding="lean" if {"batch", "lean"} <= extensions else "cbor",
                   setup_bytes=CAPABILITIES if cached is None else 0,
-                  probes=not {"absent", "lean", "batch"} <= extensions)
+                  probes=not {"absent", "lean", "batch"} <= extensions,
+                  index_framing=S3_FRAMING)
 
 
 @dataclass

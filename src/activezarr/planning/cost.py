@@ -73,6 +73,8 @@ class Traits:
     ``probes``: unwritten chunks found by one HEAD per key or a listing (s3 without ``absent``).
     ``plain_framing``: framing of each chunk read plainly. ``moves_chunks``: the backend
     itself reads the chunks (the client backend): active and plain are the same read.
+    ``index_framing``: framing of each shard index read, where the report counts those reads
+    (over S3); None where it does not (local, or a file system the client does not meter).
     ``local``: nothing crosses a network (the file backend's pool hands partials over in this
     process); the estimate is made and reported, but a plain read would save no link, so the
     path is kept.
@@ -89,6 +91,7 @@ class Traits:
     plain_framing: int = S3_FRAMING + S3_HEAD
     moves_chunks: bool = False
     local: bool = False
+    index_framing: int | None = None
 
 
 @dataclass(frozen=True)
@@ -148,7 +151,8 @@ def estimate(layout: ArrayLayout, dims: Sequence[DimSelection], spec: ChunkSpec,
     weights and group labels of ``extras``."""
     extras = extras or Extras()
     k = chunk_count(layout, dims)
-    plain = int(k * (_stored_chunk(layout) + traits.plain_framing))
+    indexes = _indexes(layout, dims, traits)  # read on either path
+    plain = int(k * (_stored_chunk(layout) + traits.plain_framing)) + indexes
     if traits.moves_chunks:
         return Estimate(k, k, k, plain, plain, local=traits.local)
     batch = max(1, traits.batch_chunks)
@@ -166,7 +170,8 @@ def estimate(layout: ArrayLayout, dims: Sequence[DimSelection], spec: ChunkSpec,
         overhead = partials * traits.result_map + requests * traits.framing
         if traits.combines:
             overhead += max(0, k * parts - partials) * COMBINED_ITEM
-    active = int(values) + overhead + traits.setup_bytes + _probes(layout, k, traits)
+    active = (int(values) + overhead + traits.setup_bytes + _probes(layout, k, traits)
+              + indexes)
     return Estimate(k, partials, requests, active, plain, _sent(layout, dims, extras),
                     traits.setup_bytes, traits.local)
 
@@ -278,6 +283,17 @@ def _probes(layout: ArrayLayout, chunks: int, traits: Traits) -> int:
         return chunks * S3_HEAD
     objects = layout.stored_objects
     return objects * S3_LISTED_KEY + -(-objects // 1000) * S3_PAGE
+
+
+def _indexes(layout: ArrayLayout, dims: Sequence[DimSelection], traits: Traits) -> int:
+    """Bytes of the shard indexes read to find the inner chunks, one per shard touched."""
+    index = layout.shard_index
+    if index is None or traits.index_framing is None:
+        return 0
+    shards = math.prod(
+        len({p.chunk // n for p in _pieces(sel, c)})
+        for sel, c, n in zip(dims, layout.chunk_shape, index.chunks_per_shard))
+    return shards * (index.nbytes + traits.index_framing)
 
 
 def _sent(layout: ArrayLayout, dims: Sequence[DimSelection], extras: Extras) -> int:
