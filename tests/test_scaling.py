@@ -117,18 +117,6 @@ def test_layout_prints_the_estimate_before_anything_runs(moto_s3: S3,
     assert "moves less than a plain read" in result.output
 
 
-def test_reductions_share_one_http_session(moto_s3: S3, active_server: ActiveServer) -> None:
-    from activezarr.backends import servers
-
-    data = np.ones((8, 8), "float32")
-    red = activezarr.ActiveReduction(s3_array(moto_s3, active_server.url, data, chunks=(4, 4)),
-                                     missing=None)
-    red.sum()
-    first = {id(s) for s in servers._sessions.values() if not s.closed}
-    red.mean(axis=0)
-    assert {id(s) for s in servers._sessions.values() if not s.closed} == first != set()
-
-
 def test_the_file_backend_merges_stacked_chunks_beside_the_files(tmp_path: Path) -> None:
     import zarr
 

@@ -15,7 +15,7 @@ from ..chunk.partial import Partial
 from ..errors import UnknownBackendError
 from ..planning.array_layout import ArrayLayout
 from ..planning.chunks import ChunkTask
-from ..planning.cost import Traits
+from ..planning.cost import S3_FRAMING, S3_HEAD, Traits
 from ..plugins import Registry
 
 
@@ -92,10 +92,9 @@ class Backend(ABC):
         target = max(cls.batch_bytes, cls.combine_batch_bytes)
         return max(1, min(cls.max_batch_chunks, target // max(1, chunk_nbytes)))
 
-    @classmethod
-    def traits(cls, chunk_nbytes: int) -> Traits | None:
-        """What the cost model needs to know of this backend's answers; None where it has no
-        model of them (the backend is then always used)."""
+    async def traits(self, layout: ArrayLayout) -> Traits | None:
+        """What the cost model needs to know of this backend's answers for ``layout``; None
+        where it has no model of them (the backend is then always used)."""
         return None
 
     @abstractmethod
@@ -119,6 +118,23 @@ def check_active_options(protocol: str, active: Mapping[str, Any]) -> None:
         raise ValueError(f"no active backend serves {protocol!r} stores, so the options "
                          f"{sorted(active)} would do nothing; backends: "
                          f"{', '.join(backends.names())}")
+
+def plain_framing(store: Store) -> int:
+    """Framing of one chunk read plainly from ``store``: an S3 HEAD's and GET's, or nothing where
+    the bytes are handed over by a local or in-process filesystem (the client meters no more)."""
+    return S3_FRAMING + S3_HEAD if {"s3", "s3a"} & _protocols(getattr(store, "fs", None)) else 0
+
+
+def _protocols(fs: Any) -> set[str]:
+    """The protocols whose bytes ``fs`` reads: its own, an active:: or kerchunk target's."""
+    fs = getattr(fs, "sync_fs", fs)
+    if getattr(fs, "target", None) is not None:
+        return _protocols(fs.target)
+    if getattr(fs, "fss", None) is not None:
+        return set().union(*(_protocols(t) for t in fs.fss.values()))
+    protocol = getattr(fs, "protocol", ())
+    return {protocol} if isinstance(protocol, str) else set(protocol)
+
 
 def region_labels(tasks: Sequence[ChunkTask]) -> list[int]:
     """One label per task, shared by the tasks whose partials land in the same output cells

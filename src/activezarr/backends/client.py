@@ -9,8 +9,10 @@ from zarr.abc.store import RangeByteRequest
 from zarr.buffer import default_buffer_prototype
 
 from ..client import traffic
+from ..planning.array_layout import ArrayLayout
 from ..planning.chunks import ChunkTask
-from .base import Backend, BatchResult, ChunkJob, backends
+from ..planning.cost import Traits
+from .base import Backend, BatchResult, ChunkJob, backends, plain_framing
 
 
 @backends.register("client")
@@ -18,6 +20,11 @@ class ClientBackend(Backend):
     """Works with any zarr store; also the fallback of every other backend."""
 
     name = "client"
+
+    async def traits(self, layout: ArrayLayout) -> Traits:
+        """The chunks themselves: the active path is the plain read."""
+        return Traits(combines=False, batch_chunks=self.batch_chunks(layout.chunk_nbytes),
+                      plain_framing=plain_framing(self.store), moves_chunks=True)
 
     async def _fetch(self, task: ChunkTask) -> tuple[bytes | None, int]:
         """The stored bytes of ``task`` (None if never written) and the bytes that moved."""

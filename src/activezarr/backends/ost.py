@@ -19,7 +19,9 @@ from ..chunk.partial import Partial
 from ..chunk.parts import reduce_loose
 from ..client.ost_filesystem import OSTFileSystem
 from ..errors import ChunkDecodeError, UnsupportedArrayError
+from ..planning.array_layout import ArrayLayout
 from ..planning.chunks import ChunkTask
+from ..planning.cost import PLAIN_RESULT_MAP, RESULT_MAP, Traits
 from ..planning.placement import SPREAD_POLICIES, Placement, place
 from ..protocol import build_request, partial_from_result
 from ..servers.ost.messages import EXTENSIONS, PartRequest
@@ -55,6 +57,21 @@ class OSTBackend(Backend):
             raise ValueError(f"spread_compressed must be one of {SPREAD_POLICIES}, "
                              f"got {self.spread!r}")
         self._layouts: dict[str, asyncio.Future[FileLayout | None]] = {}
+
+    async def traits(self, layout: ArrayLayout) -> Traits:
+        """Answers counted as their CBOR bodies; an uncompressed chunk answers once per OST
+        holding part of it (striped as this file system stripes), a compressed one once (its
+        OST or the OSS). Batching, combining and lean answers as this class and the OSTs say."""
+        cluster = await self.client.cluster()
+        stripe = self.fs.stripe_size or cluster.stripe_size
+        count = cluster.stripe_count if self.fs.stripe_count is None else self.fs.stripe_count
+        count = len(cluster.osts) if count == -1 else count
+        parts = 1 if layout.codecs else max(1, min(count, -(-layout.chunk_nbytes // stripe)))
+        return Traits(combines=self.combine_batch_bytes > 0,
+                      batch_chunks=self.batch_chunks(layout.chunk_nbytes),
+                      encoding="lean" if "lean" in EXTENSIONS else "cbor", framing=0,
+                      result_map=RESULT_MAP if "lean" in EXTENSIONS else PLAIN_RESULT_MAP,
+                      answers_per_chunk=parts, plain_framing=0)
 
     def _path(self, key: str) -> str:
         return f"{self.root}/{key}" if self.root else key

@@ -9,6 +9,7 @@ active servers (all chunks of a batch in one ``/v2/batch``, whose ranges the ser
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import posixpath
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -17,12 +18,21 @@ from fsspec.core import split_protocol
 from zarr.abc.store import Store
 
 from ..errors import StorageUnavailableError, UnsupportedArrayError
+from ..planning.array_layout import ArrayLayout
 from ..planning.chunks import ChunkTask
+from ..planning.cost import Traits
 from ..protocol import build_request
-from .base import BatchResult, ChunkJob, backends
+from .base import BatchResult, ChunkJob, backends, plain_framing
 from .credentials import S3Access, s3_access
 from .file import FileBackend, _read
-from .servers import CANNOT_EXPRESS, SERVER_OPTIONS, ActiveServers, collect, server_urls
+from .servers import (
+    CANNOT_EXPRESS,
+    SERVER_OPTIONS,
+    ActiveServers,
+    collect,
+    server_traits,
+    server_urls,
+)
 
 _LOCAL = {"file", "local"}
 _S3 = {"s3", "s3a"}
@@ -59,6 +69,20 @@ class ReferenceBackend(FileBackend):
     def check_options(cls, options: Mapping[str, Any]) -> None:
         super().check_options(options)
         server_urls(options.get("server"))
+
+    async def traits(self, layout: ArrayLayout) -> Traits:
+        """Targets on S3 or HTTP answer as the active servers do, one partial per chunk (these
+        requests carry no region labels); without a server their chunks come to the client.
+        Local targets as the file backend's pool."""
+        remote = set().union(*(_protocols(fs) for fs in self.fs.fss.values())) & (_S3 | _HTTP)
+        if not remote:
+            return await super().traits(layout)
+        if self.servers is None:
+            return Traits(combines=False, batch_chunks=self.batch_chunks(layout.chunk_nbytes),
+                          plain_framing=plain_framing(self.store), moves_chunks=True)
+        traits = server_traits(self.servers, self.batch_chunks(layout.chunk_nbytes),
+                               labelled=False)
+        return dataclasses.replace(traits, probes=False, plain_framing=plain_framing(self.store))
 
     def _key(self, task: ChunkTask) -> str:
         return posixpath.join(self.root, task.key) if self.root else task.key

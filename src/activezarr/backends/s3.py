@@ -10,8 +10,9 @@ from typing import Any
 from zarr.abc.store import Store
 
 from ..errors import StorageUnavailableError
+from ..planning.array_layout import ArrayLayout
 from ..planning.chunks import ChunkTask
-from ..planning.cost import Traits
+from ..planning.cost import HEADS_PER_LISTED_KEY, Traits
 from ..protocol import build_request
 from .base import Backend, BatchResult, ChunkJob, backends, region_labels
 from .credentials import S3Access, s3_access
@@ -20,11 +21,9 @@ from .servers import (
     SERVER_OPTIONS,
     ActiveServers,
     collect,
+    server_traits,
     server_urls,
 )
-
-#: A HEAD costs about as much as this many keys of a listing (bytes; a page lists 1,000).
-HEADS_PER_LISTED_KEY = 4
 
 
 @backends.register("s3")
@@ -55,11 +54,10 @@ class S3Backend(Backend):
     def configured(cls, options: Mapping[str, Any]) -> bool:
         return bool(options.get("server"))
 
-    @classmethod
-    def traits(cls, chunk_nbytes: int) -> Traits:
-        """Our active server: it combines, packs counts and answers unwritten chunks."""
-        return Traits(combines=True, batch_chunks=cls.batch_chunks(chunk_nbytes))
-
+    async def traits(self, layout: ArrayLayout) -> Traits:
+        """The servers' answers as their capability document says (our server's until it is
+        fetched: combined, lean, unwritten chunks answered; the document then costs a read)."""
+        return server_traits(self.servers, self.batch_chunks(layout.chunk_nbytes))
 
     async def _s3(self) -> S3Access:
         """Endpoint and credentials, resolved once per reduction."""

@@ -14,6 +14,7 @@ import contextlib
 import itertools
 import json
 import random
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,7 @@ import zarr
 
 from ..client.traffic import framing
 from ..errors import StorageUnavailableError
+from ..planning.cost import CAPABILITIES, S3_FRAMING, Traits
 from ..protocol import partial_from_result
 from .base import BatchResult, ChunkJob
 
@@ -283,29 +285,79 @@ class ActiveServers:
         """Nothing to release: the session is shared, and closed at exit."""
 
 
-#: Sessions shared by the reductions of this process, by event loop, connection limit and
-#: timeouts; closed at exit.
-_sessions: dict[tuple[asyncio.AbstractEventLoop, int, aiohttp.ClientTimeout],
-                aiohttp.ClientSession] = {}
+def server_traits(servers: ActiveServers, batch_chunks: int, labelled: bool = True) -> Traits:
+    """How ``servers`` answer, for the cost model: from their capability document once fetched
+    (the first reduction fetches it: that read is counted), else as our server answers.
+    ``labelled``: the backend labels requests by output region, so that the server combines."""
+    cached = _capabilities.get(servers.servers[0])
+    extensions = set(cached.get("extensions", ())) if cached is not None else {
+        "batch", "combine", "lean", "absent"}
+    combines = labelled and {"batch", "combine"} <= extensions
+    return Traits(combines=combines, batch_chunks=batch_chunks if "batch" in extensions else 1,
+                  encoding="lean" if {"batch", "lean"} <= extensions else "cbor",
+                  setup_bytes=CAPABILITIES if cached is None else 0,
+                  probes=not {"absent", "lean", "batch"} <= extensions,
+                  index_framing=S3_FRAMING)
+
+
+@dataclass
+class _LoopSessions:
+    """The sessions shared on one event loop, by connection limit and timeouts, and the task
+    that closes them when the loop shuts down."""
+
+    sessions: dict[tuple[int, aiohttp.ClientTimeout], aiohttp.ClientSession]
+    keeper: asyncio.Task[None] | None = None
+
+
+#: Per event loop, weakly: a loop gone takes its entry with it.
+_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopSessions] = \
+    weakref.WeakKeyDictionary()
 
 
 def _shared_session(limit: int, timeout: aiohttp.ClientTimeout) -> aiohttp.ClientSession:
-    key = (asyncio.get_running_loop(), limit, timeout)
-    session = _sessions.get(key)
+    """The session of this loop for ``limit`` and ``timeout``, made on first use.
+
+    Each loop's sessions are closed on that loop as it shuts down: ``asyncio.run`` (and
+    ``asyncio.Runner``) cancel the tasks left at the end, and the keeper task closes them in its
+    ``finally``. zarr's loop runs until exit, so its sessions are closed at exit instead.
+    """
+    loop = asyncio.get_running_loop()
+    pool = _pools.get(loop)
+    if pool is None:
+        pool = _pools[loop] = _LoopSessions({})
+        pool.keeper = loop.create_task(_keep(pool), name="activezarr-sessions")
+    session = pool.sessions.get((limit, timeout))
     if session is None or session.closed:
         connector = aiohttp.TCPConnector(limit=limit)
-        session = _sessions[key] = aiohttp.ClientSession(connector=connector, timeout=timeout)
+        session = pool.sessions[limit, timeout] = aiohttp.ClientSession(connector=connector,
+                                                                        timeout=timeout)
     return session
+
+
+async def _keep(pool: _LoopSessions) -> None:
+    """Wait until cancelled (the loop shuts down, or exit), then close ``pool``'s sessions."""
+    try:
+        await asyncio.Event().wait()
+    finally:
+        sessions = list(pool.sessions.values())
+        pool.sessions.clear()
+        await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
+
+
+async def _stop(pool: _LoopSessions) -> None:
+    if pool.keeper is not None:
+        pool.keeper.cancel()
+        await asyncio.gather(pool.keeper, return_exceptions=True)
 
 
 @atexit.register
 def _close_sessions() -> None:
-    """Close the shared sessions on their loops (zarr's, still running at this point)."""
-    for (loop, _, _), session in list(_sessions.items()):
-        if not session.closed and loop.is_running():
+    """Close the sessions of loops still running at exit (zarr's) on those loops."""
+    for loop, pool in list(_pools.items()):
+        if loop.is_running():
             with contextlib.suppress(Exception):
-                asyncio.run_coroutine_threadsafe(session.close(), loop).result(5)
-    _sessions.clear()
+                asyncio.run_coroutine_threadsafe(_stop(pool), loop).result(5)
+    _pools.clear()
 
 
 def _within(items: list[dict[str, Any]], max_items: int, max_body: int

@@ -68,12 +68,14 @@ class ActiveReduction(_Reductions):
     values). ``skipna`` also masks NaN. Results follow ``numpy.ma``: an element with no valid
     data is masked. ``fallback=False`` raises instead of reducing on the client when the
     storage side fails. ``progress`` is called with the number of chunks each step finished.
+    ``plain_when_cheaper=False`` keeps the active path where the cost model would read plainly
+    (to study or test the storage side).
     """
 
     def __init__(self, array: zarr.Array, missing: str | Mapping[str, Any] | None = "cf",
                  skipna: bool = False, fallback: bool = True,
                  max_concurrency: int | None = None, progress: Progress | None = None,
-                 decode_cf: bool = True) -> None:
+                 decode_cf: bool = True, plain_when_cheaper: bool = True) -> None:
         self.array = array
         layout = ArrayLayout.from_array(array)
         fill = layout.raw_fill_value if layout.zarr_format == 2 else None
@@ -83,6 +85,7 @@ class ActiveReduction(_Reductions):
         self.fallback = fallback
         self.max_concurrency = max_concurrency or zarr.config.get("async.concurrency")
         self.progress = progress
+        self.plain_when_cheaper = plain_when_cheaper
         self.last_report: Report | None = None
         if self._backend_class() is None:
             store = ActiveStore.of(array.store)
@@ -148,13 +151,22 @@ class ActiveReduction(_Reductions):
                                 weighted=extras.weights is not None, group_axis=extras.group_dim)
 
     def _estimate(self, plan: ReductionPlan) -> Estimate | None:
-        """The cost model's estimate of ``plan``; None where the backend has no model, and for
-        weighted and grouped reductions, which the model does not price yet."""
-        backend = self._backend_class()
-        traits = None if backend is None else backend.traits(self.layout.chunk_nbytes)
-        if traits is None or plan.extras.weights is not None or plan.extras.group_dim is not None:
+        """The cost model's estimate of ``plan``; None where the backend has no model."""
+        backend = self._backend()
+
+        async def ask() -> Estimate | None:
+            try:
+                return await self._planned(backend, plan)
+            finally:
+                await backend.close()
+
+        return run_sync(ask())
+
+    async def _planned(self, backend: Backend, plan: ReductionPlan) -> Estimate | None:
+        traits = await backend.traits(self.layout)
+        if traits is None:
             return None
-        return estimate(self.layout, plan.dims, self._spec(plan), traits)
+        return estimate(self.layout, plan.dims, self._spec(plan), traits, plan.extras)
 
     def _run(self, op: str, dims: tuple[DimSelection, ...], axis: Any,
              options: dict[str, Any]) -> Any:
@@ -189,21 +201,27 @@ class ActiveReduction(_Reductions):
         kernel = ChunkKernel(self._spec(plan))
         tasks = extras.attach(plan_chunks(self.layout, dims, reduced), plan.kept)
         out_shape = plan.output_shape
-        backend = self._backend()
-        planned = self._estimate(plan)
-        if planned is not None and planned.path == "plain":
-            backend = PlainRead(self.array.store)
         fallback = ClientBackend(self.array.store) if self.fallback else None
-        engine = Engine(ChunkJob(kernel, self.layout, self.array.store,
-                                 chunk_count(self.layout, dims)), backend,
-                        fallback if backend.name not in ("client", "plain") else None,
-                        self.max_concurrency, self.progress)
-        if planned is not None:
-            engine.report.estimated_bytes = planned.active_bytes
-            engine.report.plan_reason = planned.reason
+        job = ChunkJob(kernel, self.layout, self.array.store, chunk_count(self.layout, dims))
+        engine: Engine | None = None
 
         async def run() -> Any:
+            nonlocal engine
+            backend = self._backend()
             try:
+                planned = await self._planned(backend, plan)
+                if planned is not None and planned.path == "plain" and self.plain_when_cheaper:
+                    await backend.close()
+                    backend = PlainRead(self.array.store)
+                engine = Engine(job, backend,
+                                fallback if backend.name not in ("client", "plain") else None,
+                                self.max_concurrency, self.progress)
+                if planned is not None:
+                    engine.report.estimated_bytes = (planned.plain_bytes if backend.name == "plain"
+                                                     else planned.active_bytes)
+                    engine.report.plan_reason = planned.reason + (
+                        "; kept active (plain_when_cheaper=False)"
+                        if planned.path == "plain" and backend.name != "plain" else "")
                 return await engine.run(tasks, out_shape)
             finally:
                 await backend.close()
@@ -211,7 +229,9 @@ class ActiveReduction(_Reductions):
         try:
             acc = run_sync(run())
         finally:
-            self.last_report = engine.report
+            if engine is not None:
+                self.last_report = engine.report
+        assert engine is not None
         message = fallback_warning(engine.report)
         if message is not None:
             warnings.warn(message, FallbackWarning, stacklevel=4)

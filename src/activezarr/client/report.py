@@ -29,8 +29,8 @@ class Report:
     seconds: float = 0.0
     paths: dict[str, int] = field(default_factory=dict)
     links: dict[str, int] = field(default_factory=dict)
-    #: The planner's estimate of ``bytes_from_storage`` on the active path (0: none made),
-    #: and why it picked the path it did (``paths`` has ``plain`` where it read plainly).
+    #: The planner's estimate of ``bytes_from_storage`` on the path it picked (0: none made),
+    #: and why it picked that path (``paths`` has ``plain`` where it read plainly).
     estimated_bytes: int = 0
     plan_reason: str = ""
 

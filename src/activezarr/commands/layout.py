@@ -21,7 +21,7 @@ from .params import JsonObjectType
               show_default=True, help="Where compressed chunks spread over OSTs reduce.")
 @click.option("--op", default=None,
               help="Estimate the bytes this reduction would move on the active path and on a "
-                   "plain read, and which path it would take (s3 with an active server).")
+                   "plain read, and which path it would take (any store with an active backend).")
 @click.option("--axis", type=int, multiple=True,
               help="An axis the estimated reduction reduces (repeat; default all).")
 @click.option("--active", type=JsonObjectType(), default="{}",
