@@ -16,7 +16,7 @@ from ...chunk.codecs import ALLOWED_CODECS
 from ...protocol import DTYPES, HEALTH_PATH, SCHEMA_PATH, error_body
 from ..errors import ServerError, UnknownOperation, json_response, status_of
 from ..metrics import CONTENT_TYPE, links_exposition
-from .messages import OPS, TOKEN_HEADER
+from .messages import LIMITS, OPS, TOKEN_HEADER
 from .transport import OSTUnavailableError, RemoteError
 
 log = logging.getLogger("activezarr.ost")
@@ -47,6 +47,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if status == 500:
             log.error("server bug", exc_info=exc)
         return json_response(error_body(exc), status=status)
+
+
+def item_error(exc: BaseException) -> dict[str, Any]:
+    """A batch item's error answer: PROTOCOL.md's JSON error with its ``status``."""
+    status = _status(exc)
+    if status == 500:
+        log.error("server bug", exc_info=exc)
+    return {**error_body(exc), "status": status}
 
 
 class WrongToken(ServerError):
@@ -84,7 +92,7 @@ def add_schema(app: web.Application, extensions: tuple[str, ...]) -> None:
     """PROTOCOL.md's capability document, for ``interface_type: "ost"``."""
     document = {"name": "activezarr-ost", "api": "v2", "operations": list(OPS),
                 "dtypes": list(DTYPES), "codecs": sorted(ALLOWED_CODECS),
-                "interface_types": ["ost"], "extensions": list(extensions)}
+                "interface_types": ["ost"], "limits": LIMITS, "extensions": list(extensions)}
 
     async def schema(request: web.Request) -> web.Response:
         return json_response(document)

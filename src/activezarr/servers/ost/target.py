@@ -7,11 +7,13 @@ from typing import Any
 
 from aiohttp import web
 
-from ...chunk.parts import FlatReducer, Piece
-from ...protocol import reduction_result
+from ...chunk.partial import Partial
+from ...chunk.parts import FlatReducer, Piece, trim
+from ..combine import encode_result
 from ..errors import BadRequest
-from ..operations import execute
-from .messages import EXTENSIONS, LINK_HEADER, PartRequest, ReadRequest
+from ..operations import chunk_partial
+from .batches import ItemServer, add_batch_routes
+from .messages import EXTENSIONS, LINK_HEADER, PartItem, PartRequest, ReadRequest
 from .objects import ObjectStore
 from .ratelimit import RateLimiter
 from .serving import LINKS, add_schema, cbor_response, create_base_app, operation, require_token
@@ -20,18 +22,32 @@ OBJECTS = web.AppKey("objects", ObjectStore)
 MAX_DECODED = 1 << 30
 
 
-def reduce_part(op: str, request: PartRequest, pieces: list[Piece]) -> dict[str, Any]:
-    """The response map for the pieces of one chunk this OST holds."""
-    codecs = request.codec_configs()
+def part_partial(op: str, request: PartRequest, pieces: list[Piece]
+                 ) -> tuple[Partial, dict[str, Any]]:
+    """The partial of the pieces of one chunk this OST holds, and the ``loose`` bytes of the
+    elements its extents cut (uncompressed chunks only)."""
     if request.shape is None:
         raise BadRequest("requests with extents need the chunk's shape")
-    if codecs:
-        return execute(op, request, _whole(pieces), MAX_DECODED)
+    if request.codec_configs():
+        return chunk_partial(op, request, _whole(pieces), MAX_DECODED), {"loose": []}
     spec = request.chunk_spec(op, request.shape, ())
     reducer = FlatReducer(spec, request.chunk_selection(request.shape))
     loose = reducer.add_pieces(pieces)
-    return {**reduction_result(op, request, reducer.result),
-            "loose": [[start, data] for start, data in loose]}
+    return reducer.result, {"loose": [[start, data] for start, data in loose]}
+
+
+def encode_part(op: str, request: Any, partial: Partial, lean: bool) -> dict[str, Any]:
+    """The response map of a part's (or a group of parts') partial, cut to the output cells
+    it counted; ``region`` says which, when that is not all of them."""
+    cut, region = trim(partial)
+    answer = encode_result(op, request, cut, lean)
+    return answer if region is None else {**answer, "region": region}
+
+
+def reduce_part(op: str, request: PartRequest, pieces: list[Piece]) -> dict[str, Any]:
+    """The response map for the pieces of one chunk this OST holds."""
+    partial, loose = part_partial(op, request, pieces)
+    return {**encode_part(op, request, partial, False), **loose}
 
 
 def _whole(pieces: list[Piece]) -> bytes:
@@ -66,6 +82,22 @@ async def put_object(request: web.Request) -> web.Response:
     await request.app[OBJECTS].write(request.match_info["fid"], data)
     request.app[LINKS]["disk_write"] += len(data)
     return web.json_response({"size": len(data)})
+
+
+async def _read_part(request: web.Request, item: PartItem) -> list[Piece]:
+    """The pieces of a batch item's chunk this OST holds; a missing object is the item's 400."""
+    fid = _fid(item.url)
+    try:
+        raw = await request.app[OBJECTS].read(fid, [(o, n) for o, n, _ in item.extents])
+    except FileNotFoundError:
+        raise BadRequest(f"no object {fid} on this OST") from None
+    request.app[LINKS]["disk_read"] += sum(len(r) for r in raw)
+    return [(start, data) for (_, _, start), data in zip(item.extents, raw)]
+
+
+PARTS = ItemServer(PartItem, stored=lambda item: sum(n for _, n, _ in item.extents),
+                   read=_read_part, reduce=lambda item, pieces: part_partial(item.op, item, pieces),
+                   encode=encode_part)
 
 
 async def read_object(request: web.Request) -> web.Response:
@@ -104,6 +136,7 @@ def create_target_app(root: str, token: str, disk_rate: float | None = None
     app.router.add_put("/objects/{fid}", put_object)
     app.router.add_post("/objects/{fid}/read", read_object)
     app.router.add_delete("/objects/{fid}", delete_object)
+    add_batch_routes(app, PARTS)
     app.router.add_post("/v2/{op}", reduce)
     app.router.add_post("/v2/{op}/", reduce)
     return app

@@ -186,10 +186,11 @@ class ClusterClient:
                 position += extent.length
         return bytes(out)
 
-    async def reduce(self, server: str, op: str, body: Mapping[str, Any]
-                     ) -> tuple[dict[str, Any], int]:
-        """(response map, its size on the LAN) of a PROTOCOL.md request to an OST or the OSS."""
-        answer = await self.request("POST", f"{server}/v2/{op}", json_body=body)
+    async def batch(self, server: str, body: Mapping[str, Any]
+                    ) -> tuple[list[dict[str, Any]], int]:
+        """(answers, their size on the LAN) of a PROTOCOL.md ``/v2/batch`` to an OST or the
+        OSS."""
+        answer = await self.request("POST", f"{server}/v2/batch", json_body=body)
         assert answer is not None
         await (await self.lan()).take(len(answer))
         return cbor2.loads(answer), len(answer)

@@ -6,13 +6,21 @@ here, they cross the network once (the ``combine`` extension, PROTOCOL.md's Batc
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...chunk.partial import Partial, owned
-from ...protocol import BatchItem, extension_result, reduction_result
-from ..errors import BadRequest
+from ..chunk.partial import Partial, owned
+from ..protocol import BatchItem, extension_result, reduction_result
+from .errors import BadRequest
+
+#: How a merged partial becomes its answer: (op, request, partial, lean) -> response map.
+Encode = Callable[[str, BatchItem, Partial, bool], dict[str, Any]]
+
+
+def encode_result(op: str, request: BatchItem, partial: Partial, lean: bool) -> dict[str, Any]:
+    """PROTOCOL.md's response map of ``partial`` (the answer of a whole chunk, or of a group)."""
+    return extension_result(reduction_result(op, request, partial, lean), request, partial)
 
 
 @dataclass
@@ -27,7 +35,9 @@ class _Group:
 class Combiner:
     """The groups of one batch, by label; items alone in their group are not combined."""
 
-    def __init__(self, labels: Sequence[int] | None, items: dict[int, BatchItem]) -> None:
+    def __init__(self, labels: Sequence[int] | None, items: Mapping[int, BatchItem],
+                 encode: Encode = encode_result) -> None:
+        self._encode = encode
         self._groups: dict[int, _Group] = {}
         self._label_of: dict[int, int] = {}
         if labels is None:
@@ -73,9 +83,7 @@ class Combiner:
                 continue  # every item of the group failed: each has its error
             # The first position that succeeded holds the answer, whichever finished first.
             holder = min(group.stored)
-            out[holder] = extension_result(
-                reduction_result(group.op, group.request, group.partial, lean), group.request,
-                group.partial)
+            out[holder] = self._encode(group.op, group.request, group.partial, lean)
             for position in group.stored:
                 if position != holder:
                     out[position] = {"combined": holder}
