@@ -32,7 +32,7 @@ from ..protocol import build_request, partial_from_result
 from ..servers.ost.messages import EXTENSIONS, MAX_BATCH, MAX_BATCH_BODY, PartRequest
 from ..servers.ost.namespace import normalize
 from ..servers.ost.striping import FileLayout, by_ost
-from ..servers.ost.transport import RemoteError
+from ..servers.ost.transport import OSTUnavailableError, RemoteError
 from .base import Backend, BatchResult, ChunkJob, backends, region_labels
 from .servers import within_limits
 
@@ -181,7 +181,9 @@ class OSTBackend(Backend):
                     "combine": [answers.labels[i] for i in served]}
             try:
                 replies, nbytes = await self.client.batch(server, body)
-            except RemoteError as exc:  # the whole batch refused (a 4xx): each item is
+            except (RemoteError, OSTUnavailableError) as exc:
+                # Refused whole, or the server is down: its chunks go to the client, the
+                # others are kept.
                 replies, nbytes = [{"error": {"message": str(exc)}}] * len(group), 0
             result.requests += 1
             result.bytes_from_storage += nbytes

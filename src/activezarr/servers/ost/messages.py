@@ -126,11 +126,17 @@ class PartRequest(ChunkRequest):
         return [(e.offset, e.length, e.start) for e in extents]
 
 
+def _check_op(op: str) -> None:
+    if op not in OPS:
+        raise ValueError(f"op {op!r} is not served here; operations: {', '.join(OPS)}")
+
+
 class PartItem(BatchItem, PartRequest):
     """One item of an OST's ``/v2/batch``: an ``extents`` request with its ``op``."""
 
     @model_validator(mode="after")
     def _shaped(self) -> PartItem:
+        _check_op(self.op)
         if self.shape is None:
             raise ValueError("requests with extents need the chunk's shape")
         return self
@@ -142,6 +148,7 @@ class WholeItem(BatchItem):
 
     @model_validator(mode="after")
     def _sized(self) -> WholeItem:
+        _check_op(self.op)
         if self.shape is None or self.size is None:
             raise ValueError("batch items need the chunk's shape and size")
         if self.interface_type != "ost":

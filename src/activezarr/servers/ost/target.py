@@ -25,15 +25,15 @@ MAX_DECODED = 1 << 30
 def part_partial(op: str, request: PartRequest, pieces: list[Piece]
                  ) -> tuple[Partial, dict[str, Any]]:
     """The partial of the pieces of one chunk this OST holds, and the ``loose`` bytes of the
-    elements its extents cut (uncompressed chunks only)."""
+    elements its extents cut (uncompressed chunks only; left out when there are none)."""
     if request.shape is None:
         raise BadRequest("requests with extents need the chunk's shape")
     if request.codec_configs():
-        return chunk_partial(op, request, _whole(pieces), MAX_DECODED), {"loose": []}
+        return chunk_partial(op, request, _whole(pieces), MAX_DECODED), {}
     spec = request.chunk_spec(op, request.shape, ())
     reducer = FlatReducer(spec, request.chunk_selection(request.shape))
     loose = reducer.add_pieces(pieces)
-    return reducer.result, {"loose": [[start, data] for start, data in loose]}
+    return reducer.result, {"loose": [[start, data] for start, data in loose]} if loose else {}
 
 
 def encode_part(op: str, request: Any, partial: Partial, lean: bool) -> dict[str, Any]:

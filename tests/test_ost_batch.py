@@ -1,0 +1,156 @@
+"""The ost path in batches (issue 12): one ``/v2/batch`` per OST and to the OSS per batch, the
+parts of chunks sharing output cells merged storage-side, answers cut to the cells an OST holds,
+and every chunk counted on the path it took."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from typing import Any
+
+import cbor2
+import fsspec
+import numpy as np
+import pytest
+import requests
+import zarr
+
+from activezarr.planning.survey import survey_array
+from activezarr.servers.ost import Cluster
+from activezarr.servers.ost.messages import MAX_BATCH, MAX_BATCH_BODY
+from ost_cluster import open_active, write_array
+
+_names = (f"b{i}" for i in itertools.count())
+#: Stripes that cut no element, so that no loose bytes travel.
+STRIPE = 4096
+
+
+def _stacked(cluster: Cluster, steps: int, **create: Any) -> tuple[np.ndarray, str]:
+    """``steps`` chunks of (1, 64, 64) float32 stacked along axis 0, striped over all OSTs."""
+    data = np.random.default_rng(steps).normal(280, 10, size=(steps, 64, 64)).astype("<f4")
+    url = f"{cluster.url}/batch/{next(_names)}"
+    write_array(url, data, chunks=(1, 64, 64), storage_options={"stripe_size": STRIPE},
+                **{"compressors": None, **create})
+    return data, url
+
+
+def _post(url: str, body: Any) -> requests.Response:
+    return requests.post(url, data=body if isinstance(body, bytes) else json.dumps(body),
+                         timeout=30)
+
+
+def _part(cluster: Cluster, **fields: Any) -> tuple[str, dict[str, Any]]:
+    """(OST URL, batch item) for the first stripe of a (64, 64) float32 chunk written here."""
+    fs = fsspec.filesystem("ost", host=cluster.url.removeprefix("ost://"))
+    path = f"batch/{next(_names)}.bin"
+    fs.pipe_file(path, np.arange(64 * 64, dtype="<f4").tobytes(), stripe_size=STRIPE)
+    layout = fs.info(path)["layout"]
+    ost = cluster.osts[layout["osts"][0]]
+    return ost, {"op": "sum", "interface_type": "ost", "url": f"{ost}/objects/{layout['fid']}",
+                 "dtype": "float32", "shape": [64, 64], "axis": [1],
+                 "extents": [[0, STRIPE, 0]], **fields}
+
+
+def test_a_whole_array_mean_asks_each_ost_once_and_its_answer_does_not_grow(ost_cluster):
+    sizes = {}
+    for steps in (8, 32):
+        data, url = _stacked(ost_cluster, steps)
+        red = open_active(url)
+        np.testing.assert_allclose(red.mean(), data.mean(dtype="f8"), rtol=1e-6)
+        report = red.last_report
+        assert report.paths == {"ost": steps}
+        assert report.requests == len(ost_cluster.osts)  # one batch: one request per OST
+        sizes[steps] = report.bytes_from_storage
+    # Each OST answers one scalar partial; every further chunk adds only {"combined": p, ...}.
+    per_chunk = (sizes[32] - sizes[8]) / 24 / len(ost_cluster.osts)
+    assert per_chunk < 32, sizes
+
+
+def test_stacked_chunks_come_back_as_one_partial_per_ost(ost_cluster):
+    data, url = _stacked(ost_cluster, 32)
+    red = open_active(url)
+    np.testing.assert_allclose(red.var(axis=0), data.var(axis=0, dtype="f8"), rtol=1e-5)
+    np.testing.assert_allclose(red.mean(axis=0), data.mean(axis=0, dtype="f8"), rtol=1e-6)
+    one_partial = 64 * 64 * 8  # float64 sums of the (64, 64) output
+    assert red.last_report.bytes_from_storage < len(ost_cluster.osts) * one_partial
+
+
+def test_an_ost_answers_only_for_the_cells_its_stripe_holds(ost_cluster):
+    ost, item = _part(ost_cluster)  # rows 0-15 of 64, summed along axis 1
+    [answer] = cbor2.loads(_post(f"{ost}/v2/batch", {"requests": [item]}).content)
+    assert answer["region"] == [[0, 16]] and answer["shape"] == [16]
+    rows = np.arange(64 * 64, dtype="f8").reshape(64, 64)[:16].sum(axis=1)
+    np.testing.assert_array_equal(np.frombuffer(answer["bytes"], "f4"), rows.astype("f4"))
+
+
+def test_items_sharing_a_label_are_answered_once(ost_cluster):
+    ost, item = _part(ost_cluster, axis=None)
+    body = {"requests": [item, item, {**item, "op": "max"}], "combine": [7, 7, 8], "lean": True}
+    answers = cbor2.loads(_post(f"{ost}/v2/batch", body).content)
+    assert answers[1] == {"combined": 0, "stored_bytes": STRIPE}
+    assert np.frombuffer(answers[0]["bytes"], "f4")[0] == 2 * sum(range(1024))
+    assert answers[0]["count_constant"] == 2048
+    assert np.frombuffer(answers[2]["bytes"], "f4")[0] == 1023
+
+
+@pytest.mark.parametrize("body, status, words", [
+    ({"requests": [{}], "combine": [1, 2]}, 400, "combine has 2 labels for 1 requests"),
+    ({"requests": [{}] * (MAX_BATCH + 1)}, 413, f"over the limit of {MAX_BATCH}"),
+    ({"requests": [], "lean": "yes"}, 400, "lean"),
+    ({"requests": [], "absent": True}, 400, "absent is not served here"),
+    ({"requests": [], "combine": [2**70]}, 400, "combine"),
+    (b"x" * (MAX_BATCH_BODY + 1), 413, "over the limit"),
+])
+def test_hostile_batches_are_refused_whole_with_json(ost_cluster, body, status, words):
+    for server in (ost_cluster.osts[0], ost_cluster.oss):
+        response = _post(f"{server}/v2/batch", body)
+        assert response.status_code == status, response.text
+        assert response.headers["Content-Type"] == "application/json"
+        assert words in response.json()["error"]["message"]
+
+
+def test_a_batch_that_could_never_fit_in_memory_is_refused_before_reading(ost_cluster):
+    ost, item = _part(ost_cluster)
+    # A kept axis of 2**28 cells: 4 GiB of results; nothing is read or allocated.
+    huge = {**item, "dtype": "uint8", "shape": [2**28], "axis": [], "extents": [[0, 16, 0]]}
+    response = _post(f"{ost}/v2/batch", {"requests": [huge]})
+    assert response.status_code == 413 and "bytes of memory" in response.text
+
+
+def test_a_bad_item_fails_alone(ost_cluster):
+    ost, item = _part(ost_cluster)
+    bad = [{**item, "extents": [[0, 10**6, 0]]}, {**item, "surprise": 1},
+           {k: v for k, v in item.items() if k not in ("shape", "axis")}, {**item, "op": "select"},
+           {**item, "url": f"{ost}/objects/{'0' * 32}"}]
+    answers = cbor2.loads(_post(f"{ost}/v2/batch", {"requests": [item, *bad]}).content)
+    assert "bytes" in answers[0]
+    assert [a["status"] for a in answers[1:]] == [400] * len(bad)
+    messages = " ".join(a["error"]["message"] for a in answers[1:])
+    for words in ("past the chunk", "surprise", "need the chunk's shape", "op", "no object"):
+        assert words in messages
+
+
+def test_oss_items_need_their_size(ost_cluster):
+    item = {"op": "sum", "interface_type": "ost", "url": f"{ost_cluster.url}/x.bin",
+            "dtype": "int32", "shape": [4]}
+    [answer] = cbor2.loads(_post(f"{ost_cluster.oss}/v2/batch", {"requests": [item]}).content)
+    assert answer["status"] == 400 and "size" in answer["error"]["message"]
+
+
+@pytest.mark.parametrize("policy", ["oss", "client"])
+def test_every_chunk_counts_on_its_own_path(ost_cluster, policy):
+    """Gzip chunks of which some sit in one stripe (the OST) and some span two (OSS or client),
+    in the same batches; chunks never written count too."""
+    data = np.random.default_rng(5).normal(size=(40, 64)).astype("<f8")
+    data[:20] = 1.0  # compresses into one stripe
+    data[20:25] = 0.0  # the fill value: never written
+    url = f"{ost_cluster.url}/batch/{next(_names)}"
+    write_array(url, data, chunks=(5, 64), compressors=zarr.codecs.GzipCodec(),
+                storage_options={"stripe_size": 1500})
+    red = open_active(url, spread_compressed=policy)
+    np.testing.assert_allclose(red.mean(axis=0), data.mean(axis=0), rtol=1e-12)
+    report = red.last_report
+    assert sum(report.paths.values()) == report.chunks == 8
+    assert report.paths == {"ost": 5, policy: 3}
+    # The survey leaves out the chunk never written; the reduction counts it on its backend.
+    assert survey_array(red.array, policy).paths() == {"ost": 4, policy: 3}
