@@ -15,9 +15,11 @@ import pytest
 import requests
 import zarr
 
+import activezarr
 from activezarr.planning.survey import survey_array
 from activezarr.servers.ost import Cluster
 from activezarr.servers.ost.messages import MAX_BATCH, MAX_BATCH_BODY
+from activezarr.servers.ost.transport import ClusterClient
 from ost_cluster import open_active, write_array
 
 _names = (f"b{i}" for i in itertools.count())
@@ -154,3 +156,36 @@ def test_every_chunk_counts_on_its_own_path(ost_cluster, policy):
     assert report.paths == {"ost": 5, policy: 3}
     # The survey leaves out the chunk never written; the reduction counts it on its backend.
     assert survey_array(red.array, policy).paths() == {"ost": 4, policy: 3}
+
+
+@pytest.mark.parametrize("axis, falls_back", [((1, 2), "touching"), (0, "all")])
+def test_a_part_refused_sends_its_whole_output_region_to_the_client(ost_cluster, monkeypatch,
+                                                                    axis, falls_back):
+    """Fault injection at the transport: OST 1 refuses every item. The parts other OSTs
+    served of those chunks were merged with other chunks of the same output cells, so every
+    chunk of those cells is reduced on the client instead: exact, and said."""
+    data = np.random.default_rng(9).normal(size=(12, 32, 64)).astype("<f8")  # 2 stripes each
+    url = f"{ost_cluster.url}/batch/{next(_names)}"
+    write_array(url, data, chunks=(1, 32, 64), compressors=None,
+                storage_options={"stripe_size": 8192})
+    refusing = ost_cluster.osts[1]
+    batch = ClusterClient.batch
+
+    async def refuse(self, server, body):
+        if server != refusing:
+            return await batch(self, server, body)
+        return [{"error": {"message": "injected refusal"}, "status": 400}] * len(body["requests"]), 0
+
+    monkeypatch.setattr(ClusterClient, "batch", refuse)
+    store = activezarr.ActiveStore.from_url(url)
+    red = activezarr.ActiveReduction(zarr.open_array(store, mode="r"))
+    with pytest.warns(activezarr.FallbackWarning):
+        np.testing.assert_allclose(red.mean(axis=axis), data.mean(axis=axis), rtol=1e-12)
+    report = red.last_report
+    touching = sum(1 in {s.ost for s in site.placement.extents}
+                   for site in survey_array(red.array, "oss").sites)
+    assert 0 < touching < 12
+    assert report.fallbacks == (touching if falls_back == "touching" else 12)
+    kept = 12 - report.fallbacks
+    assert report.paths == {"client": report.fallbacks, **({"ost": kept} if kept else {})}
+    assert "injected refusal" in " ".join(report.fallback_reasons)
