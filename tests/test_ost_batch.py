@@ -189,3 +189,13 @@ def test_a_part_refused_sends_its_whole_output_region_to_the_client(ost_cluster,
     kept = 12 - report.fallbacks
     assert report.paths == {"client": report.fallbacks, **({"ost": kept} if kept else {})}
     assert "injected refusal" in " ".join(report.fallback_reasons)
+
+
+def test_inner_chunks_never_written_count_too(ost_cluster):
+    data = np.zeros((40, 64), "<f8")
+    data[:10] = np.random.default_rng(2).normal(size=(10, 64))  # the other inner chunks: fill
+    url = f"{ost_cluster.url}/batch/{next(_names)}"
+    write_array(url, data, chunks=(5, 64), shards=(20, 64), compressors=None)
+    red = open_active(url)
+    np.testing.assert_allclose(red.sum(axis=0), data.sum(axis=0), rtol=1e-12)
+    assert red.last_report.paths == {"ost": red.last_report.chunks} == {"ost": 8}

@@ -89,6 +89,8 @@ class Engine:
                 indexes = read
                 for task in unwritten:
                     self._merge_fill(acc, task)
+                # Found unwritten by the shard index the backend's path read: counted there.
+                self.report.add(self.report.paths, self.backend.name, len(unwritten))
                 if self.progress is not None and unwritten:
                     self.progress(len(unwritten))
             await self._reduce_window(window, size, acc)
