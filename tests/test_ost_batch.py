@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 import requests
 import zarr
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import activezarr
 from activezarr.planning.survey import survey_array
@@ -199,3 +201,20 @@ def test_inner_chunks_never_written_count_too(ost_cluster):
     red = open_active(url)
     np.testing.assert_allclose(red.sum(axis=0), data.sum(axis=0), rtol=1e-12)
     assert red.last_report.paths == {"ost": red.last_report.chunks} == {"ost": 8}
+
+
+@settings(max_examples=15, deadline=None)
+@given(stripe=st.sampled_from([7, 64, 1001]), axis=st.sampled_from([None, 0, 1, (0, 2), (1, 2)]),
+       op=st.sampled_from(["mean", "var", "min", "count"]))
+def test_parts_cut_anywhere_merge_exactly_across_servers(ost_cluster, stripe, axis, op):
+    """Stripes cutting elements (loose bytes), parts answering for a few cells (``region``)
+    and parts of stacked chunks merged on each OST, then here: numpy's answer."""
+    data = np.random.default_rng(stripe).normal(size=(9, 6, 5)).astype(">f8")
+    data[data > 1.5] = -999.0  # missing: cells of parts with no count
+    url = f"{ost_cluster.url}/batch/{next(_names)}"
+    write_array(url, data, chunks=(2, 4, 5), compressors=None, attributes={"_FillValue": -999.0},
+                fill_value=-999.0, storage_options={"stripe_size": stripe})
+    masked = np.ma.masked_equal(data, -999.0)
+    got = getattr(open_active(url), op)(axis=axis)
+    np.testing.assert_allclose(np.ma.filled(got, np.nan),
+                               np.ma.filled(getattr(masked, op)(axis=axis), np.nan), rtol=1e-12)

@@ -108,7 +108,7 @@ class OSTBackend(Backend):
         for i, (task, layout) in enumerate(zip(tasks, layouts)):
             if layout is None:
                 continue  # never written: the engine uses the fill value
-            offset, size = task.byte_range or (0, layout.size)
+            offset, size = _stored_range(task, layout)
             compressed = bool(job.kernel.spec.codecs)
             if not compressed and size != job.kernel.nbytes:
                 raise ChunkDecodeError(f"stored {size} bytes, expected {job.kernel.nbytes}",
@@ -126,25 +126,16 @@ class OSTBackend(Backend):
             *(self._on_client(job, i, tasks[i], layout, placement, result)
               for i, layout, placement in on_client))
         _settle(job, tasks, answers, result)
-        for i, (task, layout) in enumerate(zip(tasks, layouts)):
-            if layout is not None and i not in result.failed:
-                size = (task.byte_range or (0, layout.size))[1]
-                # The OSTs read the chunk from disk on every path; the OSS path also carries it
-                # over the storage network.
-                result.bytes_stored += size
-                result.links.update(disk_read=size,
-                                    storage=size if result.paths.get(i) == "oss" else 0)
-        result.links = +result.links
+        _count_stored(tasks, layouts, result)
         return result
 
     async def _plan(self, job: ChunkJob, task: ChunkTask, position: int, layout: FileLayout,
                     placement: Placement, batch: _Batch) -> bool:
         """Add the items of one chunk to ``batch``; False when the protocol cannot say them."""
         cluster = await self.client.cluster()
-        offset, size = task.byte_range or (0, layout.size)
         if placement.path == "oss":
             built = self._request(job, task, f"ost://{self.fs.host}/{self._path(task.key)}",
-                                  (offset, size))
+                                  _stored_range(task, layout))
             if built is None or cluster.oss is None:
                 return False
             op, body = built
@@ -192,12 +183,29 @@ class OSTBackend(Backend):
 
     async def _on_client(self, job: ChunkJob, position: int, task: ChunkTask,
                          layout: FileLayout, placement: Placement, result: BatchResult) -> None:
-        offset, size = task.byte_range or (0, layout.size)
-        raw = await self.client.gather(layout, offset, size)
+        raw = await self.client.gather(layout, *_stored_range(task, layout))
         result.requests += len(placement.osts)
         result.bytes_from_storage += len(raw)
         result.partials[position] = await asyncio.to_thread(lambda: job.kernel.reduce(
             raw, task.selection, task.key, weights=task.weights, labels=task.labels))
+
+
+def _stored_range(task: ChunkTask, layout: FileLayout) -> tuple[int, int]:
+    """(offset, size) of the chunk's stored bytes in its file."""
+    return task.byte_range or (0, layout.size)
+
+
+def _count_stored(tasks: Sequence[ChunkTask], layouts: Sequence[FileLayout | None],
+                  result: BatchResult) -> None:
+    """The stored bytes of the chunks served, and the links they crossed: the OSTs read each
+    from disk on every path; the OSS path also carries it over the storage network."""
+    for i, (task, layout) in enumerate(zip(tasks, layouts)):
+        if layout is not None and i not in result.failed:
+            size = _stored_range(task, layout)[1]
+            result.bytes_stored += size
+            result.links.update(disk_read=size,
+                                storage=size if result.paths.get(i) == "oss" else 0)
+    result.links = +result.links
 
 
 def _gather_reply(job: ChunkJob, task: ChunkTask, position: int, op: str,
