@@ -33,8 +33,8 @@ def _stacked(cluster: Cluster, steps: int, **create: Any) -> tuple[np.ndarray, s
     """``steps`` chunks of (1, 64, 64) float32 stacked along axis 0, striped over all OSTs."""
     data = np.random.default_rng(steps).normal(280, 10, size=(steps, 64, 64)).astype("<f4")
     url = f"{cluster.url}/batch/{next(_names)}"
-    write_array(url, data, chunks=(1, 64, 64), storage_options={"stripe_size": STRIPE},
-                **{"compressors": None, **create})
+    write_array(url, data, chunks=(1, 64, 64),
+                **{"compressors": None, "storage_options": {"stripe_size": STRIPE}, **create})
     return data, url
 
 
@@ -218,3 +218,14 @@ def test_parts_cut_anywhere_merge_exactly_across_servers(ost_cluster, stripe, ax
     got = getattr(open_active(url), op)(axis=axis)
     np.testing.assert_allclose(np.ma.filled(got, np.nan),
                                np.ma.filled(getattr(masked, op)(axis=axis), np.nan), rtol=1e-12)
+
+
+def test_the_oss_merges_the_spread_chunks_it_gathers(ost_cluster):
+    data, url = _stacked(ost_cluster, 24, compressors=zarr.codecs.ZstdCodec(),
+                         storage_options={"stripe_size": 2048})
+    red = open_active(url)
+    np.testing.assert_allclose(red.mean(axis=0), data.mean(axis=0, dtype="f8"), rtol=1e-6)
+    report = red.last_report
+    assert report.paths == {"oss": 24} and report.requests == 1
+    assert report.bytes_from_storage < 64 * 64 * 8  # one partial of float64 sums, or less
+    assert report.links["storage"] == report.bytes_stored
