@@ -229,3 +229,14 @@ def test_the_oss_merges_the_spread_chunks_it_gathers(ost_cluster):
     assert report.paths == {"oss": 24} and report.requests == 1
     assert report.bytes_from_storage < 64 * 64 * 8  # one partial of float64 sums, or less
     assert report.links["storage"] == report.bytes_stored
+
+
+def test_the_mds_tells_many_layouts_in_one_call(ost_cluster):
+    fs = fsspec.filesystem("ost", host=ost_cluster.url.removeprefix("ost://"))
+    fs.pipe_file("batch/stat-many.bin", b"1234")
+    entries = _post(f"{ost_cluster.mds}/files/stat-many",
+                    {"paths": ["batch/stat-many.bin", "batch/never-written"]}).json()
+    assert entries[0]["size"] == 4 and entries[0]["layout"] is not None
+    assert entries[1] is None
+    response = _post(f"{ost_cluster.mds}/files/stat-many", {"paths": ["x"] * (MAX_BATCH + 1)})
+    assert response.status_code == 400 and response.headers["Content-Type"] == "application/json"

@@ -86,24 +86,25 @@ class OSTBackend(Backend):
         if self.spread not in SPREAD_POLICIES:
             raise ValueError(f"spread_compressed must be one of {SPREAD_POLICIES}, "
                              f"got {self.spread!r}")
-        self._layouts: dict[str, asyncio.Future[FileLayout | None]] = {}
+        self._layouts: dict[str, FileLayout | None] = {}
 
     def _path(self, key: str) -> str:
         return f"{self.root}/{key}" if self.root else key
 
-    async def _layout(self, key: str) -> FileLayout | None:
-        """The layout of the file holding ``key``, asked once per file; None if never written."""
-        if key not in self._layouts:
-            async def ask() -> FileLayout | None:
-                entry = await self.client.stat(self._path(key))
-                return None if entry is None else entry.layout
-
-            self._layouts[key] = asyncio.ensure_future(ask())
-        return await asyncio.shield(self._layouts[key])
+    async def _layouts_of(self, keys: Sequence[str]) -> list[FileLayout | None]:
+        """The layouts of the files holding ``keys`` (None: never written), asked of the MDS
+        once per file and ``MAX_BATCH`` files per call."""
+        missing = [k for k in dict.fromkeys(keys) if k not in self._layouts]
+        for start in range(0, len(missing), MAX_BATCH):
+            part = missing[start:start + MAX_BATCH]
+            entries = await self.client.stat_many([self._path(k) for k in part])
+            self._layouts.update((k, None if e is None else e.layout)
+                                 for k, e in zip(part, entries))
+        return [self._layouts[k] for k in keys]
 
     async def reduce(self, job: ChunkJob, tasks: Sequence[ChunkTask]) -> BatchResult:
         result = BatchResult([None] * len(tasks), path=self.name)
-        layouts = await asyncio.gather(*(self._layout(t.key) for t in tasks))
+        layouts = await self._layouts_of([t.key for t in tasks])
         batch, on_client = _Batch(), []
         for i, (task, layout) in enumerate(zip(tasks, layouts)):
             if layout is None:

@@ -10,7 +10,14 @@ import aiohttp
 from aiohttp import web
 
 from ..errors import BadRequest
-from .messages import TOKEN_HEADER, ClusterMap, CommitRequest, CreateRequest, PathRequest
+from .messages import (
+    TOKEN_HEADER,
+    ClusterMap,
+    CommitRequest,
+    CreateRequest,
+    PathRequest,
+    PathsRequest,
+)
 from .namespace import Namespace
 from .serving import TOKEN, create_base_app, log, require_token
 from .striping import FileLayout
@@ -74,6 +81,15 @@ async def stat(request: web.Request) -> web.Response:
     return _json(entry)
 
 
+async def stat_many(request: web.Request) -> web.Response:
+    """The entries of many paths at once (null where nothing is): one call per batch of
+    chunks, not one per chunk."""
+    namespace = request.app[NAMESPACE]
+    paths = PathsRequest.model_validate_json(await request.read()).paths
+    return _json([None if (entry := namespace.stat(path)) is None else entry.model_dump()
+                  for path in paths])
+
+
 async def listing(request: web.Request) -> web.Response:
     path = PathRequest.model_validate_json(await request.read()).path
     entries = request.app[NAMESPACE].list(path)
@@ -109,6 +125,6 @@ def create_mds_app(state: str, cluster_map: ClusterMap, token: str) -> web.Appli
     app.cleanup_ctx.append(lifecycle)
     app.router.add_get("/cluster", cluster)
     for name, handler in (("create", create), ("commit", commit), ("stat", stat),
-                          ("list", listing), ("remove", remove)):
+                          ("stat-many", stat_many), ("list", listing), ("remove", remove)):
         app.router.add_post(f"/files/{name}", handler)
     return app

@@ -74,6 +74,12 @@ class PathRequest(_Model):
     path: str  # "" is the root
 
 
+class PathsRequest(_Model):
+    """Paths to stat at once, at most a batch's worth."""
+
+    paths: list[str] = Field(max_length=MAX_BATCH)
+
+
 class Entry(_Model):
     """A file or a directory, as ``ls`` and ``info`` return them."""
 

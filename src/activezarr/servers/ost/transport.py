@@ -7,7 +7,7 @@ import contextlib
 import json
 import os
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -170,6 +170,12 @@ class ClusterClient:
         """The file or directory at ``path``, or None."""
         entry = await self.mds_call("POST", "/files/stat", {"path": path}, missing_ok=True)
         return None if entry is None else Entry.model_validate(entry)
+
+    async def stat_many(self, paths: Sequence[str]) -> list[Entry | None]:
+        """The files or directories at ``paths`` (at most ``MAX_BATCH``), None where nothing
+        is; one call to the MDS."""
+        entries = await self.mds_call("POST", "/files/stat-many", {"paths": list(paths)})
+        return [None if e is None else Entry.model_validate(e) for e in entries]
 
     async def gather(self, layout: FileLayout, offset: int, size: int, link: str = "lan"
                      ) -> bytes:
