@@ -240,3 +240,23 @@ def test_the_mds_tells_many_layouts_in_one_call(ost_cluster):
     assert entries[1] is None
     response = _post(f"{ost_cluster.mds}/files/stat-many", {"paths": ["x"] * (MAX_BATCH + 1)})
     assert response.status_code == 400 and response.headers["Content-Type"] == "application/json"
+
+
+def test_an_ost_reads_many_objects_in_one_call(ost_cluster):
+    fs = fsspec.filesystem("ost", host=ost_cluster.url.removeprefix("ost://"))
+    for name in ("one", "two"):
+        fs.pipe_file(f"batch/many-{name}.bin", name.encode() * 3, stripe_count=1)
+    layouts = {name: fs.info(f"batch/many-{name}.bin")["layout"] for name in ("one", "two")}
+    ost = ost_cluster.osts[layouts["one"]["osts"][0]]
+    same = [name for name, lay in layouts.items() if ost_cluster.osts[lay["osts"][0]] == ost]
+    reads = [{"fid": layouts[name]["fid"], "ranges": [[0, 3], [6, 3]]} for name in same]
+    response = _post(f"{ost}/objects/read-many", {"reads": reads})
+    assert response.content == b"".join(name.encode() * 2 for name in same)
+    refused = [
+        _post(f"{ost}/objects/read-many", {"reads": reads * (MAX_BATCH // len(reads) + 1)}),
+        _post(f"{ost}/objects/read-many", {"reads": [{**reads[0], "ranges": [[0, 2**31]]}]}),
+        _post(f"{ost}/objects/read-many", {"reads": [{"fid": "../x", "ranges": [[0, 1]]}]}),
+    ]
+    assert [r.status_code for r in refused] == [400, 400, 400]
+    missing = _post(f"{ost}/objects/read-many", {"reads": [{"fid": "0" * 32, "ranges": [[0, 1]]}]})
+    assert missing.status_code == 404

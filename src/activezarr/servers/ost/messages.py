@@ -102,6 +102,26 @@ class ReadRequest(_Model):
         return self
 
 
+class ObjectRanges(ReadRequest):
+    """Byte ranges of the object ``fid``."""
+
+    fid: str = Field(min_length=1, max_length=256)
+
+
+class ReadManyRequest(_Model):
+    """Byte ranges of many objects of one OST, returned concatenated in order: the OSS
+    gathers a batch's chunks with one such read per OST."""
+
+    reads: list[ObjectRanges] = Field(max_length=MAX_BATCH)
+
+    @model_validator(mode="after")
+    def _bounded(self) -> ReadManyRequest:
+        total = sum(length for read in self.reads for _, length in read.ranges)
+        if total > MAX_READ:
+            raise ValueError(f"reads ask for {total} bytes, more than {MAX_READ}")
+        return self
+
+
 class PartRequest(ChunkRequest):
     """A PROTOCOL.md request for the runs of one chunk held by one OST (``extents``).
 

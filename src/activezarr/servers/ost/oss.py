@@ -17,19 +17,65 @@ from ...protocol import ChunkRequest
 from ..errors import BadRequest
 from ..operations import chunk_partial, execute
 from .batches import ItemServer, add_batch_routes
-from .messages import EXTENSIONS, WholeItem
+from .messages import EXTENSIONS, Entry, WholeItem
 from .serving import add_schema, cbor_response, create_base_app, operation
+from .striping import FileLayout
 from .target import MAX_DECODED
 from .transport import ClusterClient
 
 CLIENT = web.AppKey("client", ClusterClient)
 
 
-async def _gather(request: web.Request, chunk: ChunkRequest) -> bytes:
-    """The chunk's bytes, gathered from the OSTs over the storage network."""
-    client = request.app[CLIENT]
-    path = urlsplit(chunk.url).path.lstrip("/")
-    entry = await client.stat(path)
+class Gathering:
+    """Gathers the chunks asked for in one turn of the event loop (the items of a batch) with
+    one MDS call and one read per OST, not a call and a read per chunk and OST."""
+
+    def __init__(self, client: ClusterClient) -> None:
+        self.client = client
+        self._asked: list[tuple[ChunkRequest, asyncio.Future[bytes]]] = []
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def chunk(self, chunk: ChunkRequest) -> bytes:
+        """The bytes of the chunk ``chunk`` names, from the OSTs over the storage network."""
+        loop = asyncio.get_running_loop()
+        if not self._asked:
+            loop.call_soon(self._start)
+        future: asyncio.Future[bytes] = loop.create_future()
+        self._asked.append((chunk, future))
+        return await future
+
+    def _start(self) -> None:
+        asked, self._asked = self._asked, []
+        task = asyncio.ensure_future(self._gather(asked))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _gather(self, asked: list[tuple[ChunkRequest, asyncio.Future[bytes]]]) -> None:
+        try:
+            paths = [urlsplit(chunk.url).path.lstrip("/") for chunk, _ in asked]
+            entries = await self.client.stat_many(paths)
+            found = []
+            for (chunk, future), path, entry in zip(asked, paths, entries):
+                try:
+                    found.append((_stored(chunk, path, entry), future))
+                except BadRequest as exc:
+                    future.set_exception(exc)
+            # Counted on the storage link by the OSTs.
+            data = await self.client.gather_many([piece for piece, _ in found], link="storage")
+        except Exception as exc:
+            for _, future in asked:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), raw in zip(found, data):
+            future.set_result(raw)
+
+
+GATHERING = web.AppKey("gathering", Gathering)
+
+
+def _stored(chunk: ChunkRequest, path: str, entry: Entry | None) -> tuple[FileLayout, int, int]:
+    """(layout, offset, size) of the chunk's bytes in its file, checked against its size."""
     if entry is None or entry.layout is None:
         raise BadRequest(f"no file {path!r}")
     offset = chunk.offset or 0
@@ -37,7 +83,12 @@ async def _gather(request: web.Request, chunk: ChunkRequest) -> bytes:
     if size < 0 or offset + size > entry.size:
         raise BadRequest(f"bytes {offset} to {offset + size} are outside {path!r} of "
                          f"{entry.size} bytes")
-    return await client.gather(entry.layout, offset, size, link="storage")  # counted by the OSTs
+    return entry.layout, offset, size
+
+
+async def _gather(request: web.Request, chunk: ChunkRequest) -> bytes:
+    """The chunk's bytes, gathered with the other chunks asked for meanwhile."""
+    return await request.app[GATHERING].chunk(chunk)
 
 
 async def reduce(request: web.Request) -> web.Response:
@@ -65,6 +116,7 @@ def create_oss_app(mds: str, token: str) -> web.Application:
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         app[CLIENT] = ClusterClient(mds, token=token)
+        app[GATHERING] = Gathering(app[CLIENT])
         yield
         await app[CLIENT].close()
 

@@ -13,7 +13,14 @@ from ..combine import encode_result
 from ..errors import BadRequest
 from ..operations import chunk_partial
 from .batches import ItemServer, add_batch_routes
-from .messages import EXTENSIONS, LINK_HEADER, PartItem, PartRequest, ReadRequest
+from .messages import (
+    EXTENSIONS,
+    LINK_HEADER,
+    PartItem,
+    PartRequest,
+    ReadManyRequest,
+    ReadRequest,
+)
 from .objects import ObjectStore
 from .ratelimit import RateLimiter
 from .serving import LINKS, add_schema, cbor_response, create_base_app, operation, require_token
@@ -103,7 +110,19 @@ PARTS = ItemServer(PartItem, stored=lambda item: sum(n for _, n, _ in item.exten
 async def read_object(request: web.Request) -> web.Response:
     ranges = ReadRequest.model_validate_json(await request.read()).ranges
     pieces = await _read_or_404(request, request.match_info["fid"], ranges)
-    body = b"".join(pieces)
+    return _sent(request, b"".join(pieces))
+
+
+async def read_objects(request: web.Request) -> web.Response:
+    """Ranges of many objects, concatenated in order (``/objects/read-many``)."""
+    reads = ReadManyRequest.model_validate_json(await request.read()).reads
+    pieces = await asyncio.gather(*(_read_or_404(request, read.fid, read.ranges)
+                                    for read in reads))
+    return _sent(request, b"".join(piece for read in pieces for piece in read))
+
+
+def _sent(request: web.Request, body: bytes) -> web.Response:
+    """``body``, read from disk, counted on the link the ``X-Link`` header names."""
     links = request.app[LINKS]
     links["disk_read"] += len(body)
     links["storage" if request.headers.get(LINK_HEADER) == "storage" else "lan"] += len(body)
@@ -134,6 +153,7 @@ def create_target_app(root: str, token: str, disk_rate: float | None = None
     app[OBJECTS] = ObjectStore(root, RateLimiter(disk_rate))
     add_schema(app, (*EXTENSIONS, "extents"))
     app.router.add_put("/objects/{fid}", put_object)
+    app.router.add_post("/objects/read-many", read_objects)
     app.router.add_post("/objects/{fid}/read", read_object)
     app.router.add_delete("/objects/{fid}", delete_object)
     add_batch_routes(app, PARTS)
