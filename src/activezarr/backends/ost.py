@@ -124,8 +124,7 @@ class OSTBackend(Backend):
         answers = _Answers(region_labels(tasks))
         await asyncio.gather(
             *(self._send(job, tasks, server, batch, answers, result) for server in batch.items),
-            *(self._on_client(job, i, tasks[i], layout, placement, result)
-              for i, layout, placement in on_client))
+            self._on_client(job, tasks, on_client, result))
         _settle(job, tasks, answers, result)
         _count_stored(tasks, layouts, result)
         return result
@@ -182,13 +181,21 @@ class OSTBackend(Backend):
             for i, item, reply in zip(served, group, replies):
                 _gather_reply(job, tasks[i], i, item["op"], reply, answers)
 
-    async def _on_client(self, job: ChunkJob, position: int, task: ChunkTask,
-                         layout: FileLayout, placement: Placement, result: BatchResult) -> None:
-        raw = await self.client.gather(layout, *_stored_range(task, layout))
-        result.requests += len(placement.osts)
-        result.bytes_from_storage += len(raw)
-        result.partials[position] = await asyncio.to_thread(lambda: job.kernel.reduce(
-            raw, task.selection, task.key, weights=task.weights, labels=task.labels))
+    async def _on_client(self, job: ChunkJob, tasks: Sequence[ChunkTask],
+                         on_client: Sequence[tuple[int, FileLayout, Placement]],
+                         result: BatchResult) -> None:
+        """The spread chunks the client reduces (by policy), gathered with one read per OST."""
+        if not on_client:
+            return
+        raws = await self.client.gather_many(
+            [(layout, *_stored_range(tasks[i], layout)) for i, layout, _ in on_client])
+        result.requests += len({ost for _, _, placement in on_client for ost in placement.osts})
+        result.bytes_from_storage += sum(map(len, raws))
+        for (i, _, _), raw in zip(on_client, raws):
+            task = tasks[i]
+            result.partials[i] = await asyncio.to_thread(
+                job.kernel.reduce, raw, task.selection, task.key, weights=task.weights,
+                labels=task.labels)
 
 
 def _stored_range(task: ChunkTask, layout: FileLayout) -> tuple[int, int]:

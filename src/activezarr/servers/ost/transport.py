@@ -160,20 +160,6 @@ class ClusterClient:
         cluster = await self.cluster()
         return _lans.setdefault(self.mds, RateLimiter(cluster.lan_rate))
 
-    async def read(self, ost: int, fid: str, ranges: list[tuple[int, int]],
-                   link: str = "lan") -> bytes:
-        """Ranges ``(offset, length)`` of OST ``ost``'s object ``fid``, concatenated."""
-        url = f"{(await self.cluster()).osts[ost]}/objects/{fid}/read"
-        body = await self.request("POST", url, json_body={"ranges": ranges},
-                                  headers={LINK_HEADER: link})
-        assert body is not None
-        if len(body) != sum(length for _, length in ranges):
-            raise OSTUnavailableError(f"{self._name(url)} returned {len(body)} bytes, "
-                                      f"expected {sum(n for _, n in ranges)}")
-        if link == "lan":
-            await (await self.lan()).take(len(body))
-        return body
-
     async def stat(self, path: str) -> Entry | None:
         """The file or directory at ``path``, or None."""
         entry = await self.mds_call("POST", "/files/stat", {"path": path}, missing_ok=True)
@@ -188,13 +174,8 @@ class ClusterClient:
     async def gather(self, layout: FileLayout, offset: int, size: int, link: str = "lan"
                      ) -> bytes:
         """Bytes ``[offset, offset + size)`` of a file: one read per OST, all at once."""
-        groups = by_ost(layout.extents(offset, size))
-        reads = [self.read(ost, layout.fid, [(e.offset, e.length) for e in group], link)
-                 for ost, group in groups.items()]
-        out = bytearray(size)
-        for group, data in zip(groups.values(), await asyncio.gather(*reads)):
-            _place(out, group, data)
-        return bytes(out)
+        [data] = await self.gather_many([(layout, offset, size)], link)
+        return data
 
     async def gather_many(self, pieces: Sequence[tuple[FileLayout, int, int]],
                           link: str = "lan") -> list[bytes]:
