@@ -116,6 +116,8 @@ BATCHING = [
     ("uncompressed, 1 MiB stripes: mean", MiB, None, {}, None),
     ("uncompressed, 1 MiB stripes: time mean", MiB, None, {}, 0),
     ("zstd, 16 KiB stripes (OSS): time mean", 16 * 1024, "zstd", {}, 0),
+    ("zstd, 16 KiB stripes (client): time mean", 16 * 1024, "zstd",
+     {"spread_compressed": "client"}, 0),
 ]
 
 
