@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import urllib.request
 from typing import Any
 
 import cbor2
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 
 import activezarr
 from activezarr.planning.survey import survey_array
+from activezarr.servers.metrics import parse_links
 from activezarr.servers.ost import Cluster
 from activezarr.servers.ost.messages import MAX_BATCH, MAX_BATCH_BODY
 from activezarr.servers.ost.transport import ClusterClient
@@ -36,6 +38,15 @@ def _stacked(cluster: Cluster, steps: int, **create: Any) -> tuple[np.ndarray, s
     write_array(url, data, chunks=(1, 64, 64),
                 **{"compressors": None, "storage_options": {"stripe_size": STRIPE}, **create})
     return data, url
+
+
+def _osts_lan(cluster: Cluster) -> int:
+    """Bytes the OSTs have sent to clients so far (their answers)."""
+    total = 0
+    for url in cluster.osts:
+        with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
+            total += parse_links(response.read().decode())["lan"]
+    return total
 
 
 def _post(url: str, body: Any) -> requests.Response:
@@ -60,11 +71,13 @@ def test_a_whole_array_mean_asks_each_ost_once_and_its_answer_does_not_grow(ost_
     for steps in (8, 32):
         data, url = _stacked(ost_cluster, steps)
         red = open_active(url)
+        before = _osts_lan(ost_cluster)
         np.testing.assert_allclose(red.mean(), data.mean(dtype="f8"), rtol=1e-6)
         report = red.last_report
         assert report.paths == {"ost": steps}
-        assert report.requests == len(ost_cluster.osts)  # one batch: one request per OST
-        sizes[steps] = report.bytes_from_storage
+        # One batch: one request per OST, and one to the MDS for the layouts.
+        assert report.requests == len(ost_cluster.osts) + 1
+        sizes[steps] = _osts_lan(ost_cluster) - before
     # Each OST answers one scalar partial; every further chunk adds only {"combined": p, ...}.
     per_chunk = (sizes[32] - sizes[8]) / 24 / len(ost_cluster.osts)
     assert per_chunk < 32, sizes
@@ -226,7 +239,7 @@ def test_the_oss_merges_the_spread_chunks_it_gathers(ost_cluster):
     red = open_active(url)
     np.testing.assert_allclose(red.mean(axis=0), data.mean(axis=0, dtype="f8"), rtol=1e-6)
     report = red.last_report
-    assert report.paths == {"oss": 24} and report.requests == 1
+    assert report.paths == {"oss": 24} and report.requests == 2  # the OSS and the MDS
     assert report.bytes_from_storage < 64 * 64 * 8  # one partial of float64 sums, or less
     assert report.links["storage"] == report.bytes_stored
 

@@ -91,20 +91,23 @@ class OSTBackend(Backend):
     def _path(self, key: str) -> str:
         return f"{self.root}/{key}" if self.root else key
 
-    async def _layouts_of(self, keys: Sequence[str]) -> list[FileLayout | None]:
+    async def _layouts_of(self, keys: Sequence[str], result: BatchResult
+                          ) -> list[FileLayout | None]:
         """The layouts of the files holding ``keys`` (None: never written), asked of the MDS
-        once per file and ``MAX_BATCH`` files per call."""
+        once per file and ``MAX_BATCH`` files per call; the calls count in ``result``."""
         missing = [k for k in dict.fromkeys(keys) if k not in self._layouts]
         for start in range(0, len(missing), MAX_BATCH):
             part = missing[start:start + MAX_BATCH]
-            entries = await self.client.stat_many([self._path(k) for k in part])
+            entries, nbytes = await self.client.stat_many([self._path(k) for k in part])
+            result.requests += 1
+            result.bytes_from_storage += nbytes
             self._layouts.update((k, None if e is None else e.layout)
                                  for k, e in zip(part, entries))
         return [self._layouts[k] for k in keys]
 
     async def reduce(self, job: ChunkJob, tasks: Sequence[ChunkTask]) -> BatchResult:
         result = BatchResult([None] * len(tasks), path=self.name)
-        layouts = await self._layouts_of([t.key for t in tasks])
+        layouts = await self._layouts_of([t.key for t in tasks], result)
         batch, on_client = _Batch(), []
         for i, (task, layout) in enumerate(zip(tasks, layouts)):
             if layout is None:

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from ..errors import BadRequest
 from .messages import (
+    LINK_HEADER,
     TOKEN_HEADER,
     ClusterMap,
     CommitRequest,
@@ -19,7 +20,7 @@ from .messages import (
     PathsRequest,
 )
 from .namespace import Namespace
-from .serving import TOKEN, create_base_app, log, require_token
+from .serving import LINKS, TOKEN, create_base_app, log, require_token
 from .striping import FileLayout
 
 CLUSTER = web.AppKey("cluster", ClusterMap)
@@ -86,8 +87,12 @@ async def stat_many(request: web.Request) -> web.Response:
     chunks, not one per chunk."""
     namespace = request.app[NAMESPACE]
     paths = PathsRequest.model_validate_json(await request.read()).paths
-    return _json([None if (entry := namespace.stat(path)) is None else entry.model_dump()
-                  for path in paths])
+    response = _json([None if (entry := namespace.stat(path)) is None else entry.model_dump()
+                      for path in paths])
+    if request.headers.get(LINK_HEADER) != "storage":  # a client's reduction: its LAN bytes
+        assert isinstance(response.body, bytes)
+        request.app[LINKS]["lan"] += len(response.body)
+    return response
 
 
 async def listing(request: web.Request) -> web.Response:

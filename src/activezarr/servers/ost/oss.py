@@ -53,7 +53,7 @@ class Gathering:
     async def _gather(self, asked: list[tuple[ChunkRequest, asyncio.Future[bytes]]]) -> None:
         try:
             paths = [urlsplit(chunk.url).path.lstrip("/") for chunk, _ in asked]
-            entries = await self.client.stat_many(paths)
+            entries, _ = await self.client.stat_many(paths, link="storage")
             found = []
             for (chunk, future), path, entry in zip(asked, paths, entries):
                 try:
