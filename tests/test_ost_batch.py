@@ -23,6 +23,7 @@ from activezarr.planning.survey import survey_array
 from activezarr.servers.metrics import parse_links
 from activezarr.servers.ost import Cluster
 from activezarr.servers.ost.messages import MAX_BATCH, MAX_BATCH_BODY
+from activezarr.servers.ost.striping import FileLayout
 from activezarr.servers.ost.transport import ClusterClient
 from ost_cluster import open_active, write_array
 
@@ -246,12 +247,12 @@ def test_the_oss_merges_the_spread_chunks_it_gathers(ost_cluster):
 
 def test_the_mds_tells_many_layouts_in_one_call(ost_cluster):
     fs = fsspec.filesystem("ost", host=ost_cluster.url.removeprefix("ost://"))
-    fs.pipe_file("batch/stat-many.bin", b"1234")
-    entries = _post(f"{ost_cluster.mds}/files/stat-many",
-                    {"paths": ["batch/stat-many.bin", "batch/never-written"]}).json()
-    assert entries[0]["size"] == 4 and entries[0]["layout"] is not None
-    assert entries[1] is None
-    response = _post(f"{ost_cluster.mds}/files/stat-many", {"paths": ["x"] * (MAX_BATCH + 1)})
+    fs.pipe_file("batch/layouts.bin", b"1234")
+    found = _post(f"{ost_cluster.mds}/files/layouts",
+                  {"paths": ["batch/layouts.bin", "batch/never-written", "batch"]}).json()
+    assert FileLayout.model_validate(found[0]).model_dump() == fs.info("batch/layouts.bin")["layout"]
+    assert found[1:] == [None, None]
+    response = _post(f"{ost_cluster.mds}/files/layouts", {"paths": ["x"] * (MAX_BATCH + 1)})
     assert response.status_code == 400 and response.headers["Content-Type"] == "application/json"
 
 

@@ -98,11 +98,10 @@ class OSTBackend(Backend):
         missing = [k for k in dict.fromkeys(keys) if k not in self._layouts]
         for start in range(0, len(missing), MAX_BATCH):
             part = missing[start:start + MAX_BATCH]
-            entries, nbytes = await self.client.stat_many([self._path(k) for k in part])
+            found, nbytes = await self.client.layouts([self._path(k) for k in part])
             result.requests += 1
             result.bytes_from_storage += nbytes
-            self._layouts.update((k, None if e is None else e.layout)
-                                 for k, e in zip(part, entries))
+            self._layouts.update(zip(part, found))
         return [self._layouts[k] for k in keys]
 
     async def reduce(self, job: ChunkJob, tasks: Sequence[ChunkTask]) -> BatchResult:

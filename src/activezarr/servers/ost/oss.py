@@ -17,7 +17,7 @@ from ...protocol import ChunkRequest
 from ..errors import BadRequest
 from ..operations import chunk_partial, execute
 from .batches import ItemServer, add_batch_routes
-from .messages import EXTENSIONS, Entry, WholeItem
+from .messages import EXTENSIONS, WholeItem
 from .serving import add_schema, cbor_response, create_base_app, operation
 from .striping import FileLayout
 from .target import MAX_DECODED
@@ -53,11 +53,11 @@ class Gathering:
     async def _gather(self, asked: list[tuple[ChunkRequest, asyncio.Future[bytes]]]) -> None:
         try:
             paths = [urlsplit(chunk.url).path.lstrip("/") for chunk, _ in asked]
-            entries, _ = await self.client.stat_many(paths, link="storage")
+            layouts, _ = await self.client.layouts(paths, link="storage")
             found = []
-            for (chunk, future), path, entry in zip(asked, paths, entries):
+            for (chunk, future), path, layout in zip(asked, paths, layouts):
                 try:
-                    found.append((_stored(chunk, path, entry), future))
+                    found.append((_stored(chunk, path, layout), future))
                 except BadRequest as exc:
                     future.set_exception(exc)
             # Counted on the storage link by the OSTs.
@@ -74,16 +74,17 @@ class Gathering:
 GATHERING = web.AppKey("gathering", Gathering)
 
 
-def _stored(chunk: ChunkRequest, path: str, entry: Entry | None) -> tuple[FileLayout, int, int]:
+def _stored(chunk: ChunkRequest, path: str, layout: FileLayout | None
+            ) -> tuple[FileLayout, int, int]:
     """(layout, offset, size) of the chunk's bytes in its file, checked against its size."""
-    if entry is None or entry.layout is None:
+    if layout is None:
         raise BadRequest(f"no file {path!r}")
     offset = chunk.offset or 0
-    size = entry.size - offset if chunk.size is None else chunk.size
-    if size < 0 or offset + size > entry.size:
+    size = layout.size - offset if chunk.size is None else chunk.size
+    if size < 0 or offset + size > layout.size:
         raise BadRequest(f"bytes {offset} to {offset + size} are outside {path!r} of "
-                         f"{entry.size} bytes")
-    return entry.layout, offset, size
+                         f"{layout.size} bytes")
+    return layout, offset, size
 
 
 async def _gather(request: web.Request, chunk: ChunkRequest) -> bytes:

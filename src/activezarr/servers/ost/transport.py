@@ -165,16 +165,16 @@ class ClusterClient:
         entry = await self.mds_call("POST", "/files/stat", {"path": path}, missing_ok=True)
         return None if entry is None else Entry.model_validate(entry)
 
-    async def stat_many(self, paths: Sequence[str], link: str = "lan"
-                        ) -> tuple[list[Entry | None], int]:
-        """The files or directories at ``paths`` (at most ``MAX_BATCH``), None where nothing
+    async def layouts(self, paths: Sequence[str], link: str = "lan"
+                      ) -> tuple[list[FileLayout | None], int]:
+        """The layouts of the files at ``paths`` (at most ``MAX_BATCH``), None where no file
         is, in one call to the MDS; and the size of its answer on ``link``."""
-        answer = await self.request("POST", f"{self.mds}/files/stat-many",
+        answer = await self.request("POST", f"{self.mds}/files/layouts",
                                     json_body={"paths": list(paths)},
                                     headers={LINK_HEADER: link})
         assert answer is not None
-        entries = json.loads(answer)
-        return [None if e is None else Entry.model_validate(e) for e in entries], len(answer)
+        found = [None if f is None else FileLayout.model_validate(f) for f in json.loads(answer)]
+        return found, len(answer)
 
     async def gather(self, layout: FileLayout, offset: int, size: int, link: str = "lan"
                      ) -> bytes:
