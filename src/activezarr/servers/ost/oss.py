@@ -17,7 +17,7 @@ from ...protocol import ChunkRequest
 from ..errors import BadRequest
 from ..operations import chunk_partial, execute
 from .batches import ItemServer, add_batch_routes
-from .messages import EXTENSIONS, WholeItem
+from .messages import EXTENSIONS, MAX_BATCH, WholeItem
 from .serving import add_schema, cbor_response, create_base_app, operation
 from .striping import FileLayout
 from .target import MAX_DECODED
@@ -46,9 +46,10 @@ class Gathering:
 
     def _start(self) -> None:
         asked, self._asked = self._asked, []
-        task = asyncio.ensure_future(self._gather(asked))
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
+        for start in range(0, len(asked), MAX_BATCH):  # what one MDS call and read may hold
+            task = asyncio.ensure_future(self._gather(asked[start:start + MAX_BATCH]))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
 
     async def _gather(self, asked: list[tuple[ChunkRequest, asyncio.Future[bytes]]]) -> None:
         try:
@@ -59,16 +60,26 @@ class Gathering:
                 try:
                     found.append((_stored(chunk, path, layout), future))
                 except BadRequest as exc:
-                    future.set_exception(exc)
+                    _settle(future, exception=exc)
             # Counted on the storage link by the OSTs.
             data = await self.client.gather_many([piece for piece, _ in found], link="storage")
         except Exception as exc:
             for _, future in asked:
-                if not future.done():
-                    future.set_exception(exc)
+                _settle(future, exception=exc)
             return
         for (_, future), raw in zip(found, data):
-            future.set_result(raw)
+            _settle(future, raw)
+
+
+def _settle(future: asyncio.Future[bytes], raw: bytes = b"",
+            exception: BaseException | None = None) -> None:
+    """Answer one waiting item, unless it went away meanwhile (its batch was cancelled)."""
+    if future.done():
+        return
+    if exception is not None:
+        future.set_exception(exception)
+    else:
+        future.set_result(raw)
 
 
 GATHERING = web.AppKey("gathering", Gathering)
