@@ -274,3 +274,16 @@ def test_an_ost_reads_many_objects_in_one_call(ost_cluster):
     assert [r.status_code for r in refused] == [400, 400, 400]
     missing = _post(f"{ost}/objects/read-many", {"reads": [{"fid": "0" * 32, "ranges": [[0, 1]]}]})
     assert missing.status_code == 404
+
+
+def test_concurrent_batches_to_the_oss_are_gathered_right(ost_cluster):
+    """More chunks than one batch holds, spread and compressed: the OSS serves several batches
+    at once, gathering the chunks each asks for together, and every chunk lands right."""
+    data = np.random.default_rng(11).normal(size=(520, 16))
+    url = f"{ost_cluster.url}/batch/{next(_names)}"
+    write_array(url, data, chunks=(1, 16), compressors=zarr.codecs.ZstdCodec(),
+                storage_options={"stripe_size": 64})
+    red = open_active(url)
+    np.testing.assert_allclose(red.mean(axis=1), data.mean(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(red.max(axis=0), data.max(axis=0))
+    assert red.last_report.paths == {"oss": 520}
