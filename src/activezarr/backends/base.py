@@ -49,6 +49,13 @@ class BatchResult:
     requests: int = 0
     failed: dict[int, str] = field(default_factory=dict)
     links: Counter[str] = field(default_factory=Counter)
+    #: The path of each position that did not take ``path``: a batch may send its chunks down
+    #: several (the ost backend's OSTs, OSS and client).
+    paths: dict[int, str] = field(default_factory=dict)
+
+    def path_counts(self, size: int) -> Counter[str]:
+        """Chunks per path among the batch's ``size`` positions, leaving out those that failed."""
+        return Counter(self.paths.get(i, self.path) for i in range(size) if i not in self.failed)
 
 
 class Backend(ABC):

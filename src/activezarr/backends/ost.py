@@ -4,19 +4,26 @@ Uncompressed chunks reduce on every OST holding part of them, in parallel; the f
 cut by stripe boundaries come back as bytes and are reduced here, exactly. A compressed chunk
 inside one OST reduces on that OST; one spread over several goes to the OSS or to the client,
 as ``active={"spread_compressed": "oss" | "client"}`` says (default ``oss``).
+
+A batch costs one ``/v2/batch`` per OST (and one to the OSS) holding every part it serves;
+parts of chunks landing in the same output cells are merged there (``combine``), and here
+across servers, so that chunks stacked along a reduced axis come back as one partial.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
+import itertools
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from zarr.abc.store import Store
 
 from ..chunk.partial import Partial
-from ..chunk.parts import reduce_loose
+from ..chunk.parts import Piece, reduce_loose
 from ..client.ost_filesystem import OSTFileSystem
 from ..errors import ChunkDecodeError, UnsupportedArrayError
 from ..planning.array_layout import ArrayLayout
@@ -24,11 +31,36 @@ from ..planning.chunks import ChunkTask
 from ..planning.cost import PLAIN_RESULT_MAP, RESULT_MAP, Traits
 from ..planning.placement import SPREAD_POLICIES, Placement, place
 from ..protocol import build_request, partial_from_result
-from ..servers.ost.messages import EXTENSIONS, PartRequest
+from ..servers.ost.messages import EXTENSIONS, MAX_BATCH, MAX_BATCH_BODY, PartRequest
 from ..servers.ost.namespace import normalize
 from ..servers.ost.striping import FileLayout, by_ost
-from ..servers.ost.transport import RemoteError
-from .base import Backend, BatchResult, ChunkJob, backends
+from ..servers.ost.transport import OSTUnavailableError, RemoteError
+from .base import Backend, BatchResult, ChunkJob, backends, region_labels
+from .servers import within_limits
+
+
+@dataclass
+class _Batch:
+    """What one reduction batch sends to each server: items, and the position each serves."""
+
+    items: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    positions: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+
+    def add(self, server: str, position: int, item: dict[str, Any]) -> None:
+        self.items[server].append(item)
+        self.positions[server].append(position)
+
+
+@dataclass
+class _Answers:
+    """The servers' answers gathered per output region (``combine`` label)."""
+
+    labels: list[int]
+    partials: dict[int, Partial] = field(default_factory=dict)
+    loose: dict[int, list[Piece]] = field(default_factory=lambda: defaultdict(list))
+    #: Positions with at least one part served (merged into their label's partial).
+    served: set[int] = field(default_factory=set)
+    refused: dict[int, str] = field(default_factory=dict)
 
 
 @backends.register("ost")
@@ -40,8 +72,8 @@ class OSTBackend(Backend):
     """
 
     name = "ost"
-    #: One chunk per batch: each chunk picks its own path and the engine counts one per batch.
-    max_batch_chunks = 1
+    #: The OSTs and the OSS merge the parts of a batch sharing an output region.
+    combine_batch_bytes = 64 * 2**20
     option_names = Backend.option_names | {"spread_compressed"}
 
     def __init__(self, store: Store, options: Mapping[str, Any] | None = None) -> None:
@@ -56,7 +88,7 @@ class OSTBackend(Backend):
         if self.spread not in SPREAD_POLICIES:
             raise ValueError(f"spread_compressed must be one of {SPREAD_POLICIES}, "
                              f"got {self.spread!r}")
-        self._layouts: dict[str, asyncio.Future[FileLayout | None]] = {}
+        self._layouts: dict[str, FileLayout | None] = {}
 
     async def traits(self, layout: ArrayLayout) -> Traits:
         """Answers counted as their CBOR bodies; an uncompressed chunk answers once per OST
@@ -76,46 +108,69 @@ class OSTBackend(Backend):
     def _path(self, key: str) -> str:
         return f"{self.root}/{key}" if self.root else key
 
-    async def _layout(self, key: str) -> FileLayout | None:
-        """The layout of the file holding ``key``, asked once per file; None if never written."""
-        if key not in self._layouts:
-            async def ask() -> FileLayout | None:
-                entry = await self.client.stat(self._path(key))
-                return None if entry is None else entry.layout
-
-            self._layouts[key] = asyncio.ensure_future(ask())
-        return await asyncio.shield(self._layouts[key])
+    async def _layouts_of(self, keys: Sequence[str], result: BatchResult
+                          ) -> list[FileLayout | None]:
+        """The layouts of the files holding ``keys`` (None: never written), asked of the MDS
+        once per file and ``MAX_BATCH`` files per call; the calls count in ``result``."""
+        missing = [k for k in dict.fromkeys(keys) if k not in self._layouts]
+        for start in range(0, len(missing), MAX_BATCH):
+            part = missing[start:start + MAX_BATCH]
+            found, nbytes = await self.client.layouts([self._path(k) for k in part])
+            result.requests += 1
+            result.bytes_from_storage += nbytes
+            self._layouts.update(zip(part, found))
+        return [self._layouts[k] for k in keys]
 
     async def reduce(self, job: ChunkJob, tasks: Sequence[ChunkTask]) -> BatchResult:
-        [task] = tasks
-        layout = await self._layout(task.key)
-        if layout is None:
-            return BatchResult([None], path=self.name)
-        offset, size = task.byte_range or (0, layout.size)
-        compressed = bool(job.kernel.spec.codecs)
-        if not compressed and size != job.kernel.nbytes:
-            raise ChunkDecodeError(f"stored {size} bytes, expected {job.kernel.nbytes}", task.key)
-        placement = place(layout, offset, size, compressed=compressed, spread=self.spread)
-        # The OSTs read the chunk from disk on every path; the OSS path also carries it over the
-        # storage network.
-        links = Counter(disk_read=size, storage=size if placement.path == "oss" else 0)
-        result = BatchResult([None], path=placement.path, bytes_stored=size, links=+links)
-        partial: Partial | None
-        try:
+        result = BatchResult([None] * len(tasks), path=self.name)
+        layouts = await self._layouts_of([t.key for t in tasks], result)
+        batch, on_client = _Batch(), []
+        for i, (task, layout) in enumerate(zip(tasks, layouts)):
+            if layout is None:
+                continue  # never written: the engine uses the fill value
+            offset, size = _stored_range(task, layout)
+            compressed = bool(job.kernel.spec.codecs)
+            if not compressed and size != job.kernel.nbytes:
+                raise ChunkDecodeError(f"stored {size} bytes, expected {job.kernel.nbytes}",
+                                       task.key)
+            placement = place(layout, offset, size, compressed=compressed, spread=self.spread)
+            if placement.path != self.name:
+                result.paths[i] = placement.path
             if placement.path == "client":
-                partial = await self._on_client(job, task, layout, placement, result)
-            elif placement.path == "oss":
-                partial = await self._on_oss(job, task, offset, size, result)
-            else:
-                partial = await self._on_osts(job, task, layout, placement, result)
-        except RemoteError as exc:
-            # Refused (a 4xx): the client reduces it, or says why it cannot.
-            result.failed[0] = str(exc)
-            partial = None
-        if partial is None and not result.failed:
-            result.failed[0] = f"the {placement.path} path cannot express this chunk's request"
-        result.partials[0] = partial
+                on_client.append((i, layout, placement))
+            elif not await self._plan(job, task, i, layout, placement, batch):
+                result.failed[i] = f"the {placement.path} path cannot express this chunk's request"
+        answers = _Answers(region_labels(tasks))
+        await asyncio.gather(
+            *(self._send(job, tasks, server, batch, answers, result) for server in batch.items),
+            self._on_client(job, tasks, on_client, result))
+        _settle(job, tasks, answers, result)
+        _count_stored(tasks, layouts, result)
         return result
+
+    async def _plan(self, job: ChunkJob, task: ChunkTask, position: int, layout: FileLayout,
+                    placement: Placement, batch: _Batch) -> bool:
+        """Add the items of one chunk to ``batch``; False when the protocol cannot say them."""
+        cluster = await self.client.cluster()
+        if placement.path == "oss":
+            built = self._request(job, task, f"ost://{self.fs.host}/{self._path(task.key)}",
+                                  _stored_range(task, layout))
+            if built is None or cluster.oss is None:
+                return False
+            op, body = built
+            batch.add(cluster.oss, position, {"op": op, **body})
+            return True
+        if task.weights is not None or task.labels is not None:
+            return False  # stripe parts are not whole selections: weights and groups go whole
+        built = self._request(job, task, f"{cluster.osts[0]}/objects/{layout.fid}", None)
+        if built is None:
+            return False
+        op, body = built
+        for ost, extents in by_ost(placement.extents).items():
+            batch.add(cluster.osts[ost], position,
+                      {"op": op, **body, "url": f"{cluster.osts[ost]}/objects/{layout.fid}",
+                       "extents": PartRequest.extents_of(extents)})
+        return True
 
     def _request(self, job: ChunkJob, task: ChunkTask, url: str,
                  byte_range: tuple[int, int] | None) -> tuple[str, dict[str, Any]] | None:
@@ -124,55 +179,120 @@ class OSTBackend(Backend):
                              byte_range=byte_range, extensions=EXTENSIONS,
                              weights=task.weights, labels=task.labels)
 
-    async def _on_client(self, job: ChunkJob, task: ChunkTask, layout: FileLayout,
-                         placement: Placement, result: BatchResult) -> Partial:
-        offset, size = task.byte_range or (0, layout.size)
-        raw = await self.client.gather(layout, offset, size)
-        result.requests += len(placement.osts)
-        result.bytes_from_storage += len(raw)
-        return await asyncio.to_thread(lambda: job.kernel.reduce(
-            raw, task.selection, task.key, weights=task.weights, labels=task.labels))
-
-    async def _on_oss(self, job: ChunkJob, task: ChunkTask, offset: int, size: int,
-                      result: BatchResult) -> Partial | None:
-        cluster = await self.client.cluster()
-        url = f"ost://{self.fs.host}/{self._path(task.key)}"
-        built = self._request(job, task, url, (offset, size))
-        if built is None or cluster.oss is None:
-            return None
-        op, body = built
-        answer, nbytes = await self.client.reduce(cluster.oss, op, body)
-        result.requests += 1
-        result.bytes_from_storage += nbytes
-        return partial_from_result(op, answer, job.kernel.spec)
-
-    async def _on_osts(self, job: ChunkJob, task: ChunkTask, layout: FileLayout,
-                       placement: Placement, result: BatchResult) -> Partial | None:
-        """Every OST holding part of the chunk reduces its part; loose bytes are joined here."""
-        if task.weights is not None or task.labels is not None:
-            return None  # stripe parts are not whole selections: weights and groups go whole
-        osts = (await self.client.cluster()).osts
-        requests = []
-        for ost, extents in by_ost(placement.extents).items():
-            built = self._request(job, task, f"{osts[ost]}/objects/{layout.fid}", None)
-            if built is None:
-                return None
-            op, body = built
-            body["extents"] = PartRequest.extents_of(extents)
-            requests.append(self.client.reduce(osts[ost], op, body))
-        spec = job.kernel.spec
-        partial: Partial | None = None
-        loose: list[tuple[int, bytes]] = []
-        for answer, nbytes in await asyncio.gather(*requests):
+    async def _send(self, job: ChunkJob, tasks: Sequence[ChunkTask], server: str,
+                    batch: _Batch, answers: _Answers, result: BatchResult) -> None:
+        """One ``/v2/batch`` to ``server`` (more only past its limits); answers gathered."""
+        items, positions = batch.items[server], batch.positions[server]
+        groups = within_limits(items, MAX_BATCH, MAX_BATCH_BODY)
+        starts = itertools.accumulate((len(g) for g in groups), initial=0)
+        for group, start in zip(groups, starts):
+            served = positions[start:start + len(group)]
+            body = {"requests": group, "lean": True,
+                    "combine": [answers.labels[i] for i in served]}
+            try:
+                replies, nbytes = await self.client.batch(server, body)
+            except (RemoteError, OSTUnavailableError) as exc:
+                # Refused whole, or the server is down: its chunks go to the client, the
+                # others are kept.
+                replies, nbytes = [{"error": {"message": str(exc)}}] * len(group), 0
             result.requests += 1
             result.bytes_from_storage += nbytes
-            loose.extend((start, data) for start, data in answer.get("loose", ()))
-            part = partial_from_result(op, answer, spec)
-            if partial is None:
-                partial = part
-            else:
-                partial.merge(part)
-        assert partial is not None
-        if loose:
-            partial.merge(reduce_loose(spec, task.selection, loose))
-        return partial
+            for i, item, reply in zip(served, group, replies):
+                _gather_reply(job, tasks[i], i, item["op"], reply, answers)
+
+    async def _on_client(self, job: ChunkJob, tasks: Sequence[ChunkTask],
+                         on_client: Sequence[tuple[int, FileLayout, Placement]],
+                         result: BatchResult) -> None:
+        """The spread chunks the client reduces (by policy), gathered with one read per OST."""
+        if not on_client:
+            return
+        raws = await self.client.gather_many(
+            [(layout, *_stored_range(tasks[i], layout)) for i, layout, _ in on_client])
+        result.requests += len({ost for _, _, placement in on_client for ost in placement.osts})
+        result.bytes_from_storage += sum(map(len, raws))
+        for (i, _, _), raw in zip(on_client, raws):
+            task = tasks[i]
+            result.partials[i] = await asyncio.to_thread(
+                job.kernel.reduce, raw, task.selection, task.key, weights=task.weights,
+                labels=task.labels)
+
+
+def _stored_range(task: ChunkTask, layout: FileLayout) -> tuple[int, int]:
+    """(offset, size) of the chunk's stored bytes in its file."""
+    return task.byte_range or (0, layout.size)
+
+
+def _count_stored(tasks: Sequence[ChunkTask], layouts: Sequence[FileLayout | None],
+                  result: BatchResult) -> None:
+    """The stored bytes of the chunks served, and the links they crossed: the OSTs read each
+    from disk on every path; the OSS path also carries it over the storage network."""
+    for i, (task, layout) in enumerate(zip(tasks, layouts)):
+        if layout is not None and i not in result.failed:
+            size = _stored_range(task, layout)[1]
+            result.bytes_stored += size
+            result.links.update(disk_read=size,
+                                storage=size if result.paths.get(i) == "oss" else 0)
+    result.links = +result.links
+
+
+def _gather_reply(job: ChunkJob, task: ChunkTask, position: int, op: str,
+                  reply: Mapping[str, Any], answers: _Answers) -> None:
+    """Fold one server's answer for the chunk at ``position`` into its label's partial."""
+    if "error" in reply:
+        error = reply["error"]
+        answers.refused[position] = str(error.get("message") if isinstance(error, Mapping)
+                                        else error)
+        return
+    answers.served.add(position)
+    answers.loose[position].extend((start, data) for start, data in reply.get("loose", ()))
+    if "combined" in reply:
+        return  # merged by the server into another position's answer
+    part = partial_from_result(op, reply, job.kernel.spec)
+    # An OST answers for the output cells its parts counted, and says which (``region``).
+    region = tuple(slice(a, b) for a, b in reply.get("region") or ())
+    _partial_of(job, task, answers, answers.labels[position]).merge(part, region)
+
+
+def _partial_of(job: ChunkJob, task: ChunkTask, answers: _Answers, label: int) -> Partial:
+    """The partial gathering the answers for ``label``, whose cells are ``task``'s."""
+    if label not in answers.partials:
+        spec = job.kernel.spec
+        cells = tuple(len(r) if isinstance(r, np.ndarray) else len(range(r.start, r.stop))
+                      for r in task.region)
+        answers.partials[label] = Partial.empty(cells, job.kernel.dtype, spec.fields,
+                                                spec.accumulate)
+    return answers.partials[label]
+
+
+def _settle(job: ChunkJob, tasks: Sequence[ChunkTask], answers: _Answers,
+            result: BatchResult) -> None:
+    """The gathered answers as the batch's partials: one per output region, at its first
+    position served; the others ``combined``.
+
+    A chunk refused by one server while another served a part of it cannot be taken out of the
+    partial of its region (the server merged that part with others): every chunk of that region
+    then goes to the client, which is exact.
+    """
+    spoiled = {answers.labels[i] for i in answers.refused if i in answers.served}
+    for i, reason in answers.refused.items():
+        result.failed[i] = reason
+    for i in sorted(answers.served):
+        label = answers.labels[i]
+        if label in spoiled and i not in result.failed:
+            result.failed[i] = (f"a chunk of the same output region was refused "
+                                f"({answers.refused[_first_refused(answers, label)]})")
+    holders: dict[int, int] = {}
+    for i in sorted(answers.served - result.failed.keys()):
+        label = answers.labels[i]
+        if answers.loose[i]:
+            answers.partials[label].merge(reduce_loose(job.kernel.spec, tasks[i].selection,
+                                                       answers.loose[i]))
+        if label in holders:
+            result.combined.add(i)
+        else:
+            holders[label] = i
+            result.partials[i] = answers.partials[label]
+
+
+def _first_refused(answers: _Answers, label: int) -> int:
+    return min(i for i in answers.refused if answers.labels[i] == label)

@@ -227,7 +227,7 @@ class ActiveServers:
         if (len(requests) > 1 or absent) and "batch" in extensions:
             limits = capabilities.get("limits", {})
             items = [{"op": op, **body} for op, body in requests]
-            groups = _within(items, int(limits.get("max_batch", 1024)),
+            groups = within_limits(items, int(limits.get("max_batch", 1024)),
                              int(limits.get("max_body", 4 * 2**20)))
             extra: dict[str, Any] = {"lean": True} if "lean" in extensions else {}
             if absent:
@@ -360,7 +360,7 @@ def _close_sessions() -> None:
     _pools.clear()
 
 
-def _within(items: list[dict[str, Any]], max_items: int, max_body: int
+def within_limits(items: list[dict[str, Any]], max_items: int, max_body: int
             ) -> list[list[dict[str, Any]]]:
     """``items`` in consecutive groups that fit the server's batch and body limits."""
     groups: list[list[dict[str, Any]]] = [[]]

@@ -110,6 +110,10 @@ class Partial:
             self.wsum[region] = self.wsum[region] + other.wsum
         self.count[region] = n_a + n_b
 
+    def cut(self, region: tuple[slice, ...]) -> Partial:
+        """The partials of the cells in ``region`` (views, not copies)."""
+        return Partial(**{name: values[region] for name, values in self._arrays().items()})
+
     @classmethod
     def stack(cls, parts: list[Partial], axis: int) -> Partial:
         """One partial with ``parts`` side by side along a new ``axis`` (one per group)."""

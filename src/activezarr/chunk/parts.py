@@ -147,3 +147,20 @@ def reduce_loose(spec: ChunkSpec, selection: Selection, pieces: Sequence[Piece])
     if left:
         raise ValueError(f"loose bytes at {[p[0] for p in left]} do not make whole elements")
     return reducer.result
+
+
+def trim(partial: Partial) -> tuple[Partial, list[list[int]] | None]:
+    """``partial`` cut to the box of the output cells it counted, and that box (``[start,
+    stop]`` per dimension); None when nothing is cut. Cells with no count hold the identity
+    (sum 0, min and max their sentinels, m2 0), so leaving them out changes no merge: an OST
+    holding a few rows of a chunk answers for those rows, not for the chunk's whole output."""
+    if partial.count.ndim == 0:
+        return partial, None
+    counted = np.nonzero(partial.count)
+    if counted[0].size:
+        box = [[int(where.min()), int(where.max()) + 1] for where in counted]
+    else:
+        box = [[0, 0]] * partial.count.ndim
+    if all(stop - start == n for (start, stop), n in zip(box, partial.shape)):
+        return partial, None
+    return partial.cut(tuple(slice(start, stop) for start, stop in box)), box

@@ -89,6 +89,8 @@ class Engine:
                 indexes = read
                 for task in unwritten:
                     self._merge_fill(acc, task)
+                # Found unwritten by the shard index the backend's path read: counted there.
+                self.report.add(self.report.paths, self.backend.name, len(unwritten))
                 if self.progress is not None and unwritten:
                     self.progress(len(unwritten))
             await self._reduce_window(window, size, acc)
@@ -129,7 +131,7 @@ class Engine:
         except StorageUnavailableError as exc:
             result = BatchResult([None] * len(batch), path=self.backend.name,
                                  failed=dict.fromkeys(range(len(batch)), str(exc)))
-        self._count(result, len(batch) - len(result.failed))
+        self._count(result, len(batch))
         if result.failed:
             first, reason = min(result.failed.items())
             if self.fallback is None:
@@ -156,14 +158,17 @@ class Engine:
                 self.report.add(self.report.fallback_reasons, why, 1)
         return result
 
-    def _count(self, result: BatchResult, served: int) -> None:
+    def _count(self, result: BatchResult, size: int) -> None:
+        """Add what ``result`` (of a batch of ``size`` chunks) cost; each chunk served counts on
+        the path it took."""
         self.report.requests += result.requests
         self.report.bytes_stored += result.bytes_stored
         self.report.bytes_from_storage += result.bytes_from_storage
         for link, nbytes in result.links.items():
             self.report.add(self.report.links, link, nbytes)
         self.report.add(self.report.links, "lan", result.bytes_from_storage)
-        self.report.add(self.report.paths, result.path, served)
+        for path, chunks in result.path_counts(size).items():
+            self.report.add(self.report.paths, path, chunks)
 
 
 def fallback_warning(report: Report) -> str | None:

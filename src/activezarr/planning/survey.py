@@ -17,6 +17,7 @@ import zarr
 from ..client.ost_filesystem import OSTFileSystem
 from ..client.store import ActiveStore
 from ..client.sync import run_sync
+from ..servers.ost.messages import MAX_BATCH
 from ..servers.ost.namespace import normalize
 from .array_layout import ArrayLayout
 from .chunks import ChunkTask, plan_chunks
@@ -109,8 +110,11 @@ async def _survey(array: zarr.Array, store: ActiveStore, spread: str) -> Survey:
         tasks, _, _ = await locate_inner_chunks(store, layout, tasks, 16)
     root = normalize(store.root)
     keys = sorted({t.key for t in tasks})
-    entries = await asyncio.gather(*(fs.client.stat(f"{root}/{k}".strip("/")) for k in keys))
-    files = {k: e.layout for k, e in zip(keys, entries) if e is not None and e.layout}
+    found = await asyncio.gather(*(
+        fs.client.layouts([f"{root}/{k}".strip("/") for k in keys[start:start + MAX_BATCH]])
+        for start in range(0, len(keys), MAX_BATCH)))  # one MDS call per MAX_BATCH files
+    layouts = [layout for part, _ in found for layout in part]
+    files = {k: layout for k, layout in zip(keys, layouts) if layout is not None}
     survey = Survey(array.path or array.name or "/", layout.dtype.itemsize, bool(layout.codecs),
                     stripe_sizes={f.stripe_size for f in files.values()})
     for task in tasks:

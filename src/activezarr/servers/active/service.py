@@ -17,13 +17,13 @@ from typing import Any
 import aiohttp
 
 from ...protocol import BatchItem, ChunkRequest, error_body, parse
+from ..budget import MemoryBudget, Reservation
+from ..combine import Combiner
 from ..errors import BadRequest, NoSuchKey, Overloaded, logged_status
 from ..metrics import Metrics
 from ..operations import chunk_partial, execute
 from .access import AccessPolicy
-from .budget import MemoryBudget, Reservation
 from .coalesce import Read, plan_reads
-from .combine import Combiner
 from .config import ServerConfig
 from .readers import Admit, Credentials, UpstreamReader, open_file, read_open_file
 

@@ -10,7 +10,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
-from ...protocol import ChunkRequest
+from ...protocol import BatchItem, ChunkRequest
 from .striping import Extent, FileLayout
 
 #: Header carrying the cluster's token, which every mutating call must show.
@@ -25,7 +25,17 @@ Offset = Annotated[StrictInt, Field(ge=0, le=2**62)]
 #: The PROTOCOL.md operations and extensions the OSTs and the OSS serve; OSTs add ``extents``.
 OPS = ("count", "sum", "min", "max", "stats")
 EXTENSIONS = ("stats", "codecs", "accumulate", "accumulate-float", "missing-combined",
-              "dtypes", "healthz", "weights", "groups", "missing-nan")
+              "dtypes", "healthz", "weights", "groups", "missing-nan", "batch", "combine",
+              "lean")
+#: Most items in one ``/v2/batch`` to an OST or the OSS, and most bytes of its body.
+MAX_BATCH = 1024
+MAX_BATCH_BODY = 32 * 2**20
+#: Bytes the batches of one OST or OSS hold at once (reads, decoding, results), and how long
+#: an item waits for them before its answer is a 503.
+MAX_MEMORY = 1 << 30
+MEMORY_WAIT = 30.0
+#: The ``limits`` of the capability document.
+LIMITS = {"max_batch": MAX_BATCH, "max_body": MAX_BATCH_BODY, "max_memory": MAX_MEMORY}
 #: Header naming the link a read crosses: ``storage`` (OST to OSS) or ``lan`` (to the client).
 LINK_HEADER = "X-Link"
 
@@ -64,6 +74,12 @@ class PathRequest(_Model):
     path: str  # "" is the root
 
 
+class PathsRequest(_Model):
+    """Paths to stat at once, at most a batch's worth."""
+
+    paths: list[str] = Field(max_length=MAX_BATCH)
+
+
 class Entry(_Model):
     """A file or a directory, as ``ls`` and ``info`` return them."""
 
@@ -83,6 +99,26 @@ class ReadRequest(_Model):
         total = sum(length for _, length in self.ranges)
         if total > MAX_READ:
             raise ValueError(f"ranges ask for {total} bytes, more than {MAX_READ}")
+        return self
+
+
+class ObjectRanges(ReadRequest):
+    """Byte ranges of the object ``fid``."""
+
+    fid: str = Field(min_length=1, max_length=256)
+
+
+class ReadManyRequest(_Model):
+    """Byte ranges of many objects of one OST, returned concatenated in order: the OSS
+    gathers a batch's chunks with one such read per OST."""
+
+    reads: list[ObjectRanges] = Field(max_length=MAX_BATCH)
+
+    @model_validator(mode="after")
+    def _bounded(self) -> ReadManyRequest:
+        total = sum(length for read in self.reads for _, length in read.ranges)
+        if total > MAX_READ:
+            raise ValueError(f"reads ask for {total} bytes, more than {MAX_READ}")
         return self
 
 
@@ -114,3 +150,33 @@ class PartRequest(ChunkRequest):
     def extents_of(extents: list[Extent]) -> list[tuple[int, int, int]]:
         """The ``extents`` field for extents of one chunk on one OST."""
         return [(e.offset, e.length, e.start) for e in extents]
+
+
+def _check_op(op: str) -> None:
+    if op not in OPS:
+        raise ValueError(f"op {op!r} is not served here; operations: {', '.join(OPS)}")
+
+
+class PartItem(BatchItem, PartRequest):
+    """One item of an OST's ``/v2/batch``: an ``extents`` request with its ``op``."""
+
+    @model_validator(mode="after")
+    def _shaped(self) -> PartItem:
+        _check_op(self.op)
+        if self.shape is None:
+            raise ValueError("requests with extents need the chunk's shape")
+        return self
+
+
+class WholeItem(BatchItem):
+    """One item of the OSS's ``/v2/batch``: a whole chunk of an ``ost://`` file. ``shape`` and
+    ``size`` are required, so that the memory it needs is known before anything is read."""
+
+    @model_validator(mode="after")
+    def _sized(self) -> WholeItem:
+        _check_op(self.op)
+        if self.shape is None or self.size is None:
+            raise ValueError("batch items need the chunk's shape and size")
+        if self.interface_type != "ost":
+            raise ValueError(f"interface_type {self.interface_type!r} is not served here")
+        return self

@@ -12,17 +12,22 @@ from typing import Any
 from aiohttp import web
 
 from ...chunk.codecs import ALLOWED_CODECS
-from ...protocol import DTYPES
+from ...protocol import DTYPES, error_body
 from .. import http
 from ..errors import ServerError, logged_status
 from ..metrics import links_exposition
-from .messages import OPS, TOKEN_HEADER
+from .messages import LIMITS, OPS, TOKEN_HEADER
 
 log = logging.getLogger("activezarr.ost")
 #: Bytes by the link they crossed: ``disk_read``, ``disk_write``, ``storage`` (OST to OSS)
 #: and ``lan`` (storage to client); each is counted once, by the server that sent the bytes.
 LINKS = web.AppKey("links", Counter)
 TOKEN = web.AppKey("token", str)
+
+
+def item_error(exc: BaseException) -> dict[str, Any]:
+    """A batch item's error answer: PROTOCOL.md's JSON error with its ``status``."""
+    return {**error_body(exc), "status": logged_status(exc, log)}
 
 
 class WrongToken(ServerError):
@@ -47,8 +52,9 @@ def operation(request: web.Request) -> str:
 def add_schema(app: web.Application, extensions: tuple[str, ...]) -> None:
     """PROTOCOL.md's capability document, for ``interface_type: "ost"``."""
     http.add_document(app, {"name": "activezarr-ost", "api": "v2", "operations": list(OPS),
-                       "dtypes": list(DTYPES), "codecs": sorted(ALLOWED_CODECS),
-                       "interface_types": ["ost"], "extensions": list(extensions)})
+                            "dtypes": list(DTYPES), "codecs": sorted(ALLOWED_CODECS),
+                            "interface_types": ["ost"], "limits": LIMITS,
+                            "extensions": list(extensions)})
 
 
 def cbor_response(request: web.Request, payload: Any, link: str = "lan") -> web.Response:
@@ -68,8 +74,9 @@ def create_base_app(token: str) -> web.Application:
     if not token:
         raise ValueError("a cluster server needs its cluster's token")
     app = http.create_server_app(exposition=_exposition,
-                            on_error=lambda request, exc: logged_status(exc, log), client_max_size=1 << 30,
-                            http_errors_as_json=False)  # an object's 404 stays aiohttp's
+                                 on_error=lambda request, exc: logged_status(exc, log),
+                                 client_max_size=1 << 30,
+                                 http_errors_as_json=False)  # an object's 404 stays aiohttp's
     app[LINKS] = Counter()
     app[TOKEN] = token
     return app

@@ -7,10 +7,20 @@ from typing import Any
 
 from aiohttp import web
 
-from ...chunk.parts import Piece
+from ...chunk.partial import Partial
+from ...chunk.parts import Piece, trim
+from ..combine import encode_answer
 from ..errors import BadRequest
-from ..operations import execute
-from .messages import EXTENSIONS, LINK_HEADER, PartRequest, ReadRequest
+from ..operations import chunk_partial
+from .batches import ItemServer, add_batch_routes
+from .messages import (
+    EXTENSIONS,
+    LINK_HEADER,
+    PartItem,
+    PartRequest,
+    ReadManyRequest,
+    ReadRequest,
+)
 from .objects import ObjectStore
 from .ratelimit import RateLimiter
 from .serving import LINKS, add_schema, cbor_response, create_base_app, operation, require_token
@@ -19,16 +29,30 @@ OBJECTS = web.AppKey("objects", ObjectStore)
 MAX_DECODED = 1 << 30
 
 
-def reduce_part(op: str, request: PartRequest, pieces: list[Piece]) -> dict[str, Any]:
-    """The response map for the pieces of one chunk this OST holds."""
-    codecs = request.codec_configs()
+def part_partial(op: str, request: PartRequest, pieces: list[Piece]
+                 ) -> tuple[Partial, dict[str, Any]]:
+    """The partial of the pieces of one chunk this OST holds, and the ``loose`` bytes of the
+    elements its extents cut (uncompressed chunks only; left out when there are none)."""
     if request.shape is None:
         raise BadRequest("requests with extents need the chunk's shape")
-    if codecs:
-        return execute(op, request, _whole(pieces), MAX_DECODED)
-    reduction = request.chunk_reduction(op, request.shape, ())
-    partial, loose = reduction.reduce_pieces(pieces)
-    return {**reduction.result_of(partial), "loose": [[start, data] for start, data in loose]}
+    if request.codec_configs():
+        return chunk_partial(op, request, _whole(pieces), MAX_DECODED), {}
+    partial, loose = request.chunk_reduction(op, request.shape, ()).reduce_pieces(pieces)
+    return partial, {"loose": [[start, data] for start, data in loose]} if loose else {}
+
+
+def encode_part(op: str, request: Any, partial: Partial, lean: bool) -> dict[str, Any]:
+    """The response map of a part's (or a group of parts') partial, cut to the output cells
+    it counted; ``region`` says which, when that is not all of them."""
+    cut, region = trim(partial)
+    answer = encode_answer(op, request, cut, lean)
+    return answer if region is None else {**answer, "region": region}
+
+
+def reduce_part(op: str, request: PartRequest, pieces: list[Piece]) -> dict[str, Any]:
+    """The response map for the pieces of one chunk this OST holds."""
+    partial, loose = part_partial(op, request, pieces)
+    return {**encode_part(op, request, partial, False), **loose}
 
 
 def _whole(pieces: list[Piece]) -> bytes:
@@ -65,10 +89,38 @@ async def put_object(request: web.Request) -> web.Response:
     return web.json_response({"size": len(data)})
 
 
+async def _read_part(request: web.Request, item: PartItem) -> list[Piece]:
+    """The pieces of a batch item's chunk this OST holds; a missing object is the item's 400."""
+    fid = _fid(item.url)
+    try:
+        raw = await request.app[OBJECTS].read(fid, [(o, n) for o, n, _ in item.extents])
+    except FileNotFoundError:
+        raise BadRequest(f"no object {fid} on this OST") from None
+    request.app[LINKS]["disk_read"] += sum(len(r) for r in raw)
+    return [(start, data) for (_, _, start), data in zip(item.extents, raw)]
+
+
+PARTS = ItemServer(PartItem, stored=lambda item: sum(n for _, n, _ in item.extents),
+                   read=_read_part, reduce=lambda item, pieces: part_partial(item.op, item, pieces),
+                   encode=encode_part)
+
+
 async def read_object(request: web.Request) -> web.Response:
     ranges = ReadRequest.model_validate_json(await request.read()).ranges
     pieces = await _read_or_404(request, request.match_info["fid"], ranges)
-    body = b"".join(pieces)
+    return _sent(request, b"".join(pieces))
+
+
+async def read_objects(request: web.Request) -> web.Response:
+    """Ranges of many objects, concatenated in order (``/objects/read-many``)."""
+    reads = ReadManyRequest.model_validate_json(await request.read()).reads
+    pieces = await asyncio.gather(*(_read_or_404(request, read.fid, read.ranges)
+                                    for read in reads))
+    return _sent(request, b"".join(piece for read in pieces for piece in read))
+
+
+def _sent(request: web.Request, body: bytes) -> web.Response:
+    """``body``, read from disk, counted on the link the ``X-Link`` header names."""
     links = request.app[LINKS]
     links["disk_read"] += len(body)
     links["storage" if request.headers.get(LINK_HEADER) == "storage" else "lan"] += len(body)
@@ -99,8 +151,10 @@ def create_target_app(root: str, token: str, disk_rate: float | None = None
     app[OBJECTS] = ObjectStore(root, RateLimiter(disk_rate))
     add_schema(app, (*EXTENSIONS, "extents"))
     app.router.add_put("/objects/{fid}", put_object)
+    app.router.add_post("/objects/read-many", read_objects)
     app.router.add_post("/objects/{fid}/read", read_object)
     app.router.add_delete("/objects/{fid}", delete_object)
+    add_batch_routes(app, PARTS)
     app.router.add_post("/v2/{op}", reduce)
     app.router.add_post("/v2/{op}/", reduce)
     return app

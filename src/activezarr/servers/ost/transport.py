@@ -7,7 +7,7 @@ import contextlib
 import json
 import os
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -17,7 +17,7 @@ from ...errors import StorageUnavailableError
 from ..errors import ServerError
 from .messages import LINK_HEADER, TOKEN_HEADER, TOKEN_VARIABLE, ClusterMap, Entry
 from .ratelimit import RateLimiter
-from .striping import FileLayout, by_ost
+from .striping import Extent, FileLayout, by_ost
 
 #: Seconds to wait for a connection or an answer before naming a server as down.
 DEFAULT_TIMEOUT = 30.0
@@ -73,6 +73,14 @@ def _close(loop: asyncio.AbstractEventLoop, session: aiohttp.ClientSession) -> N
         return
     with contextlib.suppress(TimeoutError, RuntimeError):  # the loop is shutting down
         asyncio.run_coroutine_threadsafe(session.close(), loop).result(timeout=1)
+
+
+def _place(out: bytearray, extents: Sequence[Extent], data: bytes) -> None:
+    """Put ``data``, the bytes of ``extents`` read one after another, where they go in ``out``."""
+    position = 0
+    for extent in extents:
+        out[extent.start:extent.start + extent.length] = data[position:position + extent.length]
+        position += extent.length
 
 
 class ClusterClient:
@@ -156,44 +164,67 @@ class ClusterClient:
         cluster = await self.cluster()
         return _lans.setdefault(self.mds, RateLimiter(cluster.lan_rate))
 
-    async def read(self, ost: int, fid: str, ranges: list[tuple[int, int]],
-                   link: str = "lan") -> bytes:
-        """Ranges ``(offset, length)`` of OST ``ost``'s object ``fid``, concatenated."""
-        url = f"{(await self.cluster()).osts[ost]}/objects/{fid}/read"
-        body = await self.request("POST", url, json_body={"ranges": ranges},
-                                  headers={LINK_HEADER: link})
-        assert body is not None
-        if len(body) != sum(length for _, length in ranges):
-            raise OSTUnavailableError(f"{self._name(url)} returned {len(body)} bytes, "
-                                      f"expected {sum(n for _, n in ranges)}")
-        if link == "lan":
-            await (await self.lan()).take(len(body))
-        return body
-
     async def stat(self, path: str) -> Entry | None:
         """The file or directory at ``path``, or None."""
         entry = await self.mds_call("POST", "/files/stat", {"path": path}, missing_ok=True)
         return None if entry is None else Entry.model_validate(entry)
 
+    async def layouts(self, paths: Sequence[str], link: str = "lan"
+                      ) -> tuple[list[FileLayout | None], int]:
+        """The layouts of the files at ``paths`` (at most ``MAX_BATCH``), None where no file
+        is, in one call to the MDS; and the size of its answer on ``link``."""
+        answer = await self.request("POST", f"{self.mds}/files/layouts",
+                                    json_body={"paths": list(paths)},
+                                    headers={LINK_HEADER: link})
+        assert answer is not None
+        found = [None if f is None else FileLayout.model_validate(f) for f in json.loads(answer)]
+        return found, len(answer)
+
     async def gather(self, layout: FileLayout, offset: int, size: int, link: str = "lan"
                      ) -> bytes:
         """Bytes ``[offset, offset + size)`` of a file: one read per OST, all at once."""
-        groups = by_ost(layout.extents(offset, size))
-        reads = [self.read(ost, layout.fid, [(e.offset, e.length) for e in group], link)
-                 for ost, group in groups.items()]
-        out = bytearray(size)
-        for group, data in zip(groups.values(), await asyncio.gather(*reads)):
-            position = 0
-            for extent in group:
-                out[extent.start:extent.start + extent.length] = \
-                    data[position:position + extent.length]
-                position += extent.length
-        return bytes(out)
+        [data] = await self.gather_many([(layout, offset, size)], link)
+        return data
 
-    async def reduce(self, server: str, op: str, body: Mapping[str, Any]
-                     ) -> tuple[dict[str, Any], int]:
-        """(response map, its size on the LAN) of a PROTOCOL.md request to an OST or the OSS."""
-        answer = await self.request("POST", f"{server}/v2/{op}", json_body=body)
+    async def gather_many(self, pieces: Sequence[tuple[FileLayout, int, int]],
+                          link: str = "lan") -> list[bytes]:
+        """Bytes ``[offset, offset + size)`` of each ``(layout, offset, size)``: one read per
+        OST for all of them (``/objects/read-many``), all at once."""
+        per_ost: dict[int, list[tuple[int, str, list[Extent]]]] = {}
+        for index, (layout, offset, size) in enumerate(pieces):
+            for ost, group in by_ost(layout.extents(offset, size)).items():
+                per_ost.setdefault(ost, []).append((index, layout.fid, group))
+        cluster = await self.cluster()
+
+        async def read(ost: int, reads: list[tuple[int, str, list[Extent]]]) -> bytes:
+            url = f"{cluster.osts[ost]}/objects/read-many"
+            body = {"reads": [{"fid": fid, "ranges": [(e.offset, e.length) for e in group]}
+                              for _, fid, group in reads]}
+            data = await self.request("POST", url, json_body=body, headers={LINK_HEADER: link})
+            assert data is not None
+            expected = sum(e.length for _, _, group in reads for e in group)
+            if len(data) != expected:
+                raise OSTUnavailableError(f"{self._name(url)} returned {len(data)} bytes, "
+                                          f"expected {expected}")
+            if link == "lan":
+                await (await self.lan()).take(len(data))
+            return data
+
+        outs = [bytearray(size) for _, _, size in pieces]
+        answers = await asyncio.gather(*(read(ost, reads) for ost, reads in per_ost.items()))
+        for reads, data in zip(per_ost.values(), answers):
+            position = 0
+            for index, _, group in reads:
+                length = sum(e.length for e in group)
+                _place(outs[index], group, data[position:position + length])
+                position += length
+        return [bytes(out) for out in outs]
+
+    async def batch(self, server: str, body: Mapping[str, Any]
+                    ) -> tuple[list[dict[str, Any]], int]:
+        """(answers, their size on the LAN) of a PROTOCOL.md ``/v2/batch`` to an OST or the
+        OSS."""
+        answer = await self.request("POST", f"{server}/v2/batch", json_body=body)
         assert answer is not None
         await (await self.lan()).take(len(answer))
         return cbor2.loads(answer), len(answer)

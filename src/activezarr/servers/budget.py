@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 
-from ..errors import Overloaded, TooLarge
+from .errors import Overloaded, TooLarge
 
 
 class MemoryBudget:

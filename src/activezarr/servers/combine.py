@@ -6,14 +6,22 @@ here, they cross the network once (the ``combine`` extension, PROTOCOL.md's Batc
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...chunk.partial import Partial, owned
-from ...chunk.result import encode_result
-from ...protocol import BatchItem
-from ..errors import BadRequest
+from ..chunk.partial import Partial, owned
+from ..chunk.result import encode_result
+from ..protocol import BatchItem
+from .errors import BadRequest
+
+#: How a merged partial becomes its answer: (op, request, partial, lean) -> response map.
+Encode = Callable[[str, BatchItem, Partial, bool], dict[str, Any]]
+
+
+def encode_answer(op: str, request: BatchItem, partial: Partial, lean: bool) -> dict[str, Any]:
+    """PROTOCOL.md's response map of ``partial`` (the answer of a whole chunk, or of a group)."""
+    return encode_result(partial, request.result_form(op, lean))
 
 
 @dataclass
@@ -28,7 +36,9 @@ class _Group:
 class Combiner:
     """The groups of one batch, by label; items alone in their group are not combined."""
 
-    def __init__(self, labels: Sequence[int] | None, items: dict[int, BatchItem]) -> None:
+    def __init__(self, labels: Sequence[int] | None, items: Mapping[int, BatchItem],
+                 encode: Encode = encode_answer) -> None:
+        self._encode = encode
         self._groups: dict[int, _Group] = {}
         self._label_of: dict[int, int] = {}
         if labels is None:
@@ -74,7 +84,7 @@ class Combiner:
                 continue  # every item of the group failed: each has its error
             # The first position that succeeded holds the answer, whichever finished first.
             holder = min(group.stored)
-            out[holder] = encode_result(group.partial, group.request.result_form(group.op, lean))
+            out[holder] = self._encode(group.op, group.request, group.partial, lean)
             for position in group.stored:
                 if position != holder:
                     out[position] = {"combined": holder}
