@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -99,11 +100,15 @@ class OSTBackend(Backend):
         count = cluster.stripe_count if self.fs.stripe_count is None else self.fs.stripe_count
         count = len(cluster.osts) if count == -1 else count
         parts = 1 if layout.codecs else max(1, min(count, -(-layout.chunk_nbytes // stripe)))
+        # Each chunk's layout comes from the MDS as one compact JSON entry (a uuid4 hex fid).
+        sample = FileLayout(fid="0" * 32, size=layout.chunk_nbytes, stripe_size=stripe,
+                            osts=tuple(range(count)))
+        lookup = len(json.dumps(sample.model_dump(), separators=(",", ":"))) + 1
         return Traits(combines=self.combine_batch_bytes > 0,
                       batch_chunks=self.batch_chunks(layout.chunk_nbytes),
                       encoding="lean" if "lean" in EXTENSIONS else "cbor", framing=0,
                       result_map=RESULT_MAP if "lean" in EXTENSIONS else PLAIN_RESULT_MAP,
-                      answers_per_chunk=parts, plain_framing=0)
+                      answers_per_chunk=parts, plain_framing=0, lookup_bytes=lookup)
 
     def _path(self, key: str) -> str:
         return f"{self.root}/{key}" if self.root else key

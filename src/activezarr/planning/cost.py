@@ -71,6 +71,7 @@ class Traits:
     ``cbor`` (counts a CBOR list), ``memory`` (partials handed over as arrays, int64 counts).
     ``answers_per_chunk``: answers each chunk makes (several where parts of it reduce apart).
     ``setup_bytes``: read once before the chunks (a capability document not yet fetched).
+    ``lookup_bytes``: read per stored object to find where it lives (the ost path's layouts).
     ``probes``: unwritten chunks found by one HEAD per key or a listing (s3 without ``absent``).
     ``plain_framing``: framing of each chunk read plainly. ``moves_chunks``: the backend
     itself reads the chunks (the client backend): active and plain are the same read.
@@ -88,6 +89,7 @@ class Traits:
     result_map: int = RESULT_MAP
     answers_per_chunk: int = 1
     setup_bytes: int = 0
+    lookup_bytes: int = 0
     probes: bool = False
     plain_framing: int = S3_FRAMING + S3_HEAD
     moves_chunks: bool = False
@@ -172,6 +174,7 @@ def estimate(layout: ArrayLayout, dims: Sequence[DimSelection], spec: ChunkSpec,
         if traits.combines:
             overhead += max(0, k * parts - partials) * COMBINED_ITEM
     active = (int(values) + overhead + traits.setup_bytes + _probes(layout, k, traits)
+              + _objects(layout, dims, k) * traits.lookup_bytes
               + indexes)
     return Estimate(k, partials, requests, active, plain, _sent(layout, dims, extras),
                     traits.setup_bytes, traits.local)
@@ -291,10 +294,17 @@ def _indexes(layout: ArrayLayout, dims: Sequence[DimSelection], traits: Traits) 
     index = layout.shard_index
     if index is None or traits.index_framing is None:
         return 0
-    shards = math.prod(
+    return _objects(layout, dims, 0) * (index.nbytes + traits.index_framing)
+
+
+def _objects(layout: ArrayLayout, dims: Sequence[DimSelection], chunks: int) -> int:
+    """Stored objects the selection touches: its shards, or its ``chunks`` when unsharded."""
+    index = layout.shard_index
+    if index is None:
+        return chunks
+    return math.prod(
         len({p.chunk // n for p in _pieces(sel, c)})
         for sel, c, n in zip(dims, layout.chunk_shape, index.chunks_per_shard))
-    return shards * (index.nbytes + traits.index_framing)
 
 
 def _sent(layout: ArrayLayout, dims: Sequence[DimSelection], extras: Extras) -> int:
