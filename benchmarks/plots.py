@@ -5,7 +5,9 @@ Run from a checkout (as root for the emulated LAN):  python benchmarks/plots.py
 
 1. ``compare.py`` on the 256 MiB dataset at 100 Mbit, 1 Gbit (each case run three times, the
    median kept: the 1 Gbit targets are close) and over an unshaped veth;
-2. PyActiveStorage against activezarr on the same local netCDF4 files, five runs each;
+2. PyActiveStorage against activezarr on the same local netCDF4 files, five runs each, and the
+   1 Gbit targets (plain zarr over HTTP and S3 against the server reading its own files and the
+   ``s3`` path) five runs each;
 3. a chunk-size sweep (64 KiB to 16 MiB, 64 MiB of data, whole-array mean, 1 Gbit);
 then ``docs/compare.png`` (the 100 Mbit table as bars), ``docs/link_rate.png`` (time against
 link rate) and ``docs/chunk_size.png`` (bytes moved and time against chunk size, active against
@@ -52,6 +54,8 @@ def measure() -> None:
                  *(["--lan", link] if link != "unshaped" else []))
     _compare(RESULTS / "pas.json", "--loopback", "--repeat", "5", "--queries", "mean",
              "--methods", *PAS_METHODS)
+    _compare(RESULTS / "targets-1gbit.json", "--lan", "1gbit", "--repeat", "5", "--queries",
+             "mean", "box", "--methods", "zarr-http", "az-file-server", "zarr-s3", "az-s3")
     for name, days in SWEEP.items():
         _compare(RESULTS / f"sweep-{name}.json", "--lan", "1gbit", "--size", "64", "--lat", "64",
                  "--lon", "128", "--days", str(days), "--queries", "mean",
