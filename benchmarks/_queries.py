@@ -158,6 +158,8 @@ def _active_store(method: str, where: dict[str, Any]) -> tuple[Any, int]:
     server = {"server": where["server"]}
     if method == "az-file":
         return activezarr.ActiveStore.from_url(where["zarr"], read_only=True), 3
+    if method == "az-file-server":  # the server reads the same files below its --allow-root
+        return activezarr.ActiveStore.from_url(where["zarr"], active=server, read_only=True), 3
     if method == "az-s3":
         return activezarr.ActiveStore.from_url(where["s3_zarr"], active=server, read_only=True,
                                                storage_options=_s3_options(where)), 3
@@ -176,7 +178,7 @@ def _active_store(method: str, where: dict[str, Any]) -> tuple[Any, int]:
 
 #: What each kind of method imports before the clock starts (imports are not the query's).
 IMPORTS = {"pas-": ("activestorage.active",), "az-": ("activezarr", "xarray", "zarr"),
-           "xarray": ("xarray", "dask.array", "s3fs"), "zarr": ("zarr", "s3fs")}
+           "xarray": ("xarray", "dask.array", "s3fs"), "zarr": ("zarr", "s3fs", "fsspec.implementations.http")}
 
 
 def prepare(method: str) -> None:
@@ -221,6 +223,8 @@ def run(method: str, query: str, where: dict[str, Any]) -> np.ndarray:
     if method == "zarr-s3":
         group = zarr.open_group(where["s3_zarr"], mode="r",
                                 storage_options=_s3_options(where))
+    elif method == "zarr-http":
+        group = zarr.open_group(where["http_zarr"], mode="r")
     else:
         group = zarr.open_group(where["zarr"], mode="r")
     return _numpy(group["tas"], query, shape)

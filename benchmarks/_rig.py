@@ -2,19 +2,24 @@
 
 The dataset is a daily temperature-like field ``tas(time, lat, lon)``, float32, chunked a few
 days per chunk, written once as zarr (zstd) and as netCDF4 (zlib + shuffle, same chunks), put
-locally, in S3 (moto), referenced with kerchunk, and in an OST cluster. ``Rig.where`` is
-everything a client child needs to reach it, as JSON.
+locally, in S3 (moto), referenced with kerchunk, and in an OST cluster; the local files are
+also served by a plain HTTP file server (what a plain read over the link has without S3) and
+are below the active server's ``--allow-root``. ``Rig.where`` is everything a client child
+needs to reach it, as JSON.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
 import os
 import sys
+import threading
 from dataclasses import asdict, dataclass
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Self
 
@@ -73,6 +78,33 @@ def _nc_encoding(chunks: tuple[int, ...]) -> dict[str, Any]:
                     "_FillValue": None}}
 
 
+class _Files(SimpleHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: a connection serves many chunks
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # one line per chunk would drown the table
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    #: socketserver's backlog of 5 drops the SYNs of a client opening more connections at
+    #: once, and TCP retries them only after a second.
+    request_queue_size = 128
+
+
+@contextlib.contextmanager
+def file_server(root: Path, host: str) -> Any:
+    """A plain HTTP server of the files under ``root``; yields its URL."""
+    server = _Server((host, 0), functools.partial(_Files, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://{host}:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 class Rig:
     """Writes the dataset and starts moto, the active server and an OST cluster on ``host``."""
 
@@ -93,7 +125,9 @@ class Rig:
                 env={"AWS_ACCESS_KEY_ID": KEYS["key"], "AWS_SECRET_ACCESS_KEY": KEYS["secret"]}))
             cluster = stack.enter_context(Cluster(ClusterConfig(
                 root=self.root / "ost", osts=4, host=self.host)))
+            http = stack.enter_context(file_server(self.root, self.host))
             self.where = {"endpoint": endpoint, "server": server, "ost": cluster.url,
+                          "http_zarr": f"{http}/tas.zarr",
                           "shape": asdict(self.shape), **self._write(endpoint, cluster.url)}
             self._stack = stack.pop_all()
         return self

@@ -3,8 +3,12 @@
 Run from a checkout (as root for the emulated LAN):  python benchmarks/plots.py
 (``--replot``: only redraw from the JSON already in benchmarks/results/).
 
-1. ``compare.py`` on the 256 MiB dataset at 100 Mbit, 1 Gbit and over an unshaped veth;
-2. a chunk-size sweep (64 KiB to 16 MiB, 64 MiB of data, whole-array mean, 1 Gbit);
+1. ``compare.py`` on the 256 MiB dataset at 100 Mbit, 1 Gbit (each case run three times, the
+   median kept: the 1 Gbit targets are close) and over an unshaped veth;
+2. PyActiveStorage against activezarr on the same local netCDF4 files, five runs each, and the
+   1 Gbit targets (plain zarr over HTTP and S3 against the server reading its own files and the
+   ``s3`` path) five runs each;
+3. a chunk-size sweep (64 KiB to 16 MiB, 64 MiB of data, whole-array mean, 1 Gbit);
 then ``docs/compare.png`` (the 100 Mbit table as bars), ``docs/link_rate.png`` (time against
 link rate) and ``docs/chunk_size.png`` (bytes moved and time against chunk size, active against
 plain, per backend).
@@ -27,10 +31,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 HERE = Path(__file__).resolve().parent
 RESULTS, DOCS = HERE / "results", HERE.parent / "docs"
 LINKS = {"100mbit": 100, "1gbit": 1000, "unshaped": None}
+REPEAT = {"100mbit": 1, "1gbit": 3, "unshaped": 1}
+PAS_METHODS = ["pas-local", "az-nc-local", "pas-local-small", "az-nc-local-small"]
 #: days per chunk on a 64 x 128 grid (32 KiB a day): 64 KiB ... 16 MiB
 SWEEP = {"64K": 2, "256K": 8, "1M": 32, "4M": 128, "16M": 512}
-SWEEP_METHODS = ["zarr-local", "az-file", "zarr-s3", "az-s3", "az-reference", "az-ost"]
-PAIRS = {"file": ("zarr-local", "az-file"), "s3": ("zarr-s3", "az-s3"),
+SWEEP_METHODS = ["zarr-local", "az-file", "zarr-http", "az-file-server", "zarr-s3", "az-s3",
+                 "az-reference", "az-ost"]
+PAIRS = {"file": ("zarr-local", "az-file"), "file-server": ("zarr-http", "az-file-server"),
+         "s3": ("zarr-s3", "az-s3"),
          "reference": ("zarr-s3", "az-reference"), "ost": ("zarr-s3", "az-ost")}
 
 
@@ -42,8 +50,12 @@ def _compare(out: Path, *args: str) -> None:
 def measure() -> None:
     RESULTS.mkdir(exist_ok=True)
     for link in LINKS:
-        _compare(RESULTS / f"compare-{link}.json",
+        _compare(RESULTS / f"compare-{link}.json", "--repeat", str(REPEAT[link]),
                  *(["--lan", link] if link != "unshaped" else []))
+    _compare(RESULTS / "pas.json", "--loopback", "--repeat", "5", "--queries", "mean",
+             "--methods", *PAS_METHODS)
+    _compare(RESULTS / "targets-1gbit.json", "--lan", "1gbit", "--repeat", "5", "--queries",
+             "mean", "box", "--methods", "zarr-http", "az-file-server", "zarr-s3", "az-s3")
     for name, days in SWEEP.items():
         _compare(RESULTS / f"sweep-{name}.json", "--lan", "1gbit", "--size", "64", "--lat", "64",
                  "--lon", "128", "--days", str(days), "--queries", "mean",
@@ -85,7 +97,8 @@ def link_rate() -> None:
              if (RESULTS / f"compare-{link}.json").exists()}
     xs = [LINKS[link] or 10000 for link in rates]
     fig, ax = plt.subplots(figsize=(7, 5))
-    for method in ["zarr-s3", "xarray-dask-s3", "pas-server", "az-s3", "az-reference", "az-ost"]:
+    for method in ["zarr-s3", "zarr-http", "xarray-dask-s3", "pas-server", "az-s3",
+                   "az-file-server", "az-reference", "az-ost"]:
         ys = [table.get((method, "mean"), {}).get("seconds") for table in rates.values()]
         if all(y is not None for y in ys):
             ax.plot(xs, ys, "o--" if method.startswith("az") else "o-", label=method)
@@ -104,7 +117,7 @@ def chunk_size() -> None:
     sweep = {name: _load(RESULTS / f"sweep-{name}.json") for name in SWEEP
              if (RESULTS / f"sweep-{name}.json").exists()}
     xs = [SWEEP[name] * 32 for name in sweep]  # KiB
-    fig, axes = plt.subplots(2, len(PAIRS), figsize=(16, 7), sharex=True)
+    fig, axes = plt.subplots(2, len(PAIRS), figsize=(19, 7), sharex=True)
     for col, (backend, (plain, active)) in enumerate(PAIRS.items()):
         for row, key, label in ((0, "net_bytes", "bytes to the client"), (1, "seconds", "s")):
             ax = axes[row][col]

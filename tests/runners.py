@@ -45,6 +45,15 @@ def _file(path: Path, fixtures: Mapping[str, Any]) -> zarr.Array:
     return _open(str(path))
 
 
+def _file_server(path: Path, fixtures: Mapping[str, Any]) -> zarr.Array:
+    """The file backend handing the chunks to the active server, which reads its own root."""
+    copy = fixtures["served_root"] / fresh_name()
+    for key, data in _files(path).items():
+        (copy / key).parent.mkdir(parents=True, exist_ok=True)
+        (copy / key).write_bytes(data)
+    return _open(str(copy), active={"server": fixtures["active_server"].url})
+
+
 def _client(path: Path, fixtures: Mapping[str, Any]) -> zarr.Array:
     return _open(str(path), active={"backend": "client"})
 
@@ -126,6 +135,7 @@ class Runner:
 
 RUNNERS = (
     Runner("file", (), _file),
+    Runner("file-server", ("active_server", "served_root"), _file_server, "file"),
     Runner("client", (), _client),
     Runner("s3", ("moto_s3", "active_server"), _s3),
     Runner("s3-reductionist", ("moto_s3", "active_server"), _s3_as_plain_reductionist, "s3"),

@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 import activezarr
 from activezarr.commands.main import main
+from activezarr.protocol import SCHEMA_PATH
 from runners import RUNNERS, Runner, fresh_name, s3_copy
 from s3_servers import S3, ActiveServer
 
@@ -176,7 +177,7 @@ def test_without_absent_the_probes_for_unwritten_chunks_are_priced(
     query, a listing of the array for a time mean; both in the estimate."""
     from activezarr.backends import servers
 
-    with urllib.request.urlopen(active_server.url + servers.SCHEMA_PATH, timeout=10) as answer:
+    with urllib.request.urlopen(active_server.url + SCHEMA_PATH, timeout=10) as answer:
         document = json.loads(answer.read())
     _write(tmp_path / "a.zarr", case)
     s3 = next(r for r in RUNNERS if r.name == "s3")

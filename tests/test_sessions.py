@@ -19,7 +19,8 @@ SCRIPT = textwrap.dedent("""
     import asyncio, json, sys
     import zarr, activezarr
     from activezarr.backends.base import BatchResult
-    from activezarr.backends.servers import SCHEMA_PATH, ActiveServers
+    from activezarr.backends.servers import ActiveServers
+    from activezarr.protocol import SCHEMA_PATH
 
     url, options, server = json.loads(sys.argv[1])
     store = activezarr.ActiveStore.from_url(url, storage_options=options,

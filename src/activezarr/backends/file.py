@@ -1,14 +1,17 @@
-"""The POSIX path: read exact byte ranges beside the files and reduce them in a worker pool."""
+"""The POSIX path: read exact byte ranges beside the files and reduce them in a worker pool,
+or have active servers that see the same files (``--allow-root``) read and reduce them."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from typing import Any
+from urllib.parse import quote
 
 import zarr
 from zarr.abc.store import Store
@@ -20,6 +23,8 @@ from ..planning.array_layout import ArrayLayout
 from ..planning.chunks import ChunkTask
 from ..planning.cost import Traits
 from .base import Backend, BatchResult, ChunkJob, backends, region_labels
+from .s3 import S3Backend
+from .servers import SERVER_OPTIONS, ActiveServers, reduce_targets, server_traits, server_urls
 
 
 @cache
@@ -51,13 +56,16 @@ def _read(path: str, byte_range: tuple[int, int] | None) -> bytes | None:
 
 @backends.register("file")
 class FileBackend(Backend):
-    """Reduces chunks of a local directory store in a bounded pool of worker threads.
+    """Reduces chunks of a local directory store in a bounded pool of worker threads, or, given
+    ``server``, on active servers that read the same paths below their ``--allow-root`` (a
+    file system shared with storage nodes: only partials cross the network).
 
-    Options: ``workers`` (default: the number of CPUs, at most zarr's ``async.concurrency``).
+    Options: ``workers`` (default: the number of CPUs, at most zarr's ``async.concurrency``)
+    and those of :class:`~.servers.ActiveServers`.
     """
 
     name = "file"
-    option_names = Backend.option_names | {"workers"}
+    option_names = Backend.option_names | {"workers"} | SERVER_OPTIONS
 
     def __init__(self, store: Store, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(store, options)
@@ -66,12 +74,30 @@ class FileBackend(Backend):
             raise UnsupportedArrayError("the file backend needs a store with a local 'root'")
         self.root = os.fspath(root)
         self.pool = _pool(int(self.options.get("workers") or _default_workers()))
+        self.servers = ActiveServers(self.options) if self.options.get("server") else None
+        #: Whether chunks go to the servers (which combine): then batches as large as the s3
+        #: backend's, one answer per output region and batch.
+        self.on_servers = self.servers is not None
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        super().check_options(options)
+        server_urls(options.get("server"))
+
+    # Per instance (the engine asks the instance): whether the servers take the chunks is
+    # known once the backend is made.
+    def batch_chunks(self, chunk_nbytes: int) -> int:  # type: ignore[override]
+        return (S3Backend if self.on_servers else Backend).batch_chunks(chunk_nbytes)
 
     async def traits(self, layout: ArrayLayout) -> Traits:
         """Nothing crosses a network here: the partials are handed over from the worker pool
         (merged per output region and batch, arrays with int64 counts), and what the report
         counts is their size; a plain read would hand over the stored chunks instead, saving
-        no link, so the pool is kept whatever the bytes."""
+        no link, so the pool is kept whatever the bytes. With ``server``, the servers answer
+        (combined per output region) and a plain read would read the stored chunks."""
+        if self.servers is not None:
+            traits = server_traits(self.servers, self.batch_chunks(layout.chunk_nbytes))
+            return dataclasses.replace(traits, probes=False, plain_framing=0, index_framing=None)
         return Traits(combines=True, batch_chunks=self.batch_chunks(layout.chunk_nbytes),
                       encoding="memory", framing=0, plain_framing=0, local=True)
 
@@ -112,5 +138,22 @@ class FileBackend(Backend):
                            failed=failed, links=Counter(disk_read=stored))
 
     async def reduce(self, job: ChunkJob, tasks: Sequence[ChunkTask]) -> BatchResult:
+        if self.servers is None:
+            return await self.in_pool(job, tasks)
+        result = BatchResult([None] * len(tasks), path=self.name)
+        targets = []
+        for i, task in enumerate(tasks):
+            path = os.path.abspath(os.path.join(self.root, task.key))
+            if os.path.exists(path):  # else never written: the engine uses the fill value
+                targets.append((i, "file", "file://" + quote(path), task.byte_range))
+        await reduce_targets(self.servers, job, tasks, targets, {}, result)
+        return result
+
+    async def in_pool(self, job: ChunkJob, tasks: Sequence[ChunkTask]) -> BatchResult:
+        """Partials of ``tasks`` read and reduced in this process's worker pool."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.pool, self._reduce_batch, job, tasks)
+
+    async def close(self) -> None:
+        if self.servers is not None:
+            await self.servers.close()

@@ -3,7 +3,8 @@
 Keys are resolved with fsspec's own reference semantics (templates, ``url=None``, a URL without
 protocol going to the remote filesystem); each chunk then goes where its target lives: local
 files are read and reduced here in the worker pool, ``s3://`` and ``http(s)://`` targets on the
-active servers (all chunks of a batch in one ``/v2/batch``, whose ranges the server coalesces).
+active servers (all chunks of a batch in one ``/v2/batch``, whose ranges the server coalesces
+into few reads of the target and whose partials it merges per output region).
 """
 
 from __future__ import annotations
@@ -21,18 +22,10 @@ from ..errors import StorageUnavailableError, UnsupportedArrayError
 from ..planning.array_layout import ArrayLayout
 from ..planning.chunks import ChunkTask
 from ..planning.cost import Traits
-from ..protocol import build_request
 from .base import BatchResult, ChunkJob, backends, plain_framing
 from .credentials import S3Access, s3_access
 from .file import FileBackend, _read
-from .servers import (
-    CANNOT_EXPRESS,
-    SERVER_OPTIONS,
-    ActiveServers,
-    collect,
-    server_traits,
-    server_urls,
-)
+from .servers import reduce_targets, server_traits
 
 _LOCAL = {"file", "local"}
 _S3 = {"s3", "s3a"}
@@ -44,6 +37,11 @@ def _protocols(fs: Any) -> set[str]:
     return {protocol} if isinstance(protocol, str) else set(protocol)
 
 
+def _has_remote_targets(fs: Any) -> bool:
+    """Whether the references name targets on S3 or HTTP (fsspec opened a filesystem for them)."""
+    return any(_protocols(getattr(f, "sync_fs", f)) & (_S3 | _HTTP) for f in fs.fss.values())
+
+
 @backends.register("reference")
 class ReferenceBackend(FileBackend):
     """Hands each chunk to the path of its target: this process's pool or an active server.
@@ -53,7 +51,6 @@ class ReferenceBackend(FileBackend):
     """
 
     name = "reference"
-    option_names = FileBackend.option_names | SERVER_OPTIONS
 
     def __init__(self, store: Store, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(store, options)
@@ -62,26 +59,21 @@ class ReferenceBackend(FileBackend):
         if getattr(fs, "references", None) is None:
             raise UnsupportedArrayError("the reference backend needs a kerchunk reference store")
         self.fs: Any = fs
-        self.servers = ActiveServers(self.options) if self.options.get("server") else None
         self._access: dict[int, asyncio.Future[S3Access]] = {}
-
-    @classmethod
-    def check_options(cls, options: Mapping[str, Any]) -> None:
-        super().check_options(options)
-        server_urls(options.get("server"))
+        # Targets on S3 or HTTP go to the servers (few reads of each target, one answer per
+        # region); local ones stay in this process's pool, in small batches over its workers.
+        self.on_servers = self.servers is not None and _has_remote_targets(fs)
 
     async def traits(self, layout: ArrayLayout) -> Traits:
-        """Targets on S3 or HTTP answer as the active servers do, one partial per chunk (these
-        requests carry no region labels); without a server their chunks come to the client.
-        Local targets as the file backend's pool."""
-        remote = set().union(*(_protocols(fs) for fs in self.fs.fss.values())) & (_S3 | _HTTP)
-        if not remote:
+        """Targets on S3 or HTTP answer as the active servers do (labelled by output region,
+        so that they combine); without a server their chunks come to the client. Local
+        targets as the file backend's pool."""
+        if not _has_remote_targets(self.fs):
             return await super().traits(layout)
         if self.servers is None:
             return Traits(combines=False, batch_chunks=self.batch_chunks(layout.chunk_nbytes),
                           plain_framing=plain_framing(self.store), moves_chunks=True)
-        traits = server_traits(self.servers, self.batch_chunks(layout.chunk_nbytes),
-                               labelled=False)
+        traits = server_traits(self.servers, self.batch_chunks(layout.chunk_nbytes))
         return dataclasses.replace(traits, probes=False, plain_framing=plain_framing(self.store))
 
     def _key(self, task: ChunkTask) -> str:
@@ -151,7 +143,7 @@ class ReferenceBackend(FileBackend):
 
     async def _here(self, job: ChunkJob, tasks: Sequence[ChunkTask], positions: list[int],
                     result: BatchResult) -> None:
-        part = await super().reduce(job, [tasks[i] for i in positions])
+        part = await self.in_pool(job, [tasks[i] for i in positions])
         for j, i in enumerate(positions):
             result.partials[i] = part.partials[j]
             if j in part.failed:
@@ -166,29 +158,16 @@ class ReferenceBackend(FileBackend):
     async def _on_servers(self, job: ChunkJob, tasks: Sequence[ChunkTask],
                           group: list[tuple[int, str, int | None, int | None, S3Access | None]],
                           result: BatchResult) -> None:
-        """One request per chunk of ``group`` (targets sharing credentials), sent together."""
+        """The chunks of ``group`` (targets sharing credentials) on the servers."""
         assert self.servers is not None
-        extensions = await self.servers.extensions(result)
-        planned = []
+        targets = []
         for i, url, start, end, access in group:
             if access is not None:
                 interface, target = "s3", access.url(split_protocol(url)[1])
             else:
                 interface, target = split_protocol(url)[0] or "https", url
             byte_range = None if start is None or end is None else (start, end - start)
-            built = build_request(job.kernel.spec, tasks[i].selection, interface_type=interface,
-                                  url=target, byte_range=byte_range, extensions=extensions,
-                                  weights=tasks[i].weights, labels=tasks[i].labels)
-            if built is None:
-                result.failed[i] = CANNOT_EXPRESS
-                continue
-            planned.append((i, *built, byte_range[1] if byte_range else 0))
+            targets.append((i, interface, target, byte_range))
         access = group[0][4]
-        answers = await self.servers.reduce([(op, body) for _, op, body, _ in planned],
-                                            access.headers if access else {}, result)
-        collect(job, planned, answers, result)
-
-    async def close(self) -> None:
-        if self.servers is not None:
-            await self.servers.close()
-
+        await reduce_targets(self.servers, job, tasks, targets,
+                             access.headers if access else {}, result)

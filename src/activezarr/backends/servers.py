@@ -26,11 +26,11 @@ import zarr
 
 from ..client.traffic import framing
 from ..errors import StorageUnavailableError
+from ..planning.chunks import ChunkTask
 from ..planning.cost import CAPABILITIES, S3_FRAMING, Traits
-from ..protocol import partial_from_result
-from .base import BatchResult, ChunkJob
+from ..protocol import SCHEMA_PATH, build_request, partial_from_result
+from .base import BatchResult, ChunkJob, region_labels
 
-SCHEMA_PATH = "/.well-known/reductionist-schema"
 #: The ``active`` options that configure the servers.
 SERVER_OPTIONS = frozenset({"server", "concurrency", "retries", "backoff", "backoff_cap",
                             "timeout", "connect_timeout"})
@@ -397,3 +397,28 @@ def collect(job: ChunkJob, planned: Sequence[tuple[int, str, dict[str, Any], int
             told = answer.get("stored_bytes")
         result.bytes_stored += stored if told is None else int(told)
 
+
+
+#: A chunk a server reads itself: (batch position, interface type, URL, byte range or None).
+Target = tuple[int, str, str, tuple[int, int] | None]
+
+
+async def reduce_targets(servers: ActiveServers, job: ChunkJob, tasks: Sequence[ChunkTask],
+                         targets: Sequence[Target], headers: Mapping[str, str],
+                         result: BatchResult) -> None:
+    """One request per target, sent together (one ``/v2/batch`` where the servers take it);
+    partials landing in one output region are merged by the server."""
+    extensions = await servers.extensions(result)
+    planned = []
+    for i, interface, url, byte_range in targets:
+        built = build_request(job.kernel.spec, tasks[i].selection, interface_type=interface,
+                              url=url, byte_range=byte_range, extensions=extensions,
+                              weights=tasks[i].weights, labels=tasks[i].labels)
+        if built is None:
+            result.failed[i] = CANNOT_EXPRESS
+            continue
+        planned.append((i, *built, byte_range[1] if byte_range else 0))
+    labels = region_labels([tasks[i] for i, *_ in planned])
+    answers = await servers.reduce([(op, body) for _, op, body, _ in planned], headers, result,
+                                   labels)
+    collect(job, planned, answers, result)
