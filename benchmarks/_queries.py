@@ -84,6 +84,8 @@ def _xarray(da: Any, query: str, shape: dict[str, int], active: bool) -> np.ndar
         try:  # registers the accessor; a fallback to the client would be measured unawares
             module = importlib.import_module("activezarr.xarray")
             warnings.simplefilter("error", module.ActiveFallbackWarning)
+            # ... and so would chunks the storage side could not reduce
+            warnings.simplefilter("error", importlib.import_module("activezarr").FallbackWarning)
         except ModuleNotFoundError:
             pass
         if not hasattr(xr.DataArray, "active"):

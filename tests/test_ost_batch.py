@@ -287,3 +287,29 @@ def test_concurrent_batches_to_the_oss_are_gathered_right(ost_cluster):
     np.testing.assert_allclose(red.mean(axis=1), data.mean(axis=1), rtol=1e-12)
     np.testing.assert_allclose(red.max(axis=0), data.max(axis=0))
     assert red.last_report.paths == {"oss": 520}
+
+
+@pytest.mark.parametrize(("stripe", "compressors", "path"), [
+    (1 << 20, "default", "ost"),   # zstd chunks each wholly on one OST: reduced there, whole
+    (STRIPE, None, "oss"),          # raw chunks over several OSTs: parts are not whole, so OSS
+])
+def test_weighted_and_grouped_chunks_reduce_whole_storage_side(ost_cluster, stripe,
+                                                                compressors, path):
+    """Weights and groups need the chunk whole: on the OST holding it all, else on the OSS;
+    never the client (``open_active`` raises on a fallback)."""
+    data = np.random.default_rng(7).normal(280, 5, size=(48, 16, 32)).astype("<f4")
+    url = f"{ost_cluster.url}/batch/{next(_names)}"
+    write_array(url, data, chunks=(4, 16, 32), storage_options={"stripe_size": stripe},
+                **({} if compressors == "default" else {"compressors": compressors}))
+    red = open_active(url)
+    weights = np.cos(np.deg2rad(np.linspace(-60, 60, 16)))[:, None]
+    got = red.reduce("weighted_mean", axis=(1, 2), weights=weights)
+    w = np.broadcast_to(weights, data.shape[1:])
+    np.testing.assert_allclose(got, (data * w).sum(axis=(1, 2)) / w.sum(), rtol=1e-10)
+    assert red.last_report.paths == {path: 12} and red.last_report.fallbacks == 0
+    months = np.arange(48) % 12
+    got = red.reduce("mean", axis=0, groups=(0, months, 12))
+    want = np.stack([data[months == m].mean(axis=0, dtype="f8") for m in range(12)])
+    np.testing.assert_allclose(got, want, rtol=1e-6)  # float32, as numpy gives it
+    # (two years: each month's chunks merge storage-side, so active moves less than plain)
+    assert red.last_report.paths == {path: 12} and red.last_report.fallbacks == 0

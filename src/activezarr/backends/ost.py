@@ -17,7 +17,7 @@ import itertools
 import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -29,7 +29,7 @@ from ..client.ost_filesystem import OSTFileSystem
 from ..errors import ChunkDecodeError, UnsupportedArrayError
 from ..planning.array_layout import ArrayLayout
 from ..planning.chunks import ChunkTask
-from ..planning.cost import PLAIN_RESULT_MAP, RESULT_MAP, Traits
+from ..planning.cost import PLAIN_RESULT_MAP, RESULT_MAP, Traits, stored_chunk_bytes
 from ..planning.placement import SPREAD_POLICIES, Placement, place
 from ..protocol import build_request, partial_from_result
 from ..servers.ost.messages import EXTENSIONS, MAX_BATCH, MAX_BATCH_BODY, PartRequest
@@ -104,11 +104,14 @@ class OSTBackend(Backend):
         sample = FileLayout(fid="0" * 32, size=layout.chunk_nbytes, stripe_size=stripe,
                             osts=tuple(range(count)))
         lookup = len(json.dumps(sample.model_dump(), separators=(",", ":"))) + 1
+        # Compressed chunks on one OST each answer from the OSTs; spread ones from the OSS.
+        spread = bool(layout.codecs) and count > 1 and stored_chunk_bytes(layout) > stripe
         return Traits(combines=self.combine_batch_bytes > 0,
                       batch_chunks=self.batch_chunks(layout.chunk_nbytes),
                       encoding="lean" if "lean" in EXTENSIONS else "cbor", framing=0,
                       result_map=RESULT_MAP if "lean" in EXTENSIONS else PLAIN_RESULT_MAP,
-                      answers_per_chunk=parts, plain_framing=0, lookup_bytes=lookup)
+                      answers_per_chunk=parts, plain_framing=0, lookup_bytes=lookup,
+                      servers=1 if spread else len(cluster.osts))
 
     def _path(self, key: str) -> str:
         return f"{self.root}/{key}" if self.root else key
@@ -139,6 +142,11 @@ class OSTBackend(Backend):
                 raise ChunkDecodeError(f"stored {size} bytes, expected {job.kernel.nbytes}",
                                        task.key)
             placement = place(layout, offset, size, compressed=compressed, spread=self.spread)
+            if placement.path == "ost" and len(placement.osts) > 1 and (
+                    task.weights is not None or task.labels is not None):
+                # Stripe parts are not whole selections: weights and groups go whole, to the
+                # OSS, which gathers the chunk.
+                placement = replace(placement, path="oss")
             if placement.path != self.name:
                 result.paths[i] = placement.path
             if placement.path == "client":
@@ -165,8 +173,6 @@ class OSTBackend(Backend):
             op, body = built
             batch.add(cluster.oss, position, {"op": op, **body})
             return True
-        if task.weights is not None or task.labels is not None:
-            return False  # stripe parts are not whole selections: weights and groups go whole
         built = self._request(job, task, f"{cluster.osts[0]}/objects/{layout.fid}", None)
         if built is None:
             return False

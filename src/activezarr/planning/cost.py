@@ -71,6 +71,8 @@ class Traits:
     ``cbor`` (counts a CBOR list), ``memory`` (partials handed over as arrays, int64 counts).
     ``answers_per_chunk``: answers each chunk makes (several where parts of it reduce apart).
     ``setup_bytes``: read once before the chunks (a capability document not yet fetched).
+    ``servers``: servers a batch's chunks spread over, each answering once per output region
+    it holds (the ost path's OSTs; one active server takes a whole batch).
     ``lookup_bytes``: read per stored object to find where it lives (the ost path's layouts).
     ``probes``: unwritten chunks found by one HEAD per key or a listing (s3 without ``absent``).
     ``plain_framing``: framing of each chunk read plainly. ``moves_chunks``: the backend
@@ -89,6 +91,7 @@ class Traits:
     result_map: int = RESULT_MAP
     answers_per_chunk: int = 1
     setup_bytes: int = 0
+    servers: int = 1
     lookup_bytes: int = 0
     probes: bool = False
     plain_framing: int = S3_FRAMING + S3_HEAD
@@ -155,15 +158,17 @@ def estimate(layout: ArrayLayout, dims: Sequence[DimSelection], spec: ChunkSpec,
     extras = extras or Extras()
     k = chunk_count(layout, dims)
     indexes = _indexes(layout, dims, traits)  # read on either path
-    plain = int(k * (_stored_chunk(layout) + traits.plain_framing)) + indexes
+    plain = int(k * (stored_chunk_bytes(layout) + traits.plain_framing)) + indexes
     if traits.moves_chunks:
         return Estimate(k, k, k, plain, plain, local=traits.local)
     batch = max(1, traits.batch_chunks)
-    answers = _answers(layout, dims, spec, extras, batch, traits.combines)
     parts = traits.answers_per_chunk
-    partials = answers.partials * parts
-    requests = -(-k // batch) * parts
-    cells = answers.cells * parts
+    answers = _answers(layout, dims, spec, extras, batch, traits.combines, traits.servers,
+                       parts)
+    partials = answers.partials
+    requests = -(-k // batch) * min(parts * batch, traits.servers) if traits.combines \
+        else -(-k // batch) * parts
+    cells = answers.cells
     per_partial = cells / max(1, partials)
     stacked = k / max(1, answers.partials) if traits.combines else 1
     values = cells * _cell_bytes(layout, spec, traits.encoding, per_partial, stacked)
@@ -181,12 +186,14 @@ def estimate(layout: ArrayLayout, dims: Sequence[DimSelection], spec: ChunkSpec,
 
 
 def _answers(layout: ArrayLayout, dims: Sequence[DimSelection], spec: ChunkSpec,
-             extras: Extras, batch: int, combines: bool) -> _Answers:
+             extras: Extras, batch: int, combines: bool, servers: int, parts: int
+             ) -> _Answers:
     """Partials and output cells the chunks' answers hold, batch by batch.
 
     Chunks come region by region (:func:`.chunks.plan_chunks`); where the storage side
-    combines, a batch answers once per output region it touches. A grouped dimension's region
-    is the set of groups present, so chunks far apart (every January) share one.
+    combines, each of the ``servers`` a batch's chunks (``parts`` answers each) spread over
+    answers once per output region it holds. A grouped dimension's region is the set of groups
+    present, so chunks far apart (every January) share one.
     """
     reduced = spec.reduced_axes
     per_dim = [_pieces(sel, n) for sel, n in zip(dims, layout.chunk_shape)]
@@ -195,13 +202,17 @@ def _answers(layout: ArrayLayout, dims: Sequence[DimSelection], spec: ChunkSpec,
     stacked = math.prod(len(per_dim[d]) for d in reduced)
     ids, cells = _regions(per_dim, kept, extras)
     if not combines:
-        return _Answers(k, float(cells[ids].sum()) * stacked)
+        return _Answers(k * parts, float(cells[ids].sum()) * stacked * parts)
     if k and k <= _ENUMERATE_UP_TO:
         labels = np.repeat(ids, stacked)
-        pairs = np.unique(np.arange(k) // batch * (int(ids.max()) + 1) + labels)
-        return _Answers(len(pairs), float(cells[pairs % (int(ids.max()) + 1)].sum()))
+        pairs, chunks = np.unique(np.arange(k) // batch * (int(ids.max()) + 1) + labels,
+                                  return_counts=True)
+        answering = np.minimum(chunks * parts, servers)
+        return _Answers(int(answering.sum()),
+                        float((cells[pairs % (int(ids.max()) + 1)] * answering).sum()))
     regions = len(ids)
-    partials = regions + int(np.count_nonzero(np.arange(0, k, batch) % stacked)) if k else 0
+    runs = regions + int(np.count_nonzero(np.arange(0, k, batch) % stacked)) if k else 0
+    partials = runs * min(servers, max(1, k // max(1, runs)) * parts)
     return _Answers(partials, float(cells[ids].mean()) * partials if regions else 0.0)
 
 
@@ -258,7 +269,7 @@ def _cell_bytes(layout: ArrayLayout, spec: ChunkSpec, encoding: Encoding,
     return total + width * (COUNTS_ZSTD if packed else 1.0)
 
 
-def _stored_chunk(layout: ArrayLayout) -> float:
+def stored_chunk_bytes(layout: ArrayLayout) -> float:
     """A chunk's stored bytes, as far as the metadata tells."""
     if layout.chunk_nbytes < 1024 or not any(c.get("id") in COMPRESSORS for c in layout.codecs):
         return layout.chunk_nbytes  # a small block gains too little to pay the frame

@@ -128,23 +128,34 @@ class PartRequest(ChunkRequest):
     ``url`` names the object (``.../objects/{fid}``); each extent is ``[offset in the object,
     length, offset in the chunk]``. Uncompressed chunks may be split over OSTs: the response
     adds ``loose``, the ``[offset in the chunk, bytes]`` of elements cut by the extents' ends.
-    A compressed chunk must be wholly in the extents.
+    A compressed chunk, and a weighted or grouped request, must be wholly in the extents.
     """
 
     extents: list[tuple[Offset, Offset, Offset]] = Field(min_length=1, max_length=MAX_STRIPES)
 
     @model_validator(mode="after")
     def _extents_in_chunk(self) -> PartRequest:
-        if self.weights is not None or self.groups is not None:
-            raise ValueError("weights and groups need whole chunks (the OSS), not extents")
         nbytes = self.decoded_nbytes if not self.codec_configs() else None
         total = sum(length for _, length, _ in self.extents)
+        if (self.weights is not None or self.groups is not None) and not self._whole(nbytes):
+            raise ValueError("weights and groups need the whole chunk in the extents (a chunk "
+                             "spread over OSTs goes to the OSS)")
         if total > MAX_READ:
             raise ValueError(f"extents cover {total} bytes, more than {MAX_READ}")
         if nbytes is not None and any(start + length > nbytes
                                       for _, length, start in self.extents):
             raise ValueError(f"extents reach past the chunk's {nbytes} bytes")
         return self
+
+    def _whole(self, nbytes: int | None) -> bool:
+        """Whether the extents hold the chunk from its first byte, without a gap (and all of
+        it, where its size is known)."""
+        position = 0
+        for _, length, start in sorted(self.extents, key=lambda e: e[2]):
+            if start != position:
+                return False
+            position += length
+        return nbytes is None or position == nbytes
 
     @staticmethod
     def extents_of(extents: list[Extent]) -> list[tuple[int, int, int]]:

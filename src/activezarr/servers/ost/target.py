@@ -35,7 +35,8 @@ def part_partial(op: str, request: PartRequest, pieces: list[Piece]
     elements its extents cut (uncompressed chunks only; left out when there are none)."""
     if request.shape is None:
         raise BadRequest("requests with extents need the chunk's shape")
-    if request.codec_configs():
+    if request.codec_configs() or request.weights is not None or request.groups is not None:
+        # Decoded, weighted or grouped whole: the pieces must make up the chunk.
         return chunk_partial(op, request, _whole(pieces), MAX_DECODED), {}
     partial, loose = request.chunk_reduction(op, request.shape, ()).reduce_pieces(pieces)
     return partial, {"loose": [[start, data] for start, data in loose]} if loose else {}
@@ -61,7 +62,8 @@ def _whole(pieces: list[Piece]) -> bytes:
     position = 0
     for start, data in ordered:
         if start != position:
-            raise BadRequest("a compressed chunk must be wholly in one OST's extents")
+            raise BadRequest("a chunk reduced whole (compressed, weighted or grouped) must be "
+                             "wholly in one OST's extents")
         position += len(data)
     return b"".join(data for _, data in ordered)
 
