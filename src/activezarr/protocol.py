@@ -423,9 +423,7 @@ def build_request(spec: ChunkSpec, selection: Selection, *, interface_type: str,
     dtype = np.dtype(spec.dtype)
     op = choose_op([f for f in spec.fields if f != "wsum"], extensions)
     allowed_dtypes = DTYPES if "dtypes" in extensions else V2_DTYPES
-    order: Literal["C", "F"] | tuple[int, ...] | None = spec.order
-    if isinstance(order, tuple):  # a transpose; reversing every axis is Fortran order
-        order = "F" if order == tuple(reversed(range(len(order)))) else None
+    order = spec.memory_order
     if op is None or dtype.name not in allowed_dtypes or order is None:
         return None
     integer = dtype.kind in "iu"

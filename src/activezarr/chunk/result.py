@@ -241,7 +241,8 @@ def _counts(result: Mapping[str, Any], shape: tuple[int, ...], layout: Layout) -
 def partial_from_result(op: str, result: Mapping[str, Any], spec: ChunkSpec) -> Partial:
     """The :class:`Partial` of ``spec.fields`` that a response map stands for."""
     shape = tuple(result["shape"])
-    layout = result_order(op, spec.order if isinstance(spec.order, str) else "C", spec.axis)
+    # The request said the chunk's order as C or F (a transpose never reaches a server else).
+    layout = result_order(op, spec.memory_order or "C", spec.axis)
     count = _counts(result, shape, layout)
     order = result["byte_order"]
     dtype = np.dtype(spec.dtype)

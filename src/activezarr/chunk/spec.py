@@ -98,6 +98,17 @@ class ChunkSpec(BaseModel):
     #: The axis along which each chunk comes with integer group labels: it is reduced per group.
     group_axis: int | None = None
 
+    @property
+    def memory_order(self) -> Literal["C", "F"] | None:
+        """``order`` as a wire request says it: a transpose reversing every axis is ``F``, the
+        identity ``C``; None for other transposes, which the wire cannot say."""
+        if isinstance(self.order, str):
+            return self.order
+        ndim = len(self.order)
+        if self.order == tuple(reversed(range(ndim))):
+            return "F"
+        return "C" if self.order == tuple(range(ndim)) else None
+
     @field_validator("dtype")
     @classmethod
     def _known_dtype(cls, value: str) -> str:
