@@ -16,7 +16,9 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-STORE, CLIENT = "az13-store", "az13-client"
+#: ``AZ_BENCH_NETNS`` names them otherwise, so that two runs on one machine do not collide.
+PREFIX = os.environ.get("AZ_BENCH_NETNS", "az13")
+STORE, CLIENT = f"{PREFIX}-store", f"{PREFIX}-client"
 STORE_IF, CLIENT_IF = "az13s", "az13c"
 #: The veth pair's addresses: they exist only inside the two namespaces made here.
 STORE_IP, CLIENT_IP = "10.213.13.1", "10.213.13.2"
