@@ -9,6 +9,8 @@ from typing import Any
 import numcodecs
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from activezarr.chunk.codec_bounds import zstd_content_size
 from activezarr.chunk.codecs import CodecChain
@@ -88,3 +90,19 @@ def test_a_zstd_frame_must_state_its_size() -> None:
 def test_configs_without_a_bound_are_refused(config: dict[str, Any]) -> None:
     with pytest.raises(CodecNotAllowedError):
         CodecChain([config])
+
+
+@settings(max_examples=150, deadline=None)
+@given(elementsize=st.integers(1, 40), count=st.integers(0, 300), data=st.data())
+def test_unshuffling_matches_numcodecs_byte_for_byte(elementsize: int, count: int,
+                                                     data: st.DataObject) -> None:
+    """The shuffle filter is undone by numpy (to release the GIL), not numcodecs: same bytes."""
+    raw = data.draw(st.binary(min_size=count * elementsize, max_size=count * elementsize))
+    chain = [{"id": "shuffle", "elementsize": elementsize}]
+    expected = np.frombuffer(numcodecs.Shuffle(elementsize).decode(raw), np.uint8)
+    assert bytes(CodecChain(chain).decode(raw, len(raw))) == bytes(expected)
+
+
+def test_a_shuffled_chunk_of_partial_elements_is_a_decode_error() -> None:
+    with pytest.raises(ChunkDecodeError, match="whole 4-byte elements"):
+        CodecChain([{"id": "shuffle", "elementsize": 4}]).decode(b"\0" * 10, 10)
