@@ -179,7 +179,7 @@ def _active_store(method: str, where: dict[str, Any]) -> tuple[Any, int]:
 
 
 #: What each kind of method imports before the clock starts (imports are not the query's).
-IMPORTS = {"pas-": ("activestorage.active",), "az-": ("activezarr", "xarray", "zarr"),
+IMPORTS = {"pas-": ("activestorage.active",), "az-": ("activezarr", "xarray", "zarr", "s3fs"),
            "xarray": ("xarray", "dask.array", "s3fs"), "zarr": ("zarr", "s3fs", "fsspec.implementations.http")}
 
 

@@ -67,6 +67,50 @@ class _Faults(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class _Counting(http.server.BaseHTTPRequestHandler):
+    """Answers every GET with 8 bytes after 0.2 s, keeping the most GETs it served at once."""
+
+    lock = threading.Lock()
+    now = most = 0
+
+    def do_GET(self) -> None:  # noqa: N802
+        with self.lock:
+            type(self).now += 1
+            type(self).most = max(self.most, self.now)
+        time.sleep(0.2)
+        with self.lock:
+            type(self).now -= 1
+        self.send_response(200)
+        self.send_header("Content-Length", "8")
+        self.end_headers()
+        self.wfile.write(bytes(range(8)))
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_upstream_reads_are_bounded_and_their_timeout_starts_when_sent(
+        tmp_path: Path) -> None:
+    """Eight objects, two reads at a time, 0.2 s each: 0.8 s in all, over the 0.5 s a read
+    may take, yet every read is answered (waiting for a turn is not reading)."""
+    upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Counting)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{upstream.server_address[1]}"
+    try:
+        with start_active_server(tmp_path, env={"ACTIVEZARR_UPSTREAM": url,
+                                                "ACTIVEZARR_UPSTREAM_READS": "2",
+                                                "ACTIVEZARR_UPSTREAM_TIMEOUT": "0.5"}) as server:
+            items = [{"op": "sum", "interface_type": "http", "url": f"{url}/{i}",
+                      "dtype": "uint8"} for i in range(8)]
+            results = ok(requests.post(f"{server.url}/v2/batch", json={"requests": items},
+                                       timeout=30))
+    finally:
+        upstream.shutdown()
+        upstream.server_close()
+    assert [values(r)[()] for r in results] == [28] * 8
+    assert _Counting.most == 2
+
+
 @pytest.fixture(scope="module")
 def faulty_upstream() -> Iterator[str]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Faults)

@@ -63,12 +63,15 @@ def _option(*names: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callab
 @_option("--upstream-timeout", type=click.FloatRange(min=0, min_open=True),
          default=ServerConfig.upstream_timeout, show_default=True,
          help="Seconds an upstream read may take (keep it below the clients' timeout).")
+@_option("--upstream-reads", type=click.IntRange(min=1), default=ServerConfig.upstream_reads,
+         show_default=True, help="Reads from the object stores in flight at once; more wait "
+         "(their timeout starts when they are sent).")
 def serve(host: str, port: int, fd: int | None, upstream: tuple[Upstream, ...],
           allow_root: tuple[str, ...],
           tls_cert: str | None, tls_key: str | None, max_body: int, max_chunk_bytes: int,
           max_decoded_bytes: int, max_memory: int, max_inflight: int, memory_wait: float,
           body_timeout: float, workers: int | None, s3_region: str,
-          upstream_timeout: float) -> None:
+          upstream_timeout: float, upstream_reads: int) -> None:
     """Serve the active-storage protocol (Reductionist v2 compatible)."""
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
@@ -78,7 +81,7 @@ def serve(host: str, port: int, fd: int | None, upstream: tuple[Upstream, ...],
                               max_decoded_bytes=max_decoded_bytes, max_memory=max_memory,
                               max_inflight=max_inflight, memory_wait=memory_wait,
                               body_timeout=body_timeout, s3_region=s3_region,
-                              upstream_timeout=upstream_timeout,
+                              upstream_timeout=upstream_timeout, upstream_reads=upstream_reads,
                               **({"workers": workers} if workers else {}))
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import os
@@ -76,12 +77,15 @@ def _check_size(request: ChunkRequest, limit: int) -> None:
 
 
 class UpstreamReader:
-    """GETs byte ranges over one pooled session; S3 requests are signed when credentials come."""
+    """GETs byte ranges over one pooled session, at most ``reads`` at once; S3 requests are
+    signed when credentials come."""
 
-    def __init__(self, session: aiohttp.ClientSession, max_chunk_bytes: int, region: str) -> None:
+    def __init__(self, session: aiohttp.ClientSession, max_chunk_bytes: int, region: str,
+                 reads: int) -> None:
         self.session = session
         self.max_chunk_bytes = max_chunk_bytes
         self.region = region
+        self._reads = asyncio.Semaphore(reads)
 
     def _headers(self, request: ChunkRequest, url: URL,
                  auth: Credentials | None) -> Mapping[str, str]:
@@ -103,28 +107,46 @@ class UpstreamReader:
         _check_size(request, self.max_chunk_bytes)
         if request.interface_type == "s3":
             url = _s3_object_url(url)
-        headers = self._headers(request, url, auth)
+        async with self._reads:  # signed once a read may start: the signature stays fresh
+            return await self._get(request, url, self._headers(request, url, auth), admit)
+
+    async def _get(self, request: ChunkRequest, url: URL, headers: Mapping[str, str],
+                   admit: Admit) -> memoryview:
         try:
             async with self.session.get(url, headers=headers, allow_redirects=False) as response:
                 if response.status not in (200, 206):
                     detail = _upstream_detail(await response.content.read(_ERROR_BODY))
                     _check_status(response.status, request.url, detail)
                 length = response.content_length
-                too_large = TooLarge(f"object is over the chunk limit of {self.max_chunk_bytes}")
                 if length is not None and length > self.max_chunk_bytes:
-                    raise too_large
+                    raise _too_large(self.max_chunk_bytes)
                 await admit(request.size if request.size is not None else
                             length if length is not None else self.max_chunk_bytes)
-                data = bytearray()
-                async for block in response.content.iter_chunked(_READ_BLOCK):
-                    data += block
-                    if len(data) > self.max_chunk_bytes:
-                        raise too_large
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
+                data = await _body(response, length, self.max_chunk_bytes)
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError,
+                asyncio.IncompleteReadError) as exc:
             raise Overloaded(f"object store unreachable: {type(exc).__name__}") from None
         if request.size is not None and len(data) != request.size:
             raise BadRequest(f"read {len(data)} bytes of {request.url}, expected {request.size}")
         return memoryview(data)  # not copied: the budget counts it once
+
+
+def _too_large(limit: int) -> TooLarge:
+    return TooLarge(f"object is over the chunk limit of {limit}")
+
+
+async def _body(response: aiohttp.ClientResponse, length: int | None,
+                limit: int) -> bytes | bytearray:
+    """The whole body: of a stated length (within ``limit``) joined once, else grown block by
+    block up to ``limit``."""
+    if length is not None:
+        return await response.content.readexactly(length)
+    data = bytearray()
+    async for block in response.content.iter_chunked(_READ_BLOCK):
+        data += block
+        if len(data) > limit:
+            raise _too_large(limit)
+    return data
 
 
 def _s3_object_url(url: URL) -> URL:

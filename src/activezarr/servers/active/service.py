@@ -68,7 +68,8 @@ class ChunkService:
                  executor: ThreadPoolExecutor, metrics: Metrics) -> None:
         self.config = config
         self.policy = AccessPolicy(config.upstreams, config.roots)
-        self.reader = UpstreamReader(session, config.max_chunk_bytes, config.s3_region)
+        self.reader = UpstreamReader(session, config.max_chunk_bytes, config.s3_region,
+                                     config.upstream_reads)
         self.executor = executor
         self.metrics = metrics
         self.budget = MemoryBudget(config.max_memory, config.memory_wait)
