@@ -4,6 +4,7 @@ or have active servers that see the same files (``--allow-root``) read and reduc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 from collections import Counter
@@ -42,16 +43,28 @@ def _default_workers() -> int:
     return max(1, min(os.cpu_count() or 1, int(zarr.config.get("async.concurrency") or 1)))
 
 
-def _read(path: str, byte_range: tuple[int, int] | None) -> bytes | None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return None
-    try:
+class OpenFiles(contextlib.AbstractContextManager["OpenFiles"]):
+    """The files a batch reads, each opened once: a netCDF file holds every chunk of a batch,
+    a directory store one per file."""
+
+    def __init__(self) -> None:
+        self._fds: dict[str, int] = {}
+
+    def read(self, path: str, byte_range: tuple[int, int] | None) -> bytes | None:
+        """The bytes of ``byte_range`` (None: all) of ``path``; None if there is no such file."""
+        fd = self._fds.get(path)
+        if fd is None:
+            try:
+                fd = self._fds[path] = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                return None
         [raw] = read_ranges(fd, [byte_range or (0, os.fstat(fd).st_size)], path)
-    finally:
-        os.close(fd)
-    return raw
+        return raw
+
+    def __exit__(self, *exc: object) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
 
 
 @backends.register("file")
@@ -101,9 +114,9 @@ class FileBackend(Backend):
         return Traits(combines=True, batch_chunks=self.batch_chunks(layout.chunk_nbytes),
                       encoding="memory", framing=0, plain_framing=0, local=True)
 
-    def _read_task(self, task: ChunkTask) -> bytes | None:
+    def _read_task(self, task: ChunkTask, files: OpenFiles) -> bytes | None:
         """The stored bytes of ``task``; raise StorageUnavailableError if they are not local."""
-        return _read(os.path.join(self.root, task.key), task.byte_range)
+        return files.read(os.path.join(self.root, task.key), task.byte_range)
 
     def _reduce_batch(self, job: ChunkJob, tasks: Sequence[ChunkTask]) -> BatchResult:
         """Partials of ``tasks``; those landing in one output region merged beside the files,
@@ -112,26 +125,27 @@ class FileBackend(Backend):
         failed: dict[int, str] = {}
         combined: set[int] = set()
         holders: dict[int, Partial] = {}
-        stored = moved = 0
-        for i, (task, label) in enumerate(zip(tasks, region_labels(tasks))):
-            try:
-                raw = self._read_task(task)
-            except StorageUnavailableError as exc:
-                failed[i] = str(exc)
-                raw = None
-            if raw is None:
-                partials.append(None)
-                continue
-            partial = job.kernel.reduce(raw, task.selection, task.key,
-                                        weights=task.weights, labels=task.labels)
-            stored += len(raw)
-            if label in holders:
-                holders[label].merge(partial)
-                combined.add(i)
-                partials.append(None)
-                continue
-            partial = holders[label] = owned(partial)
-            partials.append(partial)
+        stored = 0
+        with OpenFiles() as files:
+            for i, (task, label) in enumerate(zip(tasks, region_labels(tasks))):
+                try:
+                    raw = self._read_task(task, files)
+                except StorageUnavailableError as exc:
+                    failed[i] = str(exc)
+                    raw = None
+                if raw is None:
+                    partials.append(None)
+                    continue
+                partial = job.kernel.reduce(raw, task.selection, task.key,
+                                            weights=task.weights, labels=task.labels)
+                stored += len(raw)
+                if label in holders:
+                    holders[label].merge(partial)
+                    combined.add(i)
+                    partials.append(None)
+                    continue
+                partial = holders[label] = owned(partial)
+                partials.append(partial)
         moved = sum(p.nbytes for p in holders.values())
         return BatchResult(partials, path=self.name, combined=combined, bytes_stored=stored,
                            bytes_from_storage=moved, requests=len(tasks) - len(failed),

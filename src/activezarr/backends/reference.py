@@ -24,7 +24,7 @@ from ..planning.chunks import ChunkTask
 from ..planning.cost import Traits
 from .base import BatchResult, ChunkJob, backends, plain_framing
 from .credentials import S3Access, s3_access
-from .file import FileBackend, _read
+from .file import FileBackend, OpenFiles
 from .servers import reduce_targets, server_traits
 
 _LOCAL = {"file", "local"}
@@ -95,13 +95,13 @@ class ReferenceBackend(FileBackend):
             raise StorageUnavailableError(f"no filesystem for reference target {url!r}")
         return url, start1, end1, getattr(target, "sync_fs", target)
 
-    def _read_task(self, task: ChunkTask) -> bytes | None:
+    def _read_task(self, task: ChunkTask, files: OpenFiles) -> bytes | None:
         """Bytes of a local or inlined target (others never reach the pool)."""
         url, start, end, target = self._target(task)
         if target is None:
             return url
         byte_range = None if start is None or end is None else (start, end - start)
-        raw = _read(target._strip_protocol(url), byte_range)
+        raw = files.read(target._strip_protocol(url), byte_range)
         if raw is None:  # a reference names this file: it is missing, not unwritten
             raise StorageUnavailableError(f"reference target {url!r} does not exist")
         return raw
