@@ -195,6 +195,12 @@ def run(method: str, query: str, where: dict[str, Any]) -> np.ndarray:
     if method.startswith("pas-"):
         if query in ("weighted", "climatology"):
             raise Unsupported("PyActiveStorage has no weighted or grouped reductions")
+        if method == "pas-server" and query in ("point", "timemean"):
+            # Reductionist answers `count` as a flat list (docs/PROTOCOL.md), which
+            # PyActiveStorage 0.8 assigns to a cell block and fails (its reductionist.py:
+            # REDUCTIONIST_AXIS_READY = False); the same against Reductionist itself.
+            raise Unsupported("PyActiveStorage 0.8 cannot place a Reductionist's per-cell "
+                              "counts: no axis reductions through a server")
         from activestorage.active import Active
 
         def active() -> Any:
