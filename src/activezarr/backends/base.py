@@ -119,7 +119,7 @@ backends: Registry[type[Backend]] = Registry("activezarr.backends", "backend",
 def check_active_options(protocol: str, active: Mapping[str, Any]) -> None:
     """Backend options that no backend would read are an error, not a silent client read."""
     name = active.get("backend", protocol)
-    if name in backends.names() or "backend" in active:
+    if name in backends or "backend" in active:
         backends.get(name).check_options(active)  # an unknown name lists the known ones
     elif active:
         raise ValueError(f"no active backend serves {protocol!r} stores, so the options "

@@ -129,7 +129,7 @@ class ActiveReduction(_Reductions):
                 if not backend.configured(store.active):
                     raise ValueError(f"backend {name!r} is not configured by {store.active}")
                 return backend
-            if name in backends.names() and backends.get(name).configured(store.active):
+            if name in backends and backends.get(name).configured(store.active):
                 return backends.get(name)
         return None
 
