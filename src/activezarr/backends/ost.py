@@ -73,8 +73,12 @@ class OSTBackend(Backend):
     """
 
     name = "ost"
-    #: The OSTs and the OSS merge the parts of a batch sharing an output region.
-    combine_batch_bytes = 64 * 2**20
+    #: The OSTs and the OSS merge the parts of a batch sharing an output region, and reserve
+    #: each item's memory as it starts, not the batch's: a call's answers do not grow with it,
+    #: so it is as large as a batch to one server may be. The OSTs share its bytes (128 MiB
+    #: each of 4; a second or so of work), and each layouts call and answer costs framing.
+    combine_batch_bytes = 512 * 2**20
+    max_batch_chunks = MAX_BATCH
     option_names = Backend.option_names | {"spread_compressed"}
 
     def __init__(self, store: Store, options: Mapping[str, Any] | None = None) -> None:
