@@ -22,6 +22,7 @@ import activezarr
 from activezarr.planning.survey import survey_array
 from activezarr.servers.metrics import parse_links
 from activezarr.servers.ost import Cluster
+from activezarr.servers.ost.layouts import decode_layouts
 from activezarr.servers.ost.messages import MAX_BATCH, MAX_BATCH_BODY
 from activezarr.servers.ost.striping import FileLayout
 from activezarr.servers.ost.transport import ClusterClient
@@ -79,9 +80,33 @@ def test_a_whole_array_mean_asks_each_ost_once_and_its_answer_does_not_grow(ost_
         # One batch: one request per OST, and one to the MDS for the layouts.
         assert report.requests == len(ost_cluster.osts) + 1
         sizes[steps] = _osts_lan(ost_cluster) - before
-    # Each OST answers one scalar partial; every further chunk adds only {"combined": p, ...}.
+    # Each OST answers one scalar partial; every further chunk adds only {"combined": p}.
     per_chunk = (sizes[32] - sizes[8]) / 24 / len(ost_cluster.osts)
-    assert per_chunk < 32, sizes
+    assert per_chunk <= 13, sizes
+
+
+def _mds_lan(cluster: Cluster) -> int:
+    with urllib.request.urlopen(f"{cluster.mds}/metrics", timeout=5) as response:
+        return parse_links(response.read().decode()).get("lan", 0)
+
+
+def test_a_whole_array_reduction_looks_up_its_layouts_in_one_call_of_a_row_each(ost_cluster):
+    """Issue 13: every chunk of a job that fits the servers' limits goes in one batch (one MDS
+    call, one request per OST), and its layout costs one row of CBOR columns: the fid's 16
+    bytes, the size, the OSTs (the stripe size is said once)."""
+    steps = 300  # more chunks than a batch held before (256)
+    data, url = _stacked(ost_cluster, steps)
+    red = open_active(url)
+    before = _mds_lan(ost_cluster), _osts_lan(ost_cluster)
+    np.testing.assert_allclose(red.mean(), data.mean(dtype="f8"), rtol=1e-6)
+    report = red.last_report
+    assert report.paths == {"ost": steps}
+    assert report.requests == len(ost_cluster.osts) + 1
+    lookups, answers = _mds_lan(ost_cluster) - before[0], _osts_lan(ost_cluster) - before[1]
+    assert lookups <= 24 * steps + 64, lookups  # 16 + 3 (size) + 5 (4 OSTs) a chunk
+    assert answers <= 12 * steps * len(ost_cluster.osts) + 1024, answers
+    assert report.bytes_from_storage == lookups + answers
+    assert abs(report.estimated_bytes - report.bytes_from_storage) <= 0.05 * lookups
 
 
 def test_stacked_chunks_come_back_as_one_partial_per_ost(ost_cluster):
@@ -252,6 +277,12 @@ def test_the_mds_tells_many_layouts_in_one_call(ost_cluster):
                   {"paths": ["batch/layouts.bin", "batch/never-written", "batch"]}).json()
     assert FileLayout.model_validate(found[0]).model_dump() == fs.info("batch/layouts.bin")["layout"]
     assert found[1:] == [None, None]
+    # Clients that accept CBOR (ours) get the same as columns (activezarr.servers.ost.layouts).
+    paths = ["batch/layouts.bin", "batch/never-written"]
+    answer = requests.post(f"{ost_cluster.mds}/files/layouts", json={"paths": paths},
+                           headers={"Accept": "application/cbor"}, timeout=30)
+    assert answer.headers["Content-Type"] == "application/cbor"
+    assert decode_layouts(answer.content, 2) == [FileLayout.model_validate(found[0]), None]
     response = _post(f"{ost_cluster.mds}/files/layouts", {"paths": ["x"] * (MAX_BATCH + 1)})
     assert response.status_code == 400 and response.headers["Content-Type"] == "application/json"
 

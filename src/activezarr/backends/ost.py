@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import cbor2
 import numpy as np
 from zarr.abc.store import Store
 
@@ -29,9 +29,17 @@ from ..client.ost_filesystem import OSTFileSystem
 from ..errors import ChunkDecodeError, UnsupportedArrayError
 from ..planning.array_layout import ArrayLayout
 from ..planning.chunks import ChunkTask
-from ..planning.cost import PLAIN_RESULT_MAP, RESULT_MAP, Traits, stored_chunk_bytes
+from ..planning.cost import (
+    COMBINED_ITEM,
+    PLAIN_RESULT_MAP,
+    RESULT_MAP,
+    STORED_BYTES_FIELD,
+    Traits,
+    stored_chunk_bytes,
+)
 from ..planning.placement import SPREAD_POLICIES, Placement, place
 from ..protocol import build_request, partial_from_result
+from ..servers.ost.layouts import encode_layouts
 from ..servers.ost.messages import EXTENSIONS, MAX_BATCH, MAX_BATCH_BODY, PartRequest
 from ..servers.ost.namespace import normalize
 from ..servers.ost.striping import FileLayout, by_ost
@@ -104,17 +112,22 @@ class OSTBackend(Backend):
         count = cluster.stripe_count if self.fs.stripe_count is None else self.fs.stripe_count
         count = len(cluster.osts) if count == -1 else count
         parts = 1 if layout.codecs else max(1, min(count, -(-layout.chunk_nbytes // stripe)))
-        # Each chunk's layout comes from the MDS as one compact JSON entry (a uuid4 hex fid).
+        # Each chunk's layout comes from the MDS as a row of CBOR columns (a uuid4 fid).
         sample = FileLayout(fid="0" * 32, size=layout.chunk_nbytes, stripe_size=stripe,
                             osts=tuple(range(count)))
-        lookup = len(json.dumps(sample.model_dump(), separators=(",", ":"))) + 1
+        one, two = (len(encode_layouts([sample] * n)) for n in (1, 2))
         # Compressed chunks on one OST each answer from the OSTs; spread ones from the OSS.
         spread = bool(layout.codecs) and count > 1 and stored_chunk_bytes(layout) > stripe
+        lean = "lean" in EXTENSIONS
+        # Their lean answers leave out the stored bytes, which the requests state.
+        told = STORED_BYTES_FIELD if lean else 0
         return Traits(combines=self.combine_batch_bytes > 0,
                       batch_chunks=self.batch_chunks(layout.chunk_nbytes),
-                      encoding="lean" if "lean" in EXTENSIONS else "cbor", framing=0,
-                      result_map=RESULT_MAP if "lean" in EXTENSIONS else PLAIN_RESULT_MAP,
-                      answers_per_chunk=parts, plain_framing=0, lookup_bytes=lookup,
+                      encoding="lean" if lean else "cbor", framing=0,
+                      result_map=(RESULT_MAP if lean else PLAIN_RESULT_MAP) - told,
+                      combined_item=len(cbor2.dumps({"combined": 0})) if lean else COMBINED_ITEM,
+                      answers_per_chunk=parts,
+                      plain_framing=0, lookup_bytes=two - one, lookup_framing=2 * one - two,
                       servers=1 if spread else len(cluster.osts))
 
     def _path(self, key: str) -> str:

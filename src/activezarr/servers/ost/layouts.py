@@ -55,7 +55,7 @@ def decode_layouts(answer: bytes, count: int) -> list[FileLayout | None]:
                          "stripe_size, osts")
     missing = columns["missing"]
     if not isinstance(missing, list) or len(set(missing)) != len(missing) or not all(
-            isinstance(i, int) and 0 <= i < count for i in missing):
+            type(i) is int and 0 <= i < count for i in missing):
         raise ValueError(f"a layouts answer whose missing positions are not among {count}")
     found = count - len(missing)
     fids = _fids(columns["fid"], found)
