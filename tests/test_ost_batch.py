@@ -19,6 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import activezarr
+import activezarr.backends.ost as ost_backend
+from activezarr.backends.ost import _fit_results
 from activezarr.planning.survey import survey_array
 from activezarr.servers.metrics import parse_links
 from activezarr.servers.ost import Cluster
@@ -107,6 +109,29 @@ def test_a_whole_array_reduction_looks_up_its_layouts_in_one_call_of_a_row_each(
     assert answers <= 12 * steps * len(ost_cluster.osts) + 1024, answers
     assert report.bytes_from_storage == lookups + answers
     assert abs(report.estimated_bytes - report.bytes_from_storage) <= 0.05 * lookups
+
+
+def test_a_server_s_items_are_cut_where_their_results_would_pass_its_memory():
+    """Each request reserves one partial per label (the largest of its items) before reading:
+    runs of items are cut where those would pass the room."""
+    assert _fit_results([10] * 5, [0] * 5, 10) == [5]  # one label: one partial, held once
+    assert _fit_results([4] * 5, [0, 1, 2, 3, 4], 10) == [2, 2, 1]
+    assert _fit_results([3, 5], [7, 7], 4) == [1, 1]  # the label's partial grows past it
+    assert _fit_results([20, 1], [0, 1], 10) == [1, 1]  # alone, it goes: the server says
+    assert _fit_results([], [], 10) == []
+
+
+def test_a_batch_whose_results_would_pass_a_server_s_memory_is_split_not_refused(
+        ost_cluster, monkeypatch):
+    data, url = _stacked(ost_cluster, 32)
+    # Each step its own output cell (288 bytes reserved a part), 32 parts on each OST.
+    monkeypatch.setattr(ost_backend, "RESULTS_ROOM", 4096)
+    red = open_active(url)
+    np.testing.assert_allclose(red.mean(axis=(1, 2)), data.mean(axis=(1, 2), dtype="f8"),
+                               rtol=1e-6)
+    report = red.last_report
+    assert report.paths == {"ost": 32} and report.fallbacks == 0
+    assert report.requests == 3 * len(ost_cluster.osts) + 1  # runs of 14, 14 and 4 items
 
 
 def test_stacked_chunks_come_back_as_one_partial_per_ost(ost_cluster):

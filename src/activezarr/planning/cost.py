@@ -40,8 +40,8 @@ S3_FRAMING = 550
 RESULT_MAP = 122
 PLAIN_RESULT_MAP = 86
 COMBINED_ITEM = 28
-#: Of both, the lean ``"stored_bytes": n`` (the OSTs and the OSS leave it out: their requests
-#: state the bytes they read).
+#: Of the lean result map, ``"stored_bytes": n`` (the OSTs and the OSS leave it out: their
+#: requests state the bytes they read).
 STORED_BYTES_FIELD = 18
 #: The capability document of our active server with its framing, fetched once per process.
 CAPABILITIES = 1_050
