@@ -132,6 +132,10 @@ def test_a_batch_whose_results_would_pass_a_server_s_memory_is_split_not_refused
     report = red.last_report
     assert report.paths == {"ost": 32} and report.fallbacks == 0
     assert report.requests == 3 * len(ost_cluster.osts) + 1  # runs of 14, 14 and 4 items
+    # One output region cut over many requests: their partials merge here.
+    monkeypatch.setattr(ost_backend, "RESULTS_ROOM", 1)
+    np.testing.assert_allclose(red.var(axis=0), data.var(axis=0, dtype="f8"), rtol=1e-5)
+    assert red.last_report.requests == 32 * len(ost_cluster.osts) + 1
 
 
 def test_stacked_chunks_come_back_as_one_partial_per_ost(ost_cluster):
