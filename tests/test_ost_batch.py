@@ -19,9 +19,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import activezarr
+import activezarr.backends.ost as ost_backend
+from activezarr.backends.ost import _fit_results
 from activezarr.planning.survey import survey_array
 from activezarr.servers.metrics import parse_links
 from activezarr.servers.ost import Cluster
+from activezarr.servers.ost.layouts import decode_layouts
 from activezarr.servers.ost.messages import MAX_BATCH, MAX_BATCH_BODY
 from activezarr.servers.ost.striping import FileLayout
 from activezarr.servers.ost.transport import ClusterClient
@@ -79,9 +82,60 @@ def test_a_whole_array_mean_asks_each_ost_once_and_its_answer_does_not_grow(ost_
         # One batch: one request per OST, and one to the MDS for the layouts.
         assert report.requests == len(ost_cluster.osts) + 1
         sizes[steps] = _osts_lan(ost_cluster) - before
-    # Each OST answers one scalar partial; every further chunk adds only {"combined": p, ...}.
+    # Each OST answers one scalar partial; every further chunk adds only {"combined": p}.
     per_chunk = (sizes[32] - sizes[8]) / 24 / len(ost_cluster.osts)
-    assert per_chunk < 32, sizes
+    assert per_chunk <= 13, sizes
+
+
+def _mds_lan(cluster: Cluster) -> int:
+    with urllib.request.urlopen(f"{cluster.mds}/metrics", timeout=5) as response:
+        return parse_links(response.read().decode()).get("lan", 0)
+
+
+def test_a_whole_array_reduction_looks_up_its_layouts_in_one_call_of_a_row_each(ost_cluster):
+    """Issue 13: every chunk of a job that fits the servers' limits goes in one batch (one MDS
+    call, one request per OST), and its layout costs one row of CBOR columns: the fid's 16
+    bytes, the size, the OSTs (the stripe size is said once)."""
+    steps = 300  # more chunks than a batch held before (256)
+    data, url = _stacked(ost_cluster, steps)
+    red = open_active(url)
+    before = _mds_lan(ost_cluster), _osts_lan(ost_cluster)
+    np.testing.assert_allclose(red.mean(), data.mean(dtype="f8"), rtol=1e-6)
+    report = red.last_report
+    assert report.paths == {"ost": steps}
+    assert report.requests == len(ost_cluster.osts) + 1
+    lookups, answers = _mds_lan(ost_cluster) - before[0], _osts_lan(ost_cluster) - before[1]
+    assert lookups <= 24 * steps + 64, lookups  # 16 + 3 (size) + 5 (4 OSTs) a chunk
+    assert answers <= 12 * steps * len(ost_cluster.osts) + 1024, answers
+    assert report.bytes_from_storage == lookups + answers
+    assert abs(report.estimated_bytes - report.bytes_from_storage) <= 0.05 * lookups
+
+
+def test_a_server_s_items_are_cut_where_their_results_would_pass_its_memory():
+    """Each request reserves one partial per label (the largest of its items) before reading:
+    runs of items are cut where those would pass the room."""
+    assert _fit_results([10] * 5, [0] * 5, 10) == [5]  # one label: one partial, held once
+    assert _fit_results([4] * 5, [0, 1, 2, 3, 4], 10) == [2, 2, 1]
+    assert _fit_results([3, 5], [7, 7], 4) == [1, 1]  # the label's partial grows past it
+    assert _fit_results([20, 1], [0, 1], 10) == [1, 1]  # alone, it goes: the server says
+    assert _fit_results([], [], 10) == []
+
+
+def test_a_batch_whose_results_would_pass_a_server_s_memory_is_split_not_refused(
+        ost_cluster, monkeypatch):
+    data, url = _stacked(ost_cluster, 32)
+    # Each step its own output cell (288 bytes reserved a part), 32 parts on each OST.
+    monkeypatch.setattr(ost_backend, "RESULTS_ROOM", 4096)
+    red = open_active(url)
+    np.testing.assert_allclose(red.mean(axis=(1, 2)), data.mean(axis=(1, 2), dtype="f8"),
+                               rtol=1e-6)
+    report = red.last_report
+    assert report.paths == {"ost": 32} and report.fallbacks == 0
+    assert report.requests == 3 * len(ost_cluster.osts) + 1  # runs of 14, 14 and 4 items
+    # One output region cut over many requests: their partials merge here.
+    monkeypatch.setattr(ost_backend, "RESULTS_ROOM", 1)
+    np.testing.assert_allclose(red.var(axis=0), data.var(axis=0, dtype="f8"), rtol=1e-5)
+    assert red.last_report.requests == 32 * len(ost_cluster.osts) + 1
 
 
 def test_stacked_chunks_come_back_as_one_partial_per_ost(ost_cluster):
@@ -105,7 +159,7 @@ def test_items_sharing_a_label_are_answered_once(ost_cluster):
     ost, item = _part(ost_cluster, axis=None)
     body = {"requests": [item, item, {**item, "op": "max"}], "combine": [7, 7, 8], "lean": True}
     answers = cbor2.loads(_post(f"{ost}/v2/batch", body).content)
-    assert answers[1] == {"combined": 0, "stored_bytes": STRIPE}
+    assert answers[1] == {"combined": 0}  # the request states its bytes: no stored_bytes
     assert np.frombuffer(answers[0]["bytes"], "f4")[0] == 2 * sum(range(1024))
     assert answers[0]["count_constant"] == 2048
     assert np.frombuffer(answers[2]["bytes"], "f4")[0] == 1023
@@ -252,6 +306,12 @@ def test_the_mds_tells_many_layouts_in_one_call(ost_cluster):
                   {"paths": ["batch/layouts.bin", "batch/never-written", "batch"]}).json()
     assert FileLayout.model_validate(found[0]).model_dump() == fs.info("batch/layouts.bin")["layout"]
     assert found[1:] == [None, None]
+    # Clients that accept CBOR (ours) get the same as columns (activezarr.servers.ost.layouts).
+    paths = ["batch/layouts.bin", "batch/never-written"]
+    answer = requests.post(f"{ost_cluster.mds}/files/layouts", json={"paths": paths},
+                           headers={"Accept": "application/cbor"}, timeout=30)
+    assert answer.headers["Content-Type"] == "application/cbor"
+    assert decode_layouts(answer.content, 2) == [FileLayout.model_validate(found[0]), None]
     response = _post(f"{ost_cluster.mds}/files/layouts", {"paths": ["x"] * (MAX_BATCH + 1)})
     assert response.status_code == 400 and response.headers["Content-Type"] == "application/json"
 

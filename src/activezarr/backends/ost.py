@@ -13,13 +13,13 @@ across servers, so that chunks stacked along a reduced axis come back as one par
 from __future__ import annotations
 
 import asyncio
-import itertools
-import json
+import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import cbor2
 import numpy as np
 from zarr.abc.store import Store
 
@@ -29,15 +29,33 @@ from ..client.ost_filesystem import OSTFileSystem
 from ..errors import ChunkDecodeError, UnsupportedArrayError
 from ..planning.array_layout import ArrayLayout
 from ..planning.chunks import ChunkTask
-from ..planning.cost import PLAIN_RESULT_MAP, RESULT_MAP, Traits, stored_chunk_bytes
+from ..planning.cost import (
+    PLAIN_RESULT_MAP,
+    RESULT_MAP,
+    STORED_BYTES_FIELD,
+    Traits,
+    stored_chunk_bytes,
+)
 from ..planning.placement import SPREAD_POLICIES, Placement, place
 from ..protocol import build_request, partial_from_result
-from ..servers.ost.messages import EXTENSIONS, MAX_BATCH, MAX_BATCH_BODY, PartRequest
+from ..servers.ost.layouts import encode_layouts
+from ..servers.ost.messages import (
+    EXTENSIONS,
+    MAX_BATCH,
+    MAX_BATCH_BODY,
+    MAX_MEMORY,
+    PartRequest,
+)
 from ..servers.ost.namespace import normalize
 from ..servers.ost.striping import FileLayout, by_ost
 from ..servers.ost.transport import OSTUnavailableError, RemoteError
 from .base import Backend, BatchResult, ChunkJob, backends, region_labels
 from .servers import within_limits
+
+#: The results one request to an OST or the OSS may reserve: half its memory, the other half
+#: left for the items it reads (large batches of chunks with large, distinct outputs are
+#: split, not refused).
+RESULTS_ROOM = MAX_MEMORY // 2
 
 
 @dataclass
@@ -73,8 +91,13 @@ class OSTBackend(Backend):
     """
 
     name = "ost"
-    #: The OSTs and the OSS merge the parts of a batch sharing an output region.
-    combine_batch_bytes = 64 * 2**20
+    #: The OSTs and the OSS merge the parts of a batch sharing an output region, so a call's
+    #: answers do not grow with it, and reserve each item's memory as it starts, not the
+    #: batch's; every call costs a layouts answer and one answer per OST. So calls are large:
+    #: up to ``max_batch`` chunks and 512 MiB decoded, shared by the OSTs (128 MiB each of
+    #: 4, about a second of work, well within a request's timeout).
+    combine_batch_bytes = 512 * 2**20
+    max_batch_chunks = MAX_BATCH
     option_names = Backend.option_names | {"spread_compressed"}
 
     def __init__(self, store: Store, options: Mapping[str, Any] | None = None) -> None:
@@ -100,17 +123,20 @@ class OSTBackend(Backend):
         count = cluster.stripe_count if self.fs.stripe_count is None else self.fs.stripe_count
         count = len(cluster.osts) if count == -1 else count
         parts = 1 if layout.codecs else max(1, min(count, -(-layout.chunk_nbytes // stripe)))
-        # Each chunk's layout comes from the MDS as one compact JSON entry (a uuid4 hex fid).
+        # Each chunk's layout comes from the MDS as a row of CBOR columns (a uuid4 fid).
         sample = FileLayout(fid="0" * 32, size=layout.chunk_nbytes, stripe_size=stripe,
                             osts=tuple(range(count)))
-        lookup = len(json.dumps(sample.model_dump(), separators=(",", ":"))) + 1
+        one, two = (len(encode_layouts([sample] * n)) for n in (1, 2))
         # Compressed chunks on one OST each answer from the OSTs; spread ones from the OSS.
         spread = bool(layout.codecs) and count > 1 and stored_chunk_bytes(layout) > stripe
+        lean = "lean" in EXTENSIONS
+        # Their answers leave out the stored bytes: the requests state them.
         return Traits(combines=self.combine_batch_bytes > 0,
                       batch_chunks=self.batch_chunks(layout.chunk_nbytes),
-                      encoding="lean" if "lean" in EXTENSIONS else "cbor", framing=0,
-                      result_map=RESULT_MAP if "lean" in EXTENSIONS else PLAIN_RESULT_MAP,
-                      answers_per_chunk=parts, plain_framing=0, lookup_bytes=lookup,
+                      encoding="lean" if lean else "cbor", framing=0,
+                      result_map=RESULT_MAP - STORED_BYTES_FIELD if lean else PLAIN_RESULT_MAP,
+                      combined_item=len(cbor2.dumps({"combined": 0})), answers_per_chunk=parts,
+                      plain_framing=0, lookup_bytes=two - one, lookup_framing=2 * one - two,
                       servers=1 if spread else len(cluster.osts))
 
     def _path(self, key: str) -> str:
@@ -194,22 +220,26 @@ class OSTBackend(Backend):
                     batch: _Batch, answers: _Answers, result: BatchResult) -> None:
         """One ``/v2/batch`` to ``server`` (more only past its limits); answers gathered."""
         items, positions = batch.items[server], batch.positions[server]
-        groups = within_limits(items, MAX_BATCH, MAX_BATCH_BODY)
-        starts = itertools.accumulate((len(g) for g in groups), initial=0)
-        for group, start in zip(groups, starts):
-            served = positions[start:start + len(group)]
-            body = {"requests": group, "lean": True,
-                    "combine": [answers.labels[i] for i in served]}
-            try:
-                replies, nbytes = await self.client.batch(server, body)
-            except (RemoteError, OSTUnavailableError) as exc:
-                # Refused whole, or the server is down: its chunks go to the client, the
-                # others are kept.
-                replies, nbytes = [{"error": {"message": str(exc)}}] * len(group), 0
-            result.requests += 1
-            result.bytes_from_storage += nbytes
-            for i, item, reply in zip(served, group, replies):
-                _gather_reply(job, tasks[i], i, item["op"], reply, answers)
+        fields = len(job.kernel.spec.fields)
+        runs = _fit_results([_result_bytes(tasks[i], fields) for i in positions],
+                            [answers.labels[i] for i in positions], RESULTS_ROOM)
+        start = 0
+        for length in runs:
+            for group in within_limits(items[start:start + length], MAX_BATCH, MAX_BATCH_BODY):
+                served = positions[start:start + len(group)]
+                start += len(group)
+                body = {"requests": group, "lean": True,
+                        "combine": [answers.labels[i] for i in served]}
+                try:
+                    replies, nbytes = await self.client.batch(server, body)
+                except (RemoteError, OSTUnavailableError) as exc:
+                    # Refused whole, or the server is down: its chunks go to the client, the
+                    # others are kept.
+                    replies, nbytes = [{"error": {"message": str(exc)}}] * len(group), 0
+                result.requests += 1
+                result.bytes_from_storage += nbytes
+                for i, item, reply in zip(served, group, replies):
+                    _gather_reply(job, tasks[i], i, item["op"], reply, answers)
 
     async def _on_client(self, job: ChunkJob, tasks: Sequence[ChunkTask],
                          on_client: Sequence[tuple[int, FileLayout, Placement]],
@@ -264,15 +294,44 @@ def _gather_reply(job: ChunkJob, task: ChunkTask, position: int, op: str,
     _partial_of(job, task, answers, answers.labels[position]).merge(part, region)
 
 
+def _cells(task: ChunkTask) -> tuple[int, ...]:
+    """The shape of the output cells ``task`` lands in."""
+    return tuple(len(r) if isinstance(r, np.ndarray) else len(range(r.start, r.stop))
+                 for r in task.region)
+
+
 def _partial_of(job: ChunkJob, task: ChunkTask, answers: _Answers, label: int) -> Partial:
     """The partial gathering the answers for ``label``, whose cells are ``task``'s."""
     if label not in answers.partials:
         spec = job.kernel.spec
-        cells = tuple(len(r) if isinstance(r, np.ndarray) else len(range(r.start, r.stop))
-                      for r in task.region)
-        answers.partials[label] = Partial.empty(cells, job.kernel.dtype, spec.fields,
+        answers.partials[label] = Partial.empty(_cells(task), job.kernel.dtype, spec.fields,
                                                 spec.accumulate)
     return answers.partials[label]
+
+
+def _result_bytes(task: ChunkTask, fields: int) -> int:
+    """The memory a server reserves for the partial of ``task`` before reading (as
+    ``servers.ost.batches.result_bytes``): a count and each field per output cell."""
+    return 2 * 8 * fields * math.prod(_cells(task)) + 256
+
+
+def _fit_results(results: Sequence[int], labels: Sequence[int], room: int) -> list[int]:
+    """The lengths of consecutive runs of a server's items, each run one request, whose
+    results fit ``room`` bytes: a request reserves one partial per label (the largest of its
+    items'), and a server refuses a batch whose results and largest item pass its memory."""
+    runs: list[int] = []
+    held: dict[int, int] = {}
+    total = length = 0
+    for need, label in zip(results, labels):
+        grows = max(0, need - held.get(label, 0))
+        if length and total + grows > room:
+            runs.append(length)
+            held, total, length = {}, 0, 0
+            grows = need
+        held[label] = max(held.get(label, 0), need)
+        total += grows
+        length += 1
+    return [*runs, length] if length else runs
 
 
 def _settle(job: ChunkJob, tasks: Sequence[ChunkTask], answers: _Answers,

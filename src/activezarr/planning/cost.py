@@ -40,6 +40,9 @@ S3_FRAMING = 550
 RESULT_MAP = 122
 PLAIN_RESULT_MAP = 86
 COMBINED_ITEM = 28
+#: Of the lean result map, ``"stored_bytes": n`` (the OSTs and the OSS leave it out: their
+#: requests state the bytes they read).
+STORED_BYTES_FIELD = 18
 #: The capability document of our active server with its framing, fetched once per process.
 CAPABILITIES = 1_050
 #: An S3 HEAD answer (framing only): s3fs asks one before reading a whole object. One key of
@@ -73,7 +76,9 @@ class Traits:
     ``setup_bytes``: read once before the chunks (a capability document not yet fetched).
     ``servers``: servers a batch's chunks spread over, each answering once per output region
     it holds (the ost path's OSTs; one active server takes a whole batch).
-    ``lookup_bytes``: read per stored object to find where it lives (the ost path's layouts).
+    ``lookup_bytes``: read per stored object to find where it lives (the ost path's layouts),
+    and ``lookup_framing`` once per batch (the fixed part of one layouts answer).
+    ``combined_item``: the answer of a request merged into another's (``combine``).
     ``probes``: unwritten chunks found by one HEAD per key or a listing (s3 without ``absent``).
     ``plain_framing``: framing of each chunk read plainly. ``moves_chunks``: the backend
     itself reads the chunks (the client backend): active and plain are the same read.
@@ -93,6 +98,8 @@ class Traits:
     setup_bytes: int = 0
     servers: int = 1
     lookup_bytes: int = 0
+    lookup_framing: int = 0
+    combined_item: int = COMBINED_ITEM
     probes: bool = False
     plain_framing: int = S3_FRAMING + S3_HEAD
     moves_chunks: bool = False
@@ -166,8 +173,9 @@ def estimate(layout: ArrayLayout, dims: Sequence[DimSelection], spec: ChunkSpec,
     answers = _answers(layout, dims, spec, extras, batch, traits.combines, traits.servers,
                        parts)
     partials = answers.partials
-    requests = -(-k // batch) * min(parts * batch, traits.servers) if traits.combines \
-        else -(-k // batch) * parts
+    batches = -(-k // batch)
+    requests = batches * min(parts * batch, traits.servers) if traits.combines \
+        else batches * parts
     cells = answers.cells
     per_partial = cells / max(1, partials)
     stacked = k / max(1, answers.partials) if traits.combines else 1
@@ -177,10 +185,10 @@ def estimate(layout: ArrayLayout, dims: Sequence[DimSelection], spec: ChunkSpec,
     else:
         overhead = partials * traits.result_map + requests * traits.framing
         if traits.combines:
-            overhead += max(0, k * parts - partials) * COMBINED_ITEM
+            overhead += max(0, k * parts - partials) * traits.combined_item
     active = (int(values) + overhead + traits.setup_bytes + _probes(layout, k, traits)
               + _objects(layout, dims, k) * traits.lookup_bytes
-              + indexes)
+              + batches * traits.lookup_framing + indexes)
     return Estimate(k, partials, requests, active, plain, _sent(layout, dims, extras),
                     traits.setup_bytes, traits.local)
 

@@ -75,9 +75,10 @@ class Combiner:
         group.stored[position] = stored
         return False
 
-    def answers(self, lean: bool) -> dict[int, dict[str, Any]]:
+    def answers(self, lean: bool, tell_stored: bool = True) -> dict[int, dict[str, Any]]:
         """Each group's merged result at its first position that succeeded, ``{"combined": it}``
-        at the others; with ``lean``, each with the ``stored_bytes`` read for it."""
+        at the others; with ``lean`` (and ``tell_stored``), each with the ``stored_bytes`` read
+        for it."""
         out: dict[int, dict[str, Any]] = {}
         for group in self._groups.values():
             if group.partial is None or group.request is None:
@@ -88,7 +89,7 @@ class Combiner:
             for position in group.stored:
                 if position != holder:
                     out[position] = {"combined": holder}
-                if lean:
+                if lean and tell_stored:
                     out[position]["stored_bytes"] = group.stored[position]
         return out
 

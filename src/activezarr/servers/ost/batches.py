@@ -121,12 +121,10 @@ async def serve_batch(request: web.Request, server: ItemServer) -> web.Response:
         await held.grow(working_bytes(item, stored))
         data = await server.read(request, item)
         partial, fields = await asyncio.to_thread(server.reduce, item, data)
-        if combiner.combines(position):  # the combiner tells the stored bytes
+        if combiner.combines(position):
             combiner.add(position, item, partial, stored)
             extra[position] = fields
             return
-        if batch.lean:
-            fields = {**fields, "stored_bytes": stored}
         answers[position] = {**server.encode(item.op, item, partial, batch.lean), **fields}
 
     async def one(position: int, item: BatchItem) -> None:
@@ -139,7 +137,9 @@ async def serve_batch(request: web.Request, server: ItemServer) -> web.Response:
     async with budget.reservation() as held_results:
         await held_results.grow(results)
         await asyncio.gather(*(one(p, i) for p, i in items.items()))
-        for position, answer in combiner.answers(batch.lean).items():
+        # Lean answers leave ``stored_bytes`` out here: every request states the bytes it
+        # reads (its ``extents``, or the ``size`` of a whole chunk).
+        for position, answer in combiner.answers(batch.lean, tell_stored=False).items():
             answers[position] = {**answer, **extra.get(position, {})}
         return cbor_response(request, answers)
 

@@ -8,9 +8,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from ..errors import BadRequest
+from .layouts import CBOR, encode_layouts
 from .messages import (
     LINK_HEADER,
     TOKEN_HEADER,
@@ -85,16 +86,20 @@ async def stat(request: web.Request) -> web.Response:
 
 async def layouts(request: web.Request) -> web.Response:
     """The layouts of many files at once (null where no file is): one call per batch of
-    chunks, not one per chunk. Compact JSON: this is most of what a reduction's layout
-    lookups cost on the LAN."""
+    chunks, not one per chunk. This is most of what a reduction's layout lookups cost on the
+    LAN: CBOR columns for callers that accept them (:mod:`.layouts`), else compact JSON."""
     files = request.app[NAMESPACE].files
     paths = PathsRequest.model_validate_json(await request.read()).paths
     found = [files.get(normalize(path)) for path in paths]
-    body = json.dumps([None if layout is None else layout.model_dump() for layout in found],
-                      separators=(",", ":")).encode()
+    if CBOR in request.headers.get(hdrs.ACCEPT, ""):
+        body, content_type = encode_layouts(found), CBOR
+    else:
+        body = json.dumps([None if layout is None else layout.model_dump() for layout in found],
+                          separators=(",", ":")).encode()
+        content_type = "application/json"
     if request.headers.get(LINK_HEADER) != "storage":  # a client's reduction: its LAN bytes
         request.app[LINKS]["lan"] += len(body)
-    return web.Response(body=body, content_type="application/json")
+    return web.Response(body=body, content_type=content_type)
 
 
 async def listing(request: web.Request) -> web.Response:

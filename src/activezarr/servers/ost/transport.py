@@ -15,6 +15,7 @@ import cbor2
 
 from ...errors import StorageUnavailableError
 from ..errors import ServerError
+from .layouts import CBOR, decode_layouts
 from .messages import LINK_HEADER, TOKEN_HEADER, TOKEN_VARIABLE, ClusterMap, Entry
 from .ratelimit import RateLimiter
 from .striping import Extent, FileLayout, by_ost
@@ -173,12 +174,14 @@ class ClusterClient:
                       ) -> tuple[list[FileLayout | None], int]:
         """The layouts of the files at ``paths`` (at most ``MAX_BATCH``), None where no file
         is, in one call to the MDS; and the size of its answer on ``link``."""
-        answer = await self.request("POST", f"{self.mds}/files/layouts",
-                                    json_body={"paths": list(paths)},
-                                    headers={LINK_HEADER: link})
+        url = f"{self.mds}/files/layouts"
+        answer = await self.request("POST", url, json_body={"paths": list(paths)},
+                                    headers={LINK_HEADER: link, "Accept": CBOR})
         assert answer is not None
-        found = [None if f is None else FileLayout.model_validate(f) for f in json.loads(answer)]
-        return found, len(answer)
+        try:
+            return decode_layouts(answer, len(paths)), len(answer)
+        except ValueError as exc:
+            raise OSTUnavailableError(f"{self._name(url)} failed: {exc}") from exc
 
     async def gather(self, layout: FileLayout, offset: int, size: int, link: str = "lan"
                      ) -> bytes:
