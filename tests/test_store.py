@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import numpy as np
@@ -146,3 +147,22 @@ def test_tasks_are_planned_a_window_at_a_time(tmp_path: Path, window: int,
     assert report.chunks == red.chunk_count((slice(1, None), slice(None, None, -1))) == 60
     # Inner chunks are planned shard by shard, so no shard index is read twice.
     assert report.requests == 10 + 60
+
+
+def test_windows_start_small_and_are_planned_ahead_in_order() -> None:
+    """The first window is small (reducing starts at once), the next is planned in a thread
+    while the one before is reduced; a reduction stopped early plans no further."""
+    from activezarr.client.engine import _planned_ahead, _slices
+
+    assert [len(w) for w in _slices(range(10), 4, first=2)] == [2, 4, 4]
+
+    async def windows(stop: int | None) -> list[list[int]]:
+        seen = []
+        async for window in _planned_ahead(_slices(range(10), 3, first=1)):
+            seen.append(window)
+            if len(seen) == stop:
+                break
+        return seen
+
+    assert asyncio.run(windows(None)) == [[0], [1, 2, 3], [4, 5, 6], [7, 8, 9]]
+    assert asyncio.run(windows(2)) == [[0], [1, 2, 3]]

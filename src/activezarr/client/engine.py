@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from typing import ClassVar, TypeVar
 
 from ..backends.base import Backend, BatchResult, ChunkJob
@@ -25,11 +25,27 @@ Progress = Callable[[int], None]
 T = TypeVar("T")
 
 
-def _slices(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    """Consecutive lists of ``size`` items (the last may be shorter), consumed lazily."""
+def _slices(items: Iterable[T], size: int, first: int | None = None) -> Iterator[list[T]]:
+    """Consecutive lists of ``size`` items (the first of ``first``, the last may be shorter),
+    consumed lazily."""
     iterator = iter(items)
-    while chunk := list(itertools.islice(iterator, size)):
+    chunk = list(itertools.islice(iterator, first or size))
+    while chunk:
         yield chunk
+        chunk = list(itertools.islice(iterator, size))
+
+
+async def _planned_ahead(windows: Iterator[list[T]]) -> AsyncIterator[list[T]]:
+    """Each window, the next one planned in a thread meanwhile: planning is CPU work that the
+    reduction of the window before (reads, decoding in other threads) can hide."""
+    loop = asyncio.get_running_loop()
+    following = loop.run_in_executor(None, next, windows, None)
+    try:
+        while (window := await following) is not None:
+            following = loop.run_in_executor(None, next, windows, None)
+            yield window
+    finally:
+        following.cancel()  # stopped early: that window is never reduced
 
 
 class Engine:
@@ -78,7 +94,8 @@ class Engine:
         acc = Partial.empty(out_shape, self.job.kernel.dtype, spec.fields, spec.accumulate)
         size = self.backend.batch_chunks(self.job.layout.chunk_nbytes)
         indexes: ShardIndexes = {}
-        for window in _slices(tasks, self.window):
+        # A small first window: reducing starts after a few batches are planned, not thousands.
+        async for window in _planned_ahead(_slices(tasks, self.window, min(self.window, 2 * size))):
             self.report.chunks += len(window)
             if self.job.layout.shard_index is not None:
                 # Shards come one after another, so only the last one can be split between
