@@ -18,7 +18,7 @@ import zarr
 from zarr.abc.store import Store
 
 from ..chunk.partial import Partial, owned
-from ..errors import StorageUnavailableError, UnsupportedArrayError
+from ..errors import UnsupportedArrayError
 from ..fileio import read_ranges
 from ..planning.array_layout import ArrayLayout
 from ..planning.chunks import ChunkTask
@@ -41,6 +41,18 @@ def _default_workers() -> int:
     chunk buffers, so peak memory would grow with the number of CPUs.
     """
     return max(1, min(os.cpu_count() or 1, int(zarr.config.get("async.concurrency") or 1)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """Where a chunk's stored bytes are: ``data`` itself (inlined), or ``byte_range`` (None:
+    all) of the file ``path``. A missing file is a chunk never written, unless ``named``
+    says which reference names it (then it is an error)."""
+
+    path: str = ""
+    byte_range: tuple[int, int] | None = None
+    named: str | None = None
+    data: bytes | None = None
 
 
 class OpenFiles(contextlib.AbstractContextManager["OpenFiles"]):
@@ -114,26 +126,23 @@ class FileBackend(Backend):
         return Traits(combines=True, batch_chunks=self.batch_chunks(layout.chunk_nbytes),
                       encoding="memory", framing=0, plain_framing=0, local=True)
 
-    def _read_task(self, task: ChunkTask, files: OpenFiles) -> bytes | None:
-        """The stored bytes of ``task``; raise StorageUnavailableError if they are not local."""
-        return files.read(os.path.join(self.root, task.key), task.byte_range)
-
-    def _reduce_batch(self, job: ChunkJob, tasks: Sequence[ChunkTask]) -> BatchResult:
-        """Partials of ``tasks``; those landing in one output region merged beside the files,
-        so that only one per region and batch is handed over."""
+    def _reduce_batch(self, job: ChunkJob, tasks: Sequence[ChunkTask],
+                      sources: Sequence[Source]) -> BatchResult:
+        """Partials of ``tasks`` (stored where ``sources`` say); those landing in one output
+        region merged beside the files, so that only one per region and batch is handed over."""
         partials: list[Partial | None] = []
         failed: dict[int, str] = {}
         combined: set[int] = set()
         holders: dict[int, Partial] = {}
         stored = 0
         with OpenFiles() as files:
-            for i, (task, label) in enumerate(zip(tasks, region_labels(tasks))):
-                try:
-                    raw = self._read_task(task, files)
-                except StorageUnavailableError as exc:
-                    failed[i] = str(exc)
-                    raw = None
+            for i, (task, label, source) in enumerate(zip(tasks, region_labels(tasks), sources)):
+                raw = source.data
                 if raw is None:
+                    raw = files.read(source.path, source.byte_range)
+                if raw is None:
+                    if source.named is not None:
+                        failed[i] = f"reference target {source.named!r} does not exist"
                     partials.append(None)
                     continue
                 partial = job.kernel.reduce(raw, task.selection, task.key,
@@ -153,7 +162,8 @@ class FileBackend(Backend):
 
     async def reduce(self, job: ChunkJob, tasks: Sequence[ChunkTask]) -> BatchResult:
         if self.servers is None:
-            return await self.in_pool(job, tasks)
+            return await self.in_pool(job, tasks, [
+                Source(os.path.join(self.root, t.key), t.byte_range) for t in tasks])
         result = BatchResult([None] * len(tasks), path=self.name)
         targets = []
         for i, task in enumerate(tasks):
@@ -163,10 +173,12 @@ class FileBackend(Backend):
         await reduce_targets(self.servers, job, tasks, targets, {}, result)
         return result
 
-    async def in_pool(self, job: ChunkJob, tasks: Sequence[ChunkTask]) -> BatchResult:
-        """Partials of ``tasks`` read and reduced in this process's worker pool."""
+    async def in_pool(self, job: ChunkJob, tasks: Sequence[ChunkTask],
+                      sources: Sequence[Source]) -> BatchResult:
+        """Partials of ``tasks``, stored where ``sources`` say, read and reduced in this
+        process's worker pool."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.pool, self._reduce_batch, job, tasks)
+        return await loop.run_in_executor(self.pool, self._reduce_batch, job, tasks, sources)
 
     async def close(self) -> None:
         if self.servers is not None:

@@ -24,7 +24,7 @@ from ..planning.chunks import ChunkTask
 from ..planning.cost import Traits
 from .base import BatchResult, ChunkJob, backends, plain_framing
 from .credentials import S3Access, s3_access
-from .file import FileBackend, OpenFiles
+from .file import FileBackend, Source
 from .servers import reduce_targets, server_traits
 
 _LOCAL = {"file", "local"}
@@ -95,16 +95,14 @@ class ReferenceBackend(FileBackend):
             raise StorageUnavailableError(f"no filesystem for reference target {url!r}")
         return url, start1, end1, getattr(target, "sync_fs", target)
 
-    def _read_task(self, task: ChunkTask, files: OpenFiles) -> bytes | None:
-        """Bytes of a local or inlined target (others never reach the pool)."""
-        url, start, end, target = self._target(task)
+    @staticmethod
+    def _source(url: Any, start: int | None, end: int | None, target: Any) -> Source:
+        """Where a local or inlined target's bytes are (the references name the file: if it
+        is missing, that is an error, not a chunk never written)."""
         if target is None:
-            return url
+            return Source(data=url)
         byte_range = None if start is None or end is None else (start, end - start)
-        raw = files.read(target._strip_protocol(url), byte_range)
-        if raw is None:  # a reference names this file: it is missing, not unwritten
-            raise StorageUnavailableError(f"reference target {url!r} does not exist")
-        return raw
+        return Source(target._strip_protocol(url), byte_range, named=url)
 
     async def _s3(self, fs: Any) -> S3Access:
         if id(fs) not in self._access:
@@ -113,7 +111,7 @@ class ReferenceBackend(FileBackend):
 
     async def reduce(self, job: ChunkJob, tasks: Sequence[ChunkTask]) -> BatchResult:
         result = BatchResult([None] * len(tasks), path=self.name)
-        here: list[int] = []
+        here: dict[int, Source] = {}
         remote: dict[int, list[tuple[int, str, int | None, int | None, S3Access | None]]] = {}
         for i, task in enumerate(tasks):
             try:
@@ -125,7 +123,7 @@ class ReferenceBackend(FileBackend):
                 continue
             kind = set() if target is None else _protocols(target)
             if target is None or kind & _LOCAL:
-                here.append(i)
+                here[i] = self._source(url, start, end, target)
             elif not kind & (_S3 | _HTTP):
                 result.failed[i] = (f"reference target {url!r} is on {min(kind)!r}, "
                                     "which has no active path")
@@ -141,9 +139,10 @@ class ReferenceBackend(FileBackend):
         await asyncio.gather(*work)
         return result
 
-    async def _here(self, job: ChunkJob, tasks: Sequence[ChunkTask], positions: list[int],
+    async def _here(self, job: ChunkJob, tasks: Sequence[ChunkTask], sources: dict[int, Source],
                     result: BatchResult) -> None:
-        part = await self.in_pool(job, [tasks[i] for i in positions])
+        positions = list(sources)
+        part = await self.in_pool(job, [tasks[i] for i in positions], list(sources.values()))
         for j, i in enumerate(positions):
             result.partials[i] = part.partials[j]
             if j in part.failed:
