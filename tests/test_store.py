@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -166,3 +167,14 @@ def test_windows_start_small_and_are_planned_ahead_in_order() -> None:
 
     assert asyncio.run(windows(None)) == [[0], [1, 2, 3], [4, 5, 6], [7, 8, 9]]
     assert asyncio.run(windows(2)) == [[0], [1, 2, 3]]
+
+    def failing() -> Iterator[int]:
+        yield from range(5)
+        raise ValueError("planning failed")
+
+    async def all_windows() -> None:
+        async for _ in _planned_ahead(_slices(failing(), 3, first=1)):
+            pass
+
+    with pytest.raises(ValueError, match="planning failed"):  # raised where it is awaited
+        asyncio.run(all_windows())
