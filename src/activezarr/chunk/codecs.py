@@ -104,9 +104,9 @@ class CodecChain:
 
         For callers that do not know the decoded size in advance (a 1-D chunk of any length).
         """
-        data = byte_view(raw)
         bounds = output_bounds(self.configs, limit)
         try:
+            data = byte_view(raw)
             for config, codec, bound in reversed(list(zip(self.configs, self._codecs, bounds))):
                 data = byte_view(bounded_decode(config, codec, data, bound))
                 if len(data) > bound:
