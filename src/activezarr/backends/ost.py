@@ -45,6 +45,7 @@ from ..servers.ost.messages import (
     MAX_BATCH_BODY,
     MAX_MEMORY,
     PartRequest,
+    partial_bytes,
 )
 from ..servers.ost.namespace import normalize
 from ..servers.ost.striping import FileLayout, by_ost
@@ -221,7 +222,8 @@ class OSTBackend(Backend):
         """One ``/v2/batch`` to ``server`` (more only past its limits); answers gathered."""
         items, positions = batch.items[server], batch.positions[server]
         fields = len(job.kernel.spec.fields)
-        runs = _fit_results([_result_bytes(tasks[i], fields) for i in positions],
+        runs = _fit_results([partial_bytes(fields, math.prod(_cells(tasks[i])))
+                             for i in positions],
                             [answers.labels[i] for i in positions], RESULTS_ROOM)
         start = 0
         for length in runs:
@@ -307,12 +309,6 @@ def _partial_of(job: ChunkJob, task: ChunkTask, answers: _Answers, label: int) -
         answers.partials[label] = Partial.empty(_cells(task), job.kernel.dtype, spec.fields,
                                                 spec.accumulate)
     return answers.partials[label]
-
-
-def _result_bytes(task: ChunkTask, fields: int) -> int:
-    """The memory a server reserves for the partial of ``task`` before reading (as
-    ``servers.ost.batches.result_bytes``): a count and each field per output cell."""
-    return 2 * 8 * fields * math.prod(_cells(task)) + 256
 
 
 def _fit_results(results: Sequence[int], labels: Sequence[int], room: int) -> list[int]:

@@ -24,12 +24,10 @@ from ...protocol import BatchItem, BatchRequest, parse
 from ..budget import MemoryBudget, Reservation
 from ..combine import Combiner, Encode, encode_answer
 from ..errors import BadRequest, TooLarge
-from .messages import MAX_BATCH, MAX_BATCH_BODY, MAX_MEMORY, MEMORY_WAIT
+from .messages import MAX_BATCH, MAX_BATCH_BODY, MAX_MEMORY, MEMORY_WAIT, partial_bytes
 from .serving import cbor_response, item_error
 
 BUDGET = web.AppKey("budget", MemoryBudget)
-#: Bytes of a CBOR answer beyond its arrays.
-_ANSWER_BYTES = 256
 
 
 @dataclass(frozen=True)
@@ -51,7 +49,7 @@ def result_bytes(item: BatchItem) -> int:
     spec = item.chunk_reduction(item.op, item.shape, ()).spec
     selected = [len(range(*s)) for s in item.chunk_selection(item.shape)]
     cells = math.prod(kept_shape(selected, spec.reduced_axes))
-    return 2 * 8 * len(spec.fields) * cells + _ANSWER_BYTES
+    return partial_bytes(len(spec.fields), cells)
 
 
 def working_bytes(item: BatchItem, stored: int) -> int:

@@ -34,6 +34,12 @@ MAX_BATCH_BODY = 32 * 2**20
 #: an item waits for them before its answer is a 503.
 MAX_MEMORY = 1 << 30
 MEMORY_WAIT = 30.0
+
+
+def partial_bytes(fields: int, cells: int) -> int:
+    """Memory a batch reserves for one partial before reading (what the client sizes its
+    requests by): a count and each of ``fields`` per output cell, and the answer's map."""
+    return 2 * 8 * fields * cells + 256
 #: The ``limits`` of the capability document.
 LIMITS = {"max_batch": MAX_BATCH, "max_body": MAX_BATCH_BODY, "max_memory": MAX_MEMORY}
 #: Header naming the link a read crosses: ``storage`` (OST to OSS) or ``lan`` (to the client).
