@@ -4,6 +4,8 @@ it encoded, and stops at the expected size, or with ChunkDecodeError, whatever i
 from __future__ import annotations
 
 import struct
+import tracemalloc
+from collections.abc import Callable
 from typing import Any
 
 import numcodecs
@@ -17,6 +19,7 @@ from activezarr.chunk.codecs import CodecChain
 from activezarr.chunk.kernel import ChunkKernel
 from activezarr.chunk.spec import ChunkSpec
 from activezarr.errors import ChunkDecodeError, CodecNotAllowedError
+from concatenated import MiB, concatenated
 
 DATA = np.arange(1000, dtype="<f8")
 CHAINS: list[list[dict[str, Any]]] = [
@@ -106,3 +109,84 @@ def test_unshuffling_matches_numcodecs_byte_for_byte(elementsize: int, count: in
 def test_a_shuffled_chunk_of_partial_elements_is_a_decode_error() -> None:
     with pytest.raises(ChunkDecodeError, match="whole 4-byte elements"):
         CodecChain([{"id": "shuffle", "elementsize": 4}]).decode(b"\0" * 10, 10)
+
+
+# --- issue 19: a chunk is one compressed stream; what follows it is never decoded ------------
+
+#: Codecs whose format or numcodecs reader can run several streams (frames, members) together.
+CONCATENATING = ["zstd", "lz4", "gzip", "bz2", "lzma"]
+FIRST = np.arange(1024, dtype="<u4")
+
+
+def traced_peak(decode: Callable[[], Any]) -> int:
+    """The most bytes Python, numpy and the decoders' allocators held at once in ``decode``."""
+    tracemalloc.start()
+    try:
+        decode()
+        return tracemalloc.get_traced_memory()[1]
+    except ChunkDecodeError:
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("codec", CONCATENATING)
+def test_streams_after_the_first_are_refused_before_decoding(codec: str) -> None:
+    """No more memory than the first stream alone takes (lzma's includes an 8 MiB dictionary),
+    and refused, shaped or not."""
+    alone = concatenated(codec, FIRST, 0, members=0)
+    stored = concatenated(codec, FIRST, 8 * MiB)  # 64 MiB of zeros after 4 KiB
+    kernel = ChunkKernel(ChunkSpec(dtype="<u4", shape=FIRST.shape, codecs=({"id": codec},)))
+    chain = CodecChain([{"id": codec}])
+    first_alone = traced_peak(lambda: kernel.decode(alone, "c/0"))
+    for decode in (lambda: kernel.decode(stored, "c/0"),
+                   lambda: chain.decode_within(stored, 2**30)):
+        with pytest.raises(ChunkDecodeError):
+            decode()
+        assert traced_peak(decode) < first_alone + MiB
+
+
+@pytest.mark.parametrize("codec", ["gzip", "bz2", "lzma", "zstd"])
+def test_the_refusal_says_a_chunk_is_one_stream(codec: str) -> None:
+    stored = concatenated(codec, FIRST, 1024, members=1)
+    # numcodecs 0.15 decodes every frame into the first's size: zstd says the buffer is short.
+    with pytest.raises(ChunkDecodeError,
+                       match="a chunk is one (stream|frame)|Destination buffer is too small"):
+        CodecChain([{"id": codec}]).decode(stored, FIRST.nbytes + 1024)
+
+
+def test_a_zlib_chunk_is_its_first_stream_as_numcodecs_and_hdf5_read_it() -> None:
+    stored = concatenated("zlib", FIRST, 8 * MiB)
+    tracemalloc.start()
+    try:
+        decoded = CodecChain([{"id": "zlib"}]).decode(stored, FIRST.nbytes)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert bytes(decoded) == FIRST.tobytes() == bytes(numcodecs.Zlib().decode(stored))
+    assert peak < MiB
+
+
+@settings(max_examples=300, deadline=None)
+@given(codec=st.sampled_from([*CONCATENATING, "zlib"]),
+       payloads=st.lists(st.binary(min_size=1, max_size=3000), min_size=1, max_size=3),
+       tail=st.sampled_from([b"", b"\0" * 4, b"junk!"]), level=st.integers(1, 5))
+def test_a_chunk_decodes_as_numcodecs_decodes_it_or_is_refused(
+        codec: str, payloads: list[bytes], tail: bytes, level: int) -> None:
+    """Bit for bit what numcodecs decodes; only what numcodecs does not write (streams after
+    the first, bytes after a stream) may be refused instead."""
+    config = {"id": codec} if codec == "lz4" else {"id": codec, "level": level}
+    if codec == "lzma":
+        config = {"id": codec, "preset": level}
+    numcodec = numcodecs.get_codec(config)
+    stored = b"".join(bytes(numcodec.encode(p)) for p in payloads) + tail
+    try:
+        expected: bytes | None = bytes(numcodec.decode(stored))
+    except Exception:  # numcodecs' readers raise anything
+        expected = None
+    try:
+        decoded = bytes(CodecChain([config]).decode_within(stored, 2**20))
+    except ChunkDecodeError:
+        assert len(payloads) > 1 or tail, "a chunk numcodecs wrote was refused"
+        return
+    assert decoded == expected

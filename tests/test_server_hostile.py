@@ -38,6 +38,7 @@ from aiohttp import web
 from activezarr.chunk.codecs import Blosc2
 from activezarr.servers.active import ServerConfig, create_app
 from activezarr.servers.processes import listening_socket, port_of
+from concatenated import concatenated
 from s3_servers import S3, ActiveServer, start_active_server
 from server_client import error, ok, post, values
 
@@ -330,6 +331,49 @@ class _PeakRss:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def _concatenated_requests(root: Path, codec: str, member_bytes: int) -> list[dict[str, Any]]:
+    """Two requests for the issue-19 object of ``codec``: 4 KiB of uint32 in one stream, then
+    eight streams of ``member_bytes`` zeros; shaped [1024] and shapeless."""
+    name = f"{codec}.concatenated"
+    (root / name).write_bytes(concatenated(codec, np.arange(1024, dtype="<u4"), member_bytes))
+    shaped = file_body(root, name, dtype="uint32", shape=[1024], codecs=[{"id": codec}])
+    return [shaped, {k: v for k, v in shaped.items() if k != "shape"}]
+
+
+#: Each codec's streams of zeros after the first: 256 MiB for zstd (the issue's 64 KiB object),
+#: 64 MiB where compressing more would slow the suite.
+CONCATENATED = {"zstd": 256 * MiB, "lz4": 64 * MiB, "gzip": 64 * MiB, "bz2": 64 * MiB,
+                "lzma": 64 * MiB}
+
+
+@pytest.mark.parametrize("codec", CONCATENATED)
+def test_streams_after_the_first_are_refused_not_decoded(tight_server: ActiveServer,
+                                                         hostile_root: Path,
+                                                         codec: str) -> None:
+    """Issue 19: one such zstd object took the RSS to 2 GiB, two at once to 2.5 GiB; here two
+    requests at once (the server's --max-inflight), shaped and shapeless."""
+    requests_ = _concatenated_requests(hostile_root, codec, CONCATENATED[codec]) * 2
+    before = rss(tight_server)
+    with _PeakRss(tight_server.process.pid) as peak, ThreadPoolExecutor(2) as pool:
+        responses = list(pool.map(lambda body: post(tight_server, "sum", body), requests_))
+    for response in responses:
+        message = error(response, 400)
+        assert "cannot decode" in message and ("one" in message or codec == "lz4"), message
+    grown, kept = peak.peak - before, rss(tight_server) - before
+    assert grown < 100 * MiB and kept < 100 * MiB, (grown // MiB, kept // MiB)
+
+
+def test_a_zlib_chunk_is_its_first_stream(tight_server: ActiveServer,
+                                          hostile_root: Path) -> None:
+    """As numcodecs' Zlib, HDF5's deflate filter and Reductionist read it: the rest is skipped,
+    never inflated."""
+    before = rss(tight_server)
+    with _PeakRss(tight_server.process.pid) as peak:
+        for body in _concatenated_requests(hostile_root, "zlib", 64 * MiB):
+            assert values(ok(post(tight_server, "sum", body)))[()] == sum(range(1024))
+    assert peak.peak - before < 100 * MiB
 
 
 def test_a_big_batch_is_held_to_the_memory_budget(tight_server: ActiveServer,

@@ -2,8 +2,9 @@
 
 Every codec undone on a storage side is given the most bytes it may produce before it allocates
 anything: compressors through streaming decompressors with a maximum length or through headers
-checked against the bytes actually read; filters through their fixed size ratios. A C decoder
-never sees a length field that was not checked against the buffer it is handed.
+checked against the bytes actually read; filters through their fixed size ratios. A compressed
+chunk is one stream (frame, member), as numcodecs writes it. A C decoder never sees a length
+field that was not checked against the buffer it is handed.
 """
 
 from __future__ import annotations
@@ -85,17 +86,28 @@ def output_bounds(configs: tuple[Mapping[str, Any], ...], limit: int) -> list[in
 # --- compressors: streams with a maximum length ---------------------------------------------
 
 
-def _stream(decompressor: Any, data: memoryview, limit: int, name: str) -> bytes:
+def _stream(decompressor: Any, data: memoryview, limit: int, name: str,
+            one_stream: bool = True) -> bytes:
+    """The one stream ``data`` holds, at most ``limit`` bytes.
+
+    A gzip, bz2 or xz/lzma chunk is one stream, as numcodecs writes it, and bytes after it are
+    refused: numcodecs' readers (the standard library's) would decode every further stream
+    too, without a bound, and skipping them would reduce part of the chunk. ``one_stream=False``
+    skips them, as every zlib reader does (numcodecs' Zlib, HDF5's deflate filter).
+    """
     out = decompressor.decompress(data, limit + 1)
     if len(out) > limit:
         raise DecodeBoundError(f"{name} stream inflates past {limit} bytes")
     if not decompressor.eof:
         raise DecodeBoundError(f"{name} stream is truncated")
+    if one_stream and decompressor.unused_data:
+        raise DecodeBoundError(f"{name} stream is followed by {len(decompressor.unused_data)} "
+                               "more bytes; a chunk is one stream")
     return out
 
 
 def _zlib(codec: Codec, data: memoryview, limit: int) -> bytes:
-    return _stream(zlib.decompressobj(), data, limit, "zlib")
+    return _stream(zlib.decompressobj(), data, limit, "zlib", one_stream=False)
 
 
 def _gzip(codec: Codec, data: memoryview, limit: int) -> bytes:
@@ -149,10 +161,21 @@ def zstd_content_size(data: memoryview) -> int:
 
 
 def _zstd(codec: Codec, data: memoryview, limit: int) -> Any:
+    """Decoded into exactly the first frame's stated size, whatever follows it.
+
+    numcodecs 0.16 decodes the frames after the first too, into one buffer of all their stated
+    sizes: handed ``out``, it refuses frames that state more than ``out`` holds before decoding
+    any, and decodes frames that state no size only into ``out`` (0.15 decodes into ``out``).
+    """
     size = zstd_content_size(data)
     if size > limit:
         raise DecodeBoundError(f"Zstandard frame announces {size} bytes, more than {limit}")
-    return codec.decode(data)  # decodes into exactly the stated size; zstd checks its input
+    out = np.empty(size, np.uint8)
+    try:
+        return codec.decode(data, out)
+    except ValueError as exc:  # "destination buffer too small": more frames, stating more
+        raise DecodeBoundError(f"Zstandard chunk has more frames after its first (of {size} "
+                               "bytes); a chunk is one frame") from exc
 
 
 _BLOSC_MEMCPYED = 0x02
