@@ -119,8 +119,9 @@ def cases(draw: st.DrawFn) -> tuple[str, np.ndarray, dict[str, Any]]:
     picks = [draw(st.sampled_from(data.ravel().tolist())) for _ in range(2)]
     if kind == "missing_values":
         request["missing"] = {kind: picks}
-    elif kind == "valid_range":
-        request["missing"] = {kind: sorted(picks)}
+    elif kind == "valid_range":  # min must be less than max, or it is a 400
+        low, high = sorted(picks)
+        request["missing"] = {kind: [low, high]} if low < high else {"valid_min": low}
     elif kind:
         request["missing"] = {kind: picks[0]}
     codec = draw(st.sampled_from([None, "zlib", "gzip", "blosc2"]))

@@ -66,7 +66,8 @@ def test_v2_compression_and_filters_become_a_numcodecs_chain_in_encode_order() -
 
 @pytest.mark.parametrize("missing", [{}, {"missing_value": 1, "missing_values": [2]},
                                      {"valid_range": [1, 2], "valid_min": 0},
-                                     {"valid_range": [3, 1]}, {"fill": 1}])
+                                     {"valid_range": [3, 1]}, {"valid_range": [2, 2]},
+                                     {"fill": 1}])
 def test_invalid_missing_is_rejected(missing: dict) -> None:
     with pytest.raises(ValidationError):
         parse(missing=missing)
@@ -77,7 +78,7 @@ def test_missing_value_must_be_representable_in_the_dtype() -> None:
         parse(dtype="uint8", missing={"missing_value": 300})
 
 
-@pytest.mark.parametrize("missing", [{"missing_value": -1.0}, {"valid_range": [1.0, 1.0]},
+@pytest.mark.parametrize("missing", [{"missing_value": -1.0}, {"valid_range": [1.0, 2.0]},
                                      {"missing_values": [1, 2.5]}, {"valid_min": 0.5}])
 def test_integer_dtypes_take_integer_missing_values(missing: dict[str, object]) -> None:
     with pytest.raises(ValidationError, match="missing.* is not an integer"):
@@ -99,6 +100,7 @@ def test_integer_dtypes_take_integer_missing_values(missing: dict[str, object]) 
     ({"codecs": [{"id": "pickle"}]}, "codecs: codec 'pickle' is not allowed"),
     ({"codecs": [{"id": "astype", "encode_dtype": "O", "decode_dtype": "<i4"}]},
      "codecs: .*not a numeric dtype"),
+    ({"missing": {"valid_range": [5, 5]}}, r"valid_range \[5, 5\]: min must be less than max"),
 ])
 def test_the_whole_request_is_validated_up_front(fields: dict[str, object],
                                                  message: str) -> None:
@@ -114,6 +116,7 @@ def test_the_whole_request_is_validated_up_front(fields: dict[str, object],
     ({"valid_range": [1, 9]}, MissingSpec(valid_min=1, valid_max=9)),
     ({"missing_value": 5, "valid_range": [1, 9]}, MissingSpec(values=(5,), valid_min=1,
                                                               valid_max=9)),
+    ({"valid_min": 4, "valid_max": 4}, MissingSpec(valid_min=4, valid_max=4)),
 ])
 def test_missing_rules_map_onto_the_core_rules_and_back(missing: dict, spec: MissingSpec) -> None:
     parsed = Missing.model_validate_json(json.dumps(missing))

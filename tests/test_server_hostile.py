@@ -217,6 +217,29 @@ def test_upstream_refusal_is_quoted(tight_server: ActiveServer,
     assert "AccessDenied: Access Denied" in message
 
 
+@pytest.mark.parametrize("offset, size, inside", [
+    (16, None, False), (20, None, False), (12, 8, False), (8, None, True), (0, None, True),
+    (8, 8, True)])
+def test_file_and_s3_answer_a_byte_range_alike(tight_server: ActiveServer, moto_s3: S3,
+                                               hostile_root: Path, offset: int,
+                                               size: int | None, inside: bool) -> None:
+    """Issue 19: an offset at the end of a 16-byte file, with no size, was 200 and an empty
+    result on ``file`` and 400 on ``s3``."""
+    data = np.arange(4, dtype="<i4").tobytes()
+    moto_s3.bucket(BUCKET)
+    moto_s3.client.put_object(Bucket=BUCKET, Key="range.bin", Body=data)
+    (hostile_root / "range.bin").write_bytes(data)
+    fields = {"dtype": "int32", "offset": offset, **({} if size is None else {"size": size})}
+    s3 = post(tight_server, "sum", {"interface_type": "s3",
+                                    "url": f"{moto_s3.endpoint}/{BUCKET}/range.bin", **fields})
+    file = post(tight_server, "sum", file_body(hostile_root, "range.bin", **fields))
+    if inside:
+        assert ok(s3) == ok(file)
+    else:
+        error(s3, 400)
+        error(file, 400)
+
+
 # --- 5. the whole request is validated before anything is read -------------------------------
 
 
@@ -226,7 +249,8 @@ def test_upstream_refusal_is_quoted(tight_server: ActiveServer,
     ({"selection": [[0, 1, 1]]}, "selection"),
     ({"shape": [2], "size": 12}, "size"),
     ({"missing": {"missing_value": -1.0}}, "missing.missing_value"),
-    ({"missing": {"valid_range": [1.0, 1.0]}}, "missing.valid_range"),
+    ({"missing": {"valid_range": [1.0, 2.0]}}, "missing.valid_range"),
+    ({"missing": {"valid_range": [5, 5]}}, "missing: valid_range [5, 5]: min must be less"),
     ({"shape": [2], "axis": 1}, "axis"),
     ({"codecs": [{"id": "shuffle", "elementsize": 0}]}, "codecs"),
 ])

@@ -109,8 +109,9 @@ class Missing(_Strict):
             raise ValueError("give missing_value or missing_values, not both")
         if self.valid_range is not None and (self.valid_min, self.valid_max) != (None, None):
             raise ValueError("give valid_range or valid_min/valid_max, not both")
-        if self.valid_range is not None and self.valid_range[0] > self.valid_range[1]:
-            raise ValueError(f"valid_range {list(self.valid_range)} is not [low, high]")
+        if self.valid_range is not None and not self.valid_range[0] < self.valid_range[1]:
+            raise ValueError(f"valid_range {list(self.valid_range)}: min must be less than max "
+                             "(as Reductionist); give equal bounds as valid_min and valid_max")
         return self
 
     def check_dtype(self, dtype: np.dtype) -> None:
@@ -148,9 +149,9 @@ class Missing(_Strict):
         elif spec.values:
             fields["missing_values"] = [wire(v) for v in spec.values]
         low, high = wire(spec.valid_min), wire(spec.valid_max)
-        if low is not None and high is not None and low <= high:
+        if low is not None and high is not None and low < high:
             fields["valid_range"] = (low, high)
-        else:  # one bound, or crossed bounds (``_Unsigned`` can cross them): each on its own
+        else:  # one bound, equal or crossed ones (``_Unsigned`` can cross them): each on its own
             fields.update({k: v for k, v in (("valid_min", low), ("valid_max", high))
                            if v is not None})
         return cls(**fields)

@@ -221,7 +221,8 @@ def open_file(request: ChunkRequest, path: FilePath, max_chunk_bytes: int) -> tu
         size = info.st_size - offset if request.size is None else request.size
         if size > max_chunk_bytes:
             raise TooLarge(f"file is over the chunk limit of {max_chunk_bytes} bytes")
-        if size < 0 or offset + size > info.st_size:
+        # An offset at or past the end with no size is outside, as S3 answers ``bytes=N-``.
+        if (offset and offset >= info.st_size) or offset + size > info.st_size:
             raise BadRequest(f"byte range outside the file {request.url}")
     except BaseException:
         os.close(fd)
