@@ -52,7 +52,7 @@ def start(root: Path, osts: int, stripe_size: int, stripe_count: int, port: int,
         raise click.ClickException(f"cannot start the cluster: {exc}") from None
     click.echo(f"MDS {cluster.mds}  OSS {cluster.oss}  OSTs {' '.join(cluster.osts)}")
     click.echo(f"file system at {cluster.url}/ ; stop with Ctrl-C")
-    click.echo(f"writers need the cluster token: "
+    click.echo(f"clients need the cluster token: "
                f"export {TOKEN_VARIABLE}=$(cat {cluster.token_file})")
     run_until_signalled(cluster)
 
@@ -65,7 +65,7 @@ def _listening(function: Callable[..., None]) -> Callable[..., None]:
         click.option("--fd", type=int, default=None, hidden=True,
                      help="Serve on this inherited listening socket."),
         click.option("--token", envvar=TOKEN_VARIABLE, required=True, show_envvar=True,
-                     help="The cluster's token, required on mutating calls."),
+                     help="The cluster's token, required on every call but /healthz."),
     )):
         function = decorator(function)
     return function
