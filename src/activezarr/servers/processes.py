@@ -70,8 +70,8 @@ def temporary_directory(prefix: str = "activezarr-") -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
-        reaper.kill()
-        reaper.wait()
+        reaper.kill()  # nothing left for it to do
+        stop(reaper)
 
 
 @contextlib.contextmanager
@@ -119,6 +119,8 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+    if process.stdin is not None:
+        process.stdin.close()  # its lifeline, now that it is gone
 
 
 @contextlib.contextmanager

@@ -127,7 +127,7 @@ class Cluster:
         """Kill one process (``ost2``, ``oss``, ``mds``) at once, as a crash would."""
         process = self.processes[name]
         process.kill()
-        process.wait()
+        stop(process)
 
     def stop(self, timeout: float = 5.0) -> None:
         for process in self.processes.values():  # all at once, then wait for each
