@@ -169,7 +169,10 @@ class ClusterClient:
         """The body of a 2xx answer; None for a 404 when ``missing_ok``.
 
         Raises :class:`OSTUnavailableError` naming the server when it cannot be reached, times
-        out or fails (5xx), and :class:`RemoteError` for other refusals.
+        out (or stalls: see :meth:`_watched`) or fails (5xx); within a reduction
+        (:func:`remember_stalls`), at once for a server that could not be reached or stalled
+        earlier in it. :class:`TokenRefusedError` for a 401, :class:`RemoteError` for other
+        refusals.
         """
         server = _origin(url)
         stalled = _stalled.get()
