@@ -90,6 +90,24 @@ def test_an_ost_stopped_during_a_reduction_is_named_within_its_read_timeout(
     assert elapsed < min(2 * seconds + 3, 10), elapsed
 
 
+def test_an_ost_the_oss_found_stopped_is_not_asked_again_by_the_fallback(fresh_cluster):
+    """Compressed chunks spread over the OSTs go to the OSS, which names the OST it waited
+    for; the client's fallback then fails at once instead of waiting for it too."""
+    url = f"{fresh_cluster.url}/behind-oss.zarr"
+    data = np.random.default_rng(5).normal(size=(256, 256))
+    write_array(url, data, chunks=(128, 128), compressors=zarr.codecs.GzipCodec())
+    store = activezarr.ActiveStore.from_url(url, read_only=True)
+    red = activezarr.ActiveReduction(zarr.open_array(store, mode="r"), plain_when_cheaper=False)
+    start = time.monotonic()
+    with stopped(fresh_cluster, "ost1"), pytest.raises(StorageUnavailableError) as err:
+        red.mean()
+    elapsed = time.monotonic() - start
+    assert re.search(r"OST 1 \(http://.*\) is unavailable: timed out: no answer within 3 s, "
+                     r"nor from /healthz \(found by OSS \(http://.*\)\) \(not asked again "
+                     r"during this reduction\)", str(err.value))
+    assert elapsed < 10, elapsed
+
+
 def test_an_oss_stopped_is_dropped_for_the_reduction_and_its_chunks_fall_back(fresh_cluster,
                                                                              monkeypatch):
     """One chunk a batch, one batch at a time: the first batch waits for the stopped OSS, the

@@ -18,6 +18,7 @@ from .. import http
 from ..errors import ServerError, logged_status
 from ..metrics import links_exposition
 from .messages import LIMITS, OPS, TOKEN_HEADER
+from .transport import OSTUnavailableError
 
 log = logging.getLogger("activezarr.ost")
 #: Bytes by the link they crossed: ``disk_read``, ``disk_write``, ``storage`` (OST to OSS)
@@ -27,8 +28,12 @@ TOKEN = web.AppKey("token", str)
 
 
 def item_error(exc: BaseException) -> dict[str, Any]:
-    """A batch item's error answer: PROTOCOL.md's JSON error with its ``status``."""
-    return {**error_body(exc), "status": logged_status(exc, log)}
+    """A batch item's error answer: PROTOCOL.md's JSON error with its ``status``, and which
+    server could not be reached or stalled (``unavailable``) when that was the reason."""
+    answer = {**error_body(exc), "status": logged_status(exc, log)}
+    if isinstance(exc, OSTUnavailableError) and exc.server is not None:
+        answer["unavailable"] = {"server": exc.server, "reason": exc.reason}
+    return answer
 
 
 class WrongToken(ServerError):

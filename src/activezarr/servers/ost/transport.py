@@ -64,9 +64,19 @@ def token_for(mds: str) -> str | None:
 
 class OSTUnavailableError(StorageUnavailableError, ServerError):
     """An OST (or the MDS, or the OSS) could not be reached or failed to answer; a server
-    relaying it answers 503: a server behind it is down, not the client's fault."""
+    relaying it answers 503: a server behind it is down, not the client's fault.
+
+    ``server`` and ``reason`` name the server that could not be reached or stalled, and why
+    (None when it answered, with a failure): the OSS tells the client, whose fallback then
+    does not wait for that OST again.
+    """
 
     status = 503
+
+    def __init__(self, message: str, server: str | None = None, reason: str = "") -> None:
+        super().__init__(message)
+        self.server = server
+        self.reason = reason
 
 
 class RemoteError(ServerError):
@@ -178,7 +188,8 @@ class ClusterClient:
         stalled = _stalled.get()
         if stalled is not None and server in stalled:
             raise OSTUnavailableError(f"{self._name(url)} is unavailable: {stalled[server]} "
-                                      f"(not asked again during this reduction)")
+                                      f"(not asked again during this reduction)",
+                                      server, stalled[server])
         if self.token is not None:
             headers = {**(headers or {}), TOKEN_HEADER: self.token}
         try:
@@ -189,7 +200,8 @@ class ClusterClient:
                       if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}")
             if stalled is not None:
                 stalled[server] = reason
-            raise OSTUnavailableError(f"{self._name(url)} is unavailable: {reason}") from exc
+            raise OSTUnavailableError(f"{self._name(url)} is unavailable: {reason}", server,
+                                      reason) from exc
         if status == 404 and missing_ok:
             return None
         if status >= 500:
@@ -316,4 +328,19 @@ class ClusterClient:
         answer = await self.request("POST", f"{server}/v2/batch", json_body=body)
         assert answer is not None
         await (await self.lan()).take(len(answer))
-        return cbor2.loads(answer), len(answer)
+        replies = cbor2.loads(answer)
+        self._told_unavailable(server, replies)
+        return replies, len(answer)
+
+    def _told_unavailable(self, server: str, replies: Any) -> None:
+        """Within a reduction, remember the OSTs that ``server`` (the OSS) could not reach or
+        found stalled, as its answers say (``unavailable``), so that the client's fallback
+        does not wait for them again."""
+        stalled = _stalled.get()
+        if stalled is None or self._cluster is None or not isinstance(replies, list):
+            return
+        for reply in replies:
+            told = reply.get("unavailable") if isinstance(reply, dict) else None
+            if isinstance(told, dict) and told.get("server") in self._cluster.osts:
+                stalled.setdefault(str(told["server"]),
+                                   f"{told.get('reason')} (found by {self._name(server)})")
