@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import itertools
-import json
-import urllib.request
 import zlib
 from collections import Counter
 
 import numpy as np
 import pytest
+import requests
 import zarr
 
 import activezarr
 from activezarr.planning.survey import survey_array
+from activezarr.servers.ost.messages import TOKEN_HEADER
 from ost_cluster import open_active, write_array
 
 _names = (f"a{i}" for i in itertools.count())
@@ -205,8 +205,8 @@ def test_nan_as_missing_and_weights_reduce_storage_side(ost_cluster):
 
 def test_osts_and_oss_describe_what_they_serve(ost_cluster):
     def schema(url: str) -> dict:
-        with urllib.request.urlopen(f"{url}/.well-known/reductionist-schema") as response:
-            return json.load(response)
+        return requests.get(f"{url}/.well-known/reductionist-schema", timeout=30,
+                            headers={TOKEN_HEADER: ost_cluster.token}).json()
 
     assert "extents" in schema(ost_cluster.osts[0])["extensions"]
     assert schema(ost_cluster.oss)["interface_types"] == ["ost"]
@@ -216,7 +216,8 @@ def test_every_cluster_server_answers_prometheus_text_on_metrics(ost_cluster):
     from prometheus_client.parser import text_string_to_metric_families
 
     for url in (ost_cluster.mds, ost_cluster.oss, *ost_cluster.osts):
-        with urllib.request.urlopen(f"{url}/metrics") as response:
-            assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-            families = {f.name: f for f in text_string_to_metric_families(response.read().decode())}
+        response = requests.get(f"{url}/metrics", headers={TOKEN_HEADER: ost_cluster.token},
+                                timeout=30)
+        assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        families = {f.name: f for f in text_string_to_metric_families(response.text)}
         assert families["activezarr_link_bytes"].type == "counter"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import urllib.request
 from typing import Any
 
 import cbor2
@@ -25,7 +24,7 @@ from activezarr.planning.survey import survey_array
 from activezarr.servers.metrics import parse_links
 from activezarr.servers.ost import Cluster
 from activezarr.servers.ost.layouts import decode_layouts
-from activezarr.servers.ost.messages import MAX_BATCH, MAX_BATCH_BODY
+from activezarr.servers.ost.messages import MAX_BATCH, MAX_BATCH_BODY, TOKEN_HEADER
 from activezarr.servers.ost.striping import FileLayout
 from activezarr.servers.ost.transport import ClusterClient
 from ost_cluster import open_active, write_array
@@ -46,16 +45,18 @@ def _stacked(cluster: Cluster, steps: int, **create: Any) -> tuple[np.ndarray, s
 
 def _osts_lan(cluster: Cluster) -> int:
     """Bytes the OSTs have sent to clients so far (their answers)."""
-    total = 0
-    for url in cluster.osts:
-        with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
-            total += parse_links(response.read().decode())["lan"]
-    return total
+    return sum(_lan(cluster, url) for url in cluster.osts)
 
 
-def _post(url: str, body: Any) -> requests.Response:
+def _lan(cluster: Cluster, url: str) -> int:
+    """Bytes the server at ``url`` has sent to clients so far."""
+    answer = requests.get(f"{url}/metrics", headers={TOKEN_HEADER: cluster.token}, timeout=5)
+    return parse_links(answer.text).get("lan", 0)
+
+
+def _post(cluster: Cluster, url: str, body: Any) -> requests.Response:
     return requests.post(url, data=body if isinstance(body, bytes) else json.dumps(body),
-                         timeout=30)
+                         headers={TOKEN_HEADER: cluster.token}, timeout=30)
 
 
 def _part(cluster: Cluster, **fields: Any) -> tuple[str, dict[str, Any]]:
@@ -88,8 +89,7 @@ def test_a_whole_array_mean_asks_each_ost_once_and_its_answer_does_not_grow(ost_
 
 
 def _mds_lan(cluster: Cluster) -> int:
-    with urllib.request.urlopen(f"{cluster.mds}/metrics", timeout=5) as response:
-        return parse_links(response.read().decode()).get("lan", 0)
+    return _lan(cluster, cluster.mds)
 
 
 def test_a_whole_array_reduction_looks_up_its_layouts_in_one_call_of_a_row_each(ost_cluster):
@@ -149,7 +149,7 @@ def test_stacked_chunks_come_back_as_one_partial_per_ost(ost_cluster):
 
 def test_an_ost_answers_only_for_the_cells_its_stripe_holds(ost_cluster):
     ost, item = _part(ost_cluster)  # rows 0-15 of 64, summed along axis 1
-    [answer] = cbor2.loads(_post(f"{ost}/v2/batch", {"requests": [item]}).content)
+    [answer] = cbor2.loads(_post(ost_cluster, f"{ost}/v2/batch", {"requests": [item]}).content)
     assert answer["region"] == [[0, 16]] and answer["shape"] == [16]
     rows = np.arange(64 * 64, dtype="f8").reshape(64, 64)[:16].sum(axis=1)
     np.testing.assert_array_equal(np.frombuffer(answer["bytes"], "f4"), rows.astype("f4"))
@@ -158,7 +158,7 @@ def test_an_ost_answers_only_for_the_cells_its_stripe_holds(ost_cluster):
 def test_items_sharing_a_label_are_answered_once(ost_cluster):
     ost, item = _part(ost_cluster, axis=None)
     body = {"requests": [item, item, {**item, "op": "max"}], "combine": [7, 7, 8], "lean": True}
-    answers = cbor2.loads(_post(f"{ost}/v2/batch", body).content)
+    answers = cbor2.loads(_post(ost_cluster, f"{ost}/v2/batch", body).content)
     assert answers[1] == {"combined": 0}  # the request states its bytes: no stored_bytes
     assert np.frombuffer(answers[0]["bytes"], "f4")[0] == 2 * sum(range(1024))
     assert answers[0]["count_constant"] == 2048
@@ -175,7 +175,7 @@ def test_items_sharing_a_label_are_answered_once(ost_cluster):
 ])
 def test_hostile_batches_are_refused_whole_with_json(ost_cluster, body, status, words):
     for server in (ost_cluster.osts[0], ost_cluster.oss):
-        response = _post(f"{server}/v2/batch", body)
+        response = _post(ost_cluster, f"{server}/v2/batch", body)
         assert response.status_code == status, response.text
         assert response.headers["Content-Type"] == "application/json"
         assert words in response.json()["error"]["message"]
@@ -185,7 +185,7 @@ def test_a_batch_that_could_never_fit_in_memory_is_refused_before_reading(ost_cl
     ost, item = _part(ost_cluster)
     # A kept axis of 2**28 cells: 4 GiB of results; nothing is read or allocated.
     huge = {**item, "dtype": "uint8", "shape": [2**28], "axis": [], "extents": [[0, 16, 0]]}
-    response = _post(f"{ost}/v2/batch", {"requests": [huge]})
+    response = _post(ost_cluster, f"{ost}/v2/batch", {"requests": [huge]})
     assert response.status_code == 413 and "bytes of memory" in response.text
 
 
@@ -194,7 +194,7 @@ def test_a_bad_item_fails_alone(ost_cluster):
     bad = [{**item, "extents": [[0, 10**6, 0]]}, {**item, "surprise": 1},
            {k: v for k, v in item.items() if k not in ("shape", "axis")}, {**item, "op": "select"},
            {**item, "url": f"{ost}/objects/{'0' * 32}"}]
-    answers = cbor2.loads(_post(f"{ost}/v2/batch", {"requests": [item, *bad]}).content)
+    answers = cbor2.loads(_post(ost_cluster, f"{ost}/v2/batch", {"requests": [item, *bad]}).content)
     assert "bytes" in answers[0]
     assert [a["status"] for a in answers[1:]] == [400] * len(bad)
     messages = " ".join(a["error"]["message"] for a in answers[1:])
@@ -205,7 +205,7 @@ def test_a_bad_item_fails_alone(ost_cluster):
 def test_oss_items_need_their_size(ost_cluster):
     item = {"op": "sum", "interface_type": "ost", "url": f"{ost_cluster.url}/x.bin",
             "dtype": "int32", "shape": [4]}
-    [answer] = cbor2.loads(_post(f"{ost_cluster.oss}/v2/batch", {"requests": [item]}).content)
+    [answer] = cbor2.loads(_post(ost_cluster, f"{ost_cluster.oss}/v2/batch", {"requests": [item]}).content)
     assert answer["status"] == 400 and "size" in answer["error"]["message"]
 
 
@@ -302,17 +302,18 @@ def test_the_oss_merges_the_spread_chunks_it_gathers(ost_cluster):
 def test_the_mds_tells_many_layouts_in_one_call(ost_cluster):
     fs = fsspec.filesystem("ost", host=ost_cluster.url.removeprefix("ost://"))
     fs.pipe_file("batch/layouts.bin", b"1234")
-    found = _post(f"{ost_cluster.mds}/files/layouts",
+    found = _post(ost_cluster, f"{ost_cluster.mds}/files/layouts",
                   {"paths": ["batch/layouts.bin", "batch/never-written", "batch"]}).json()
     assert FileLayout.model_validate(found[0]).model_dump() == fs.info("batch/layouts.bin")["layout"]
     assert found[1:] == [None, None]
     # Clients that accept CBOR (ours) get the same as columns (activezarr.servers.ost.layouts).
     paths = ["batch/layouts.bin", "batch/never-written"]
     answer = requests.post(f"{ost_cluster.mds}/files/layouts", json={"paths": paths},
-                           headers={"Accept": "application/cbor"}, timeout=30)
+                           headers={"Accept": "application/cbor",
+                                    TOKEN_HEADER: ost_cluster.token}, timeout=30)
     assert answer.headers["Content-Type"] == "application/cbor"
     assert decode_layouts(answer.content, 2) == [FileLayout.model_validate(found[0]), None]
-    response = _post(f"{ost_cluster.mds}/files/layouts", {"paths": ["x"] * (MAX_BATCH + 1)})
+    response = _post(ost_cluster, f"{ost_cluster.mds}/files/layouts", {"paths": ["x"] * (MAX_BATCH + 1)})
     assert response.status_code == 400 and response.headers["Content-Type"] == "application/json"
 
 
@@ -324,15 +325,15 @@ def test_an_ost_reads_many_objects_in_one_call(ost_cluster):
     ost = ost_cluster.osts[layouts["one"]["osts"][0]]
     same = [name for name, lay in layouts.items() if ost_cluster.osts[lay["osts"][0]] == ost]
     reads = [{"fid": layouts[name]["fid"], "ranges": [[0, 3], [6, 3]]} for name in same]
-    response = _post(f"{ost}/objects/read-many", {"reads": reads})
+    response = _post(ost_cluster, f"{ost}/objects/read-many", {"reads": reads})
     assert response.content == b"".join(name.encode() * 2 for name in same)
     refused = [
-        _post(f"{ost}/objects/read-many", {"reads": reads * (MAX_BATCH // len(reads) + 1)}),
-        _post(f"{ost}/objects/read-many", {"reads": [{**reads[0], "ranges": [[0, 2**31]]}]}),
-        _post(f"{ost}/objects/read-many", {"reads": [{"fid": "../x", "ranges": [[0, 1]]}]}),
+        _post(ost_cluster, f"{ost}/objects/read-many", {"reads": reads * (MAX_BATCH // len(reads) + 1)}),
+        _post(ost_cluster, f"{ost}/objects/read-many", {"reads": [{**reads[0], "ranges": [[0, 2**31]]}]}),
+        _post(ost_cluster, f"{ost}/objects/read-many", {"reads": [{"fid": "../x", "ranges": [[0, 1]]}]}),
     ]
     assert [r.status_code for r in refused] == [400, 400, 400]
-    missing = _post(f"{ost}/objects/read-many", {"reads": [{"fid": "0" * 32, "ranges": [[0, 1]]}]})
+    missing = _post(ost_cluster, f"{ost}/objects/read-many", {"reads": [{"fid": "0" * 32, "ranges": [[0, 1]]}]})
     assert missing.status_code == 404
 
 

@@ -1,22 +1,31 @@
 """The simulated parallel file system's servers against hostile calls (issue 8): layouts and
-ranges are validated, no two files share objects, and mutating calls need the cluster token."""
+ranges are validated, no two files share objects, and every call but /healthz needs the
+cluster token."""
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
 
 import fsspec
+import numpy as np
 import pytest
 import requests
+import zarr
+from aiohttp import web
 from click.testing import CliRunner
 
+import activezarr
 from activezarr.commands.ost import ost
+from activezarr.errors import CredentialsError
+from activezarr.protocol import HEALTH_PATH
 from activezarr.servers.ost import Cluster
-from activezarr.servers.ost.messages import MAX_STRIPES, TOKEN_HEADER
+from activezarr.servers.ost.messages import MAX_STRIPES, TOKEN_HEADER, TOKEN_VARIABLE
 from activezarr.servers.processes import listening_socket, port_of
+from ost_cluster import write_array
 
 
 def _call(cluster: Cluster, method: str, url: str, body: Any = None, token: bool = True,
@@ -32,26 +41,60 @@ def _fs(cluster: Cluster, **options: Any) -> fsspec.AbstractFileSystem:
                              skip_instance_cache=True, **options)
 
 
-def test_mutating_calls_need_the_cluster_token(ost_cluster: Cluster) -> None:
-    fid = "f" * 32
-    refused = [
-        _call(ost_cluster, "POST", f"{ost_cluster.mds}/files/create",
-              {"path": "x", "size": 1}, token=False),
-        _call(ost_cluster, "POST", f"{ost_cluster.mds}/files/remove", {"path": "x"},
-              token=False),
-        _call(ost_cluster, "PUT", f"{ost_cluster.osts[0]}/objects/{fid}", data=b"x",
-              token=False),
-        _call(ost_cluster, "DELETE", f"{ost_cluster.osts[0]}/objects/{fid}", token=False),
-    ]
-    assert [r.status_code for r in refused] == [401] * 4
-    assert all(r.headers["Content-Type"] == "application/json" for r in refused)
+def _routes(app: web.Application) -> list[tuple[str, str]]:
+    """(method, path) of every route of ``app``, each ``{variable}`` filled in."""
+    return sorted({(route.method, re.sub(r"\{[^}]+\}", "x", route.resource.canonical))
+                   for route in app.router.routes() if route.resource is not None})
+
+
+def test_every_call_but_healthz_needs_the_cluster_token(ost_cluster: Cluster,
+                                                         tmp_path: Path) -> None:
+    """Walks each server's route table, so that a route added later is covered too."""
+    from activezarr.servers.ost.mds import create_mds_app
+    from activezarr.servers.ost.messages import ClusterMap
+    from activezarr.servers.ost.oss import create_oss_app
+    from activezarr.servers.ost.target import create_target_app
+
+    apps = {
+        ost_cluster.mds: create_mds_app(str(tmp_path / "mds.json"),
+                                        ClusterMap(osts=ost_cluster.osts, stripe_size=1,
+                                                   stripe_count=-1), "t"),
+        ost_cluster.oss: create_oss_app(ost_cluster.mds, "t"),
+        ost_cluster.osts[0]: create_target_app(str(tmp_path / "ost"), "t"),
+    }
+    asked = 0
+    for server, app in apps.items():
+        for method, path in _routes(app):
+            for headers in ({}, {TOKEN_HEADER: "wrong"}):
+                response = requests.request(method, server + path, headers=headers,
+                                            data=b"{}", timeout=30)
+                asked += 1
+                if path == HEALTH_PATH:
+                    assert response.status_code == 200
+                    continue
+                assert response.status_code == 401, (method, server + path)
+                if method != "HEAD":
+                    assert response.headers["Content-Type"] == "application/json"
+                    assert TOKEN_HEADER in response.json()["error"]["message"]
+    assert asked > 2 * 20  # the MDS's files calls, the objects, batches and reductions...
 
 
 def test_the_ost_filesystem_passes_the_token(ost_cluster: Cluster) -> None:
     _fs(ost_cluster).pipe_file("token/ok.bin", b"written")
-    assert _fs(ost_cluster, token="wrong").cat_file("token/ok.bin") == b"written"  # reads: open
-    with pytest.raises(Exception, match="token"):
-        _fs(ost_cluster, token="wrong").pipe_file("token/refused.bin", b"nope")
+    assert _fs(ost_cluster).cat_file("token/ok.bin") == b"written"
+    for call in (lambda fs: fs.cat_file("token/ok.bin"), lambda fs: fs.ls("token"),
+                 lambda fs: fs.pipe_file("token/refused.bin", b"nope")):
+        with pytest.raises(CredentialsError, match=rf"token=\.\.\.\) or set {TOKEN_VARIABLE}"):
+            call(_fs(ost_cluster, token="wrong"))
+
+
+def test_a_reduction_without_the_token_says_how_to_give_it(ost_cluster: Cluster) -> None:
+    url = f"{ost_cluster.url}/token/array.zarr"
+    write_array(url, np.arange(64.0), chunks=(16,))
+    store = activezarr.ActiveStore.from_url(url, storage_options={"token": "wrong"},
+                                            read_only=True)
+    with pytest.raises(CredentialsError, match="cluster token"):
+        activezarr.ActiveReduction(zarr.open_array(store, mode="r")).mean()
 
 
 def test_an_alias_of_another_files_layout_cannot_be_committed(ost_cluster: Cluster) -> None:

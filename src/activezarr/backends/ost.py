@@ -49,7 +49,7 @@ from ..servers.ost.messages import (
 )
 from ..servers.ost.namespace import normalize
 from ..servers.ost.striping import FileLayout, by_ost
-from ..servers.ost.transport import OSTUnavailableError, RemoteError
+from ..servers.ost.transport import OSTUnavailableError, RemoteError, remember_stalls
 from .base import Backend, BatchResult, ChunkJob, backends, region_labels
 from .servers import within_limits
 
@@ -114,6 +114,9 @@ class OSTBackend(Backend):
             raise ValueError(f"spread_compressed must be one of {SPREAD_POLICIES}, "
                              f"got {self.spread!r}")
         self._layouts: dict[str, FileLayout | None] = {}
+        # One instance serves one reduction, made in its task: a server that stalls is asked
+        # once, by a batch or by the client's fallback, not once a request.
+        remember_stalls()
 
     async def traits(self, layout: ArrayLayout) -> Traits:
         """Answers counted as their CBOR bodies; an uncompressed chunk answers once per OST

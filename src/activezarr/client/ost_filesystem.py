@@ -2,8 +2,11 @@
 
 URL: ``ost://HOST:PORT/path`` with the MDS's address. Storage options ``stripe_size`` and
 ``stripe_count`` (-1: all OSTs) set how new files are striped, as ``lfs setstripe`` does;
-``timeout`` bounds every request in seconds; ``token`` is the cluster's token, which writes
-need (default: the one this process's cluster registered, else ``$ACTIVEZARR_OST_TOKEN``).
+``timeout`` bounds every request in seconds (30), ``connect_timeout`` a connection (3), and
+``read_timeout`` (3) how long a server may keep silent before its ``/healthz`` must answer
+within as long: a stopped or hung server is named after at most twice ``read_timeout``, and
+during a reduction it is not asked again. ``token`` is the cluster's token, which every call
+needs (default: the one this process's cluster registered, else ``$ACTIVEZARR_OST_TOKEN``).
 """
 
 from __future__ import annotations
@@ -18,7 +21,13 @@ from fsspec.spec import AbstractBufferedFile
 from ..servers.ost.messages import CreateRequest, Entry
 from ..servers.ost.namespace import normalize
 from ..servers.ost.striping import FileLayout
-from ..servers.ost.transport import DEFAULT_TIMEOUT, ClusterClient, RemoteError
+from ..servers.ost.transport import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_READ_TIMEOUT,
+    DEFAULT_TIMEOUT,
+    ClusterClient,
+    RemoteError,
+)
 
 
 class OSTFileSystem(AsyncFileSystem):
@@ -29,12 +38,14 @@ class OSTFileSystem(AsyncFileSystem):
 
     def __init__(self, host: str, stripe_size: int | None = None,
                  stripe_count: int | None = None, timeout: float = DEFAULT_TIMEOUT,
-                 token: str | None = None, **kwargs: Any) -> None:
+                 token: str | None = None, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+                 read_timeout: float = DEFAULT_READ_TIMEOUT, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.host = host
         self.stripe_size = stripe_size
         self.stripe_count = stripe_count
-        self.client = ClusterClient(f"http://{host}", timeout, token)
+        self.client = ClusterClient(f"http://{host}", timeout, token, connect_timeout,
+                                    read_timeout)
 
     @classmethod
     def _strip_protocol(cls, path: Any) -> Any:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 import itertools
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
@@ -28,6 +27,7 @@ from zarr.storage import LocalStore, WrapperStore
 
 from ..client.active import ActiveReduction
 from ..client.store import ActiveStore
+from ..servers.processes import temporary_directory, terminated_as_exit
 from .params import one_line_errors
 
 #: (time, lat, lon) shape and chunk shape of each size.
@@ -258,12 +258,15 @@ def tables(rows: list[Row]) -> list[Table]:
 def run_demo(directory: Path | None, size: str) -> None:
     """Reduce a sample climate dataset actively and by a plain read, and compare."""
     console = Console()
-    with one_line_errors(), (nullcontext(str(directory)) if directory
-                             else tempfile.TemporaryDirectory()) as where:
-        Path(where).mkdir(parents=True, exist_ok=True)
+    # SIGTERM stops the servers and removes the temporary folder as Ctrl-C does; after a
+    # SIGKILL the servers follow their lifelines and the folder's reaper removes it.
+    with terminated_as_exit(), one_line_errors(), (
+            nullcontext(directory) if directory else temporary_directory("activezarr-demo-")
+    ) as where:
+        where.mkdir(parents=True, exist_ok=True)
         # A spinner on stderr while it works (nothing when stderr is not a terminal).
         with Console(stderr=True).status("starting") as status:
-            data, rows, skipped = run(Path(where), size, progress=status.update)
+            data, rows, skipped = run(where, size, progress=status.update)
         nt, ny, nx = data.shape
         console.print(f"Sample data in {where}{'' if directory else ' (temporary)'}: tas, "
                       f"time x lat x lon = {nt} x {ny} x {nx} float32, zstd, "

@@ -8,9 +8,11 @@ from typing import Any
 
 import click
 
+from ..servers.lifeline import follow_parent
 from ..servers.ost.cluster import Cluster, ClusterConfig, mb_per_s, run_until_signalled
 from ..servers.ost.messages import TOKEN_VARIABLE
 from ..servers.ost.serving import serve
+from ..servers.processes import terminated_as_exit
 from .params import OneLineErrorsGroup
 
 _RATE: dict[str, Any] = {"type": float, "default": None}
@@ -23,6 +25,7 @@ PORT_HELP = "Port to listen on."
 @click.group("ost", cls=OneLineErrorsGroup)
 def ost() -> None:
     """The simulated parallel file system (ost://): an MDS, OSTs and an OSS on loopback."""
+    follow_parent()  # a server the cluster launcher started stops when the launcher goes
 
 
 @ost.command("start")
@@ -46,13 +49,14 @@ def start(root: Path, osts: int, stripe_size: int, stripe_count: int, port: int,
     config = ClusterConfig(root=root, osts=osts, stripe_size=stripe_size,
                            stripe_count=stripe_count, port=port, host=host,
                            lan_rate=lan_rate, disk_rate=disk_rate)
-    try:
-        cluster = Cluster(config).start()
-    except OSError as exc:  # a port in use: said plainly, not as a traceback
-        raise click.ClickException(f"cannot start the cluster: {exc}") from None
+    with terminated_as_exit():  # SIGTERM during start-up stops what has started
+        try:
+            cluster = Cluster(config).start()
+        except OSError as exc:  # a port in use: said plainly, not as a traceback
+            raise click.ClickException(f"cannot start the cluster: {exc}") from None
     click.echo(f"MDS {cluster.mds}  OSS {cluster.oss}  OSTs {' '.join(cluster.osts)}")
     click.echo(f"file system at {cluster.url}/ ; stop with Ctrl-C")
-    click.echo(f"writers need the cluster token: "
+    click.echo(f"clients need the cluster token: "
                f"export {TOKEN_VARIABLE}=$(cat {cluster.token_file})")
     run_until_signalled(cluster)
 
@@ -65,7 +69,7 @@ def _listening(function: Callable[..., None]) -> Callable[..., None]:
         click.option("--fd", type=int, default=None, hidden=True,
                      help="Serve on this inherited listening socket."),
         click.option("--token", envvar=TOKEN_VARIABLE, required=True, show_envvar=True,
-                     help="The cluster's token, required on mutating calls."),
+                     help="The cluster's token, required on every call but /healthz."),
     )):
         function = decorator(function)
     return function

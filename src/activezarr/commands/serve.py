@@ -13,6 +13,7 @@ from aiohttp import web
 
 from ..servers.active.app import create_app
 from ..servers.active.config import ServerConfig, Upstream
+from ..servers.lifeline import follow_parent
 from .params import one_line_errors
 
 
@@ -73,6 +74,7 @@ def serve(host: str, port: int, fd: int | None, upstream: tuple[Upstream, ...],
           body_timeout: float, workers: int | None, s3_region: str,
           upstream_timeout: float, upstream_reads: int) -> None:
     """Serve the active-storage protocol (Reductionist v2 compatible)."""
+    follow_parent()  # started by activezarr (demo, tests): stop when that process goes
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
     try:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import signal
 import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
@@ -15,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..protocol import HEALTH_PATH
+from .lifeline import LIFELINE_VARIABLE
 
 
 def listening_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
@@ -34,12 +38,58 @@ def port_of(sock: socket.socket) -> int:
 
 def spawn(command: Sequence[str], sock: socket.socket, **popen: Any
           ) -> subprocess.Popen[bytes]:
-    """Start ``command --fd N`` with ``sock`` as descriptor N; the parent's copy is closed."""
+    """Start ``command --fd N`` with ``sock`` as descriptor N; the parent's copy is closed.
+
+    The child's stdin is its lifeline (:mod:`.lifeline`): our servers stop when this process
+    goes, by any signal. Keep the returned process while the child should run: dropping it
+    closes the lifeline.
+    """
     fd = sock.fileno()
+    env = {**(popen.pop("env", None) or os.environ), LIFELINE_VARIABLE: "stdin"}
     try:
-        return subprocess.Popen([*command, "--fd", str(fd)], pass_fds=(fd,), **popen)
+        return subprocess.Popen([*command, "--fd", str(fd)], pass_fds=(fd,),
+                                stdin=subprocess.PIPE, env=env, **popen)
     finally:
         sock.close()
+
+
+@contextlib.contextmanager
+def temporary_directory(prefix: str = "activezarr-") -> Iterator[Path]:
+    """A new temporary folder, removed on leaving. A SIGKILL leaves this process no chance to
+    remove it, so a small process of its own (the reaper, :func:`.lifeline.reap`) waits for
+    this one to go and removes it then."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        # A session of its own: a terminal's Ctrl-C or a kill of the process group leaves it.
+        reaper = subprocess.Popen([sys.executable, "-m", "activezarr.servers.lifeline",
+                                   str(path)], stdin=subprocess.PIPE, start_new_session=True)
+    except BaseException:
+        shutil.rmtree(path, ignore_errors=True)
+        raise
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+        reaper.kill()  # nothing left for it to do
+        stop(reaper)
+
+
+@contextlib.contextmanager
+def terminated_as_exit() -> Iterator[None]:
+    """While inside, SIGTERM (a job scheduler's, a CI runner's or ``timeout``'s stop) raises
+    SystemExit(143) in the main thread as Ctrl-C raises KeyboardInterrupt, so that the servers
+    started are stopped and temporary folders removed on the way out. A second SIGTERM during
+    that clean-up is ignored; SIGKILL still ends it, and the lifelines end the servers."""
+
+    def exit_once(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, exit_once)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def wait_healthy(urls: Sequence[str], processes: Mapping[str, subprocess.Popen[bytes]],
@@ -69,6 +119,8 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+    if process.stdin is not None:
+        process.stdin.close()  # its lifeline, now that it is gone
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ from typing import Self
 from ...protocol import HEALTH_PATH
 from ..metrics import parse_links
 from ..processes import listening_socket, port_of, spawn, stop, wait_healthy
-from .messages import TOKEN_VARIABLE
+from .messages import TOKEN_HEADER, TOKEN_VARIABLE
 from .ratelimit import MB
 from .transport import register_token
 
@@ -63,7 +63,8 @@ class Cluster:
     osts: list[str] = field(default_factory=list)
     oss: str = ""
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    #: The token every mutating call must carry; clients in this process get it registered.
+    #: The token every call but ``/healthz`` must carry; clients in this process get it
+    #: registered.
     token: str = field(default_factory=lambda: secrets.token_hex(16))
 
     @property
@@ -117,7 +118,8 @@ class Cluster:
         """Bytes each link has carried so far, summed over the servers' ``/metrics``."""
         total: Counter[str] = Counter()
         for url in (self.mds, self.oss, *self.osts):
-            with urllib.request.urlopen(url + "/metrics", timeout=5) as response:
+            asked = urllib.request.Request(url + "/metrics", headers={TOKEN_HEADER: self.token})
+            with urllib.request.urlopen(asked, timeout=5) as response:
                 total.update(parse_links(response.read().decode()))
         return total
 
@@ -125,7 +127,7 @@ class Cluster:
         """Kill one process (``ost2``, ``oss``, ``mds``) at once, as a crash would."""
         process = self.processes[name]
         process.kill()
-        process.wait()
+        stop(process)
 
     def stop(self, timeout: float = 5.0) -> None:
         for process in self.processes.values():  # all at once, then wait for each

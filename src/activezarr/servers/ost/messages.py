@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 from ...protocol import BatchItem, ChunkRequest
 from .striping import Extent, FileLayout
 
-#: Header carrying the cluster's token, which every mutating call must show.
+#: Header carrying the cluster's token, which every call but ``/healthz`` must show.
 TOKEN_HEADER = "X-Cluster-Token"
 #: Environment variable handing the token to the cluster's processes and to clients.
 TOKEN_VARIABLE = "ACTIVEZARR_OST_TOKEN"

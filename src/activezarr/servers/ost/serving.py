@@ -10,13 +10,15 @@ from collections import Counter
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from ...chunk.codecs import ALLOWED_CODECS
-from ...protocol import DTYPES, error_body
+from ...protocol import DTYPES, HEALTH_PATH, error_body
 from .. import http
 from ..errors import ServerError, logged_status
 from ..metrics import links_exposition
 from .messages import LIMITS, OPS, TOKEN_HEADER
+from .transport import OSTUnavailableError
 
 log = logging.getLogger("activezarr.ost")
 #: Bytes by the link they crossed: ``disk_read``, ``disk_write``, ``storage`` (OST to OSS)
@@ -26,22 +28,31 @@ TOKEN = web.AppKey("token", str)
 
 
 def item_error(exc: BaseException) -> dict[str, Any]:
-    """A batch item's error answer: PROTOCOL.md's JSON error with its ``status``."""
-    return {**error_body(exc), "status": logged_status(exc, log)}
+    """A batch item's error answer: PROTOCOL.md's JSON error with its ``status``, and which
+    server could not be reached or stalled (``unavailable``) when that was the reason."""
+    answer = {**error_body(exc), "status": logged_status(exc, log)}
+    if isinstance(exc, OSTUnavailableError) and exc.server is not None:
+        answer["unavailable"] = {"server": exc.server, "reason": exc.reason}
+    return answer
 
 
 class WrongToken(ServerError):
-    """A mutating call without the cluster's token."""
+    """A call without the cluster's token."""
 
     status = 401
 
 
-def require_token(request: web.Request) -> None:
-    """Refuse a mutating call that does not carry the cluster's token."""
-    given = request.headers.get(TOKEN_HEADER, "")
-    if not hmac.compare_digest(given.encode(), request.app[TOKEN].encode()):
-        raise WrongToken(f"{request.method} {request.path} needs this cluster's token "
-                         f"(header {TOKEN_HEADER})")
+@web.middleware
+async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse every call but ``/healthz`` that does not carry the cluster's token: reads too,
+    or any process on the machine could read any file's bytes. A middleware, so that a route
+    added later is guarded without saying so."""
+    if request.path != HEALTH_PATH:
+        given = request.headers.get(TOKEN_HEADER, "")
+        if not hmac.compare_digest(given.encode(), request.app[TOKEN].encode()):
+            raise WrongToken(f"{request.method} {request.path} needs this cluster's token "
+                             f"(header {TOKEN_HEADER})")
+    return await handler(request)
 
 
 def operation(request: web.Request) -> str:
@@ -69,14 +80,15 @@ def _exposition(app: web.Application) -> bytes:
 
 
 def create_base_app(token: str) -> web.Application:
-    """An application with the error middleware, ``/healthz`` and ``/metrics``; mutating
-    handlers call :func:`require_token` with the cluster's ``token``."""
+    """An application with the error middleware, ``/healthz`` and ``/metrics``, answering
+    only callers showing the cluster's ``token`` (:func:`require_token`), ``/healthz`` aside."""
     if not token:
         raise ValueError("a cluster server needs its cluster's token")
     app = http.create_server_app(exposition=_exposition,
                                  on_error=lambda request, exc: logged_status(exc, log),
                                  client_max_size=1 << 30,
                                  http_errors_as_json=False)  # an object's 404 stays aiohttp's
+    app.middlewares.append(require_token)  # inside the error middleware: a 401 is JSON
     app[LINKS] = Counter()
     app[TOKEN] = token
     return app
