@@ -44,7 +44,8 @@ async def _body(request: web.Request, held: Reservation) -> bytes:
     if length is not None and length > config.max_body:
         raise TooLarge(f"the body of {length} bytes is over the server's --max-body "
                        f"{config.max_body}")
-    await held.grow(config.max_body if length is None else length)
+    # Twice: aiohttp gathers the body in a buffer, then copies it out whole.
+    await held.grow(2 * (config.max_body if length is None else length))
     timeout = config.body_timeout
     try:
         async with asyncio.timeout(timeout):
