@@ -28,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from activezarr.backends.base import BatchResult
 from activezarr.backends.servers import ActiveServers, Refused
+from activezarr.servers.workers import in_worker
 from s3_servers import ActiveServer, start_active_server
 from server_client import error, ok, post, values
 
@@ -292,3 +293,37 @@ def test_decoded_bytes_over_the_request_limit_are_refused(bomb_root: Path,
         [result] = ok(requests.post(f"{server.url}/v2/batch",
                                     json={"requests": _bombs(bomb_root, 1)}, timeout=60))
         assert values(result)[()] == 0  # one bomb is within the limit
+
+
+def test_cancelled_work_never_starts_and_running_work_is_waited_for() -> None:
+    """The worker pool under a cancelled request: its queued work is dropped; the piece
+    already running finishes (and what it returned is discarded) before the request lets go."""
+    ran: list[str] = []
+    release = threading.Event()
+    discarded: list[str] = []
+
+    def slow() -> str:
+        release.wait(10)
+        ran.append("slow")
+        return "slow result"
+
+    def queued() -> str:
+        ran.append("queued")
+        return "queued result"
+
+    async def main() -> None:
+        with ThreadPoolExecutor(1) as pool:
+            running = asyncio.ensure_future(in_worker(pool, slow, discard=discarded.append))
+            waiting = asyncio.ensure_future(in_worker(pool, queued))
+            await asyncio.sleep(0.1)  # slow() occupies the only worker
+            running.cancel()
+            waiting.cancel()
+            await asyncio.sleep(0.1)
+            assert not running.done()  # waits for slow() to finish
+            release.set()
+            for task in (running, waiting):
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+
+    asyncio.run(main())
+    assert ran == ["slow"] and discarded == ["slow result"]

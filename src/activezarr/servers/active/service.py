@@ -162,12 +162,11 @@ class ChunkService:
             fd, size = await in_worker(self.executor, open_file, request, path,
                                        self.config.max_chunk_bytes,
                                        discard=lambda opened: os.close(opened[0]))
-            try:
+            try:  # closed here once no worker reads it, whether the read ran or was stopped
                 await admit(size)
-            except BaseException:
+                raw = await in_worker(self.executor, read_open_file, request, fd, size)
+            finally:
                 os.close(fd)
-                raise
-            raw = await in_worker(self.executor, read_open_file, request, fd, size)
         else:
             raise BadRequest(f"interface_type {request.interface_type!r} is not served here")
         self.metrics.upstream_reads.inc()
