@@ -27,7 +27,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from activezarr.backends.base import BatchResult
-from activezarr.backends.servers import ActiveServers, Refused
+from activezarr.backends.servers import ActiveServers, Refused, within_limits
 from activezarr.servers.workers import in_worker
 from s3_servers import ActiveServer, start_active_server
 from server_client import error, ok, post, values
@@ -327,3 +327,10 @@ def test_cancelled_work_never_starts_and_running_work_is_waited_for() -> None:
 
     asyncio.run(main())
     assert ran == ["slow"] and discarded == ["slow result"]
+
+
+def test_the_client_splits_batches_by_the_bytes_a_request_may_decode() -> None:
+    items = [{"op": "sum", "dtype": "float64", "shape": [1024, 128]} for _ in range(10)]
+    groups = within_limits(items, max_items=1024, max_body=2**20, max_decoded=3 * MiB)
+    assert [len(g) for g in groups] == [3, 3, 3, 1]  # 1 MiB each
+    assert [len(g) for g in within_limits(items, 1024, 2**20)] == [10]  # not published
