@@ -227,20 +227,26 @@ class ChunkService:
         reads = plan_reads(parsed, min(self.config.max_chunk_bytes, self.budget.total // 4))
         by_position = dict(parsed)
         answer = _Answer(results, results_held, Combiner(combine, by_position), lean, absent)
-        await asyncio.gather(*(self._serve_read_by(deadline, read, by_position, auth, answer)
-                               for read in reads))
+        # Reads of one batch in flight at once: enough to keep the object stores and the
+        # workers busy, few enough that one batch neither queues all its chunks ahead of other
+        # requests' in the worker pool nor opens all its files at once.
+        lanes = asyncio.Semaphore(self.config.upstream_reads + 2 * self.config.workers)
+        await asyncio.gather(*(self._serve_read_by(deadline, lanes, read, by_position, auth,
+                                                   answer) for read in reads))
         if answer.late:
             self.metrics.stopped_requests.labels("deadline").inc()
         for position, result in answer.combiner.answers(lean).items():
             results[position] = result
         return results
 
-    async def _serve_read_by(self, deadline: float, read: Read, items: dict[int, BatchItem],
-                             auth: Credentials | None, answer: _Answer) -> None:
-        """:meth:`_serve_read`, its parts not done by ``deadline`` stopped and answering 504;
-        parts stopped because the client left are counted."""
+    async def _serve_read_by(self, deadline: float, lanes: asyncio.Semaphore, read: Read,
+                             items: dict[int, BatchItem], auth: Credentials | None,
+                             answer: _Answer) -> None:
+        """:meth:`_serve_read` once one of ``lanes`` is free, its parts not done by
+        ``deadline`` stopped and answering 504; parts stopped because the client left are
+        counted."""
         try:
-            async with asyncio.timeout_at(deadline):
+            async with asyncio.timeout_at(deadline), lanes:
                 await self._serve_read(read, items, auth, answer)
         except TimeoutError:
             answer.late = True
