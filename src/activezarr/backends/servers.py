@@ -13,6 +13,7 @@ import atexit
 import contextlib
 import itertools
 import json
+import math
 import random
 import weakref
 from collections.abc import Mapping, Sequence
@@ -22,6 +23,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import cbor2
+import numpy as np
 import zarr
 
 from ..client.traffic import framing
@@ -42,8 +44,11 @@ CANNOT_EXPRESS = ("the active server cannot take this chunk (its op, dtype, code
                   "values are outside what the server advertises)")
 #: Server URL -> capability document; fetched once per process.
 _capabilities: dict[str, Mapping[str, Any]] = {}
-#: Statuses worth retrying later; anything else is the server's final answer.
-_RETRY_STATUSES = {502, 503, 504}
+#: Statuses worth retrying later; anything else is the server's final answer. A 504 is not
+#: retried: the server (or a gateway before it) stopped the work at its deadline, and the same
+#: work would meet the same deadline again; its chunks go to the fallback, the 504's message
+#: (naming the server's ``--request-timeout``) the recorded reason.
+_RETRY_STATUSES = {502, 503}
 
 
 @dataclass(frozen=True)
@@ -228,7 +233,8 @@ class ActiveServers:
             limits = capabilities.get("limits", {})
             items = [{"op": op, **body} for op, body in requests]
             groups = within_limits(items, int(limits.get("max_batch", 1024)),
-                             int(limits.get("max_body", 4 * 2**20)))
+                                   int(limits.get("max_body", 4 * 2**20)),
+                                   limits.get("max_request_decoded_bytes"))
             extra: dict[str, Any] = {"lean": True} if "lean" in extensions else {}
             if absent:
                 extra["absent"] = True
@@ -360,19 +366,29 @@ def _close_sessions() -> None:
     _pools.clear()
 
 
-def within_limits(items: list[dict[str, Any]], max_items: int, max_body: int
-            ) -> list[list[dict[str, Any]]]:
-    """``items`` in consecutive groups that fit the server's batch and body limits."""
+def within_limits(items: list[dict[str, Any]], max_items: int, max_body: int,
+                  max_decoded: int | None = None) -> list[list[dict[str, Any]]]:
+    """``items`` in consecutive groups that fit the server's batch and body limits, and the
+    bytes one request may decode (``max_decoded``, when the server publishes it)."""
     groups: list[list[dict[str, Any]]] = [[]]
-    size, room = 0, max_body - 64  # the envelope {"requests": [...]}
+    size, decoded, room = 0, 0, max_body - 64  # the envelope {"requests": [...]}
     for item in items:
         length = len(json.dumps(item)) + 2
-        if groups[-1] and (len(groups[-1]) >= max_items or size + length > room):
+        item_decoded = _decoded_nbytes(item)
+        if groups[-1] and (len(groups[-1]) >= max_items or size + length > room or (
+                max_decoded is not None and decoded + item_decoded > max_decoded)):
             groups.append([])
-            size = 0
+            size = decoded = 0
         groups[-1].append(item)
         size += length
+        decoded += item_decoded
     return groups
+
+
+def _decoded_nbytes(item: Mapping[str, Any]) -> int:
+    """The bytes a request's chunk decodes to (0 when it names no shape: the server bounds it)."""
+    shape = item.get("shape")
+    return math.prod(shape) * np.dtype(item["dtype"]).itemsize if shape is not None else 0
 
 
 def _item_message(answer: Mapping[str, Any]) -> str:

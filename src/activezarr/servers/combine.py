@@ -55,6 +55,11 @@ class Combiner:
     def combines(self, position: int) -> bool:
         return position in self._label_of
 
+    def merged(self, position: int) -> bool:
+        """Whether ``position``'s partial is in its group's merged result."""
+        label = self._label_of.get(position)
+        return label is not None and position in self._groups[label].stored
+
     def add(self, position: int, item: BatchItem, partial: Partial, stored: int) -> bool:
         """Merge ``partial`` (of ``stored`` bytes read) into its group; True when it starts
         the group (and so holds its memory)."""
