@@ -11,9 +11,10 @@ from typing import Any
 import click
 from aiohttp import web
 
+from ..errors import UnknownReductionError
 from ..servers.active.app import create_app
 from ..servers.active.config import ServerConfig, Upstream
-from .params import one_line_errors
+from .params import REDUCTIONS_HELP, comma_separated, one_line_errors
 
 
 def _upstream(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
@@ -66,12 +67,13 @@ def _option(*names: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callab
 @_option("--upstream-reads", type=click.IntRange(min=1), default=ServerConfig.upstream_reads,
          show_default=True, help="Reads from the object stores in flight at once; more wait "
          "(their timeout starts when they are sent).")
+@_option("--reductions", default="", callback=comma_separated, help=REDUCTIONS_HELP)
 def serve(host: str, port: int, fd: int | None, upstream: tuple[Upstream, ...],
           allow_root: tuple[str, ...],
           tls_cert: str | None, tls_key: str | None, max_body: int, max_chunk_bytes: int,
           max_decoded_bytes: int, max_memory: int, max_inflight: int, memory_wait: float,
           body_timeout: float, workers: int | None, s3_region: str,
-          upstream_timeout: float, upstream_reads: int) -> None:
+          upstream_timeout: float, upstream_reads: int, reductions: tuple[str, ...]) -> None:
     """Serve the active-storage protocol (Reductionist v2 compatible)."""
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
@@ -82,8 +84,9 @@ def serve(host: str, port: int, fd: int | None, upstream: tuple[Upstream, ...],
                               max_inflight=max_inflight, memory_wait=memory_wait,
                               body_timeout=body_timeout, s3_region=s3_region,
                               upstream_timeout=upstream_timeout, upstream_reads=upstream_reads,
+                              reductions=reductions,
                               **({"workers": workers} if workers else {}))
-    except ValueError as exc:
+    except (ValueError, UnknownReductionError) as exc:
         raise click.UsageError(str(exc)) from None
     context = None
     if tls_cert is not None:

@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from ...chunk.codecs import ALLOWED_CODECS
+from ...chunk.reductions import plugin_operations
 from ...protocol import DTYPES, error_body
 from .. import http
 from ..errors import ServerError, logged_status
@@ -23,6 +24,8 @@ log = logging.getLogger("activezarr.ost")
 #: and ``lan`` (storage to client); each is counted once, by the server that sent the bytes.
 LINKS = web.AppKey("links", Counter)
 TOKEN = web.AppKey("token", str)
+#: The operations a server serves: the built-ins and the plugin reductions it was told to load.
+OPERATIONS = web.AppKey("operations", tuple[str, ...])
 
 
 def item_error(exc: BaseException) -> dict[str, Any]:
@@ -44,14 +47,21 @@ def require_token(request: web.Request) -> None:
                          f"(header {TOKEN_HEADER})")
 
 
+def operations(app: web.Application) -> tuple[str, ...]:
+    """The operations ``app`` serves."""
+    served: tuple[str, ...] = app[OPERATIONS]
+    return served
+
+
 def operation(request: web.Request) -> str:
     """The ``{op}`` of ``POST /v2/{op}``, one the cluster's servers serve."""
-    return http.operation(request, OPS)
+    return http.operation(request, operations(request.app))
 
 
 def add_schema(app: web.Application, extensions: tuple[str, ...]) -> None:
     """PROTOCOL.md's capability document, for ``interface_type: "ost"``."""
-    http.add_document(app, {"name": "activezarr-ost", "api": "v2", "operations": list(OPS),
+    http.add_document(app, {"name": "activezarr-ost", "api": "v2",
+                            "operations": list(operations(app)),
                             "dtypes": list(DTYPES), "codecs": sorted(ALLOWED_CODECS),
                             "interface_types": ["ost"], "limits": LIMITS,
                             "extensions": list(extensions)})
@@ -68,9 +78,10 @@ def _exposition(app: web.Application) -> bytes:
     return links_exposition(links)
 
 
-def create_base_app(token: str) -> web.Application:
+def create_base_app(token: str, reductions: tuple[str, ...] = ()) -> web.Application:
     """An application with the error middleware, ``/healthz`` and ``/metrics``; mutating
-    handlers call :func:`require_token` with the cluster's ``token``."""
+    handlers call :func:`require_token` with the cluster's ``token``. It serves the plugin
+    reductions ``reductions`` besides the built-in operations."""
     if not token:
         raise ValueError("a cluster server needs its cluster's token")
     app = http.create_server_app(exposition=_exposition,
@@ -79,6 +90,7 @@ def create_base_app(token: str) -> web.Application:
                                  http_errors_as_json=False)  # an object's 404 stays aiohttp's
     app[LINKS] = Counter()
     app[TOKEN] = token
+    app[OPERATIONS] = (*OPS, *plugin_operations(reductions))
     return app
 
 
