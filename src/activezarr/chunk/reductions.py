@@ -1,5 +1,5 @@
-"""Reductions: the built-in aggregations (count, sum, min, max, stats) and the reductions that
-finish them into numpy's answer; the registry plugins join.
+"""Reductions: the built-in aggregations (count, sum, min, max, stats, histogram) and the
+reductions that finish them into numpy's answer; the registry plugins join.
 
 Each built-in :class:`~activezarr.chunk.aggregation.Aggregation` below is the one place its
 fields are named. Third parties add reductions through the ``activezarr.reductions``
@@ -10,11 +10,14 @@ entry-point group: a :class:`Reduction` subclass whose ``aggregation`` is their 
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import Field as PydanticField
 
 from ..errors import InvalidReductionError, UnknownReductionError
 from ..plugins import Registry
@@ -288,9 +291,66 @@ class Moments(Aggregation):
                 m2=scale * scale * partial["m2"])
 
 
+# --- histograms: a state of a fixed shape per cell ---------------------------------------
+
+
+#: Most bins a histogram request may ask for (its state is this many counts per output cell).
+MAX_BINS = 4096
+
+
+class HistogramParams(BaseModel):
+    """``edges``: ascending bin edges, numpy's rule: each bin half-open but the last closed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    edges: list[float] = PydanticField(min_length=2, max_length=MAX_BINS + 1)
+
+    @field_validator("edges")
+    @classmethod
+    def _ascending(cls, edges: list[float]) -> list[float]:
+        if not all(math.isfinite(e) for e in edges) or any(
+                b <= a for a, b in zip(edges, edges[1:])):
+            raise ValueError("bin edges must be finite and strictly ascending")
+        return edges
+
+
+def _int64(dtype: np.dtype, accumulate: str) -> np.dtype:
+    return np.dtype(np.int64)
+
+
+class Bins(Aggregation):
+    """``histogram`` (our extension): per output cell, the valid elements in each bin."""
+
+    op = "histogram"
+    Params = HistogramParams
+    params: HistogramParams
+
+    def __init__(self, dtype: Any, accumulate: str = "wide", weighted: bool = False,
+                 params: Mapping[str, Any] | None = None) -> None:
+        super().__init__(dtype, accumulate, weighted, params)
+        self.edges = np.asarray(self.params.edges, np.float64)
+        self.fields = (Field("counts", _int64, _zero, np.add,
+                             cell_shape=(len(self.edges) - 1,)),)
+
+    def chunk(self, data: np.ndarray, valid: Where, axes: tuple[int, ...], count: np.ndarray,
+              weights: np.ndarray | None) -> dict[str, np.ndarray]:
+        nbins = len(self.edges) - 1
+        values = data.astype(np.float64)
+        bins = np.searchsorted(self.edges, values, side="right") - 1
+        bins[values == self.edges[-1]] = nbins - 1  # the last bin holds its right edge
+        inside = np.logical_and(bins >= 0, bins < nbins) & np.broadcast_to(valid, data.shape)
+        kept = [a for a in range(data.ndim) if a not in axes]
+        cells = math.prod(data.shape[a] for a in kept)
+        order = (*kept, *axes)
+        per_cell = np.transpose(bins, order).reshape(cells, -1)
+        counted = np.transpose(inside, order).reshape(cells, -1)
+        slots = (np.arange(cells)[:, None] * nbins + per_cell)[counted]
+        counts = np.bincount(slots, minlength=cells * nbins)
+        return {"counts": counts.reshape((*count.shape, nbins))}
+
+
 #: The operations every storage side serves.
 BUILTIN_AGGREGATIONS: dict[str, type[Aggregation]] = {
-    cls.op: cls for cls in (Counts, Sums, Minimum, Maximum, Moments)}
+    cls.op: cls for cls in (Counts, Sums, Minimum, Maximum, Moments, Bins)}
 
 
 def plugin_names() -> list[str]:
@@ -503,6 +563,32 @@ class WeightedMean(WeightedSum):
     def finish(self, acc: Partial) -> tuple[np.ndarray, np.ndarray]:
         with np.errstate(invalid="ignore", divide="ignore"):
             return acc["sum"] / acc["wsum"], acc["wsum"] == 0
+
+
+@reductions.register("histogram")
+class Histogram(Reduction):
+    """numpy's ``histogram`` per output cell, of the valid elements: ``bins`` are the edges
+    (ascending); the result has one more dimension, the bins, last."""
+
+    name = "histogram"
+    aggregation = Bins
+    defined_when_empty = True
+
+    def __init__(self, bins: Any = None, **options: Any) -> None:
+        super().__init__(**options)
+        edges = np.asarray(bins, np.float64) if bins is not None else None
+        if edges is None or edges.ndim != 1:
+            raise ValueError("histogram needs bins: the bin edges, ascending")
+        self.edges = HistogramParams(edges=edges.tolist()).edges
+
+    def params(self) -> dict[str, Any]:
+        return {"edges": self.edges}
+
+    def result_dtype(self, dtype: np.dtype) -> np.dtype:
+        return np.dtype(np.intp)
+
+    def finish(self, acc: Partial) -> tuple[np.ndarray, np.ndarray]:
+        return acc["counts"], np.zeros(acc["counts"].shape, bool)
 
 
 _BUILTIN_REDUCTIONS = frozenset(reductions.builtin_names())
