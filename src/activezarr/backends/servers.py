@@ -30,7 +30,7 @@ from ..client.traffic import framing
 from ..errors import StorageUnavailableError
 from ..planning.chunks import ChunkTask
 from ..planning.cost import CAPABILITIES, S3_FRAMING, Traits
-from ..protocol import SCHEMA_PATH, build_request, partial_from_result
+from ..protocol import SCHEMA_PATH, V2_OPS, CannotExpress, build_request
 from .base import BatchResult, ChunkJob, region_labels
 
 #: The ``active`` options that configure the servers.
@@ -39,9 +39,6 @@ SERVER_OPTIONS = frozenset({"server", "concurrency", "retries", "backoff", "back
 #: Seconds a request may take, whole; the server's own upstream timeout is shorter (60 s by
 #: default), so a slow object store comes back as the server's answer, not as a dead server.
 DEFAULT_TIMEOUT = 120.0
-#: Why a chunk goes to the client when the protocol the servers speak cannot describe it.
-CANNOT_EXPRESS = ("the active server cannot take this chunk (its op, dtype, codecs or missing "
-                  "values are outside what the server advertises)")
 #: Server URL -> capability document; fetched once per process.
 _capabilities: dict[str, Mapping[str, Any]] = {}
 #: Statuses worth retrying later; anything else is the server's final answer. A 504 is not
@@ -49,6 +46,29 @@ _capabilities: dict[str, Mapping[str, Any]] = {}
 #: work would meet the same deadline again; its chunks go to the fallback, the 504's message
 #: (naming the server's ``--request-timeout``) the recorded reason.
 _RETRY_STATUSES = {502, 503}
+
+
+@dataclass(frozen=True)
+class Spoken:
+    """What a server's capability document says it takes."""
+
+    extensions: tuple[str, ...]
+    operations: tuple[str, ...]
+
+
+def request_for(job: ChunkJob, task: ChunkTask, position: int, result: BatchResult,
+                spoken: Spoken, *, interface_type: str, url: str,
+                byte_range: tuple[int, int] | None) -> tuple[str, dict[str, Any]] | None:
+    """(op, body) of ``task``'s request, or None with the reason its chunk goes to the client
+    recorded in ``result``."""
+    try:
+        return build_request(job.kernel.spec, task.selection, interface_type=interface_type,
+                             url=url, byte_range=byte_range, extensions=spoken.extensions,
+                             operations=spoken.operations, weights=task.weights,
+                             labels=task.labels)
+    except CannotExpress as exc:
+        result.failed[position] = str(exc)
+        return None
 
 
 @dataclass(frozen=True)
@@ -215,6 +235,13 @@ class ActiveServers:
     async def extensions(self, tally: BatchResult) -> tuple[str, ...]:
         """What the servers add to Reductionist v2 (none for a plain Reductionist)."""
         return tuple((await self.capabilities(tally)).get("extensions", ()))
+
+    async def spoken(self, tally: BatchResult) -> Spoken:
+        """The extensions and operations the servers advertise (the plugin reductions their
+        operator loaded among the operations)."""
+        capabilities = await self.capabilities(tally)
+        return Spoken(tuple(capabilities.get("extensions", ())),
+                      tuple(capabilities.get("operations", V2_OPS)))
 
     async def reduce(self, requests: Sequence[tuple[str, dict[str, Any]]],
                      headers: Mapping[str, str], tally: BatchResult,
@@ -399,7 +426,7 @@ def _item_message(answer: Mapping[str, Any]) -> str:
 def collect(job: ChunkJob, planned: Sequence[tuple[int, str, dict[str, Any], int]],
             answers: Sequence[Answer], result: BatchResult) -> None:
     """Put the servers' answers to ``planned`` (position, op, body, stored bytes) in ``result``."""
-    for (i, op, _, stored), answer in zip(planned, answers):
+    for (i, _, _, stored), answer in zip(planned, answers):
         if isinstance(answer, Refused):
             result.failed[i] = answer.reason
             continue
@@ -409,7 +436,7 @@ def collect(job: ChunkJob, planned: Sequence[tuple[int, str, dict[str, Any], int
             result.combined.add(i)
             told = answer.stored_bytes
         else:
-            result.partials[i] = partial_from_result(op, answer, job.kernel.spec)
+            result.partials[i] = job.kernel.read(answer)
             told = answer.get("stored_bytes")
         result.bytes_stored += stored if told is None else int(told)
 
@@ -424,14 +451,12 @@ async def reduce_targets(servers: ActiveServers, job: ChunkJob, tasks: Sequence[
                          result: BatchResult) -> None:
     """One request per target, sent together (one ``/v2/batch`` where the servers take it);
     partials landing in one output region are merged by the server."""
-    extensions = await servers.extensions(result)
+    spoken = await servers.spoken(result)
     planned = []
     for i, interface, url, byte_range in targets:
-        built = build_request(job.kernel.spec, tasks[i].selection, interface_type=interface,
-                              url=url, byte_range=byte_range, extensions=extensions,
-                              weights=tasks[i].weights, labels=tasks[i].labels)
+        built = request_for(job, tasks[i], i, result, spoken, interface_type=interface,
+                            url=url, byte_range=byte_range)
         if built is None:
-            result.failed[i] = CANNOT_EXPRESS
             continue
         planned.append((i, *built, byte_range[1] if byte_range else 0))
     labels = region_labels([tasks[i] for i, *_ in planned])

@@ -147,8 +147,9 @@ class ActiveReduction(_Reductions):
         floats = cf.packed or (reduction.accumulate == "float" and cf.dtype.kind in "iu")
         accumulate = "float" if floats else "wide"
         return self.layout.spec(missing=cf.missing, axis=plan.reduced,
-                                fields=cf.stored_fields(reduction.fields), accumulate=accumulate,
-                                weighted=extras.weights is not None, group_axis=extras.group_dim)
+                                op=reduction.stored_op(cf.scale), params=reduction.params(),
+                                accumulate=accumulate, weighted=extras.weights is not None,
+                                group_axis=extras.group_dim)
 
     def _estimate(self, plan: ReductionPlan) -> Estimate | None:
         """The cost model's estimate of ``plan``; None where the backend has no model."""

@@ -10,11 +10,12 @@ from typing import Any
 
 import click
 
+from ..errors import UnknownReductionError
 from ..servers import http
 from ..servers.active.app import create_app
 from ..servers.active.config import ServerConfig, Upstream
 from ..servers.lifeline import follow_parent
-from .params import one_line_errors
+from .params import REDUCTIONS_HELP, comma_separated, one_line_errors
 
 
 def _upstream(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
@@ -76,13 +77,14 @@ def _option(*names: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callab
 @_option("--upstream-reads", type=click.IntRange(min=1), default=ServerConfig.upstream_reads,
          show_default=True, help="Reads from the object stores in flight at once; more wait "
          "(their timeout starts when they are sent).")
+@_option("--reductions", default="", callback=comma_separated, help=REDUCTIONS_HELP)
 def serve(host: str, port: int, fd: int | None, upstream: tuple[Upstream, ...],
           allow_root: tuple[str, ...],
           tls_cert: str | None, tls_key: str | None, max_body: int, max_chunk_bytes: int,
           max_decoded_bytes: int, max_memory: int, max_inflight: int, memory_wait: float,
           body_timeout: float, request_timeout: float, max_request_decoded_bytes: int,
           max_connections: int, workers: int | None, s3_region: str,
-          upstream_timeout: float, upstream_reads: int) -> None:
+          upstream_timeout: float, upstream_reads: int, reductions: tuple[str, ...]) -> None:
     """Serve the active-storage protocol (Reductionist v2 compatible)."""
     follow_parent()  # started by activezarr (demo, tests): stop when that process goes
     if (tls_cert is None) != (tls_key is None):
@@ -96,8 +98,9 @@ def serve(host: str, port: int, fd: int | None, upstream: tuple[Upstream, ...],
                               max_request_decoded_bytes=max_request_decoded_bytes,
                               max_connections=max_connections, s3_region=s3_region,
                               upstream_timeout=upstream_timeout, upstream_reads=upstream_reads,
+                              reductions=reductions,
                               **({"workers": workers} if workers else {}))
-    except ValueError as exc:
+    except (ValueError, UnknownReductionError) as exc:
         raise click.UsageError(str(exc)) from None
     context = None
     if tls_cert is not None:

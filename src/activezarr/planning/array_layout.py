@@ -108,12 +108,13 @@ class ArrayLayout:
         return math.prod(self.chunk_shape) * self.dtype.itemsize
 
     def spec(self, *, missing: MissingSpec, axis: tuple[int, ...] | None,
-             fields: Sequence[str], accumulate: str, weighted: bool = False,
-             group_axis: int | None = None) -> ChunkSpec:
+             op: str, accumulate: str, weighted: bool = False,
+             group_axis: int | None = None, params: dict[str, Any] | None = None) -> ChunkSpec:
         """The :class:`ChunkSpec` every chunk of this array is reduced with."""
         return ChunkSpec(dtype=self.dtype.str, shape=self.chunk_shape, order=self.order,
                          codecs=self.codecs, missing=missing, axis=axis,
-                         fields=tuple(fields), accumulate=accumulate,  # type: ignore[arg-type]
+                         op=op, params=params,
+                         accumulate=accumulate,  # type: ignore[arg-type]
                          weighted=weighted, group_axis=group_axis)
 
 

@@ -72,8 +72,9 @@ class Combiner:
             return True
         if _groups_present(item) != _groups_present(group.request):
             raise BadRequest("cannot combine partials of different groups")
-        if partial.shape != group.partial.shape or partial.sum is not None and (
-                group.partial.sum is None or partial.sum.dtype != group.partial.sum.dtype):
+        if partial.shape != group.partial.shape or any(
+                values.dtype != group.partial.arrays[name].dtype
+                for name, values in partial.arrays.items()):
             raise BadRequest(f"cannot combine a partial of shape {list(partial.shape)} with one "
                              f"of shape {list(group.partial.shape)}")
         group.partial.merge(partial)

@@ -88,13 +88,13 @@ def _counted_if_left(request: web.Request) -> Iterator[None]:
 
 
 async def reduce_chunk(request: web.Request) -> web.Response:
-    op = operation(request, OPS)
     service = request.app[SERVICE]
+    op = operation(request, service.operations)
     with _counted_if_left(request):
         async with _by(request, _deadline(request)), service.budget.reservation() as held:
             body = await _body(request, held)
             with service.slot():
-                chunk = parse(ChunkRequest, body)
+                chunk = parse(ChunkRequest, body, op=op)
                 return _cbor(request, await service.run(op, chunk, _auth(request)))
 
 
@@ -118,7 +118,8 @@ def _document(config: ServerConfig) -> dict[str, Any]:
     """The capability document: what a client may send to this server."""
     interfaces = ["s3", "http", "https"] + (["file"] if config.roots else [])
     return {
-        "name": "activezarr", "api": "v2", "operations": list(OPS), "dtypes": list(DTYPES),
+        "name": "activezarr", "api": "v2", "operations": [*OPS, *config.reductions],
+        "dtypes": list(DTYPES),
         "compression": ["blosc2", "gzip", "zlib"], "filters": ["shuffle"],
         "codecs": sorted(ALLOWED_CODECS), "interface_types": interfaces,
         "limits": config.limits(), "extensions": list(EXTENSIONS),

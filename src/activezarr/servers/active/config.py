@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from yarl import URL
 
+from ...chunk.reductions import plugin_operations
+
 MiB = 2**20
 
 
@@ -60,12 +62,15 @@ class ServerConfig:
     #: Reads from the object stores in flight at once (the rest wait, their timeout not yet
     #: running): an object store answering hundreds of GETs at once serves fewer bytes in all.
     upstream_reads: int = 16
+    #: Plugin reductions served besides the built-in operations (``--reductions``).
+    reductions: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.request_timeout <= 0:
             raise ValueError(f"request_timeout {self.request_timeout} is not positive")
         if self.max_connections < 1:
             raise ValueError(f"max_connections {self.max_connections} is below 1")
+        plugin_operations(self.reductions)  # installed, each an aggregation of its own
         if self.upstream_reads < 1:
             raise ValueError(f"upstream_reads {self.upstream_reads} is below 1")
         if self.max_memory < self.max_chunk_bytes:

@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 
-from ...protocol import BatchItem, ChunkRequest, error_body, parse
+from ...protocol import OPS, BatchItem, ChunkRequest, error_body, parse
 from ..budget import MemoryBudget, Reservation
 from ..combine import Combiner
 from ..errors import (
@@ -89,6 +89,11 @@ class ChunkService:
         self.metrics = metrics
         self.budget = MemoryBudget(config.max_memory, config.memory_wait)
         self._inflight = 0
+
+    @property
+    def operations(self) -> tuple[str, ...]:
+        """The operations served: the built-ins and the plugin reductions configured."""
+        return (*OPS, *self.config.reductions)
 
     @property
     def saturated(self) -> bool:
@@ -218,7 +223,7 @@ class ChunkService:
         for position, item in enumerate(items):
             try:
                 # Re-read as JSON so that the strict model applies JSON's rules (lists as tuples).
-                request = parse(BatchItem, json.dumps(item))
+                request = parse(BatchItem, json.dumps(item), self.operations)
                 self._check_limits(request)
                 parsed.append((position, request))
             except Exception as exc:
