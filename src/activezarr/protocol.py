@@ -416,32 +416,56 @@ def build_request(spec: ChunkSpec, selection: Selection, *, interface_type: str,
                   byte_range: tuple[int, int] | None, extensions: Sequence[str],
                   weights: np.ndarray | None = None, labels: np.ndarray | None = None
                   ) -> tuple[str, dict[str, Any]] | None:
-    """(op, JSON body) asking a server for ``spec.fields`` of one chunk; None if it cannot.
+    """(op, JSON body) asking a server for ``spec.fields`` of one chunk; None if it cannot
+    (:func:`request_or_reason` says why).
 
     ``weights`` and ``labels`` are the chunk's own, for weighted and grouped specs.
     """
+    built = request_or_reason(spec, selection, interface_type=interface_type, url=url,
+                              byte_range=byte_range, extensions=extensions, weights=weights,
+                              labels=labels)
+    return None if isinstance(built, str) else built
+
+
+def request_or_reason(spec: ChunkSpec, selection: Selection, *, interface_type: str, url: str,
+                      byte_range: tuple[int, int] | None, extensions: Sequence[str],
+                      weights: np.ndarray | None = None, labels: np.ndarray | None = None
+                      ) -> tuple[str, dict[str, Any]] | str:
+    """(op, JSON body) as :func:`build_request`, or why the server cannot take the chunk: the
+    request field that decided it, and the extension that would have said it."""
     dtype = np.dtype(spec.dtype)
     op = choose_op([f for f in spec.fields if f != "wsum"], extensions)
     allowed_dtypes = DTYPES if "dtypes" in extensions else V2_DTYPES
     order = spec.memory_order
-    if op is None or dtype.name not in allowed_dtypes or order is None:
-        return None
+    if op is None:
+        return f"op: no one operation gives {list(spec.fields)} without the 'stats' extension"
+    if dtype.name not in allowed_dtypes:
+        return (f"dtype: {dtype.name} is not among the server's dtypes "
+                f"({', '.join(allowed_dtypes)}; the 'dtypes' extension adds the small ones)")
+    if order is None:
+        return f"order: the chunk's axis order {spec.order} is neither C nor F"
     integer = dtype.kind in "iu"
     if op == "sum" and "accumulate" not in extensions and integer and dtype.itemsize < 8:
-        return None  # a v2 sum wraps in the input dtype; ours must not
+        # a v2 sum wraps in the input dtype; ours must not
+        return f"accumulate: a {dtype.name} sum would wrap without the 'accumulate' extension"
     # Float64 sums of integers (means, moments) or of packed float16/32 are more than a sum in
     # the input dtype gives: such chunks reduce storage-side only where asked of the server.
     float64 = spec.accumulate == "float" and (integer or dtype.itemsize < 8)
     if float64 and op in ("sum", "stats") and "accumulate-float" not in extensions:
-        return None
-    if spec.missing.nan and (dtype.kind != "f" or "missing-nan" not in extensions):
-        return None  # a plain Reductionist has no wire form for "NaN is missing"
+        return (f"accumulate: float64 sums of {dtype.name} need the 'accumulate-float' "
+                "extension")
+    # NaN-masking (skipna) means nothing for integers, as in the kernel: not asked of them.
+    nan = spec.missing.nan and dtype.kind == "f"
+    if nan and "missing-nan" not in extensions:
+        return "missing_nan: masking NaN (skipna) needs the 'missing-nan' extension"
     missing = Missing.from_spec(spec.missing.model_copy(update={"nan": False}), dtype)
     if missing is not None and missing.combined and "missing-combined" not in extensions:
-        return None
+        return "missing: more than one missing-value rule needs the 'missing-combined' extension"
     chain = {"codecs": list(spec.codecs)} if "codecs" in extensions else _v2_chain(spec.codecs)
     if chain is None:
-        return None
+        ids = ", ".join(str(c.get("id")) for c in spec.codecs)
+        return f"codecs: [{ids}] cannot be written as v2 filters/compression without the " \
+               "'codecs' extension"
     body: dict[str, Any] = {
         "interface_type": interface_type, "url": url, "dtype": dtype.name,
         "shape": list(spec.shape), "order": order,
@@ -455,31 +479,35 @@ def build_request(spec: ChunkSpec, selection: Selection, *, interface_type: str,
         body["offset"], body["size"] = byte_range
     if missing is not None:
         body["missing"] = missing.model_dump(exclude_none=True)
-    if spec.missing.nan:
+    if nan:
         body["missing_nan"] = True
     if op in ("sum", "stats") and "accumulate" in extensions:
         body["accumulate"] = "float" if float64 else "wide"
     if spec.weighted or spec.group_axis is not None:
         extra = weights_and_groups(spec, op, weights, labels, extensions)
-        if extra is None:
-            return None
+        if isinstance(extra, str):
+            return extra
         body.update(extra)
     return op, body
 
 
 def weights_and_groups(spec: ChunkSpec, op: str, weights: np.ndarray | None,
                        labels: np.ndarray | None, extensions: Sequence[str]
-                       ) -> dict[str, Any] | None:
-    """The request fields of the ``weights`` and ``groups`` extensions, or None when the server
-    lacks one (a weighted request is a ``sum``)."""
+                       ) -> dict[str, Any] | str:
+    """The request fields of the ``weights`` and ``groups`` extensions, or why the server
+    cannot take them (a weighted request is a ``sum``)."""
     fields: dict[str, Any] = {}
     if spec.weighted:
-        if "weights" not in extensions or op != "sum" or weights is None:
-            return None
+        if "weights" not in extensions:
+            return "weights: the server lacks the 'weights' extension"
+        if op != "sum" or weights is None:
+            return f"weights: a weighted {op} has no wire form (a weighted request is a sum)"
         fields["weights"] = {"shape": list(weights.shape),
                              "values": np.asarray(weights, np.float64).ravel().tolist()}
     if spec.group_axis is not None:
-        if "groups" not in extensions or op == "select" or labels is None:
-            return None
+        if "groups" not in extensions:
+            return "groups: the server lacks the 'groups' extension"
+        if op == "select" or labels is None:
+            return f"groups: a grouped {op} has no wire form"
         fields["groups"] = {"axis": spec.group_axis, "labels": np.asarray(labels).tolist()}
     return fields

@@ -13,11 +13,10 @@ from ..errors import StorageUnavailableError
 from ..planning.array_layout import ArrayLayout
 from ..planning.chunks import ChunkTask
 from ..planning.cost import HEADS_PER_LISTED_KEY, Traits
-from ..protocol import build_request
+from ..protocol import request_or_reason
 from .base import Backend, BatchResult, ChunkJob, backends, region_labels
 from .credentials import S3Access, s3_access
 from .servers import (
-    CANNOT_EXPRESS,
     SERVER_OPTIONS,
     ActiveServers,
     collect,
@@ -123,12 +122,12 @@ class S3Backend(Backend):
         for i, task in enumerate(tasks):
             if task.byte_range is None and not absent and task.key not in sizes:
                 continue  # never written: the engine uses the fill value
-            built = build_request(job.kernel.spec, task.selection, interface_type="s3",
-                                  url=access.url(f"{self.root}/{task.key}"),
-                                  byte_range=task.byte_range, extensions=extensions,
-                                  weights=task.weights, labels=task.labels)
-            if built is None:
-                result.failed[i] = CANNOT_EXPRESS
+            built = request_or_reason(job.kernel.spec, task.selection, interface_type="s3",
+                                      url=access.url(f"{self.root}/{task.key}"),
+                                      byte_range=task.byte_range, extensions=extensions,
+                                      weights=task.weights, labels=task.labels)
+            if isinstance(built, str):
+                result.failed[i] = self.servers.cannot_take(built)
                 continue
             stored = task.byte_range[1] if task.byte_range else sizes.get(task.key, 0)
             planned.append((i, *built, stored))

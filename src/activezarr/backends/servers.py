@@ -28,7 +28,7 @@ from ..client.traffic import framing
 from ..errors import StorageUnavailableError
 from ..planning.chunks import ChunkTask
 from ..planning.cost import CAPABILITIES, S3_FRAMING, Traits
-from ..protocol import SCHEMA_PATH, build_request, partial_from_result
+from ..protocol import SCHEMA_PATH, partial_from_result, request_or_reason
 from .base import BatchResult, ChunkJob, region_labels
 
 #: The ``active`` options that configure the servers.
@@ -37,11 +37,13 @@ SERVER_OPTIONS = frozenset({"server", "concurrency", "retries", "backoff", "back
 #: Seconds a request may take, whole; the server's own upstream timeout is shorter (60 s by
 #: default), so a slow object store comes back as the server's answer, not as a dead server.
 DEFAULT_TIMEOUT = 120.0
-#: Why a chunk goes to the client when the protocol the servers speak cannot describe it.
-CANNOT_EXPRESS = ("the active server cannot take this chunk (its op, dtype, codecs or missing "
-                  "values are outside what the server advertises)")
+#: Why a chunk goes to the client when the protocol the servers speak cannot describe it;
+#: the field that decided it follows.
+CANNOT_EXPRESS = "the active server cannot take this chunk"
 #: Server URL -> capability document; fetched once per process.
 _capabilities: dict[str, Mapping[str, Any]] = {}
+#: Server URL -> what it answered instead of a capability document (perhaps no active server).
+_not_documented: dict[str, str] = {}
 #: Statuses worth retrying later; anything else is the server's final answer.
 _RETRY_STATUSES = {502, 503, 504}
 
@@ -94,13 +96,20 @@ def server_urls(value: Any) -> list[str]:
     return [str(url).rstrip("/") for url in servers]
 
 
-def _message(body: bytes, status: int) -> str:
-    """The server's error message (PROTOCOL.md's JSON error), or the status when it has none."""
+def _message(body: bytes, status: int, url: str) -> str:
+    """The server's error message (PROTOCOL.md's JSON error), or, from something that is no
+    active server (an S3 endpoint, a web page), the URL and what it answered."""
     try:
         error = json.loads(body)["error"]
         return str(error["message"])
     except (ValueError, KeyError, TypeError):
-        return f"HTTP {status}: {body[:200]!r}"
+        return (f"{url} answered HTTP {status} ({_excerpt(body)!r}), not an active server's "
+                "JSON error")
+
+
+def _excerpt(body: bytes) -> str:
+    """The start of an answer that is not ours, as one line."""
+    return " ".join(body[:120].decode(errors="replace").split())
 
 
 def _retry_after(response: aiohttp.ClientResponse) -> float | None:
@@ -186,7 +195,7 @@ class ActiveServers:
                                                 response.raw_headers) + len(answer)
             if response.status == 200:
                 return answer
-            message = _message(answer, response.status)
+            message = _message(answer, response.status, server + path)
             if response.status not in _RETRY_STATUSES:
                 raise _RefusedError(message)
             problem = f"{server} answered {response.status}: {message}"
@@ -199,13 +208,31 @@ class ActiveServers:
         """The capability document of the first server (empty for a plain Reductionist)."""
         cached = _capabilities.get(self.servers[0])
         if cached is None:
+            answer: Any = None
             try:
-                document = json.loads(await self.call("GET", SCHEMA_PATH, tally))
-            except (_RefusedError, ValueError):
+                answer = await self.call("GET", SCHEMA_PATH, tally)
+                document = json.loads(answer)
+            except _RefusedError as exc:
+                document, answer = None, exc.reason
+            except ValueError:
                 document = None
+                answer = f"GET {SCHEMA_PATH} answered {_excerpt(answer)!r}, not JSON"
             cached = document if isinstance(document, dict) else {}
+            if not cached and isinstance(answer, str):
+                _not_documented[self.servers[0]] = answer
             _capabilities[self.servers[0]] = cached
         return cached
+
+    def cannot_take(self, reason: str) -> str:
+        """Why a chunk goes to the client when no request can describe it: ``reason`` (the
+        field that decided it) and, where the server gave no capability document, its answer,
+        for a URL that is no active server at all shows there."""
+        server = self.servers[0]
+        said = _not_documented.get(server)
+        if said is None:
+            return f"{CANNOT_EXPRESS}: {reason}"
+        return (f"{CANNOT_EXPRESS}: is {server} an active server? Asked for its capabilities, "
+                f"{said}; without them, {reason}")
 
     async def extensions(self, tally: BatchResult) -> tuple[str, ...]:
         """What the servers add to Reductionist v2 (none for a plain Reductionist)."""
@@ -265,7 +292,13 @@ class ActiveServers:
                     answers[i] = Refused(exc.reason)
                 break
             again = []
-            for i, answer in zip(pending, cbor2.loads(body)):
+            try:
+                decoded = self._cbor(body, "/v2/batch")
+            except _RefusedError as exc:
+                for i in pending:
+                    answers[i] = Refused(exc.reason)
+                break
+            for i, answer in zip(pending, decoded):
                 answers[i] = _answer(answer)
                 if "error" in answer and answer.get("status") in _RETRY_STATUSES:
                     again.append(i)
@@ -277,9 +310,19 @@ class ActiveServers:
     async def _one(self, op: str, body: dict[str, Any], headers: Mapping[str, str],
                    tally: BatchResult) -> Answer:
         try:
-            return cbor2.loads(await self.call("POST", f"/v2/{op}", tally, body, headers))
+            answer = await self.call("POST", f"/v2/{op}", tally, body, headers)
+            return self._cbor(answer, f"/v2/{op}")
         except _RefusedError as exc:
             return Refused(exc.reason)
+
+    def _cbor(self, body: bytes, path: str) -> Any:
+        """A 200's CBOR body; from something that is no active server (a web page answering
+        every path), a refusal saying so."""
+        try:
+            return cbor2.loads(body)
+        except (cbor2.CBORDecodeError, ValueError):
+            raise _RefusedError(f"the answer to POST {path} is not CBOR ({_excerpt(body)!r}): is "
+                                f"{', '.join(self.servers)} an active server?") from None
 
     async def close(self) -> None:
         """Nothing to release: the session is shared, and closed at exit."""
@@ -411,11 +454,11 @@ async def reduce_targets(servers: ActiveServers, job: ChunkJob, tasks: Sequence[
     extensions = await servers.extensions(result)
     planned = []
     for i, interface, url, byte_range in targets:
-        built = build_request(job.kernel.spec, tasks[i].selection, interface_type=interface,
-                              url=url, byte_range=byte_range, extensions=extensions,
-                              weights=tasks[i].weights, labels=tasks[i].labels)
-        if built is None:
-            result.failed[i] = CANNOT_EXPRESS
+        built = request_or_reason(job.kernel.spec, tasks[i].selection, interface_type=interface,
+                                  url=url, byte_range=byte_range, extensions=extensions,
+                                  weights=tasks[i].weights, labels=tasks[i].labels)
+        if isinstance(built, str):
+            result.failed[i] = servers.cannot_take(built)
             continue
         planned.append((i, *built, byte_range[1] if byte_range else 0))
     labels = region_labels([tasks[i] for i, *_ in planned])
