@@ -123,8 +123,8 @@ class S3Backend(Backend):
         for i, task in enumerate(tasks):
             if task.byte_range is None and not absent and task.key not in sizes:
                 continue  # never written: the engine uses the fill value
-            built = request_for(job, task, i, result, spoken, interface_type="s3",
-                                url=access.url(f"{self.root}/{task.key}"),
+            built = request_for(job, task, i, result, self.servers, spoken,
+                                interface_type="s3", url=access.url(f"{self.root}/{task.key}"),
                                 byte_range=task.byte_range)
             if built is None:
                 continue

@@ -39,8 +39,13 @@ SERVER_OPTIONS = frozenset({"server", "concurrency", "retries", "backoff", "back
 #: Seconds a request may take, whole; the server's own upstream timeout is shorter (60 s by
 #: default), so a slow object store comes back as the server's answer, not as a dead server.
 DEFAULT_TIMEOUT = 120.0
+#: Why a chunk goes to the client when the protocol the servers speak cannot describe it;
+#: the field that decided it follows.
+CANNOT_EXPRESS = "the active server cannot take this chunk"
 #: Server URL -> capability document; fetched once per process.
 _capabilities: dict[str, Mapping[str, Any]] = {}
+#: Server URL -> what it answered instead of a capability document (perhaps no active server).
+_not_documented: dict[str, str] = {}
 #: Statuses worth retrying later; anything else is the server's final answer. A 504 is not
 #: retried: the server (or a gateway before it) stopped the work at its deadline, and the same
 #: work would meet the same deadline again; its chunks go to the fallback, the 504's message
@@ -57,7 +62,7 @@ class Spoken:
 
 
 def request_for(job: ChunkJob, task: ChunkTask, position: int, result: BatchResult,
-                spoken: Spoken, *, interface_type: str, url: str,
+                servers: ActiveServers, spoken: Spoken, *, interface_type: str, url: str,
                 byte_range: tuple[int, int] | None) -> tuple[str, dict[str, Any]] | None:
     """(op, body) of ``task``'s request, or None with the reason its chunk goes to the client
     recorded in ``result``."""
@@ -67,7 +72,7 @@ def request_for(job: ChunkJob, task: ChunkTask, position: int, result: BatchResu
                              operations=spoken.operations, weights=task.weights,
                              labels=task.labels)
     except CannotExpress as exc:
-        result.failed[position] = str(exc)
+        result.failed[position] = servers.cannot_take(str(exc))
         return None
 
 
@@ -119,13 +124,20 @@ def server_urls(value: Any) -> list[str]:
     return [str(url).rstrip("/") for url in servers]
 
 
-def _message(body: bytes, status: int) -> str:
-    """The server's error message (PROTOCOL.md's JSON error), or the status when it has none."""
+def _message(body: bytes, status: int, url: str) -> str:
+    """The server's error message (PROTOCOL.md's JSON error), or, from something that is no
+    active server (an S3 endpoint, a web page), the URL and what it answered."""
     try:
         error = json.loads(body)["error"]
         return str(error["message"])
     except (ValueError, KeyError, TypeError):
-        return f"HTTP {status}: {body[:200]!r}"
+        return (f"{url} answered HTTP {status} ({_excerpt(body)!r}), not an active server's "
+                "JSON error")
+
+
+def _excerpt(body: bytes) -> str:
+    """The start of an answer that is not ours, as one line."""
+    return " ".join(body[:120].decode(errors="replace").split())
 
 
 def _retry_after(response: aiohttp.ClientResponse) -> float | None:
@@ -211,7 +223,7 @@ class ActiveServers:
                                                 response.raw_headers) + len(answer)
             if response.status == 200:
                 return answer
-            message = _message(answer, response.status)
+            message = _message(answer, response.status, server + path)
             if response.status not in _RETRY_STATUSES:
                 raise _RefusedError(message)
             problem = f"{server} answered {response.status}: {message}"
@@ -224,13 +236,31 @@ class ActiveServers:
         """The capability document of the first server (empty for a plain Reductionist)."""
         cached = _capabilities.get(self.servers[0])
         if cached is None:
+            answer: Any = None
             try:
-                document = json.loads(await self.call("GET", SCHEMA_PATH, tally))
-            except (_RefusedError, ValueError):
+                answer = await self.call("GET", SCHEMA_PATH, tally)
+                document = json.loads(answer)
+            except _RefusedError as exc:
+                document, answer = None, exc.reason
+            except ValueError:
                 document = None
+                answer = f"GET {SCHEMA_PATH} answered {_excerpt(answer)!r}, not JSON"
             cached = document if isinstance(document, dict) else {}
+            if not cached and isinstance(answer, str):
+                _not_documented[self.servers[0]] = answer
             _capabilities[self.servers[0]] = cached
         return cached
+
+    def cannot_take(self, reason: str) -> str:
+        """Why a chunk goes to the client when no request can describe it: ``reason`` (the
+        field that decided it) and, where the server gave no capability document, its answer,
+        for a URL that is no active server at all shows there."""
+        server = self.servers[0]
+        said = _not_documented.get(server)
+        if said is None:
+            return f"{CANNOT_EXPRESS}: {reason}"
+        return (f"{CANNOT_EXPRESS}: is {server} an active server? Asked for its capabilities, "
+                f"{said}; without them, {reason}")
 
     async def extensions(self, tally: BatchResult) -> tuple[str, ...]:
         """What the servers add to Reductionist v2 (none for a plain Reductionist)."""
@@ -298,7 +328,13 @@ class ActiveServers:
                     answers[i] = Refused(exc.reason)
                 break
             again = []
-            for i, answer in zip(pending, cbor2.loads(body)):
+            try:
+                decoded = self._cbor(body, "/v2/batch")
+            except _RefusedError as exc:
+                for i in pending:
+                    answers[i] = Refused(exc.reason)
+                break
+            for i, answer in zip(pending, decoded):
                 answers[i] = _answer(answer)
                 if "error" in answer and answer.get("status") in _RETRY_STATUSES:
                     again.append(i)
@@ -310,9 +346,19 @@ class ActiveServers:
     async def _one(self, op: str, body: dict[str, Any], headers: Mapping[str, str],
                    tally: BatchResult) -> Answer:
         try:
-            return cbor2.loads(await self.call("POST", f"/v2/{op}", tally, body, headers))
+            answer = await self.call("POST", f"/v2/{op}", tally, body, headers)
+            return self._cbor(answer, f"/v2/{op}")
         except _RefusedError as exc:
             return Refused(exc.reason)
+
+    def _cbor(self, body: bytes, path: str) -> Any:
+        """A 200's CBOR body; from something that is no active server (a web page answering
+        every path), a refusal saying so."""
+        try:
+            return cbor2.loads(body)
+        except (cbor2.CBORDecodeError, ValueError):
+            raise _RefusedError(f"the answer to POST {path} is not CBOR ({_excerpt(body)!r}): is "
+                                f"{', '.join(self.servers)} an active server?") from None
 
     async def close(self) -> None:
         """Nothing to release: the session is shared, and closed at exit."""
@@ -454,7 +500,7 @@ async def reduce_targets(servers: ActiveServers, job: ChunkJob, tasks: Sequence[
     spoken = await servers.spoken(result)
     planned = []
     for i, interface, url, byte_range in targets:
-        built = request_for(job, tasks[i], i, result, spoken, interface_type=interface,
+        built = request_for(job, tasks[i], i, result, servers, spoken, interface_type=interface,
                             url=url, byte_range=byte_range)
         if built is None:
             continue
