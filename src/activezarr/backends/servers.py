@@ -44,6 +44,10 @@ CANNOT_EXPRESS = ("the active server cannot take this chunk (its op, dtype, code
 _capabilities: dict[str, Mapping[str, Any]] = {}
 #: Statuses worth retrying later; anything else is the server's final answer.
 _RETRY_STATUSES = {502, 503, 504}
+#: The rotation over the servers, shared by every reduction in the process and begun at random:
+#: reductions of a batch or two each (dask leaves, one chunk apiece) would otherwise all send
+#: their first request to the same server, and the others would idle.
+_turns = itertools.count(random.randrange(2**16))
 
 
 @dataclass(frozen=True)
@@ -130,7 +134,6 @@ class ActiveServers:
         self.timeout = aiohttp.ClientTimeout(
             total=float(options.get("timeout", DEFAULT_TIMEOUT)),
             sock_connect=float(options.get("connect_timeout", 10.0)))
-        self._turn = 0
         self._limit: asyncio.Semaphore | None = None
 
     def _http(self) -> tuple[aiohttp.ClientSession, asyncio.Semaphore]:
@@ -144,8 +147,7 @@ class ActiveServers:
         if not self.live:
             problems = "; ".join(f"{s}: {p}" for s, p in self.dropped.items())
             raise StorageUnavailableError(f"no active server left ({problems})")
-        self._turn += 1
-        return self.live[self._turn % len(self.live)]
+        return self.live[next(_turns) % len(self.live)]
 
     def _drop(self, server: str, problem: str) -> None:
         if server in self.live:
@@ -227,8 +229,11 @@ class ActiveServers:
         if (len(requests) > 1 or absent) and "batch" in extensions:
             limits = capabilities.get("limits", {})
             items = [{"op": op, **body} for op, body in requests]
-            groups = within_limits(items, int(limits.get("max_batch", 1024)),
-                             int(limits.get("max_body", 4 * 2**20)))
+            # one batch per live server at least, so that a reduction of a single batch
+            # (an array below the backend's batch bytes) is shared by all of them
+            share = -(-len(items) // max(1, len(self.live)))
+            groups = within_limits(items, min(int(limits.get("max_batch", 1024)), share),
+                                   int(limits.get("max_body", 4 * 2**20)))
             extra: dict[str, Any] = {"lean": True} if "lean" in extensions else {}
             if absent:
                 extra["absent"] = True
