@@ -10,11 +10,9 @@ node's bytes from storage are that hub end's counter of the shaped class, read b
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import os
 import re
-import signal
 import subprocess
 from collections.abc import Iterator
 
@@ -71,14 +69,7 @@ def bytes_from_store(i: int) -> int:
 @contextlib.contextmanager
 def site(nodes: int, rate: str) -> Iterator[None]:
     """Make the hub and ``nodes`` nodes, links shaped at ``rate``; remove them on any exit."""
-    teardown()  # a previous run killed with SIGKILL may have left them
-
-    def stop(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    atexit.register(teardown)
-    try:
+    with _netns.torn_down(teardown):
         _netns._ip("netns", "add", HUB)
         _netns._ip("-n", HUB, "link", "set", "lo", "up")
         _netns._ip("-n", HUB, "addr", "add", f"{STORE_IP}/32", "dev", "lo")
@@ -103,11 +94,6 @@ def site(nodes: int, rate: str) -> Iterator[None]:
             _tc("filter", "add", "dev", link, "parent", "1:", "protocol", "ip", "prio", "1",
                 "u32", "match", "ip", "src", f"{STORE_IP}/32", "flowid", "1:10")
         yield
-    finally:
-        teardown()
-        atexit.unregister(teardown)
-        for s, handler in previous.items():
-            signal.signal(s, handler)
 
 
 def in_hub(command: list[str]) -> list[str]:
