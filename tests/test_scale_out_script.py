@@ -37,4 +37,4 @@ def test_quick_grid_checks_answers_survives_a_killed_server_and_plots(tmp_path: 
         assert row["active"] > 0 and row["plain"] > 0
     assert (tmp_path / "scale_out.png").stat().st_size > 10000
     assert (tmp_path / "chunk_cost.png").stat().st_size > 10000
-    assert "mean: aggregate GB/s" in run.stdout
+    assert "mean of 4 MiB, per-node link loopback: median seconds" in run.stdout
