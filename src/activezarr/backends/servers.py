@@ -117,10 +117,11 @@ def _retry_after(response: aiohttp.ClientResponse) -> float | None:
 class ActiveServers:
     """The HTTP client of one reduction to its active servers.
 
-    Options: ``server`` (a URL or a list, used round-robin), ``concurrency`` (requests at
-    once; default zarr's ``async.concurrency``), ``retries`` (3), ``backoff`` (first delay in
-    seconds, doubling, with jitter; 0.1), ``backoff_cap`` (longest delay; 5), ``timeout``
-    (seconds per request; 120), ``connect_timeout`` (10).
+    Options: ``server`` (a URL or a list: requests rotate over them, and a batch is cut into a
+    share per live server), ``concurrency`` (requests at once; default zarr's
+    ``async.concurrency``), ``retries`` (3), ``backoff`` (first delay in seconds, doubling,
+    with jitter; 0.1), ``backoff_cap`` (longest delay; 5), ``timeout`` (seconds per request;
+    120), ``connect_timeout`` (10).
     """
 
     def __init__(self, options: Mapping[str, Any]) -> None:
