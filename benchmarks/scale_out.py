@@ -47,7 +47,7 @@ import _star
 HERE = Path(__file__).resolve().parent
 SERVER_PORT = 8080
 QUERIES = ("mean", "climatology")
-#: Chunk sizes of the per-chunk cost sweep: days per chunk of the (lat, lon) grid.
+#: Chunk sizes (KiB) of the per-chunk cost sweep, on a (lat, lon) grid of 32 KiB a day.
 SWEEP_KIB = (64, 256, 1024, 4096)
 
 
@@ -211,9 +211,9 @@ def answer(ds: Any, query: str) -> np.ndarray:
 
 
 def active_query(endpoint: str, servers: list[str], name: str, query: str, ds: Any
-                 ) -> tuple[Any, Callable[[], Any], Any]:
-    """``query`` through ``servers``: the reduction, its answer in this process and as a
-    dask array."""
+                 ) -> tuple[Callable[[], Any], Any]:
+    """``query`` through ``servers``: its answer computed in this process, and as a dask
+    array."""
     import _rig
     import zarr
 
@@ -226,7 +226,7 @@ def active_query(endpoint: str, servers: list[str], name: str, query: str, ds: A
                                      fallback=False)
     options = {} if query == "mean" else {
         "axis": 0, "groups": (0, ds["time"].dt.month.values - 1)}
-    return red, lambda: red.reduce("mean", **options), adask.reduce(red, "mean", **options)
+    return lambda: red.reduce("mean", **options), adask.reduce(red, "mean", **options)
 
 
 def plain_query(endpoint: str, name: str, query: str) -> Any:
@@ -269,7 +269,7 @@ class Runner:
         if method == "plain":
             lazy = plain_query(self.endpoint, name, query)
         else:
-            _, here, lazy = active_query(self.endpoint, self.servers[:k], name, query, ds)
+            here, lazy = active_query(self.endpoint, self.servers[:k], name, query, ds)
             if w == 0:  # one client process, no dask
                 return np.ma.filled(np.ma.asarray(here(), dtype=np.float64), np.nan)
         result = self.client.compute(lazy, workers=self.workers[:w], allow_other_workers=False)
@@ -314,7 +314,7 @@ def measure(args: argparse.Namespace, site: bool) -> dict[str, Any]:
         t0 = time.perf_counter()
         ds = _write(endpoint, shape, "tas.zarr")
         want = {query: answer(ds, query) for query in args.queries}
-        stored = sum(_star_sizes(endpoint, "tas.zarr"))
+        stored = sum(_stored_sizes(endpoint, "tas.zarr"))
         out |= {"nbytes": int(ds["tas"].nbytes), "stored_bytes": stored}
         print(f"dataset: {dict(ds['tas'].sizes)} float32, {ds['tas'].nbytes / 2**20:.0f} MiB "
               f"({stored / 2**20:.1f} MiB stored), chunks of {shape.days} days "
@@ -336,16 +336,17 @@ def measure(args: argparse.Namespace, site: bool) -> dict[str, Any]:
                         for k in args.servers:
                             runner.run("active", query, k, w, "tas.zarr", ds, want[query])
             out["grid"] = list(runner.records)
-            out["killed"] = kill_one(runner, servers, ds, want["mean"], args)
+            out["killed"] = kill_one(runner, servers, ds, want["mean"], args) \
+                if "mean" in want else None
             if site:
                 _star.set_rate(links, _star.UNSHAPED)
             runner.records = []
-            out["sweep"] = sweep(runner, endpoint, args, site)
+            out["sweep"] = sweep(runner, endpoint, args)
     out["load_end"] = os.getloadavg()[0]
     return out
 
 
-def _star_sizes(endpoint: str, name: str) -> list[int]:
+def _stored_sizes(endpoint: str, name: str) -> list[int]:
     import _rig
     import fsspec
     fs = fsspec.filesystem("s3", **_options(endpoint))
@@ -379,8 +380,7 @@ def kill_one(runner: Runner, servers: ServerNodes, ds: Any, want: np.ndarray,
             "extra_seconds": seconds - baseline}
 
 
-def sweep(runner: Runner, endpoint: str, args: argparse.Namespace, site: bool
-          ) -> list[dict[str, Any]]:
+def sweep(runner: Runner, endpoint: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     """Per-chunk cost of the whole-array mean against chunk size, links unshaped, on the live
     servers and all workers, next to the decoder floor."""
     import _rig
@@ -529,8 +529,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--lon", type=int, default=96)
     p.add_argument("--days", type=int, default=32,
                    help="days per chunk (default 32: 0.56 MiB)")
-    p.add_argument("--sweep", type=int, nargs="*", default=list(SWEEP_KIB),
-                   help="chunk sizes in KiB of the per-chunk cost sweep (multiples of 32)")
+    p.add_argument("--sweep", type=int, nargs="*",
+                   help="chunk sizes in KiB of the per-chunk cost sweep, multiples of 32 "
+                        "(default 64 256 1024 4096; none: no sweep)")
     p.add_argument("--sweep-size", type=int, default=32, help="MiB of each sweep dataset")
     p.add_argument("--sweep-servers", type=int, default=4, help="K of the sweep")
     p.add_argument("--queries", nargs="+", choices=QUERIES, default=list(QUERIES))
@@ -544,7 +545,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.size, args.lat, args.lon, args.days, args.repeat = 4, 32, 32, 32, 1
-        args.sweep, args.sweep_size = [64, 256], 2
+        args.sweep_size = 2
+    if args.sweep is None:
+        args.sweep = [64, 256] if args.quick else list(SWEEP_KIB)
     args.workers = sorted(set(args.workers))
     args.servers = sorted(set(args.servers))
     return args
