@@ -92,11 +92,13 @@ def test_active_store_from_url_refuses_an_icechunk_store_with_the_advice(
         activezarr.ActiveStore.from_url(icechunk_store)
 
 
+@pytest.mark.parametrize("url", ["{repo}", "file://{repo}", "icechunk://{repo}",
+                                 "active::icechunk://{repo}"])
 def test_active_store_from_url_refuses_a_local_icechunk_repository_with_the_advice(
-        tmp_path: Path) -> None:
+        tmp_path: Path, url: str) -> None:
     _native(icechunk.local_filesystem_storage(str(tmp_path / "repo")))
     with pytest.raises(UnsupportedArrayError, match="is an icechunk repository, which Active"):
-        activezarr.ActiveStore.from_url(str(tmp_path / "repo"))
+        activezarr.ActiveStore.from_url(url.format(repo=tmp_path / "repo"))
 
 
 def test_from_url_names_what_it_takes_for_any_other_object() -> None:

@@ -63,6 +63,9 @@ class ActiveStore(WrapperStore[Store]):
                             if is_icechunk(url) else
                             f"ActiveStore.from_url takes a URL, not {type(url).__name__}; "
                             "wrap a zarr store with ActiveStore.of or open it by URL")
+        if "icechunk://" in url:  # fsspec knows no such protocol: say what works instead
+            raise UnsupportedArrayError(f"{url} is an icechunk repository, which ActiveStore "
+                                        f"cannot open: {ICECHUNK_ADVICE}")
         options = dict(storage_options or {})
         if get_protocol(url) in ("file", "local"):
             fs, root = fsspec.core.url_to_fs(url, **options)
