@@ -104,3 +104,11 @@ def test_active_store_from_url_refuses_a_local_icechunk_repository_with_the_advi
 def test_from_url_names_what_it_takes_for_any_other_object() -> None:
     with pytest.raises(TypeError, match="takes a URL, not MemoryStore"):
         activezarr.ActiveStore.from_url(zarr.storage.MemoryStore())  # type: ignore[arg-type]
+
+
+def test_a_zarr_group_with_members_named_like_icechunk_folders_opens(tmp_path: Path) -> None:
+    group = zarr.open_group(str(tmp_path / "ds.zarr"), mode="w")
+    for name in ("refs", "snapshots"):
+        group.create_array(name, shape=(2,), dtype="f4")[:] = 1
+    store = activezarr.ActiveStore.from_url(str(tmp_path / "ds.zarr"))
+    assert activezarr.ActiveReduction(zarr.open_array(store, path="refs")).sum() == 2

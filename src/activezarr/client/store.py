@@ -35,6 +35,13 @@ def client_only_reason(store: Store) -> str:
             "(use activezarr.ActiveStore.from_url or an active:: URL)")
 
 
+def _is_icechunk_repository(fs: fsspec.AbstractFileSystem, root: str) -> bool:
+    """Whether the folder ``root`` holds an icechunk repository (its ``refs`` and ``snapshots``
+    folders) rather than a zarr group, whose members could bear those names."""
+    return (all(fs.isdir(f"{root}/{name}") for name in ("refs", "snapshots"))
+            and not any(fs.exists(f"{root}/{name}") for name in ("zarr.json", ".zgroup")))
+
+
 class ActiveStore(WrapperStore[Store]):
     """Wraps any zarr store; plain reads and writes pass through unchanged.
 
@@ -69,7 +76,7 @@ class ActiveStore(WrapperStore[Store]):
         options = dict(storage_options or {})
         if get_protocol(url) in ("file", "local"):
             fs, root = fsspec.core.url_to_fs(url, **options)
-            if all(fs.isdir(f"{root}/{name}") for name in ("refs", "snapshots")):
+            if _is_icechunk_repository(fs, root):
                 raise UnsupportedArrayError(f"{root} is an icechunk repository, which ActiveStore "
                                             f"cannot open: "
                                             f"{ICECHUNK_ADVICE}")
