@@ -18,11 +18,10 @@ from .base import Backend, BatchResult, ChunkJob, backends, region_labels
 from .credentials import S3Access, s3_access
 from .servers import (
     CANNOT_EXPRESS,
-    SERVER_OPTIONS,
     ActiveServers,
+    ServerOptions,
     collect,
     server_traits,
-    server_urls,
 )
 
 
@@ -35,7 +34,8 @@ class S3Backend(Backend):
 
     name = "s3"
     combine_batch_bytes = 64 * 2**20
-    option_names = Backend.option_names | SERVER_OPTIONS
+    options_model = ServerOptions
+    options: ServerOptions
 
     def __init__(self, store: Store, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(store, options)
@@ -44,11 +44,6 @@ class S3Backend(Backend):
         self.root = str(getattr(store, "root", "")).strip("/")
         self._access: asyncio.Future[S3Access] | None = None
         self._sizes: asyncio.Future[dict[str, int]] | None = None
-
-    @classmethod
-    def check_options(cls, options: Mapping[str, Any]) -> None:
-        super().check_options(options)
-        server_urls(options.get("server"))
 
     @classmethod
     def configured(cls, options: Mapping[str, Any]) -> bool:
