@@ -185,11 +185,11 @@ def test_ost_start_help_comes_from_the_cluster_config() -> None:
     _documented(_help(ost, "start"), ClusterConfig, "ACTIVEZARR_OST_")
 
 
-def test_the_servers_token_variable_is_the_clients() -> None:
+def test_the_servers_settings_are_declared_with_the_clusters() -> None:
     assert f"env var: {TOKEN_VARIABLE}" in _help(ost, "oss")
-    for command in ("target", "mds"):
-        text = _help(ost, command)
-        assert "--max-connections" in text and "--disk-rate" in text or "--lan-rate" in text
+    assert "--disk-rate" in _help(ost, "target") and "--lan-rate" in _help(ost, "mds")
+    for command in ("target", "oss", "mds"):
+        assert "ACTIVEZARR_OST_MAX_CONNECTIONS" in _help(ost, command)
 
 
 def test_an_ost_server_refuses_connections_over_its_limit(tmp_path: Path) -> None:

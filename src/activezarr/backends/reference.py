@@ -42,8 +42,8 @@ def _has_remote_targets(fs: Any) -> bool:
 class ReferenceBackend(FileBackend):
     """Hands each chunk to the path of its target: this process's pool or an active server.
 
-    Options: ``workers`` (as the file backend) and those of :class:`~.servers.ActiveServers`
-    for targets on S3 or HTTP.
+    Options: the file backend's (:class:`~.file.FileOptions`); those of the servers reach the
+    targets on S3 or HTTP.
     """
 
     name = "reference"

@@ -29,7 +29,7 @@ from .servers import (
 class S3Backend(Backend):
     """Reduces chunks of an s3fs-backed store on one or more active servers.
 
-    Options: those of :class:`~.servers.ActiveServers` (``server`` and how to reach it).
+    Options: :class:`~.servers.ServerOptions` (``server`` and how to reach it).
     """
 
     name = "s3"

@@ -14,27 +14,26 @@ from ..servers.ost.cluster import Cluster, ClusterConfig, mb_per_s, run_until_si
 from ..servers.ost.messages import TOKEN_VARIABLE
 from ..servers.ost.serving import Serving, serve
 from ..servers.processes import terminated_as_exit
+from ..servers.settings import same_as
 from .params import OneLineErrorsGroup
 from .settings import options_from, settings_from
 
 #: ``ACTIVEZARR_OST_TOKEN`` for ``--token``.
 PREFIX = "ACTIVEZARR_OST_"
-#: The cluster's settings, which its servers' share: declared there.
-_SHAPE: dict[str, Any] = dict(ClusterConfig.model_fields)
 
 
 class TargetSettings(Serving):
     """An OST server's settings."""
 
-    disk_rate: float | None = _SHAPE["disk_rate"]
+    disk_rate: float | None = same_as(ClusterConfig, "disk_rate")
 
 
 class MDSSettings(Serving):
     """The MDS's settings: the cluster's default striping and its LAN."""
 
-    stripe_size: int = _SHAPE["stripe_size"]
-    stripe_count: int = _SHAPE["stripe_count"]
-    lan_rate: float | None = _SHAPE["lan_rate"]
+    stripe_size: int = same_as(ClusterConfig, "stripe_size")
+    stripe_count: int = same_as(ClusterConfig, "stripe_count")
+    lan_rate: float | None = same_as(ClusterConfig, "lan_rate")
 
 
 @click.group("ost", cls=OneLineErrorsGroup)

@@ -39,3 +39,9 @@ class Listening(Settings):
     max_connections: int = setting(
         512, "Connections open at once; more are answered 503 and closed.", ge=1)
     access_log: bool = setting(False, "Log a line per request (aiohttp's access log).")
+
+
+def same_as(model: type[BaseModel], name: str) -> Any:
+    """The field ``name`` of ``model``, for another model holding the same setting: its type
+    bounds, default and help stay declared in one place."""
+    return model.model_fields[name]

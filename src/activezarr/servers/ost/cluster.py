@@ -18,7 +18,7 @@ from typing import Self
 from ...protocol import HEALTH_PATH
 from ..metrics import parse_links
 from ..processes import listening_socket, port_of, spawn, stop, wait_healthy
-from ..settings import Settings, setting
+from ..settings import Listening, Settings, same_as, setting
 from .messages import TOKEN_HEADER, TOKEN_VARIABLE
 from .ratelimit import MB
 from .transport import register_token
@@ -41,6 +41,8 @@ class ClusterConfig(Settings):
     host: str = setting("127.0.0.1", "Interface every server listens on.")
     lan_rate: float | None = setting(None, LAN_HELP, gt=0)
     disk_rate: float | None = setting(None, DISK_HELP, gt=0)
+    #: Each server's, as its own command declares it.
+    max_connections: int = same_as(Listening, "max_connections")
 
     def sockets(self) -> list[socket.socket]:
         """Listening sockets for [MDS, OST 0, ..., OST N-1, OSS]."""
@@ -79,7 +81,8 @@ class Cluster:
         return self.config.root / "token"
 
     def _spawn(self, name: str, sock: socket.socket, *args: str) -> None:
-        command = [sys.executable, "-m", "activezarr.servers.ost", *args]
+        command = [sys.executable, "-m", "activezarr.servers.ost", *args,
+                   "--max-connections", str(self.config.max_connections)]
         self.processes[name] = spawn(command, sock, start_new_session=True,
                                      env={**os.environ, TOKEN_VARIABLE: self.token})
 
