@@ -19,7 +19,7 @@ SCRIPT = textwrap.dedent("""
     import asyncio, json, sys
     import zarr, activezarr
     from activezarr.backends.base import BatchResult
-    from activezarr.backends.servers import ActiveServers
+    from activezarr.backends.servers import ActiveServers, ServerOptions
     from activezarr.protocol import SCHEMA_PATH
 
     url, options, server = json.loads(sys.argv[1])
@@ -29,7 +29,7 @@ SCRIPT = textwrap.dedent("""
 
     async def main():
         # a session of this loop's own, kept open by a connection to the server
-        await ActiveServers({"server": server}).call("GET", SCHEMA_PATH, BatchResult([], "s3"))
+        await ActiveServers(ServerOptions(server=server)).call("GET", SCHEMA_PATH, BatchResult([], "s3"))
         # and a reduction from inside asyncio.run (it runs on zarr's loop)
         print(await asyncio.to_thread(red.mean))
 

@@ -18,25 +18,23 @@ import random
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import aiohttp
 import cbor2
 import numpy as np
 import zarr
+from pydantic import BeforeValidator, Field
 
 from ..client.traffic import framing
 from ..errors import StorageUnavailableError
 from ..planning.chunks import ChunkTask
 from ..planning.cost import CAPABILITIES, S3_FRAMING, Traits
 from ..protocol import SCHEMA_PATH, V2_OPS, CannotExpress, build_request
-from .base import BatchResult, ChunkJob, region_labels
+from .base import BatchResult, ChunkJob, Options, region_labels
 
-#: The ``active`` options that configure the servers.
-SERVER_OPTIONS = frozenset({"server", "concurrency", "retries", "backoff", "backoff_cap",
-                            "timeout", "connect_timeout"})
-#: Seconds a request may take, whole; the server's own upstream timeout is shorter (60 s by
+#: Seconds a request may take, whole; the server's own request timeout is shorter (60 s by
 #: default), so a slow object store comes back as the server's answer, not as a dead server.
 DEFAULT_TIMEOUT = 120.0
 #: Why a chunk goes to the client when the protocol the servers speak cannot describe it;
@@ -117,15 +115,30 @@ class _RefusedError(Exception):
         self.reason = reason
 
 
-def server_urls(value: Any) -> list[str]:
-    """The ``server`` option as a list of URLs; a URL without http(s):// is an error."""
+def server_urls(value: Any) -> tuple[str, ...]:
+    """The ``server`` option as URLs; a URL without http(s):// is an error."""
     servers = [value] if isinstance(value, str) else list(value or ())
     for url in servers:
         parts = urlsplit(str(url))
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"active server {url!r} is not an http(s) URL; "
                              f"write it as e.g. 'http://{parts.path or url}'")
-    return [str(url).rstrip("/") for url in servers]
+    return tuple(str(url).rstrip("/") for url in servers)
+
+
+class ServerOptions(Options):
+    """The ``active`` options of the backends that talk to active servers."""
+
+    server: Annotated[tuple[str, ...], BeforeValidator(server_urls)] = Field(
+        (), description="active server URL, or a list used round-robin")
+    concurrency: int | None = Field(None, ge=1, description="requests at once (default: "
+                                    "zarr's async.concurrency)")
+    retries: int = Field(3, ge=0, description="attempts after the first, for a 502 or 503")
+    backoff: float = Field(0.1, ge=0, description="first delay before a retry, in seconds, "
+                           "doubling, with jitter")
+    backoff_cap: float = Field(5.0, ge=0, description="longest delay before a retry, seconds")
+    timeout: float = Field(DEFAULT_TIMEOUT, gt=0, description="seconds per request, whole")
+    connect_timeout: float = Field(10.0, gt=0, description="seconds to connect to a server")
 
 
 def _message(body: bytes, status: int, url: str) -> str:
@@ -154,24 +167,20 @@ def _retry_after(response: aiohttp.ClientResponse) -> float | None:
 class ActiveServers:
     """The HTTP client of one reduction to its active servers.
 
-    Options: ``server`` (a URL or a list: requests rotate over them, and a batch is cut into a
-    share per live server), ``concurrency`` (requests at once; default zarr's
-    ``async.concurrency``), ``retries`` (3), ``backoff`` (first delay in seconds, doubling,
-    with jitter; 0.1), ``backoff_cap`` (longest delay; 5), ``timeout`` (seconds per request;
-    120), ``connect_timeout`` (10).
+    Configured by :class:`ServerOptions`: requests rotate over its servers, and a batch is
+    cut into a share per live server.
     """
 
-    def __init__(self, options: Mapping[str, Any]) -> None:
-        self.servers = server_urls(options.get("server"))
+    def __init__(self, options: ServerOptions) -> None:
+        self.servers = list(options.server)
         self.live = list(self.servers)
         self.dropped: dict[str, str] = {}
-        self.concurrency = int(options.get("concurrency") or zarr.config.get("async.concurrency"))
-        self.retries = int(options.get("retries", 3))
-        self.backoff = float(options.get("backoff", 0.1))
-        self.backoff_cap = float(options.get("backoff_cap", 5.0))
-        self.timeout = aiohttp.ClientTimeout(
-            total=float(options.get("timeout", DEFAULT_TIMEOUT)),
-            sock_connect=float(options.get("connect_timeout", 10.0)))
+        self.concurrency = options.concurrency or int(zarr.config.get("async.concurrency"))
+        self.retries = options.retries
+        self.backoff = options.backoff
+        self.backoff_cap = options.backoff_cap
+        self.timeout = aiohttp.ClientTimeout(total=options.timeout,
+                                             sock_connect=options.connect_timeout)
         self._limit: asyncio.Semaphore | None = None
 
     def _http(self) -> tuple[aiohttp.ClientSession, asyncio.Semaphore]:

@@ -19,6 +19,7 @@ import click
 import numpy as np
 import zarr
 from rich.console import Console
+from rich.filesize import decimal
 from rich.table import Table
 from zarr.abc.store import ByteRequest, Store
 from zarr.codecs import ZstdCodec
@@ -224,14 +225,6 @@ def _value(value: Any) -> str:
     return f"{float(value):.3f}"
 
 
-def _bytes(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000:
-            return f"{n:.3g} {unit}"
-        n /= 1000
-    return f"{n:.0f} TB"
-
-
 def tables(rows: list[Row]) -> list[Table]:
     """The comparison as rich tables, one per dataset and storage path, to fit 80 columns."""
     out = []
@@ -243,8 +236,8 @@ def tables(rows: list[Row]) -> list[Table]:
             table.add_column(header, justify="right", no_wrap=True)
         for r in group:
             table.add_row(r.reduction, _value(r.value),
-                          "[green]yes[/]" if r.agree else "[red]NO[/]", _bytes(r.active_bytes),
-                          _bytes(r.plain_bytes), f"{r.active_seconds:.3f} s",
+                          "[green]yes[/]" if r.agree else "[red]NO[/]", decimal(r.active_bytes),
+                          decimal(r.plain_bytes), f"{r.active_seconds:.3f} s",
                           f"{r.plain_seconds:.3f} s")
         out.append(table)
     return out
