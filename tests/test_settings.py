@@ -81,24 +81,25 @@ def test_serve_help_shows_every_setting_with_its_help_default_and_variable() -> 
 
 def test_every_serve_setting_reads_its_environment_variable(tmp_path: Path) -> None:
     values = {"host": "127.0.0.2", "port": 9999, "max_connections": 7, "access_log": True,
-              "upstreams": "http://a.example http://b.example=http://10.0.0.1:9000",
+              "upstreams": "http://a.example http://b.example=http://127.0.0.2:9000",
               "roots": str(tmp_path), "max_body": MiB, "max_chunk_bytes": 2 * MiB,
               "max_decoded_bytes": 3 * MiB, "max_request_decoded_bytes": 4 * MiB,
               "max_memory": 5 * MiB, "max_inflight": 6, "memory_wait": 1.5, "body_timeout": 2.5,
               "request_timeout": 3.5, "workers": 3, "s3_region": "eu-west-2",
-              "upstream_timeout": 1.25, "upstream_reads": 9,
+              "upstream_timeout": 1.25, "upstream_reads": 9, "reductions": (),
               "tls_cert": str(tmp_path / "cert.pem"), "tls_key": str(tmp_path / "key.pem")}
     (tmp_path / "cert.pem").write_text("")
     (tmp_path / "key.pem").write_text("")
     fields = _options(ServeSettings)
     assert set(values) == set(fields)  # a new setting gets a line here
     probe, made = _probe(ServeSettings)
-    env = {envvar(option_name(n, fields[n])): str(v) for n, v in values.items()}
+    env = {envvar(option_name(n, fields[n])): " ".join(v) if isinstance(v, tuple) else str(v)
+           for n, v in values.items()}
     done = CliRunner().invoke(probe, [], env=env)
     assert done.exit_code == 0, done.output
     settings = made[0]
     assert [str(u.internal) for u in settings.upstreams] == ["http://a.example",
-                                                              "http://10.0.0.1:9000"]
+                                                              "http://127.0.0.2:9000"]
     for name, value in values.items():
         if name not in ("upstreams", "roots", "tls_cert", "tls_key"):
             assert getattr(settings, name) == value, name
