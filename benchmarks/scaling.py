@@ -23,8 +23,8 @@ import zarr
 from object_stores import KEYS, s3
 
 import activezarr
-from activezarr.client import traffic
-from activezarr.client.sync import run_sync
+from activezarr.transport import traffic
+from activezarr.transport.sync import run_sync
 from activezarr.servers.processes import active_server
 
 BUCKET = "scaling"

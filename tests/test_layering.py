@@ -33,8 +33,8 @@ def top_packages(modules: set[str]) -> set[str]:
 @pytest.mark.parametrize("command", [
     ["-m", "activezarr", "serve", "--help"],
     ["-m", "activezarr.servers.active", "--help"],
-    ["-m", "activezarr.servers.ost", "target", "--help"],
-    ["-c", "import activezarr.servers.active.app, activezarr.servers.ost.oss"],
+    ["-m", "activezarr.ost", "target", "--help"],
+    ["-c", "import activezarr.servers.active.app, activezarr.ost.servers.oss"],
 ])
 def test_a_server_process_imports_no_client_code(command: list[str]) -> None:
     modules = imported_modules(*command)

@@ -15,7 +15,7 @@ import pytest
 import zarr
 
 import activezarr
-from activezarr.backends.ost import OSTBackend
+from activezarr.ost.client.backend import OSTBackend
 from activezarr.errors import FallbackWarning, StorageUnavailableError
 from ost_cluster import write_array
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from zarr.abc.store import RangeByteRequest
 from zarr.buffer import default_buffer_prototype
 
-from ..client import traffic
+from ..transport import traffic
 from ..planning.array_layout import ArrayLayout
 from ..planning.chunks import ChunkTask
 from ..planning.cost import Traits

@@ -24,7 +24,7 @@ import aiohttp
 import cbor2
 import zarr
 
-from ..client.traffic import framing
+from ..transport.traffic import framing
 from ..errors import StorageUnavailableError
 from ..planning.chunks import ChunkTask
 from ..planning.cost import CAPABILITIES, S3_FRAMING, Traits

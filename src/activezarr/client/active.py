@@ -27,7 +27,7 @@ from ..planning.selection import DimSelection, normalize_selection, reduced_dims
 from .engine import Engine, Progress, fallback_warning
 from .report import Report
 from .store import ActiveStore
-from .sync import run_sync
+from ..transport.sync import run_sync
 
 
 class _Reductions:

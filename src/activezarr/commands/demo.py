@@ -165,7 +165,7 @@ def _deferred(module: str, name: str, doc: str) -> Part:
 PARTS: list[Part] = [
     local_files,
     _deferred(".demo_s3", "s3_objects", "An embedded S3 (moto) and the active server."),
-    _deferred(".demo_ost", "ost_files", "A four-OST striped file system on loopback."),
+    _deferred("activezarr.ost.demo", "ost_files", "A four-OST striped file system on loopback."),
 ]
 
 #: How to read every table, printed once before them.

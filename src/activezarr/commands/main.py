@@ -37,8 +37,8 @@ LARGE_RUN_CHUNKS = 1000
 #: command name -> "module:attribute" of a command imported only when it is used.
 LAZY_COMMANDS = {
     "demo": ".demo:run_demo",
-    "layout": ".layout:layout",
-    "ost": ".ost:ost",
+    "layout": "activezarr.ost.layout:layout",
+    "ost": "activezarr.ost.commands:ost",
     "serve": ".serve:serve",
 }
 #: The extra that installs what a lazily loaded command needs.

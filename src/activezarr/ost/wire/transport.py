@@ -17,7 +17,7 @@ import cbor2
 
 from ...errors import CredentialsError, StorageUnavailableError
 from ...protocol import HEALTH_PATH
-from ..errors import ServerError
+from ...servers.errors import ServerError
 from .layouts import CBOR, decode_layouts
 from .messages import LINK_HEADER, TOKEN_HEADER, TOKEN_VARIABLE, ClusterMap, Entry
 from .ratelimit import RateLimiter

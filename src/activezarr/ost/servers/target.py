@@ -9,11 +9,11 @@ from aiohttp import web
 
 from ...chunk.partial import Partial
 from ...chunk.parts import Piece, trim
-from ..combine import encode_answer
-from ..errors import BadRequest
-from ..operations import chunk_partial
+from ...servers.combine import encode_answer
+from ...servers.errors import BadRequest
+from ...servers.operations import chunk_partial
 from .batches import ItemServer, add_batch_routes
-from .messages import (
+from ..wire.messages import (
     EXTENSIONS,
     LINK_HEADER,
     PartItem,
@@ -22,7 +22,7 @@ from .messages import (
     ReadRequest,
 )
 from .objects import ObjectStore
-from .ratelimit import RateLimiter
+from ..wire.ratelimit import RateLimiter
 from .serving import LINKS, add_schema, cbor_response, create_base_app, operation
 
 OBJECTS = web.AppKey("objects", ObjectStore)

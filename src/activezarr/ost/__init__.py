@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .striping import Extent, FileLayout
+from .wire.striping import Extent, FileLayout
 
 if TYPE_CHECKING:
-    from .cluster import Cluster, ClusterConfig
+    from .servers.cluster import Cluster, ClusterConfig
 
 __all__ = ["Cluster", "ClusterConfig", "Extent", "FileLayout"]
 
@@ -20,7 +20,7 @@ def __getattr__(name: str) -> Any:
     # The cluster (every server's web application) is imported only by who starts one: the
     # ost client imports this package's messages and transport, and pays for nothing more.
     if name in ("Cluster", "ClusterConfig"):
-        from . import cluster
+        from .servers import cluster
 
         return getattr(cluster, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,11 +9,11 @@ from typing import Any
 import click
 
 from ..servers.lifeline import follow_parent
-from ..servers.ost.cluster import Cluster, ClusterConfig, mb_per_s, run_until_signalled
-from ..servers.ost.messages import TOKEN_VARIABLE
-from ..servers.ost.serving import serve
+from .servers.cluster import Cluster, ClusterConfig, mb_per_s, run_until_signalled
+from .wire.messages import TOKEN_VARIABLE
+from .servers.serving import serve
 from ..servers.processes import terminated_as_exit
-from .params import OneLineErrorsGroup
+from ..commands.params import OneLineErrorsGroup
 
 _RATE: dict[str, Any] = {"type": float, "default": None}
 LAN_HELP = "MB/s between the storage and the client; unlimited when absent."
@@ -83,7 +83,7 @@ def _listening(function: Callable[..., None]) -> Callable[..., None]:
 def target(root: str, host: str, port: int | None, fd: int | None, token: str,
            disk_rate: float | None) -> None:
     """Run one OST server (the cluster launcher starts these)."""
-    from ..servers.ost.target import create_target_app
+    from .servers.target import create_target_app
 
     serve(create_target_app(root, token, mb_per_s(disk_rate)), host, port, fd)
 
@@ -93,7 +93,7 @@ def target(root: str, host: str, port: int | None, fd: int | None, token: str,
 @_listening
 def oss(host: str, port: int | None, fd: int | None, token: str, mds: str) -> None:
     """Run the OSS server (the cluster launcher starts it)."""
-    from ..servers.ost.oss import create_oss_app
+    from .servers.oss import create_oss_app
 
     serve(create_oss_app(mds, token), host, port, fd)
 
@@ -113,8 +113,8 @@ def mds(state: str, host: str, port: int | None, fd: int | None, token: str,
         osts: tuple[str, ...], oss: str | None, stripe_size: int, stripe_count: int,
         lan_rate: float | None) -> None:
     """Run the MDS server (the cluster launcher starts it)."""
-    from ..servers.ost.mds import create_mds_app
-    from ..servers.ost.messages import ClusterMap
+    from .servers.mds import create_mds_app
+    from .wire.messages import ClusterMap
 
     cluster_map = ClusterMap(osts=osts, oss=oss, stripe_size=stripe_size,
                              stripe_count=stripe_count, lan_rate=mb_per_s(lan_rate))

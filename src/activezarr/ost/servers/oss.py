@@ -14,14 +14,14 @@ from aiohttp import web
 
 from ...chunk.partial import Partial
 from ...protocol import ChunkRequest
-from ..errors import BadRequest
-from ..operations import chunk_partial, execute
+from ...servers.errors import BadRequest
+from ...servers.operations import chunk_partial, execute
 from .batches import ItemServer, add_batch_routes
-from .messages import EXTENSIONS, MAX_BATCH, WholeItem
+from ..wire.messages import EXTENSIONS, MAX_BATCH, WholeItem
 from .serving import add_schema, cbor_response, create_base_app, operation
-from .striping import FileLayout
+from ..wire.striping import FileLayout
 from .target import MAX_DECODED
-from .transport import ClusterClient
+from ..wire.transport import ClusterClient
 
 CLIENT = web.AppKey("client", ClusterClient)
 

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Self
 
 from ...protocol import HEALTH_PATH
-from ..metrics import parse_links
-from ..processes import listening_socket, port_of, spawn, stop, wait_healthy
-from .messages import TOKEN_HEADER, TOKEN_VARIABLE
-from .ratelimit import MB
-from .transport import register_token
+from ...servers.metrics import parse_links
+from ...servers.processes import listening_socket, port_of, spawn, stop, wait_healthy
+from ..wire.messages import TOKEN_HEADER, TOKEN_VARIABLE
+from ..wire.ratelimit import MB
+from ..wire.transport import register_token
 
 
 @dataclass
@@ -78,7 +78,7 @@ class Cluster:
         return self.config.root / "token"
 
     def _spawn(self, name: str, sock: socket.socket, *args: str) -> None:
-        command = [sys.executable, "-m", "activezarr.servers.ost", *args]
+        command = [sys.executable, "-m", "activezarr.ost", *args]
         self.processes[name] = spawn(command, sock, start_new_session=True,
                                      env={**os.environ, TOKEN_VARIABLE: self.token})
 
