@@ -19,14 +19,14 @@ from hypothesis import strategies as st
 
 import activezarr
 import activezarr.ost.client.backend as ost_backend
+from activezarr.ost import Cluster
 from activezarr.ost.client.backend import _fit_results
 from activezarr.ost.client.survey import survey_array
-from activezarr.servers.metrics import parse_links
-from activezarr.ost import Cluster
 from activezarr.ost.wire.layouts import decode_layouts
 from activezarr.ost.wire.messages import MAX_BATCH, MAX_BATCH_BODY, TOKEN_HEADER
 from activezarr.ost.wire.striping import FileLayout
 from activezarr.ost.wire.transport import ClusterClient
+from activezarr.servers.metrics import parse_links
 from ost_cluster import open_active, write_array
 
 _names = (f"b{i}" for i in itertools.count())

@@ -19,11 +19,11 @@ from aiohttp import web
 from click.testing import CliRunner
 
 import activezarr
-from activezarr.ost.commands import ost
 from activezarr.errors import CredentialsError
-from activezarr.protocol import HEALTH_PATH
 from activezarr.ost import Cluster
+from activezarr.ost.commands import ost
 from activezarr.ost.wire.messages import MAX_STRIPES, TOKEN_HEADER, TOKEN_VARIABLE
+from activezarr.protocol import HEALTH_PATH
 from activezarr.servers.processes import listening_socket, port_of
 from ost_cluster import write_array
 
@@ -51,9 +51,9 @@ def test_every_call_but_healthz_needs_the_cluster_token(ost_cluster: Cluster,
                                                          tmp_path: Path) -> None:
     """Walks each server's route table, so that a route added later is covered too."""
     from activezarr.ost.servers.mds import create_mds_app
-    from activezarr.ost.wire.messages import ClusterMap
     from activezarr.ost.servers.oss import create_oss_app
     from activezarr.ost.servers.target import create_target_app
+    from activezarr.ost.wire.messages import ClusterMap
 
     apps = {
         ost_cluster.mds: create_mds_app(str(tmp_path / "mds.json"),

@@ -24,11 +24,11 @@ import aiohttp
 import cbor2
 import zarr
 
-from ..transport.traffic import framing
 from ..errors import StorageUnavailableError
 from ..planning.chunks import ChunkTask
 from ..planning.cost import CAPABILITIES, S3_FRAMING, Traits
 from ..protocol import SCHEMA_PATH, build_request, partial_from_result
+from ..transport.traffic import framing
 from .base import BatchResult, ChunkJob, region_labels
 
 #: The ``active`` options that configure the servers.

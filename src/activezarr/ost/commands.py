@@ -8,12 +8,12 @@ from typing import Any
 
 import click
 
-from ..servers.lifeline import follow_parent
-from .servers.cluster import Cluster, ClusterConfig, mb_per_s, run_until_signalled
-from .wire.messages import TOKEN_VARIABLE
-from .servers.serving import serve
-from ..servers.processes import terminated_as_exit
 from ..commands.params import OneLineErrorsGroup
+from ..servers.lifeline import follow_parent
+from ..servers.processes import terminated_as_exit
+from .servers.cluster import Cluster, ClusterConfig, mb_per_s, run_until_signalled
+from .servers.serving import serve
+from .wire.messages import TOKEN_VARIABLE
 
 _RATE: dict[str, Any] = {"type": float, "default": None}
 LAN_HELP = "MB/s between the storage and the client; unlimited when absent."

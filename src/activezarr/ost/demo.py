@@ -14,9 +14,9 @@ import zarr
 from zarr.storage import FsspecStore, LocalStore
 
 from ..client.store import ActiveStore
+from ..commands.demo import Datasets, Row, compare
 from .client.survey import survey_array
 from .servers.cluster import Cluster, ClusterConfig
-from ..commands.demo import Datasets, Row, compare
 
 KiB = 1024
 #: Where a chunk of the ost backend is reduced, by the survey's name for its path.

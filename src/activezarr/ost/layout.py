@@ -8,9 +8,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from ..commands.params import JsonObjectType
 from .client.placement import SPREAD_POLICIES
 from .client.survey import Survey, survey_url
-from ..commands.params import JsonObjectType
 
 
 @click.command("layout")

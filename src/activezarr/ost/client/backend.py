@@ -23,9 +23,10 @@ import cbor2
 import numpy as np
 from zarr.abc.store import Store
 
+from ...backends.base import Backend, BatchResult, ChunkJob, backends, region_labels
+from ...backends.servers import within_limits
 from ...chunk.partial import Partial
 from ...chunk.parts import Piece, reduce_loose
-from .filesystem import OSTFileSystem
 from ...errors import ChunkDecodeError, UnsupportedArrayError
 from ...planning.array_layout import ArrayLayout
 from ...planning.chunks import ChunkTask
@@ -36,7 +37,6 @@ from ...planning.cost import (
     Traits,
     stored_chunk_bytes,
 )
-from .placement import SPREAD_POLICIES, Placement, place
 from ...protocol import build_request, partial_from_result
 from ..wire.layouts import encode_layouts
 from ..wire.messages import (
@@ -50,8 +50,8 @@ from ..wire.messages import (
 from ..wire.namespace import normalize
 from ..wire.striping import FileLayout, by_ost
 from ..wire.transport import OSTUnavailableError, RemoteError, remember_stalls
-from ...backends.base import Backend, BatchResult, ChunkJob, backends, region_labels
-from ...backends.servers import within_limits
+from .filesystem import OSTFileSystem
+from .placement import SPREAD_POLICIES, Placement, place
 
 #: The results one request to an OST or the OSS may reserve: half its memory, the other half
 #: left for the items it reads (large batches of chunks with large, distinct outputs are

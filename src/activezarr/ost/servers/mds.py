@@ -22,8 +22,8 @@ from ..wire.messages import (
     PathsRequest,
 )
 from ..wire.namespace import Namespace, normalize
-from .serving import LINKS, TOKEN, create_base_app, log
 from ..wire.striping import FileLayout
+from .serving import LINKS, TOKEN, create_base_app, log
 
 CLUSTER = web.AppKey("cluster", ClusterMap)
 NAMESPACE = web.AppKey("namespace", Namespace)

@@ -16,12 +16,12 @@ from ...chunk.partial import Partial
 from ...protocol import ChunkRequest
 from ...servers.errors import BadRequest
 from ...servers.operations import chunk_partial, execute
-from .batches import ItemServer, add_batch_routes
 from ..wire.messages import EXTENSIONS, MAX_BATCH, WholeItem
-from .serving import add_schema, cbor_response, create_base_app, operation
 from ..wire.striping import FileLayout
-from .target import MAX_DECODED
 from ..wire.transport import ClusterClient
+from .batches import ItemServer, add_batch_routes
+from .serving import add_schema, cbor_response, create_base_app, operation
+from .target import MAX_DECODED
 
 CLIENT = web.AppKey("client", ClusterClient)
 

@@ -12,7 +12,6 @@ from ...chunk.parts import Piece, trim
 from ...servers.combine import encode_answer
 from ...servers.errors import BadRequest
 from ...servers.operations import chunk_partial
-from .batches import ItemServer, add_batch_routes
 from ..wire.messages import (
     EXTENSIONS,
     LINK_HEADER,
@@ -21,8 +20,9 @@ from ..wire.messages import (
     ReadManyRequest,
     ReadRequest,
 )
-from .objects import ObjectStore
 from ..wire.ratelimit import RateLimiter
+from .batches import ItemServer, add_batch_routes
+from .objects import ObjectStore
 from .serving import LINKS, add_schema, cbor_response, create_base_app, operation
 
 OBJECTS = web.AppKey("objects", ObjectStore)
