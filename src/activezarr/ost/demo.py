@@ -30,7 +30,13 @@ LAYOUTS = [
 
 
 def ost_files(data: Datasets) -> Iterator[Row]:
-    """``tas`` copied onto a four-OST cluster in each of :data:`LAYOUTS`, reduced actively."""
+    """A four-OST striped file system on loopback.
+
+    Parallel file system (ost backend): tas written three ways onto a four-OST striped file
+    system on loopback. 'N chunks on the OSTs' means the OST holding each chunk's bytes reduced
+    it; 'on the OSS' means the OSS gathered a chunk cut by small stripes from several OSTs over
+    the storage network and reduced it there; 'on the client' means it was read plainly.
+    """
     source = zarr.open_array(LocalStore(data.paths["tas"], read_only=True), mode="r")
     values = np.asarray(source[...])
     dimension_names = getattr(source.metadata, "dimension_names", None)  # zarr v3 only
