@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from ...chunk.partial import Partial
-from ...chunk.parts import Piece, trim
+from ...chunk.parts import Piece, reduce_pieces, trim
 from ...servers.combine import encode_answer
 from ...servers.errors import BadRequest
 from ...servers.operations import chunk_partial
@@ -38,7 +38,7 @@ def part_partial(op: str, request: PartRequest, pieces: list[Piece]
     if request.codec_configs() or request.weights is not None or request.groups is not None:
         # Decoded, weighted or grouped whole: the pieces must make up the chunk.
         return chunk_partial(op, request, _whole(pieces), MAX_DECODED), {}
-    partial, loose = request.chunk_reduction(op, request.shape, ()).reduce_pieces(pieces)
+    partial, loose = reduce_pieces(request.chunk_reduction(op, request.shape, ()), pieces)
     return partial, {"loose": [[start, data] for start, data in loose]} if loose else {}
 
 
