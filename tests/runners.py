@@ -75,13 +75,18 @@ def s3_copy(s3: Any, data: bytes, key: str) -> str:
     return f"s3://{BUCKET}/{key}"
 
 
-def _s3(path: Path, fixtures: Mapping[str, Any]) -> zarr.Array:
-    s3, server = fixtures["moto_s3"], fixtures["active_server"]
+def on_s3(path: Path, s3: Any, server: str) -> zarr.Array:
+    """The zarr store at ``path`` copied to moto's S3 and opened through the active server
+    at ``server``."""
     name = fresh_name()
     for key, data in _files(path).items():
         s3_copy(s3, data, f"{name}/{key}")
     return _open(f"s3://{BUCKET}/{name}", storage_options=s3.storage_options,
-                 active={"server": server.url})
+                 active={"server": server})
+
+
+def _s3(path: Path, fixtures: Mapping[str, Any]) -> zarr.Array:
+    return on_s3(path, fixtures["moto_s3"], fixtures["active_server"].url)
 
 
 def _s3_as_plain_reductionist(path: Path, fixtures: Mapping[str, Any]) -> zarr.Array:

@@ -12,8 +12,6 @@ from activezarr.chunk.parts import FlatReducer, boxes, reduce_loose
 from activezarr.chunk.spec import ChunkSpec, MissingSpec
 from activezarr.ost.wire.striping import FileLayout
 
-FIELDS = ("count", "sum", "min", "max", "m2")
-
 
 @st.composite
 def chunks(draw):
@@ -33,7 +31,7 @@ def test_ost_parts_and_loose_bytes_make_the_whole_chunk(chunk, dtype, order, str
     shape, selection, axes = chunk
     data = np.random.default_rng(stripe).integers(0, 9, size=shape).astype(dtype)
     raw = data.tobytes(order=order)
-    spec = ChunkSpec(dtype=dtype, shape=shape, order=order, axis=axes, fields=FIELDS,
+    spec = ChunkSpec(dtype=dtype, shape=shape, order=order, axis=axes, op="stats",
                      missing=MissingSpec(values=(3,)))
     file = FileLayout(fid="f", size=offset + len(raw), stripe_size=stripe, osts=tuple(range(osts)))
     extents = file.extents(offset, len(raw))

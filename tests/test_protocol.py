@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from activezarr.chunk.kernel import ChunkKernel
 from activezarr.chunk.result import select_result
 from activezarr.chunk.spec import ChunkSpec, MissingSpec
 from activezarr.protocol import (
     EXTENSIONS,
+    CannotExpress,
     ChunkRequest,
     Missing,
     build_request,
-    choose_op,
     error_body,
-    partial_from_result,
 )
 
 BASE = {"interface_type": "s3", "url": "http://s3.local/bucket/key", "dtype": "int32"}
@@ -194,8 +194,8 @@ def test_stats_carries_every_moment_of_the_result_shape() -> None:
     data = np.arange(12, dtype=np.int32).reshape(3, 4)
     result = run("stats", data, axis=[1])
     spec = ChunkSpec(dtype="<i4", shape=(3, 4), axis=(1,),
-                     fields=("count", "sum", "min", "max", "m2"), accumulate="float")
-    partial = partial_from_result("stats", result, spec)
+                     op="stats", accumulate="float")
+    partial = ChunkKernel(spec).read(result)
     np.testing.assert_array_equal(partial.sum, data.sum(axis=1))
     np.testing.assert_array_equal(partial.max, data.max(axis=1))
     np.testing.assert_allclose(partial.m2, data.var(axis=1) * 4)
@@ -226,18 +226,24 @@ def spec(**fields: object) -> ChunkSpec:
     return ChunkSpec(**{"dtype": "<f4", "shape": (4, 4), **fields})
 
 
-@pytest.mark.parametrize("fields, extensions, op", [
-    (("count",), (), "count"), (("count", "sum"), (), "sum"), (("count", "min"), (), "min"),
-    (("count", "sum", "m2"), EXTENSIONS, "stats"), (("count", "sum", "m2"), (), None),
+@pytest.mark.parametrize("op, extensions, served", [
+    ("count", (), True), ("sum", (), True), ("min", (), True),
+    ("stats", EXTENSIONS, True), ("stats", (), False),
 ])
-def test_the_op_is_chosen_from_the_partial_fields(fields: tuple, extensions: tuple,
-                                                  op: str | None) -> None:
-    assert choose_op(fields, extensions) == op
+def test_the_op_is_the_specs_aggregation(op: str, extensions: tuple, served: bool) -> None:
+    chunk = spec(op=op)
+    if served:
+        assert build_request(chunk, ((0, 4, 1),) * 2, interface_type="s3", url="http://h/b/k",
+                             byte_range=None, extensions=extensions)[0] == op
+    else:
+        with pytest.raises(CannotExpress, match="does not serve the 'stats'"):
+            build_request(chunk, ((0, 4, 1),) * 2, interface_type="s3", url="http://h/b/k",
+                          byte_range=None, extensions=extensions)
 
 
 def test_a_plain_reductionist_gets_v2_fields_only() -> None:
     chain = ({"id": "shuffle", "elementsize": 4}, {"id": "zlib", "level": 1})
-    op, body = build_request(spec(codecs=chain, fields=("count", "sum")), ((0, 4, 1),) * 2,
+    op, body = build_request(spec(codecs=chain, op="sum"), ((0, 4, 1),) * 2,
                              interface_type="s3", url="http://h/b/k", byte_range=(8, 64),
                              extensions=())
     assert op == "sum"
@@ -251,17 +257,18 @@ def test_a_plain_reductionist_gets_v2_fields_only() -> None:
 @pytest.mark.parametrize("chunk", [
     spec(codecs=({"id": "zstd"},)),             # codec outside v2
     spec(dtype="<i2"),                          # dtype outside v2
-    spec(dtype="<i4", fields=("count", "sum")),  # a v2 int32 sum would wrap
+    spec(dtype="<i4", op="sum"),  # a v2 int32 sum would wrap
     spec(missing=MissingSpec(nan=True)),        # NaN as missing has no wire form
     spec(shape=(2, 2, 2), order=(1, 0, 2)),     # only a full reversal has a wire form (F)
 ])
 def test_what_a_plain_reductionist_cannot_do_stays_on_the_client(chunk: ChunkSpec) -> None:
-    assert build_request(chunk, ((0, 4, 1),) * 2, interface_type="s3", url="http://h/b/k",
-                         byte_range=None, extensions=()) is None
+    with pytest.raises(CannotExpress):  # the reason names its field: test_fallback_reasons
+        build_request(chunk, ((0, 4, 1),) * 2, interface_type="s3", url="http://h/b/k",
+                      byte_range=None, extensions=())
 
 
 def test_our_server_gets_the_whole_codec_chain_and_wide_sums() -> None:
-    chunk = spec(dtype=">i2", codecs=({"id": "zstd", "level": 1},), fields=("count", "sum"))
+    chunk = spec(dtype=">i2", codecs=({"id": "zstd", "level": 1},), op="sum")
     op, body = build_request(chunk, ((0, 4, 1),) * 2, interface_type="s3", url="http://h/b/k",
                              byte_range=None, extensions=EXTENSIONS)
     assert body["codecs"] == [{"id": "zstd", "level": 1}]

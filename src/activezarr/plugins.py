@@ -38,6 +38,10 @@ class Registry(Generic[T]):
                     self._pending.setdefault(ep.name, ep)
             self._loaded = True
 
+    def builtin_names(self) -> list[str]:
+        """The names registered in code so far (before any entry point is loaded)."""
+        return list(self._plugins)
+
     def names(self) -> list[str]:
         self._load_entry_points()
         return sorted({*self._plugins, *self._pending})

@@ -20,20 +20,31 @@ from pydantic import (
     StrictBool,
     StrictInt,
     ValidationError,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
 from .chunk.codec import ChunkReduction
 from .chunk.codecs import CodecChain
+from .chunk.reductions import BUILTIN_AGGREGATIONS, aggregation_class
 from .chunk.result import BYTE_ORDER, ENDIAN, ResultForm, result_form
-from .chunk.result import partial_from_result as partial_from_result  # what clients read
-from .chunk.spec import ChunkSpec, MissingSpec, Selection, check_selection
+from .chunk.spec import (
+    MAX_GROUPS,
+    SUPPORTED_DTYPES,
+    V2_DTYPES,
+    ChunkSpec,
+    MissingSpec,
+    Selection,
+    check_selection,
+)
 from .errors import ActiveZarrError
 
 V2_OPS = ("count", "max", "min", "sum", "select")
-OPS = (*V2_OPS, "stats")
-V2_DTYPES = ("int32", "int64", "uint32", "uint64", "float32", "float64")
-DTYPES = (*V2_DTYPES, "int8", "int16", "uint8", "uint16", "float16")
+#: The operations every server of ours serves; plugin reductions an operator loads add theirs.
+OPS = (*V2_OPS, "stats", "histogram")
+assert set(OPS) == {*BUILTIN_AGGREGATIONS, "select"}
+DTYPES = SUPPORTED_DTYPES
 INTERFACE_TYPES = ("s3", "http", "https", "file", "ost")
 #: What our server adds to Reductionist v2; a client sends extensions only to servers listing them.
 EXTENSIONS = ("stats", "batch", "codecs", "accumulate", "accumulate-float", "missing-combined",
@@ -56,10 +67,13 @@ class InvalidRequestError(ActiveZarrError, ValueError):
 Model = TypeVar("Model", bound=BaseModel)
 
 
-def parse(model: type[Model], body: bytes | str) -> Model:
-    """``body`` (JSON) as ``model``, or :class:`InvalidRequestError` naming each bad field."""
+def parse(model: type[Model], body: bytes | str, operations: Sequence[str] = OPS,
+          op: str | None = None) -> Model:
+    """``body`` (JSON) as ``model``, or :class:`InvalidRequestError` naming each bad field;
+    a batch item's ``op`` must be one of the server's ``operations``; ``op`` is the operation
+    a lone request asks for (its ``params`` are checked against it)."""
     try:
-        return model.model_validate_json(body)
+        return model.model_validate_json(body, context={"operations": operations, "op": op})
     except ValidationError as exc:
         problems = []
         for error in exc.errors(include_url=False):
@@ -162,10 +176,6 @@ class Missing(_Strict):
         return sum(v is not None for _, v in self) > 1
 
 
-#: Group labels a request may carry: -1 (in no group) up to this bound, exclusive.
-MAX_GROUP_LABEL = 2**31
-
-
 class Weights(_Strict):
     """The ``weights`` extension: one weight per selected element, broadcast over extents of 1."""
 
@@ -177,7 +187,7 @@ class Groups(_Strict):
     """The ``groups`` extension: the group label of each selected position along ``axis``."""
 
     axis: Int64
-    labels: list[Annotated[StrictInt, Field(ge=-1, lt=MAX_GROUP_LABEL)]]
+    labels: list[Annotated[StrictInt, Field(ge=-1, lt=MAX_GROUPS)]]
 
 
 class ChunkRequest(_Strict):
@@ -186,28 +196,31 @@ class ChunkRequest(_Strict):
     interface_type: Literal[INTERFACE_TYPES]  # type: ignore[valid-type]
     url: str = Field(min_length=1)
     dtype: Literal[DTYPES]  # type: ignore[valid-type]
-    byte_order: Literal["little", "big"] | None = None
-    offset: Int64 | None = Field(None, ge=0)
-    size: Int64 | None = Field(None, ge=1)
+    # Fields in the order a client writes them.
     shape: list[Int64] | None = None
     order: Literal["C", "F"] = "C"
     selection: list[list[Int64]] | None = None
-    axis: Int64 | list[Int64] | None = None
+    codecs: list[dict[str, Any]] | None = None
     compression: Compression | None = None
     filters: list[Filter] | None = None
+    byte_order: Literal["little", "big"] | None = None
+    axis: Int64 | list[Int64] | None = None
+    offset: Int64 | None = Field(None, ge=0)
+    size: Int64 | None = Field(None, ge=1)
     missing: Missing | None = None
-    codecs: list[dict[str, Any]] | None = None
+    #: The ``missing-nan`` extension: NaN elements are missing (xarray's ``skipna``).
+    missing_nan: StrictBool = False
     accumulate: Literal["native", "wide", "float"] = "native"
+    weights: Weights | None = None
+    groups: Groups | None = None
+    #: A plugin reduction's parameters (validated by its aggregation).
+    params: dict[str, Any] | None = None
     option_disable_chunk_cache: StrictBool | None = None
     option_shape_as_bytes: StrictBool | None = None
     option_count_as_bytes: StrictBool | None = None
-    weights: Weights | None = None
-    groups: Groups | None = None
-    #: The ``missing-nan`` extension: NaN elements are missing (xarray's ``skipna``).
-    missing_nan: StrictBool = False
 
     @model_validator(mode="after")
-    def _consistent(self) -> ChunkRequest:
+    def _consistent(self, info: ValidationInfo) -> ChunkRequest:
         """The whole request checked before anything is read, Reductionist's rules first."""
         if self.codecs is not None and (self.compression or self.filters):
             raise ValueError("codecs is exclusive with compression and filters")
@@ -243,6 +256,9 @@ class ChunkRequest(_Strict):
         except ValueError as exc:
             raise ValueError(f"{'codecs' if self.codecs is not None else 'compression'}: "
                              f"{exc}") from None
+        op = getattr(self, "op", None) or (info.context or {}).get("op")
+        if op is not None and op != "select":
+            check_params(op, self.params)
         return self
 
     @property
@@ -284,7 +300,7 @@ class ChunkRequest(_Strict):
             groups=None if self.groups is None else {"axis": self.groups.axis,
                                                      "labels": self.groups.labels},
             lean=lean, shape_as_bytes=bool(self.option_shape_as_bytes),
-            count_as_bytes=bool(self.option_count_as_bytes))
+            count_as_bytes=bool(self.option_count_as_bytes), params=self.params)
 
     def result_form(self, op: str, lean: bool = False) -> ResultForm:
         """How the answer to ``op`` is written (a merged partial's too)."""
@@ -320,6 +336,16 @@ class ChunkRequest(_Strict):
         return tuple(a + ndim if a < 0 else a for a in axes)
 
 
+def check_params(op: str, params: dict[str, Any] | None) -> None:
+    """``params`` are what operation ``op``'s aggregation takes."""
+    try:
+        aggregation_class(op).Params.model_validate(params or {})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                             for e in exc.errors(include_url=False))
+        raise ValueError(f"params: {problems}") from None
+
+
 def check_weights_and_groups(request: ChunkRequest, axes: tuple[int, ...] | None) -> None:
     """The ``weights`` and ``groups`` fields agree with the selection they describe."""
     if request.shape is None:
@@ -349,7 +375,16 @@ def check_weights_and_groups(request: ChunkRequest, axes: tuple[int, ...] | None
 
 
 class BatchItem(ChunkRequest):
-    op: Literal[OPS]  # type: ignore[valid-type]
+    op: str
+
+    @field_validator("op")
+    @classmethod
+    def _served(cls, op: str, info: ValidationInfo) -> str:
+        operations = (info.context or {}).get("operations", OPS)
+        if op not in operations:
+            raise ValueError(f"op {op!r} is not served here; operations: "
+                             f"{', '.join(operations)}")
+        return op
 
 
 class BatchRequest(_Strict):
@@ -390,14 +425,9 @@ def error_body(exc: BaseException) -> dict[str, Any]:
 # --- the client's side ---------------------------------------------------------------------
 
 
-def choose_op(fields: Sequence[str], extensions: Sequence[str]) -> str | None:
-    """The one operation that yields ``fields``, or None when the server cannot."""
-    values = [f for f in fields if f != "count"]
-    if not values:
-        return "count"
-    if len(values) == 1 and values[0] != "m2":
-        return values[0]
-    return "stats" if "stats" in extensions else None
+class CannotExpress(ValueError):
+    """A chunk the server's protocol cannot ask for; the message says why (the fallback's
+    reason)."""
 
 
 def _v2_chain(codecs: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
@@ -415,72 +445,97 @@ def _v2_chain(codecs: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
 
 def build_request(spec: ChunkSpec, selection: Selection, *, interface_type: str, url: str,
                   byte_range: tuple[int, int] | None, extensions: Sequence[str],
-                  weights: np.ndarray | None = None, labels: np.ndarray | None = None
-                  ) -> tuple[str, dict[str, Any]] | None:
-    """(op, JSON body) asking a server for ``spec.fields`` of one chunk; None if it cannot.
+                  weights: np.ndarray | None = None, labels: np.ndarray | None = None,
+                  operations: Sequence[str] = OPS) -> tuple[str, dict[str, Any]]:
+    """(op, body) asking a server for ``spec``'s partial of one chunk, built and validated as
+    the :class:`ChunkRequest` the server parses; CannotExpress says why a server speaking
+    ``extensions`` and serving ``operations`` cannot be asked: the request field that decided
+    it, and the extension that would have said it.
 
     ``weights`` and ``labels`` are the chunk's own, for weighted and grouped specs.
     """
     dtype = np.dtype(spec.dtype)
-    op = choose_op([f for f in spec.fields if f != "wsum"], extensions)
+    op = spec.op
+    if op not in operations or (op == "stats" and "stats" not in extensions):
+        raise CannotExpress(f"the server does not serve the {op!r} reduction")
     allowed_dtypes = DTYPES if "dtypes" in extensions else V2_DTYPES
     order = spec.memory_order
-    if op is None or dtype.name not in allowed_dtypes or order is None:
-        return None
+    if dtype.name not in allowed_dtypes:
+        raise CannotExpress(f"dtype: {dtype.name} is not among the server's dtypes "
+                            f"({', '.join(allowed_dtypes)}; the 'dtypes' extension adds the "
+                            "small ones)")
+    if order is None:
+        raise CannotExpress(f"order: the chunk's axis order {spec.order} is neither C nor F")
     integer = dtype.kind in "iu"
     if op == "sum" and "accumulate" not in extensions and integer and dtype.itemsize < 8:
-        return None  # a v2 sum wraps in the input dtype; ours must not
+        # a v2 sum wraps in the input dtype; ours must not
+        raise CannotExpress(f"accumulate: a {dtype.name} sum would wrap without the "
+                            "'accumulate' extension")
     # Float64 sums of integers (means, moments) or of packed float16/32 are more than a sum in
     # the input dtype gives: such chunks reduce storage-side only where asked of the server.
     float64 = spec.accumulate == "float" and (integer or dtype.itemsize < 8)
     if float64 and op in ("sum", "stats") and "accumulate-float" not in extensions:
-        return None
-    if spec.missing.nan and (dtype.kind != "f" or "missing-nan" not in extensions):
-        return None  # a plain Reductionist has no wire form for "NaN is missing"
+        raise CannotExpress(f"accumulate: float64 sums of {dtype.name} need the "
+                            "'accumulate-float' extension")
+    # NaN-masking (skipna) means nothing for integers, as in the kernel: not asked of them.
+    nan = spec.missing.nan and dtype.kind == "f"
+    if nan and "missing-nan" not in extensions:
+        raise CannotExpress("missing_nan: masking NaN (skipna) needs the 'missing-nan' extension")
     missing = Missing.from_spec(spec.missing.model_copy(update={"nan": False}), dtype)
     if missing is not None and missing.combined and "missing-combined" not in extensions:
-        return None
+        raise CannotExpress("missing: more than one missing-value rule needs the "
+                            "'missing-combined' extension")
     chain = {"codecs": list(spec.codecs)} if "codecs" in extensions else _v2_chain(spec.codecs)
     if chain is None:
-        return None
-    body: dict[str, Any] = {
+        ids = ", ".join(str(c.get("id")) for c in spec.codecs)
+        raise CannotExpress(f"codecs: [{ids}] cannot be written as v2 filters/compression "
+                            "without the 'codecs' extension")
+    fields: dict[str, Any] = {
         "interface_type": interface_type, "url": url, "dtype": dtype.name,
         "shape": list(spec.shape), "order": order,
         "selection": [list(s) for s in selection], **chain,
     }
     if dtype.byteorder in _ENDIAN_NAME:
-        body["byte_order"] = _ENDIAN_NAME[dtype.byteorder]
+        fields["byte_order"] = _ENDIAN_NAME[dtype.byteorder]
     if spec.axis is not None:
-        body["axis"] = list(spec.axis)
+        fields["axis"] = list(spec.axis)
     if byte_range is not None:
-        body["offset"], body["size"] = byte_range
+        fields["offset"], fields["size"] = byte_range
     if missing is not None:
-        body["missing"] = missing.model_dump(exclude_none=True)
-    if spec.missing.nan:
-        body["missing_nan"] = True
+        fields["missing"] = missing
+    if nan:
+        fields["missing_nan"] = True
     if op in ("sum", "stats") and "accumulate" in extensions:
-        body["accumulate"] = "float" if float64 else "wide"
+        fields["accumulate"] = "float" if float64 else "wide"
     if spec.weighted or spec.group_axis is not None:
-        extra = weights_and_groups(spec, op, weights, labels, extensions)
-        if extra is None:
-            return None
-        body.update(extra)
-    return op, body
+        fields.update(weights_and_groups(spec, op, weights, labels, extensions))
+    if spec.params is not None:
+        fields["params"] = spec.params
+    try:
+        request = ChunkRequest(**fields)
+    except ValidationError as exc:
+        raise CannotExpress(f"the request cannot be made: {exc.errors()[0]['msg']}") from None
+    return op, request.model_dump(mode="json", exclude_unset=True)
 
 
 def weights_and_groups(spec: ChunkSpec, op: str, weights: np.ndarray | None,
                        labels: np.ndarray | None, extensions: Sequence[str]
-                       ) -> dict[str, Any] | None:
-    """The request fields of the ``weights`` and ``groups`` extensions, or None when the server
-    lacks one (a weighted request is a ``sum``)."""
+                       ) -> dict[str, Any]:
+    """The request fields of the ``weights`` and ``groups`` extensions; CannotExpress says why
+    the server cannot take them (a weighted request is a ``sum``)."""
     fields: dict[str, Any] = {}
     if spec.weighted:
-        if "weights" not in extensions or op != "sum" or weights is None:
-            return None
-        fields["weights"] = {"shape": list(weights.shape),
-                             "values": np.asarray(weights, np.float64).ravel().tolist()}
+        if "weights" not in extensions:
+            raise CannotExpress("weights: the server lacks the 'weights' extension")
+        if op != "sum" or weights is None:
+            raise CannotExpress(f"weights: a weighted {op} has no wire form (a weighted "
+                                "request is a sum)")
+        fields["weights"] = Weights(shape=list(weights.shape),
+                                    values=np.asarray(weights, np.float64).ravel().tolist())
     if spec.group_axis is not None:
-        if "groups" not in extensions or op == "select" or labels is None:
-            return None
-        fields["groups"] = {"axis": spec.group_axis, "labels": np.asarray(labels).tolist()}
+        if "groups" not in extensions:
+            raise CannotExpress("groups: the server lacks the 'groups' extension")
+        if labels is None:
+            raise CannotExpress(f"groups: a grouped {op} has no wire form")
+        fields["groups"] = Groups(axis=spec.group_axis, labels=np.asarray(labels).tolist())
     return fields

@@ -13,14 +13,13 @@ from ..errors import StorageUnavailableError
 from ..planning.array_layout import ArrayLayout
 from ..planning.chunks import ChunkTask
 from ..planning.cost import HEADS_PER_LISTED_KEY, Traits
-from ..protocol import build_request
 from .base import Backend, BatchResult, ChunkJob, backends, region_labels
 from .credentials import S3Access, s3_access
 from .servers import (
-    CANNOT_EXPRESS,
     SERVER_OPTIONS,
     ActiveServers,
     collect,
+    request_for,
     server_traits,
     server_urls,
 )
@@ -114,7 +113,8 @@ class S3Backend(Backend):
     async def reduce(self, job: ChunkJob, tasks: Sequence[ChunkTask]) -> BatchResult:
         result = BatchResult([None] * len(tasks), path=self.name)
         access = await self._s3()
-        extensions = await self.servers.extensions(result)
+        spoken = await self.servers.spoken(result)
+        extensions = spoken.extensions
         # A server that answers "no such key" as such saves finding which chunks exist.
         absent = {"absent", "lean", "batch"} <= set(extensions)
         whole = [t.key for t in tasks if t.byte_range is None]
@@ -123,12 +123,10 @@ class S3Backend(Backend):
         for i, task in enumerate(tasks):
             if task.byte_range is None and not absent and task.key not in sizes:
                 continue  # never written: the engine uses the fill value
-            built = build_request(job.kernel.spec, task.selection, interface_type="s3",
-                                  url=access.url(f"{self.root}/{task.key}"),
-                                  byte_range=task.byte_range, extensions=extensions,
-                                  weights=task.weights, labels=task.labels)
+            built = request_for(job, task, i, result, self.servers, spoken,
+                                interface_type="s3", url=access.url(f"{self.root}/{task.key}"),
+                                byte_range=task.byte_range)
             if built is None:
-                result.failed[i] = CANNOT_EXPRESS
                 continue
             stored = task.byte_range[1] if task.byte_range else sizes.get(task.key, 0)
             planned.append((i, *built, stored))

@@ -13,6 +13,7 @@ import atexit
 import contextlib
 import itertools
 import json
+import math
 import random
 import weakref
 from collections.abc import Mapping, Sequence
@@ -22,12 +23,13 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import cbor2
+import numpy as np
 import zarr
 
 from ..errors import StorageUnavailableError
 from ..planning.chunks import ChunkTask
 from ..planning.cost import CAPABILITIES, S3_FRAMING, Traits
-from ..protocol import SCHEMA_PATH, build_request, partial_from_result
+from ..protocol import SCHEMA_PATH, V2_OPS, CannotExpress, build_request
 from ..transport.traffic import framing
 from .base import BatchResult, ChunkJob, region_labels
 
@@ -37,13 +39,41 @@ SERVER_OPTIONS = frozenset({"server", "concurrency", "retries", "backoff", "back
 #: Seconds a request may take, whole; the server's own upstream timeout is shorter (60 s by
 #: default), so a slow object store comes back as the server's answer, not as a dead server.
 DEFAULT_TIMEOUT = 120.0
-#: Why a chunk goes to the client when the protocol the servers speak cannot describe it.
-CANNOT_EXPRESS = ("the active server cannot take this chunk (its op, dtype, codecs or missing "
-                  "values are outside what the server advertises)")
+#: Why a chunk goes to the client when the protocol the servers speak cannot describe it;
+#: the field that decided it follows.
+CANNOT_EXPRESS = "the active server cannot take this chunk"
 #: Server URL -> capability document; fetched once per process.
 _capabilities: dict[str, Mapping[str, Any]] = {}
-#: Statuses worth retrying later; anything else is the server's final answer.
-_RETRY_STATUSES = {502, 503, 504}
+#: Server URL -> what it answered instead of a capability document (perhaps no active server).
+_not_documented: dict[str, str] = {}
+#: Statuses worth retrying later; anything else is the server's final answer. A 504 is not
+#: retried: the server (or a gateway before it) stopped the work at its deadline, and the same
+#: work would meet the same deadline again; its chunks go to the fallback, the 504's message
+#: (naming the server's ``--request-timeout``) the recorded reason.
+_RETRY_STATUSES = {502, 503}
+
+
+@dataclass(frozen=True)
+class Spoken:
+    """What a server's capability document says it takes."""
+
+    extensions: tuple[str, ...]
+    operations: tuple[str, ...]
+
+
+def request_for(job: ChunkJob, task: ChunkTask, position: int, result: BatchResult,
+                servers: ActiveServers, spoken: Spoken, *, interface_type: str, url: str,
+                byte_range: tuple[int, int] | None) -> tuple[str, dict[str, Any]] | None:
+    """(op, body) of ``task``'s request, or None with the reason its chunk goes to the client
+    recorded in ``result``."""
+    try:
+        return build_request(job.kernel.spec, task.selection, interface_type=interface_type,
+                             url=url, byte_range=byte_range, extensions=spoken.extensions,
+                             operations=spoken.operations, weights=task.weights,
+                             labels=task.labels)
+    except CannotExpress as exc:
+        result.failed[position] = servers.cannot_take(str(exc))
+        return None
 
 
 @dataclass(frozen=True)
@@ -94,13 +124,20 @@ def server_urls(value: Any) -> list[str]:
     return [str(url).rstrip("/") for url in servers]
 
 
-def _message(body: bytes, status: int) -> str:
-    """The server's error message (PROTOCOL.md's JSON error), or the status when it has none."""
+def _message(body: bytes, status: int, url: str) -> str:
+    """The server's error message (PROTOCOL.md's JSON error), or, from something that is no
+    active server (an S3 endpoint, a web page), the URL and what it answered."""
     try:
         error = json.loads(body)["error"]
         return str(error["message"])
     except (ValueError, KeyError, TypeError):
-        return f"HTTP {status}: {body[:200]!r}"
+        return (f"{url} answered HTTP {status} ({_excerpt(body)!r}), not an active server's "
+                "JSON error")
+
+
+def _excerpt(body: bytes) -> str:
+    """The start of an answer that is not ours, as one line."""
+    return " ".join(body[:120].decode(errors="replace").split())
 
 
 def _retry_after(response: aiohttp.ClientResponse) -> float | None:
@@ -186,7 +223,7 @@ class ActiveServers:
                                                 response.raw_headers) + len(answer)
             if response.status == 200:
                 return answer
-            message = _message(answer, response.status)
+            message = _message(answer, response.status, server + path)
             if response.status not in _RETRY_STATUSES:
                 raise _RefusedError(message)
             problem = f"{server} answered {response.status}: {message}"
@@ -199,17 +236,42 @@ class ActiveServers:
         """The capability document of the first server (empty for a plain Reductionist)."""
         cached = _capabilities.get(self.servers[0])
         if cached is None:
+            answer: Any = None
             try:
-                document = json.loads(await self.call("GET", SCHEMA_PATH, tally))
-            except (_RefusedError, ValueError):
+                answer = await self.call("GET", SCHEMA_PATH, tally)
+                document = json.loads(answer)
+            except _RefusedError as exc:
+                document, answer = None, exc.reason
+            except ValueError:
                 document = None
+                answer = f"GET {SCHEMA_PATH} answered {_excerpt(answer)!r}, not JSON"
             cached = document if isinstance(document, dict) else {}
+            if not cached and isinstance(answer, str):
+                _not_documented[self.servers[0]] = answer
             _capabilities[self.servers[0]] = cached
         return cached
+
+    def cannot_take(self, reason: str) -> str:
+        """Why a chunk goes to the client when no request can describe it: ``reason`` (the
+        field that decided it) and, where the server gave no capability document, its answer,
+        for a URL that is no active server at all shows there."""
+        server = self.servers[0]
+        said = _not_documented.get(server)
+        if said is None:
+            return f"{CANNOT_EXPRESS}: {reason}"
+        return (f"{CANNOT_EXPRESS}: is {server} an active server? Asked for its capabilities, "
+                f"{said}; without them, {reason}")
 
     async def extensions(self, tally: BatchResult) -> tuple[str, ...]:
         """What the servers add to Reductionist v2 (none for a plain Reductionist)."""
         return tuple((await self.capabilities(tally)).get("extensions", ()))
+
+    async def spoken(self, tally: BatchResult) -> Spoken:
+        """The extensions and operations the servers advertise (the plugin reductions their
+        operator loaded among the operations)."""
+        capabilities = await self.capabilities(tally)
+        return Spoken(tuple(capabilities.get("extensions", ())),
+                      tuple(capabilities.get("operations", V2_OPS)))
 
     async def reduce(self, requests: Sequence[tuple[str, dict[str, Any]]],
                      headers: Mapping[str, str], tally: BatchResult,
@@ -228,7 +290,8 @@ class ActiveServers:
             limits = capabilities.get("limits", {})
             items = [{"op": op, **body} for op, body in requests]
             groups = within_limits(items, int(limits.get("max_batch", 1024)),
-                             int(limits.get("max_body", 4 * 2**20)))
+                                   int(limits.get("max_body", 4 * 2**20)),
+                                   limits.get("max_request_decoded_bytes"))
             extra: dict[str, Any] = {"lean": True} if "lean" in extensions else {}
             if absent:
                 extra["absent"] = True
@@ -265,7 +328,13 @@ class ActiveServers:
                     answers[i] = Refused(exc.reason)
                 break
             again = []
-            for i, answer in zip(pending, cbor2.loads(body)):
+            try:
+                decoded = self._cbor(body, "/v2/batch")
+            except _RefusedError as exc:
+                for i in pending:
+                    answers[i] = Refused(exc.reason)
+                break
+            for i, answer in zip(pending, decoded):
                 answers[i] = _answer(answer)
                 if "error" in answer and answer.get("status") in _RETRY_STATUSES:
                     again.append(i)
@@ -277,9 +346,19 @@ class ActiveServers:
     async def _one(self, op: str, body: dict[str, Any], headers: Mapping[str, str],
                    tally: BatchResult) -> Answer:
         try:
-            return cbor2.loads(await self.call("POST", f"/v2/{op}", tally, body, headers))
+            answer = await self.call("POST", f"/v2/{op}", tally, body, headers)
+            return self._cbor(answer, f"/v2/{op}")
         except _RefusedError as exc:
             return Refused(exc.reason)
+
+    def _cbor(self, body: bytes, path: str) -> Any:
+        """A 200's CBOR body; from something that is no active server (a web page answering
+        every path), a refusal saying so."""
+        try:
+            return cbor2.loads(body)
+        except (cbor2.CBORDecodeError, ValueError):
+            raise _RefusedError(f"the answer to POST {path} is not CBOR ({_excerpt(body)!r}): is "
+                                f"{', '.join(self.servers)} an active server?") from None
 
     async def close(self) -> None:
         """Nothing to release: the session is shared, and closed at exit."""
@@ -360,19 +439,29 @@ def _close_sessions() -> None:
     _pools.clear()
 
 
-def within_limits(items: list[dict[str, Any]], max_items: int, max_body: int
-            ) -> list[list[dict[str, Any]]]:
-    """``items`` in consecutive groups that fit the server's batch and body limits."""
+def within_limits(items: list[dict[str, Any]], max_items: int, max_body: int,
+                  max_decoded: int | None = None) -> list[list[dict[str, Any]]]:
+    """``items`` in consecutive groups that fit the server's batch and body limits, and the
+    bytes one request may decode (``max_decoded``, when the server publishes it)."""
     groups: list[list[dict[str, Any]]] = [[]]
-    size, room = 0, max_body - 64  # the envelope {"requests": [...]}
+    size, decoded, room = 0, 0, max_body - 64  # the envelope {"requests": [...]}
     for item in items:
         length = len(json.dumps(item)) + 2
-        if groups[-1] and (len(groups[-1]) >= max_items or size + length > room):
+        item_decoded = _decoded_nbytes(item)
+        if groups[-1] and (len(groups[-1]) >= max_items or size + length > room or (
+                max_decoded is not None and decoded + item_decoded > max_decoded)):
             groups.append([])
-            size = 0
+            size = decoded = 0
         groups[-1].append(item)
         size += length
+        decoded += item_decoded
     return groups
+
+
+def _decoded_nbytes(item: Mapping[str, Any]) -> int:
+    """The bytes a request's chunk decodes to (0 when it names no shape: the server bounds it)."""
+    shape = item.get("shape")
+    return math.prod(shape) * np.dtype(item["dtype"]).itemsize if shape is not None else 0
 
 
 def _item_message(answer: Mapping[str, Any]) -> str:
@@ -383,7 +472,7 @@ def _item_message(answer: Mapping[str, Any]) -> str:
 def collect(job: ChunkJob, planned: Sequence[tuple[int, str, dict[str, Any], int]],
             answers: Sequence[Answer], result: BatchResult) -> None:
     """Put the servers' answers to ``planned`` (position, op, body, stored bytes) in ``result``."""
-    for (i, op, _, stored), answer in zip(planned, answers):
+    for (i, _, _, stored), answer in zip(planned, answers):
         if isinstance(answer, Refused):
             result.failed[i] = answer.reason
             continue
@@ -393,7 +482,7 @@ def collect(job: ChunkJob, planned: Sequence[tuple[int, str, dict[str, Any], int
             result.combined.add(i)
             told = answer.stored_bytes
         else:
-            result.partials[i] = partial_from_result(op, answer, job.kernel.spec)
+            result.partials[i] = job.kernel.read(answer)
             told = answer.get("stored_bytes")
         result.bytes_stored += stored if told is None else int(told)
 
@@ -408,14 +497,12 @@ async def reduce_targets(servers: ActiveServers, job: ChunkJob, tasks: Sequence[
                          result: BatchResult) -> None:
     """One request per target, sent together (one ``/v2/batch`` where the servers take it);
     partials landing in one output region are merged by the server."""
-    extensions = await servers.extensions(result)
+    spoken = await servers.spoken(result)
     planned = []
     for i, interface, url, byte_range in targets:
-        built = build_request(job.kernel.spec, tasks[i].selection, interface_type=interface,
-                              url=url, byte_range=byte_range, extensions=extensions,
-                              weights=tasks[i].weights, labels=tasks[i].labels)
+        built = request_for(job, tasks[i], i, result, servers, spoken, interface_type=interface,
+                            url=url, byte_range=byte_range)
         if built is None:
-            result.failed[i] = CANNOT_EXPRESS
             continue
         planned.append((i, *built, byte_range[1] if byte_range else 0))
     labels = region_labels([tasks[i] for i, *_ in planned])

@@ -16,21 +16,24 @@ import numpy as np
 from numcodecs.abc import Codec
 
 from ..errors import InvalidReductionError
+from .aggregation import Aggregation
 from .kernel import ChunkKernel
 from .missing import missing_mask
 from .partial import Partial
-from .result import OP_FIELDS, encode_result, op_fields, result_form, select_result
+from .reductions import aggregation_class
+from .result import encode_result, result_form, select_result
 from .spec import ChunkSpec, check_selection
 
 ACCUMULATE = ("native", "wide", "float")
-#: Spec fields that follow from ``op``, ``accumulate``, ``weights`` and ``groups``.
-_DERIVED = ("fields", "weighted", "group_axis")
+#: Spec fields that follow from ``op``, ``params``, ``weights`` and ``groups``.
+_DERIVED = ("op", "params", "weighted", "group_axis")
 
 
 class ChunkReduction(Codec):
     """Decode one stored chunk with the inner codecs, then reduce a selection of it.
 
-    ``op`` is a PROTOCOL.md operation; ``accumulate`` and ``weights``/``groups`` (``{"shape",
+    ``op`` is a PROTOCOL.md operation (or a served plugin's, with its ``params``);
+    ``accumulate`` and ``weights``/``groups`` (``{"shape",
     "values"}``, ``{"axis", "labels"}``) are the request fields of those names; ``lean``,
     ``shape_as_bytes`` and ``count_as_bytes`` say how the answer is written; the rest is the
     :class:`~activezarr.chunk.spec.ChunkSpec`.
@@ -42,25 +45,26 @@ class ChunkReduction(Codec):
                  weights: Mapping[str, Any] | None = None,
                  groups: Mapping[str, Any] | None = None, lean: bool = False,
                  shape_as_bytes: bool = False, count_as_bytes: bool = False,
-                 **spec: Any) -> None:
-        if op not in OP_FIELDS:
-            raise InvalidReductionError(f"unknown operation {op!r}; operations: "
-                                        f"{', '.join(OP_FIELDS)}")
+                 params: Mapping[str, Any] | None = None, **spec: Any) -> None:
+        if op != "select":
+            aggregation_class(op)  # InvalidReductionError for an operation not served here
         if accumulate not in ACCUMULATE:
             raise InvalidReductionError(f"accumulate {accumulate!r} is not one of "
                                         f"{', '.join(ACCUMULATE)}")
-        if weights is not None and op != "sum":
-            raise InvalidReductionError(f"weights go with the sum operation, not {op}")
+        if weights is not None and op == "select":
+            raise InvalidReductionError("weights go with the sum operation, not select")
         if groups is not None and op == "select":
             raise InvalidReductionError("groups do not go with the select operation")
         if given := [name for name in _DERIVED if name in spec]:
-            raise InvalidReductionError(f"{', '.join(given)} follow from op, weights and groups")
+            raise InvalidReductionError(f"{', '.join(given)} follow from op, params, weights "
+                                        "and groups")
         self._weights = None if weights is None else _weight_array(weights)
         self._labels = None if groups is None else _label_array(groups)
         self.op, self.accumulate = op, accumulate
         self.weights, self.groups = weights, groups
+        self.params = None if params is None else dict(params)
         self.lean, self.shape_as_bytes, self.count_as_bytes = lean, shape_as_bytes, count_as_bytes
-        self.spec = ChunkSpec(**spec, fields=op_fields(op, weights is not None),
+        self.spec = ChunkSpec(**spec, op="count" if op == "select" else op, params=self.params,
                               accumulate="float" if accumulate == "float" or weights is not None
                               else "wide",
                               weighted=weights is not None,
@@ -73,6 +77,11 @@ class ChunkReduction(Codec):
                                 count_as_bytes=count_as_bytes,
                                 labels=self._labels)
         self._kernel = ChunkKernel(self.spec)
+
+    @property
+    def aggregation(self) -> Aggregation:
+        """The state this reduction computes (its fields, their sizes)."""
+        return self._kernel.aggregation
 
     def encode(self, buf: Any) -> bytes:
         raise NotImplementedError(
@@ -115,11 +124,12 @@ class ChunkReduction(Codec):
             "groups": None if self.groups is None else dict(self.groups),
             "lean": self.lean, "shape_as_bytes": self.shape_as_bytes,
             "count_as_bytes": self.count_as_bytes,
+            **({} if self.params is None else {"params": self.params}),
         }
 
     def __repr__(self) -> str:
         return (f"ChunkReduction(op={self.op!r}, dtype={self.spec.dtype!r}, "
-                f"shape={self.spec.shape}, fields={self.spec.fields})")
+                f"shape={self.spec.shape})")
 
 
 def _weight_array(weights: Mapping[str, Any]) -> np.ndarray:

@@ -78,16 +78,12 @@ class Decoding:
     def packed(self) -> bool:
         return self.value_dtype is not None
 
-    def stored_fields(self, fields: tuple[str, ...]) -> tuple[str, ...]:
-        """The partial fields of stored values that give ``fields`` of unpacked ones."""
-        if self.scale >= 0:
-            return fields
-        swap = {"min": "max", "max": "min"}
-        return tuple(swap.get(f, f) for f in fields)
-
     def unpack(self, partial: Partial) -> Partial:
-        """Partials of the unpacked values from those of the stored ones."""
-        return partial.affine(self.scale, self.offset) if self.packed else partial
+        """Partials of the unpacked values from those of the stored ones (the aggregation
+        says how its state maps)."""
+        if not self.packed:
+            return partial
+        return partial.aggregation.unpack(partial, self.scale, self.offset)
 
 
 def decoding(attrs: Mapping[str, Any], dtype: np.dtype, fill_value: Any = None, *,

@@ -1,12 +1,19 @@
-"""Partial results of a reduction and their exact combination across chunks (Chan et al.)."""
+"""A partial: one reduction's state over some output cells, and how it merges.
+
+A :class:`Partial` holds the number of valid elements behind each output cell (``count``, which
+every reduction keeps: it says which cells hold nothing) and the named arrays of its
+aggregation's state. What those arrays are, and how two partials of one aggregation merge, is
+the aggregation's (:mod:`activezarr.chunk.aggregation`); this module knows no field by name.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .aggregation import Aggregation
 
 
 def accumulator_dtype(dtype: np.dtype, accumulate: str) -> np.dtype:
@@ -24,16 +31,33 @@ def sentinels(dtype: np.dtype) -> tuple[Any, Any]:
     return info.max, info.min
 
 
-@dataclass(slots=True)
 class Partial:
-    """Per-output-element partials; absent fields were not requested."""
+    """The state of ``aggregation`` over output cells: ``count`` and the named ``arrays``, each
+    of the cells' shape (and, for fields of a fixed shape, that shape after it)."""
 
-    count: np.ndarray
-    sum: np.ndarray | None = None
-    min: np.ndarray | None = None
-    max: np.ndarray | None = None
-    m2: np.ndarray | None = None
-    wsum: np.ndarray | None = None
+    __slots__ = ("aggregation", "count", "arrays")
+
+    def __init__(self, aggregation: Aggregation, count: np.ndarray,
+                 arrays: dict[str, np.ndarray]) -> None:
+        self.aggregation = aggregation
+        self.count = count
+        self.arrays = arrays
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.arrays[name]
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        # Fields read as attributes too (``partial.sum``), where the aggregation has them.
+        if name in Partial.__slots__ or name.startswith("__"):
+            raise AttributeError(name)  # not set yet (unpickling)
+        try:
+            return self.arrays[name]
+        except KeyError:
+            raise AttributeError(f"this partial has no field {name!r}") from None
+
+    def __repr__(self) -> str:
+        return (f"Partial({self.aggregation.op}, shape={self.shape}, "
+                f"fields={sorted(self.arrays)})")
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -41,89 +65,29 @@ class Partial:
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in self._arrays().values())
+        return self.count.nbytes + sum(a.nbytes for a in self.arrays.values())
 
-    def _arrays(self) -> dict[str, np.ndarray]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+    def replace(self, count: np.ndarray | None = None, **arrays: np.ndarray) -> Partial:
+        """This partial with ``count`` and the named arrays replaced."""
+        return Partial(self.aggregation, self.count if count is None else count,
+                       {**self.arrays, **arrays})
 
-    @classmethod
-    def empty(cls, shape: tuple[int, ...], dtype: np.dtype, names: tuple[str, ...],
-              accumulate: str) -> Partial:
-        """The identity partial: combining it with any partial gives that partial."""
-        lo, hi = sentinels(dtype)
-        native = dtype.newbyteorder("=")
-        make = {
-            "sum": lambda: np.zeros(shape, accumulator_dtype(dtype, accumulate)),
-            "min": lambda: np.full(shape, lo, native),
-            "max": lambda: np.full(shape, hi, native),
-            "m2": lambda: np.zeros(shape, np.float64),
-            "wsum": lambda: np.zeros(shape, np.float64),
-        }
-        return cls(np.zeros(shape, np.int64), **{n: make[n]() for n in names if n != "count"})
-
-    def affine(self, scale: float, offset: float) -> Partial:
-        """Partials of ``scale * x + offset`` from those of ``x``, in float64 (CF unpacking).
-
-        Sums scale and shift, ``m2`` scales by the square, and a negative scale swaps min and
-        max: where ``x`` had its max, the result has its min.
-        """
-        lo, hi = (self.min, self.max) if scale >= 0 else (self.max, self.min)
-        # A weighted sum shifts by the offset times the weights of the valid elements.
-        weight = self.count if self.wsum is None else self.wsum
-
-        def mapped(values: np.ndarray | None) -> np.ndarray | None:
-            return None if values is None else scale * values.astype(np.float64) + offset
-
-        with np.errstate(over="ignore", invalid="ignore"):
-            return Partial(
-                self.count,
-                sum=None if self.sum is None
-                else scale * self.sum.astype(np.float64) + offset * weight,
-                min=mapped(lo), max=mapped(hi),
-                m2=None if self.m2 is None else scale * scale * self.m2, wsum=self.wsum,
-            )
+    def map(self, func: Any) -> Partial:
+        """``func`` applied to the count and every array (cutting, stacking, copying)."""
+        return Partial(self.aggregation, func(self.count),
+                       {name: func(values) for name, values in self.arrays.items()})
 
     def merge(self, other: Partial, region: tuple[Any, ...] = ()) -> None:
         """Fold ``other`` into ``self[region]`` in place (slices, and at most one array of
         distinct ascending positions: the groups of a grouped reduction)."""
-        n_a = self.count[region]
-        n_b = other.count
-        if self.m2 is not None:
-            assert self.sum is not None and other.sum is not None and other.m2 is not None
-            n = n_a + n_b
-            with np.errstate(invalid="ignore", divide="ignore"):
-                delta = other.sum / n_b - self.sum[region] / n_a
-                extra = np.where((n_a > 0) & (n_b > 0), delta * delta * (n_a * (n_b / n)), 0.0)
-            self.m2[region] = self.m2[region] + other.m2 + extra
-        if self.sum is not None:
-            assert other.sum is not None  # partials that merge hold the same fields
-            self.sum[region] = np.add(self.sum[region], other.sum, dtype=self.sum.dtype,
-                                      casting="unsafe")
-        if self.min is not None:
-            assert other.min is not None
-            self.min[region] = np.minimum(self.min[region], other.min)
-        if self.max is not None:
-            assert other.max is not None
-            self.max[region] = np.maximum(self.max[region], other.max)
-        if self.wsum is not None:
-            assert other.wsum is not None
-            self.wsum[region] = self.wsum[region] + other.wsum
-        self.count[region] = n_a + n_b
+        self.aggregation.merge(self, other, region)
 
     def cut(self, region: tuple[slice, ...]) -> Partial:
         """The partials of the cells in ``region`` (views, not copies)."""
-        return Partial(**{name: values[region] for name, values in self._arrays().items()})
-
-    @classmethod
-    def stack(cls, parts: list[Partial], axis: int) -> Partial:
-        """One partial with ``parts`` side by side along a new ``axis`` (one per group)."""
-        names = parts[0]._arrays()
-        return cls(**{name: np.stack([getattr(p, name) for p in parts], axis=axis)
-                      for name in names})
+        return self.map(lambda values: values[region])
 
 
 def owned(partial: Partial) -> Partial:
     """``partial`` with every field a writable array of its own (a whole-chunk reduction gives
     numpy scalars), fit to merge others into."""
-    return dataclasses.replace(partial, **{name: np.array(values)
-                                           for name, values in partial._arrays().items()})
+    return partial.map(np.array)

@@ -15,8 +15,10 @@ import numpy as np
 
 from ..errors import InvalidReductionError
 from .codec import ChunkReduction
-from .kernel import kept_shape, partial_of
+from .kernel import kept_shape
+from .missing import missing_mask
 from .partial import Partial
+from .reductions import aggregation_of
 from .spec import ChunkSpec, Selection
 
 Box = tuple[tuple[int, ...], tuple[int, ...]]
@@ -87,8 +89,8 @@ class FlatReducer:
         self.inverse = tuple(int(i) for i in np.argsort(self.axes))
         self.stored_shape = tuple(spec.shape[a] for a in self.axes)
         selected = [len(range(*s)) for s in selection]
-        self.result = Partial.empty(kept_shape(selected, spec.reduced_axes), self.dtype,
-                                    spec.fields, spec.accumulate)
+        self.aggregation = aggregation_of(spec)
+        self.result = self.aggregation.empty(kept_shape(selected, spec.reduced_axes))
 
     def add(self, k0: int, values: np.ndarray) -> None:
         """Fold elements ``k0, k0 + 1, ...`` (flat stored order) holding ``values``."""
@@ -108,8 +110,9 @@ class FlatReducer:
                 if d not in reduced:
                     region.append(clipped[1])
             else:
-                part = partial_of(block[tuple(local)], missing=self.spec.missing, axes=reduced,
-                                  names=self.spec.fields, accumulate=self.spec.accumulate)
+                picked = block[tuple(local)]
+                part = self.aggregation.reduce(picked, missing_mask(picked, self.spec.missing),
+                                               reduced)
                 self.result.merge(part, tuple(region))
 
     def add_pieces(self, pieces: Sequence[Piece]) -> list[Piece]:
@@ -169,7 +172,7 @@ def reduce_pieces(reduction: ChunkReduction, pieces: Sequence[Piece]
 def trim(partial: Partial) -> tuple[Partial, list[list[int]] | None]:
     """``partial`` cut to the box of the output cells it counted, and that box (``[start,
     stop]`` per dimension); None when nothing is cut. Cells with no count hold the identity
-    (sum 0, min and max their sentinels, m2 0), so leaving them out changes no merge: an OST
+    (each field its identity), so leaving them out changes no merge: an OST
     holding a few rows of a chunk answers for those rows, not for the chunk's whole output."""
     if partial.count.ndim == 0:
         return partial, None

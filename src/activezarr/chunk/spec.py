@@ -12,14 +12,12 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-SUPPORTED_DTYPES = (
-    "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
-    "float16", "float32", "float64",
-)
-PARTIAL_FIELDS = ("count", "sum", "min", "max", "m2", "wsum")
-
-#: ``wsum`` is the sum of the weights of the valid elements (weighted reductions).
-PartialField = Literal["count", "sum", "min", "max", "m2", "wsum"]
+#: The dtypes Reductionist v2 reduces, and all the dtypes reductions support (in the order
+#: the capability document lists them).
+V2_DTYPES = ("int32", "int64", "uint32", "uint64", "float32", "float64")
+SUPPORTED_DTYPES = (*V2_DTYPES, "int8", "int16", "uint8", "uint16", "float16")
+#: Groups a grouped reduction may have: labels lie in [-1, MAX_GROUPS), -1 in no group.
+MAX_GROUPS = 2**31
 Number = int | float
 
 
@@ -91,7 +89,10 @@ class ChunkSpec(BaseModel):
     codecs: tuple[dict[str, Any], ...] = ()  # checked against the allow-list by CodecChain
     missing: MissingSpec = MissingSpec()
     axis: tuple[int, ...] | None = None
-    fields: tuple[PartialField, ...] = ("count", "sum")
+    #: The aggregation computed (a storage side's operation: ``sum``, ``stats``, a plugin's).
+    op: str = "sum"
+    #: Its request parameters (validated by the aggregation), e.g. a histogram's bins.
+    params: dict[str, Any] | None = None
     accumulate: Literal["wide", "float"] = "wide"
     #: Each chunk comes with weights (``sum`` is then the sum of weight * value).
     weighted: bool = False
@@ -121,11 +122,6 @@ class ChunkSpec(BaseModel):
             raise ValueError(f"chunk shape {value} has a negative extent")
         return value
 
-    @field_validator("fields")
-    @classmethod
-    def _distinct_fields(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(f for f in PARTIAL_FIELDS if f in value)
-
     @model_validator(mode="after")
     def _consistent(self) -> ChunkSpec:
         ndim = len(self.shape)
@@ -139,8 +135,6 @@ class ChunkSpec(BaseModel):
         if self.group_axis is not None and not (
                 0 <= self.group_axis < ndim and self.group_axis not in self.reduced_axes):
             raise ValueError(f"group_axis {self.group_axis} is not a kept axis of {ndim}")
-        if self.weighted and ("m2" in self.fields or "wsum" not in self.fields):
-            raise ValueError("a weighted reduction computes wsum and no m2")
         self.missing.check_representable(np.dtype(self.dtype))
         return self
 

@@ -90,8 +90,7 @@ class Engine:
                 self.report.seconds = time.perf_counter() - start
 
     async def _run(self, tasks: Iterable[ChunkTask], out_shape: tuple[int, ...]) -> Partial:
-        spec = self.job.kernel.spec
-        acc = Partial.empty(out_shape, self.job.kernel.dtype, spec.fields, spec.accumulate)
+        acc = self.job.kernel.empty(out_shape)
         size = self.backend.batch_chunks(self.job.layout.chunk_nbytes)
         indexes: ShardIndexes = {}
         # A small first window: reducing starts after a few batches are planned, not thousands.

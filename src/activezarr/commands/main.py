@@ -170,6 +170,9 @@ def main() -> None:
 @click.option("--axis", "axis", multiple=True, callback=_parse_axes,
               help="Axis to reduce over, of the selection (repeatable, or comma-separated "
               "like 0,2). Default: all axes.")
+@click.option("--weights", default=None, help="For --op weighted_mean or weighted_sum: a "
+              "variable of the same group or file, on some of the array's dimensions (e.g. "
+              "area), or coslat, the cosine of the latitude.")
 @click.option("--ddof", type=click.IntRange(min=0), default=None,
               help="Delta degrees of freedom, for var and std. Default: 0.")
 @click.option("--missing", type=MissingType(), default="cf", show_default=True,
@@ -185,19 +188,28 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True,
               help='Print {"result": ..., "report": {...}} as JSON (masked values are null; '
               'NaN and infinities are the strings "NaN", "Infinity", "-Infinity").')
-def reduce_array(url: str, var: str | None, op: str, selection: tuple[Any, ...], axis: tuple[int, ...] | None,
-                 ddof: int | None, missing: str | dict[str, Any] | None, skipna: bool,
+def reduce_array(url: str, var: str | None, op: str, selection: tuple[Any, ...],
+                 axis: tuple[int, ...] | None, weights: str | None, ddof: int | None,
+                 missing: str | dict[str, Any] | None, skipna: bool,
                  storage_options: dict[str, Any], active: dict[str, Any], no_fallback: bool,
                  as_json: bool) -> None:
     """Reduce the zarr array at URL (a path or any fsspec URL) where its bytes live.
 
     URL may also be a zarr group or a netCDF/HDF5 file: --var names the array in it."""
-    from .sources import open_source  # zarr: imported by this command only
+    # zarr and the client: imported by this command only
+    from ..client.engine import fallback_warning
+    from .sources import open_source, weights_for
 
-    options = {} if ddof is None else {"ddof": ddof}
+    options: dict[str, Any] = {} if ddof is None else {"ddof": ddof}
     with one_line_errors(), _warnings_on_stderr():
-        get_reduction(op, **options)  # a bad name or option fails before any I/O
+        # A bad name or option fails before any I/O.
+        if get_reduction(op, **options).weighted != (weights is not None):
+            raise click.ClickException(f"--op {op} needs --weights VAR (a variable of the dataset) "
+                                   "or --weights coslat" if weights is None else
+                                   "--weights goes with --op weighted_mean or weighted_sum")
         arr = open_source(url, var, storage_options, active)
+        if weights is not None:
+            options["weights"] = weights_for(arr, weights, selection)
         stderr = Console(stderr=True)
         # On a terminal the bar goes away when done; in a log its final state stays as a record.
         progress = Progress(TextColumn("reducing"), BarColumn(), MofNCompleteColumn(),
@@ -219,3 +231,8 @@ def reduce_array(url: str, var: str | None, op: str, selection: tuple[Any, ...],
     else:
         click.echo(result)
         Console().print(_report_table(report))
+    fell_back = fallback_warning(report)
+    if fell_back is not None:
+        # Last, after the table: the result is right, but was not computed where asked.
+        click.echo(f"NOT STORAGE-SIDE: {fell_back}; --no-fallback makes this an error",
+                   err=True)

@@ -9,12 +9,13 @@ from collections.abc import Callable
 from typing import Any
 
 import click
-from aiohttp import web
 
+from ..errors import UnknownReductionError
+from ..servers import http
 from ..servers.active.app import create_app
 from ..servers.active.config import ServerConfig, Upstream
 from ..servers.lifeline import follow_parent
-from .params import one_line_errors
+from .params import REDUCTIONS_HELP, comma_separated, one_line_errors
 
 
 def _upstream(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
@@ -58,6 +59,15 @@ def _option(*names: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callab
          help="Seconds a request waits for memory before a 503.")
 @_option("--body-timeout", type=float, default=ServerConfig.body_timeout, show_default=True,
          help="Seconds a client has to send its request body.")
+@_option("--request-timeout", type=click.FloatRange(min=0, min_open=True),
+         default=ServerConfig.request_timeout, show_default=True,
+         help="Seconds a request may take; then its remaining work stops and it is answered "
+         "504 (keep it below the clients' timeout).")
+@_option("--max-request-decoded-bytes", type=click.IntRange(min=1),
+         default=ServerConfig.max_request_decoded_bytes, show_default=True,
+         help="Bytes one request (a whole batch) may decode in all; more is refused with 413.")
+@_option("--max-connections", type=click.IntRange(min=1), default=ServerConfig.max_connections,
+         show_default=True, help="Connections open at once; more are answered 503 and closed.")
 @_option("--workers", type=int, default=None, help="Decode/reduce threads [default: CPUs].")
 @_option("--s3-region", default=ServerConfig.s3_region, show_default=True,
          help="Region S3 requests are signed for.")
@@ -67,12 +77,14 @@ def _option(*names: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callab
 @_option("--upstream-reads", type=click.IntRange(min=1), default=ServerConfig.upstream_reads,
          show_default=True, help="Reads from the object stores in flight at once; more wait "
          "(their timeout starts when they are sent).")
+@_option("--reductions", default="", callback=comma_separated, help=REDUCTIONS_HELP)
 def serve(host: str, port: int, fd: int | None, upstream: tuple[Upstream, ...],
           allow_root: tuple[str, ...],
           tls_cert: str | None, tls_key: str | None, max_body: int, max_chunk_bytes: int,
           max_decoded_bytes: int, max_memory: int, max_inflight: int, memory_wait: float,
-          body_timeout: float, workers: int | None, s3_region: str,
-          upstream_timeout: float, upstream_reads: int) -> None:
+          body_timeout: float, request_timeout: float, max_request_decoded_bytes: int,
+          max_connections: int, workers: int | None, s3_region: str,
+          upstream_timeout: float, upstream_reads: int, reductions: tuple[str, ...]) -> None:
     """Serve the active-storage protocol (Reductionist v2 compatible)."""
     follow_parent()  # started by activezarr (demo, tests): stop when that process goes
     if (tls_cert is None) != (tls_key is None):
@@ -82,10 +94,13 @@ def serve(host: str, port: int, fd: int | None, upstream: tuple[Upstream, ...],
                               max_chunk_bytes=max_chunk_bytes,
                               max_decoded_bytes=max_decoded_bytes, max_memory=max_memory,
                               max_inflight=max_inflight, memory_wait=memory_wait,
-                              body_timeout=body_timeout, s3_region=s3_region,
+                              body_timeout=body_timeout, request_timeout=request_timeout,
+                              max_request_decoded_bytes=max_request_decoded_bytes,
+                              max_connections=max_connections, s3_region=s3_region,
                               upstream_timeout=upstream_timeout, upstream_reads=upstream_reads,
+                              reductions=reductions,
                               **({"workers": workers} if workers else {}))
-    except ValueError as exc:
+    except (ValueError, UnknownReductionError) as exc:
         raise click.UsageError(str(exc)) from None
     context = None
     if tls_cert is not None:
@@ -99,9 +114,10 @@ def serve(host: str, port: int, fd: int | None, upstream: tuple[Upstream, ...],
         host, port = sock.getsockname()[:2]
     where: dict[str, Any] = {"host": host, "port": port} if sock is None else {"sock": sock}
     with one_line_errors():  # e.g. the port is taken
-        web.run_app(create_app(config), ssl_context=context, shutdown_timeout=10,
-                    # called once listening: the address, and what the server may read
-                    print=lambda _: click.echo(
-                        f"activezarr serve: listening on {scheme}://{host}:{port} "
-                        f"(reads {', '.join(reaches) or 'nothing: give --upstream or --allow-root'}"
-                        "); Ctrl-C stops"), **where)
+        http.run(create_app(config), ssl_context=context, shutdown_timeout=10,
+                 max_connections=config.max_connections,
+                 # called once listening: the address, and what the server may read
+                 listening=lambda: click.echo(
+                     f"activezarr serve: listening on {scheme}://{host}:{port} "
+                     f"(reads {', '.join(reaches) or 'nothing: give --upstream or --allow-root'}"
+                     "); Ctrl-C stops"), **where)

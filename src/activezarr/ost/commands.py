@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ..commands.params import OneLineErrorsGroup
+from ..commands.params import REDUCTIONS_HELP, OneLineErrorsGroup, comma_separated
 from ..servers.lifeline import follow_parent
 from ..servers.processes import terminated_as_exit
 from .servers.cluster import Cluster, ClusterConfig, mb_per_s, run_until_signalled
@@ -20,6 +20,8 @@ LAN_HELP = "MB/s between the storage and the client; unlimited when absent."
 DISK_HELP = "MB/s of each OST's disk; unlimited when absent."
 HOST_HELP = "Interface to listen on."
 PORT_HELP = "Port to listen on."
+_REDUCTIONS = click.option("--reductions", default="", callback=comma_separated,
+                           help=REDUCTIONS_HELP)
 
 
 @click.group("ost", cls=OneLineErrorsGroup)
@@ -43,12 +45,13 @@ def ost() -> None:
               help="Interface every server listens on.")
 @click.option("--lan-rate", **_RATE, help=LAN_HELP)
 @click.option("--disk-rate", **_RATE, help=DISK_HELP)
+@_REDUCTIONS
 def start(root: Path, osts: int, stripe_size: int, stripe_count: int, port: int, host: str,
-          lan_rate: float | None, disk_rate: float | None) -> None:
+          lan_rate: float | None, disk_rate: float | None, reductions: tuple[str, ...]) -> None:
     """Run a cluster in the foreground until SIGINT or SIGTERM."""
     config = ClusterConfig(root=root, osts=osts, stripe_size=stripe_size,
                            stripe_count=stripe_count, port=port, host=host,
-                           lan_rate=lan_rate, disk_rate=disk_rate)
+                           lan_rate=lan_rate, disk_rate=disk_rate, reductions=reductions)
     with terminated_as_exit():  # SIGTERM during start-up stops what has started
         try:
             cluster = Cluster(config).start()
@@ -79,23 +82,26 @@ def _listening(function: Callable[..., None]) -> Callable[..., None]:
 @click.option("--root", required=True, type=click.Path(file_okay=False),
               help="Directory holding this OST's objects.")
 @click.option("--disk-rate", **_RATE, help=DISK_HELP)
+@_REDUCTIONS
 @_listening
 def target(root: str, host: str, port: int | None, fd: int | None, token: str,
-           disk_rate: float | None) -> None:
+           disk_rate: float | None, reductions: tuple[str, ...]) -> None:
     """Run one OST server (the cluster launcher starts these)."""
     from .servers.target import create_target_app
 
-    serve(create_target_app(root, token, mb_per_s(disk_rate)), host, port, fd)
+    serve(create_target_app(root, token, mb_per_s(disk_rate), reductions), host, port, fd)
 
 
 @ost.command("oss")
 @click.option("--mds", required=True, help="MDS URL.")
+@_REDUCTIONS
 @_listening
-def oss(host: str, port: int | None, fd: int | None, token: str, mds: str) -> None:
+def oss(host: str, port: int | None, fd: int | None, token: str, mds: str,
+        reductions: tuple[str, ...]) -> None:
     """Run the OSS server (the cluster launcher starts it)."""
     from .servers.oss import create_oss_app
 
-    serve(create_oss_app(mds, token), host, port, fd)
+    serve(create_oss_app(mds, token, reductions), host, port, fd)
 
 
 @ost.command("mds")

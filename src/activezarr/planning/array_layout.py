@@ -108,12 +108,13 @@ class ArrayLayout:
         return math.prod(self.chunk_shape) * self.dtype.itemsize
 
     def spec(self, *, missing: MissingSpec, axis: tuple[int, ...] | None,
-             fields: Sequence[str], accumulate: str, weighted: bool = False,
-             group_axis: int | None = None) -> ChunkSpec:
+             op: str, accumulate: str, weighted: bool = False,
+             group_axis: int | None = None, params: dict[str, Any] | None = None) -> ChunkSpec:
         """The :class:`ChunkSpec` every chunk of this array is reduced with."""
         return ChunkSpec(dtype=self.dtype.str, shape=self.chunk_shape, order=self.order,
                          codecs=self.codecs, missing=missing, axis=axis,
-                         fields=tuple(fields), accumulate=accumulate,  # type: ignore[arg-type]
+                         op=op, params=params,
+                         accumulate=accumulate,  # type: ignore[arg-type]
                          weighted=weighted, group_axis=group_axis)
 
 
@@ -213,3 +214,13 @@ def _numcodecs_config(name: str, config: dict[str, Any]) -> dict[str, Any]:
     if name in ("gzip", "zstd", "crc32c"):
         return {"id": name, **config}
     raise UnsupportedArrayError(f"zarr v3 codec {name!r} is not supported")
+
+
+def dimension_names(array: zarr.Array) -> tuple[str, ...] | None:
+    """The names of ``array``'s dimensions (zarr v3 ``dimension_names``, or the
+    ``_ARRAY_DIMENSIONS`` attribute xarray and kerchunk write for v2), or None."""
+    names: Any = getattr(array.metadata, "dimension_names", None) or array.attrs.get(
+        "_ARRAY_DIMENSIONS")
+    if not isinstance(names, (list, tuple)) or len(names) != array.ndim or not names:
+        return None
+    return tuple(str(n) for n in names)

@@ -23,9 +23,10 @@ from typing import Literal
 
 import numpy as np
 
-from ..chunk.result import COMPRESS_FROM, OP_FIELDS
+from ..chunk.codec_bounds import COMPRESSORS
+from ..chunk.reductions import aggregation_of
+from ..chunk.result import COMPRESS_FROM, group_keys
 from ..chunk.spec import ChunkSpec
-from ..protocol import choose_op
 from .array_layout import ArrayLayout
 from .chunks import _Piece, _pieces, chunk_count
 from .extras import Extras
@@ -55,8 +56,6 @@ HEADS_PER_LISTED_KEY = 4
 #: JSON characters per weight (a float64 with its separator) and per group label.
 JSON_WEIGHT = 20
 JSON_LABEL = 3
-#: Codecs that compress (numcodecs ids); filters and checksums keep the size.
-COMPRESSORS = frozenset({"zstd", "blosc", "gzip", "zlib", "lz4", "bz2", "lzma"})
 #: What zstd leaves of packed counts (few distinct values, long runs).
 COUNTS_ZSTD = 0.05
 #: Above this many chunks the batches' output regions are counted in closed form, not one by
@@ -234,7 +233,7 @@ def _regions(per_dim: Sequence[Sequence[_Piece]], kept: Sequence[int],
     sizes = [np.array([p.out[1] - p.out[0] for p in per_dim[d]], np.float64) for d in kept]
     if extras.group_dim is not None and extras.labels is not None:
         i = kept.index(extras.group_dim)
-        present = [frozenset(np.unique(extras.labels[slice(*p.out)]).tolist()) - {-1}
+        present = [frozenset(group_keys(extras.labels[slice(*p.out)]).tolist())
                    for p in per_dim[extras.group_dim]]
         seen: dict[frozenset[int], int] = {}
         labels[i] = np.array([seen.setdefault(s, len(seen)) for s in present], np.int64)
@@ -251,24 +250,19 @@ def _regions(per_dim: Sequence[Sequence[_Piece]], kept: Sequence[int],
 
 def _cell_bytes(layout: ArrayLayout, spec: ChunkSpec, encoding: Encoding,
                 per_partial: float, stacked: float) -> float:
-    """Bytes per output cell of one partial: the fields the op returns, the counts as sent."""
-    op = choose_op([f for f in spec.fields if f != "wsum"], ("stats",))
-    assert op is not None
-    itemsize = layout.dtype.itemsize
-    wsum = 8 if "wsum" in spec.fields else 0
+    """Bytes per output cell of one partial: the state's arrays as its aggregation sends
+    them, the counts as sent."""
+    aggregation = aggregation_of(spec)
     per_chunk = math.prod(layout.chunk_shape[d] for d in spec.reduced_axes)
     top = per_chunk * max(1.0, stacked)
     width = next(n for n in (1, 2, 4, 8) if top < 256 ** n)
     if encoding == "memory":
-        names = set(spec.fields) - {"wsum"}
-        in_memory = {"sum": 8, "min": itemsize, "max": itemsize, "m2": 8, "count": 8}
-        return float(sum(in_memory[f] for f in names)) + wsum
+        return 8 + aggregation.cell_bytes(memory=True, zstd_ratio=1.0)  # int64 counts
     lean = encoding == "lean"
     # ``lean`` compresses arrays of COMPRESS_FROM bytes or more.
     compressed = lean and 8 * per_partial >= COMPRESS_FROM
-    sum_bytes = 8 * (_zstd_ratio(layout.dtype, top) if compressed else 1.0)
-    sizes = {"sum": sum_bytes, "min": itemsize, "max": itemsize, "m2": 8, "count": 0}
-    total = float(sum(sizes[f] for f in OP_FIELDS[op])) + wsum
+    ratio = _zstd_ratio(layout.dtype, top) if compressed else 1.0
+    total = aggregation.cell_bytes(memory=False, zstd_ratio=ratio)
     if not lean:
         return total + width + 1  # a CBOR list of integers
     if spec.missing.is_empty:

@@ -14,12 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from ..chunk.kernel import group_keys
+from ..chunk.result import group_keys
+from ..chunk.spec import MAX_GROUPS
 from .chunks import ChunkTask
 from .selection import DimSelection
-
-#: Group labels are int64 positions in the output; this bounds them (and the output) sanely.
-MAX_GROUPS = 2**31
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,11 @@ class Combiner:
     def combines(self, position: int) -> bool:
         return position in self._label_of
 
+    def merged(self, position: int) -> bool:
+        """Whether ``position``'s partial is in its group's merged result."""
+        label = self._label_of.get(position)
+        return label is not None and position in self._groups[label].stored
+
     def add(self, position: int, item: BatchItem, partial: Partial, stored: int) -> bool:
         """Merge ``partial`` (of ``stored`` bytes read) into its group; True when it starts
         the group (and so holds its memory)."""
@@ -67,8 +72,9 @@ class Combiner:
             return True
         if _groups_present(item) != _groups_present(group.request):
             raise BadRequest("cannot combine partials of different groups")
-        if partial.shape != group.partial.shape or partial.sum is not None and (
-                group.partial.sum is None or partial.sum.dtype != group.partial.sum.dtype):
+        if partial.shape != group.partial.shape or any(
+                values.dtype != group.partial.arrays[name].dtype
+                for name, values in partial.arrays.items()):
             raise BadRequest(f"cannot combine a partial of shape {list(partial.shape)} with one "
                              f"of shape {list(group.partial.shape)}")
         group.partial.merge(partial)

@@ -57,6 +57,13 @@ class TooLarge(ServerError):
     status = 413
 
 
+class DeadlineExceeded(ServerError):
+    """The request's work ran past the server's request timeout and was stopped; sending the
+    same work again would cost the same."""
+
+    status = 504
+
+
 class Overloaded(ServerError):
     """Saturated, or the upstream store is unreachable: the client retries with backoff."""
 

@@ -37,6 +37,12 @@ class Metrics:
                                       registry=self.registry)
         self.latency = Histogram("activezarr_request_seconds", "Chunk request latency", ["op"],
                                  registry=self.registry)
+        self.stopped_requests = Counter(
+            "activezarr_stopped_requests", "Requests whose work was stopped: past the request "
+            "timeout (deadline) or their client gone (disconnected)", ["reason"],
+            registry=self.registry)
+        self.stopped_chunks = Counter("activezarr_stopped_chunks", "Chunks of stopped requests "
+                                      "left unread or undecoded", registry=self.registry)
         self.inflight = Gauge("activezarr_inflight", "Requests being served",
                               registry=self.registry)
 

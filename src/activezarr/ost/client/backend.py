@@ -37,13 +37,14 @@ from ...planning.cost import (
     Traits,
     stored_chunk_bytes,
 )
-from ...protocol import build_request, partial_from_result
+from ...protocol import CannotExpress, build_request
 from ..wire.layouts import encode_layouts
 from ..wire.messages import (
     EXTENSIONS,
     MAX_BATCH,
     MAX_BATCH_BODY,
     MAX_MEMORY,
+    OPS,
     PartRequest,
     partial_bytes,
 )
@@ -216,16 +217,22 @@ class OSTBackend(Backend):
     def _request(self, job: ChunkJob, task: ChunkTask, url: str,
                  byte_range: tuple[int, int] | None) -> tuple[str, dict[str, Any]] | None:
         """(op, body) in PROTOCOL.md terms; None when the protocol cannot say it."""
-        return build_request(job.kernel.spec, task.selection, interface_type="ost", url=url,
-                             byte_range=byte_range, extensions=EXTENSIONS,
-                             weights=task.weights, labels=task.labels)
+        try:
+            return build_request(job.kernel.spec, task.selection, interface_type="ost", url=url,
+                                 byte_range=byte_range, extensions=EXTENSIONS,
+                                 # The cluster says which plugin reductions it serves by
+                                 # answering: one it does not is each item's error.
+                                 operations=(*OPS, job.kernel.spec.op),
+                                 weights=task.weights, labels=task.labels)
+        except CannotExpress:
+            return None
 
     async def _send(self, job: ChunkJob, tasks: Sequence[ChunkTask], server: str,
                     batch: _Batch, answers: _Answers, result: BatchResult) -> None:
         """One ``/v2/batch`` to ``server`` (more only past its limits); answers gathered."""
         items, positions = batch.items[server], batch.positions[server]
-        fields = len(job.kernel.spec.fields)
-        runs = _fit_results([partial_bytes(fields, math.prod(_cells(tasks[i])))
+        words = job.kernel.aggregation.words
+        runs = _fit_results([partial_bytes(words, math.prod(_cells(tasks[i])))
                              for i in positions],
                             [answers.labels[i] for i in positions], RESULTS_ROOM)
         start = 0
@@ -293,7 +300,7 @@ def _gather_reply(job: ChunkJob, task: ChunkTask, position: int, op: str,
     answers.loose[position].extend((start, data) for start, data in reply.get("loose", ()))
     if "combined" in reply:
         return  # merged by the server into another position's answer
-    part = partial_from_result(op, reply, job.kernel.spec)
+    part = job.kernel.read(reply)
     # An OST answers for the output cells its parts counted, and says which (``region``).
     region = tuple(slice(a, b) for a, b in reply.get("region") or ())
     _partial_of(job, task, answers, answers.labels[position]).merge(part, region)
@@ -308,9 +315,7 @@ def _cells(task: ChunkTask) -> tuple[int, ...]:
 def _partial_of(job: ChunkJob, task: ChunkTask, answers: _Answers, label: int) -> Partial:
     """The partial gathering the answers for ``label``, whose cells are ``task``'s."""
     if label not in answers.partials:
-        spec = job.kernel.spec
-        answers.partials[label] = Partial.empty(_cells(task), job.kernel.dtype, spec.fields,
-                                                spec.accumulate)
+        answers.partials[label] = job.kernel.empty(_cells(task))
     return answers.partials[label]
 
 

@@ -25,7 +25,7 @@ from ...servers.budget import MemoryBudget, Reservation
 from ...servers.combine import Combiner, Encode, encode_answer
 from ...servers.errors import BadRequest, TooLarge
 from ..wire.messages import MAX_BATCH, MAX_BATCH_BODY, MAX_MEMORY, MEMORY_WAIT, partial_bytes
-from .serving import cbor_response, item_error
+from .serving import cbor_response, item_error, operations
 
 BUDGET = web.AppKey("budget", MemoryBudget)
 
@@ -46,10 +46,10 @@ class ItemServer:
 def result_bytes(item: BatchItem) -> int:
     """Memory of an item's partial and its encoding: a count and each field per output cell."""
     assert item.shape is not None
-    spec = item.chunk_reduction(item.op, item.shape, ()).spec
+    reduction = item.chunk_reduction(item.op, item.shape, ())
     selected = [len(range(*s)) for s in item.chunk_selection(item.shape)]
-    cells = math.prod(kept_shape(selected, spec.reduced_axes))
-    return partial_bytes(len(spec.fields), cells)
+    cells = math.prod(kept_shape(selected, reduction.spec.reduced_axes))
+    return partial_bytes(reduction.aggregation.words, cells)
 
 
 def working_bytes(item: BatchItem, stored: int) -> int:
@@ -96,7 +96,7 @@ async def _parse(request: web.Request, server: ItemServer
     for position, raw in enumerate(batch.requests):
         try:
             # Re-read as JSON so that the strict model applies JSON's rules (lists as tuples).
-            items[position] = parse(server.model, json.dumps(raw))
+            items[position] = parse(server.model, json.dumps(raw), operations(request.app))
         except Exception as exc:
             answers[position] = item_error(exc)
     return batch, items, answers

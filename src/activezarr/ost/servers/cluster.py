@@ -40,6 +40,8 @@ class ClusterConfig:
     host: str = "127.0.0.1"
     lan_rate: float | None = None
     disk_rate: float | None = None
+    #: Plugin reductions the OSTs and the OSS serve besides the built-ins.
+    reductions: tuple[str, ...] = ()
 
     def sockets(self) -> list[socket.socket]:
         """Listening sockets for [MDS, OST 0, ..., OST N-1, OSS]."""
@@ -94,10 +96,12 @@ class Cluster:
         self.osts = [f"{base}:{port_of(s)}" for s in sockets[1:-1]]
         register_token(self.mds, self.token)
         rate = [] if c.disk_rate is None else ["--disk-rate", str(c.disk_rate)]
+        plugins = ["--reductions", ",".join(c.reductions)] if c.reductions else []
         try:
             for i, sock in enumerate(sockets[1:-1]):
-                self._spawn(f"ost{i}", sock, "target", "--root", str(c.root / f"ost{i}"), *rate)
-            self._spawn("oss", sockets[-1], "oss", "--mds", self.mds)
+                self._spawn(f"ost{i}", sock, "target", "--root", str(c.root / f"ost{i}"), *rate,
+                            *plugins)
+            self._spawn("oss", sockets[-1], "oss", "--mds", self.mds, *plugins)
             lan = [] if c.lan_rate is None else ["--lan-rate", str(c.lan_rate)]
             self._spawn("mds", sockets[0], "mds", "--state", str(c.root / "mds.json"),
                         "--oss", self.oss, "--stripe-size", str(c.stripe_size),

@@ -122,9 +122,10 @@ WHOLE = ItemServer(WholeItem, stored=lambda item: item.size, read=_gather,
                    reduce=_whole_partial)
 
 
-def create_oss_app(mds: str, token: str) -> web.Application:
-    """The OSS of the cluster whose MDS is at ``mds``."""
-    app = create_base_app(token)
+def create_oss_app(mds: str, token: str, reductions: tuple[str, ...] = ()) -> web.Application:
+    """The OSS of the cluster whose MDS is at ``mds``, serving the plugin reductions
+    ``reductions`` besides the built-ins."""
+    app = create_base_app(token, reductions)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         app[CLIENT] = ClusterClient(mds, token=token)

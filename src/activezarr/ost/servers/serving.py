@@ -13,6 +13,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from ...chunk.codecs import ALLOWED_CODECS
+from ...chunk.reductions import plugin_operations
 from ...protocol import DTYPES, HEALTH_PATH, error_body
 from ...servers import http
 from ...servers.errors import ServerError, logged_status
@@ -25,6 +26,8 @@ log = logging.getLogger("activezarr.ost")
 #: and ``lan`` (storage to client); each is counted once, by the server that sent the bytes.
 LINKS = web.AppKey("links", Counter)
 TOKEN = web.AppKey("token", str)
+#: The operations a server serves: the built-ins and the plugin reductions it was told to load.
+OPERATIONS = web.AppKey("operations", tuple[str, ...])
 
 
 def item_error(exc: BaseException) -> dict[str, Any]:
@@ -55,14 +58,21 @@ async def require_token(request: web.Request, handler: Handler) -> web.StreamRes
     return await handler(request)
 
 
+def operations(app: web.Application) -> tuple[str, ...]:
+    """The operations ``app`` serves."""
+    served: tuple[str, ...] = app[OPERATIONS]
+    return served
+
+
 def operation(request: web.Request) -> str:
     """The ``{op}`` of ``POST /v2/{op}``, one the cluster's servers serve."""
-    return http.operation(request, OPS)
+    return http.operation(request, operations(request.app))
 
 
 def add_schema(app: web.Application, extensions: tuple[str, ...]) -> None:
     """PROTOCOL.md's capability document, for ``interface_type: "ost"``."""
-    http.add_document(app, {"name": "activezarr-ost", "api": "v2", "operations": list(OPS),
+    http.add_document(app, {"name": "activezarr-ost", "api": "v2",
+                            "operations": list(operations(app)),
                             "dtypes": list(DTYPES), "codecs": sorted(ALLOWED_CODECS),
                             "interface_types": ["ost"], "limits": LIMITS,
                             "extensions": list(extensions)})
@@ -79,9 +89,10 @@ def _exposition(app: web.Application) -> bytes:
     return links_exposition(links)
 
 
-def create_base_app(token: str) -> web.Application:
+def create_base_app(token: str, reductions: tuple[str, ...] = ()) -> web.Application:
     """An application with the error middleware, ``/healthz`` and ``/metrics``, answering
-    only callers showing the cluster's ``token`` (:func:`require_token`), ``/healthz`` aside."""
+    only callers showing the cluster's ``token`` (:func:`require_token`), ``/healthz`` aside.
+    It serves the plugin reductions ``reductions`` besides the built-in operations."""
     if not token:
         raise ValueError("a cluster server needs its cluster's token")
     app = http.create_server_app(exposition=_exposition,
@@ -91,6 +102,7 @@ def create_base_app(token: str) -> web.Application:
     app.middlewares.append(require_token)  # inside the error middleware: a 401 is JSON
     app[LINKS] = Counter()
     app[TOKEN] = token
+    app[OPERATIONS] = (*OPS, *plugin_operations(reductions))
     return app
 
 

@@ -144,10 +144,11 @@ async def reduce(request: web.Request) -> web.Response:
     return cbor_response(request, result)
 
 
-def create_target_app(root: str, token: str, disk_rate: float | None = None
-                      ) -> web.Application:
-    """The OST serving the objects under ``root``; ``disk_rate`` in bytes per second."""
-    app = create_base_app(token)
+def create_target_app(root: str, token: str, disk_rate: float | None = None,
+                      reductions: tuple[str, ...] = ()) -> web.Application:
+    """The OST serving the objects under ``root``; ``disk_rate`` in bytes per second; the
+    plugin reductions ``reductions`` besides the built-ins."""
+    app = create_base_app(token, reductions)
     app[OBJECTS] = ObjectStore(root, RateLimiter(disk_rate))
     add_schema(app, (*EXTENSIONS, "extents"))
     app.router.add_put("/objects/{fid}", put_object)

@@ -10,6 +10,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
+from ...chunk.reductions import BUILTIN_AGGREGATIONS
 from ...protocol import BatchItem, ChunkRequest
 from .striping import Extent, FileLayout
 
@@ -22,8 +23,9 @@ MAX_STRIPES = 1 << 16
 #: Most bytes one read may ask of an OST.
 MAX_READ = 1 << 30
 Offset = Annotated[StrictInt, Field(ge=0, le=2**62)]
-#: The PROTOCOL.md operations and extensions the OSTs and the OSS serve; OSTs add ``extents``.
-OPS = ("count", "sum", "min", "max", "stats")
+#: The PROTOCOL.md operations (every built-in aggregation, no ``select``) and extensions the
+#: OSTs and the OSS serve; OSTs add ``extents``.
+OPS = tuple(BUILTIN_AGGREGATIONS)
 EXTENSIONS = ("stats", "codecs", "accumulate", "accumulate-float", "missing-combined",
               "dtypes", "healthz", "weights", "groups", "missing-nan", "batch", "combine",
               "lean")
@@ -169,17 +171,11 @@ class PartRequest(ChunkRequest):
         return [(e.offset, e.length, e.start) for e in extents]
 
 
-def _check_op(op: str) -> None:
-    if op not in OPS:
-        raise ValueError(f"op {op!r} is not served here; operations: {', '.join(OPS)}")
-
-
 class PartItem(BatchItem, PartRequest):
     """One item of an OST's ``/v2/batch``: an ``extents`` request with its ``op``."""
 
     @model_validator(mode="after")
     def _shaped(self) -> PartItem:
-        _check_op(self.op)
         if self.shape is None:
             raise ValueError("requests with extents need the chunk's shape")
         return self
@@ -191,7 +187,6 @@ class WholeItem(BatchItem):
 
     @model_validator(mode="after")
     def _sized(self) -> WholeItem:
-        _check_op(self.op)
         if self.shape is None or self.size is None:
             raise ValueError("batch items need the chunk's shape and size")
         if self.interface_type != "ost":

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from yarl import URL
 
+from ...chunk.reductions import plugin_operations
+
 MiB = 2**20
 
 
@@ -35,6 +37,9 @@ class ServerConfig:
     max_body: int = 4 * MiB
     max_chunk_bytes: int = 256 * MiB
     max_decoded_bytes: int = 1024 * MiB
+    #: Bytes one request may decode in all (a batch is one request): bounds its CPU with
+    #: ``request_timeout``.
+    max_request_decoded_bytes: int = 16384 * MiB
     #: Bytes held at once by every request together (read, decoded, results): the permits.
     max_memory: int = 2048 * MiB
     max_inflight: int = 256
@@ -43,6 +48,12 @@ class ServerConfig:
     memory_wait: float = 30.0
     #: Seconds a client has to send its whole body, before it takes any slot.
     body_timeout: float = 30.0
+    #: Seconds a request may take from its arrival, after which its remaining work stops (504);
+    #: well below a client's timeout (120 s by default), so that the client hears why.
+    request_timeout: float = 60.0
+    #: Connections open at once; more are answered 503 and closed before anything is read, so
+    #: that what idle or stalled connections hold stays bounded.
+    max_connections: int = 512
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     s3_region: str = "us-east-1"
     #: Seconds one upstream read may take; shorter than a client's request timeout (120 s by
@@ -51,8 +62,15 @@ class ServerConfig:
     #: Reads from the object stores in flight at once (the rest wait, their timeout not yet
     #: running): an object store answering hundreds of GETs at once serves fewer bytes in all.
     upstream_reads: int = 16
+    #: Plugin reductions served besides the built-in operations (``--reductions``).
+    reductions: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.request_timeout <= 0:
+            raise ValueError(f"request_timeout {self.request_timeout} is not positive")
+        if self.max_connections < 1:
+            raise ValueError(f"max_connections {self.max_connections} is below 1")
+        plugin_operations(self.reductions)  # installed, each an aggregation of its own
         if self.upstream_reads < 1:
             raise ValueError(f"upstream_reads {self.upstream_reads} is below 1")
         if self.max_memory < self.max_chunk_bytes:
@@ -62,5 +80,7 @@ class ServerConfig:
     def limits(self) -> dict[str, int]:
         """The limits, as published in the capability document."""
         return {"max_body": self.max_body, "max_chunk_bytes": self.max_chunk_bytes,
-                "max_decoded_bytes": self.max_decoded_bytes, "max_memory": self.max_memory,
+                "max_decoded_bytes": self.max_decoded_bytes,
+                "max_request_decoded_bytes": self.max_request_decoded_bytes,
+                "max_memory": self.max_memory,
                 "max_inflight": self.max_inflight, "max_batch": self.max_batch}

@@ -16,12 +16,20 @@ from typing import Any
 
 import aiohttp
 
-from ...protocol import BatchItem, ChunkRequest, error_body, parse
+from ...protocol import OPS, BatchItem, ChunkRequest, error_body, parse
 from ..budget import MemoryBudget, Reservation
 from ..combine import Combiner
-from ..errors import BadRequest, NoSuchKey, Overloaded, logged_status
+from ..errors import (
+    BadRequest,
+    DeadlineExceeded,
+    NoSuchKey,
+    Overloaded,
+    TooLarge,
+    logged_status,
+)
 from ..metrics import Metrics
 from ..operations import chunk_partial, execute
+from ..workers import in_worker
 from .access import AccessPolicy
 from .coalesce import Read, plan_reads
 from .config import ServerConfig
@@ -54,6 +62,13 @@ class _Answer:
     combiner: Combiner
     lean: bool
     absent: bool
+    #: Whether some item ran past the deadline.
+    late: bool = False
+
+    def undone(self, read: Read) -> list[int]:
+        """The positions of ``read`` with neither an answer nor a place in a merged group."""
+        return [p for p, _, _ in read.parts
+                if not self.results[p] and not self.combiner.merged(p)]
 
 
 def partial_lean(lean: bool) -> Callable[..., dict[str, Any]] | None:
@@ -74,6 +89,11 @@ class ChunkService:
         self.metrics = metrics
         self.budget = MemoryBudget(config.max_memory, config.memory_wait)
         self._inflight = 0
+
+    @property
+    def operations(self) -> tuple[str, ...]:
+        """The operations served: the built-ins and the plugin reductions configured."""
+        return (*OPS, *self.config.reductions)
 
     @property
     def saturated(self) -> bool:
@@ -100,6 +120,30 @@ class ChunkService:
             raise BadRequest(f"shape {request.shape} decodes to {decoded} bytes, over the "
                              f"limit of {self.config.max_decoded_bytes}")
 
+    def _check_request_decoded(self, requests: Sequence[ChunkRequest]) -> None:
+        """A request (a whole batch) decodes at most ``max_request_decoded_bytes`` in all,
+        counted before anything is read: with the deadline, this bounds its CPU."""
+        decoded = sum(self._decoded_bound(r) for r in requests)
+        limit = self.config.max_request_decoded_bytes
+        if decoded > limit:
+            raise TooLarge(f"the request decodes up to {decoded} bytes, over the server's "
+                           f"--max-request-decoded-bytes {limit}; send fewer chunks at once")
+
+    def _decoded_bound(self, request: ChunkRequest) -> int:
+        """The most bytes ``request`` decodes: its shape's, else what a shapeless chunk may."""
+        if request.decoded_nbytes is not None:
+            return request.decoded_nbytes
+        if request.codec_configs():
+            return self._shapeless_decoded(request)
+        return request.size if request.size is not None else self.config.max_chunk_bytes
+
+    def deadline_exceeded(self) -> DeadlineExceeded:
+        """The error of a request whose work ran past ``request_timeout``."""
+        return DeadlineExceeded(
+            f"the request ran past the server's --request-timeout of "
+            f"{self.config.request_timeout} s; its remaining work was stopped: send fewer "
+            "chunks at once")
+
     def _admit(self, held: Reservation, requests: Sequence[ChunkRequest]) -> Admit:
         """Reserves, once the read's size is known, everything the read and the decoding of
         ``requests`` will hold, in one step: a request never holds memory while it waits for
@@ -120,15 +164,14 @@ class ChunkService:
             raw = await self.reader.read(request, url, auth, admit)
         elif request.interface_type == "file":
             path = self.policy.path(request.url)
-            loop = asyncio.get_running_loop()
-            fd, size = await loop.run_in_executor(self.executor, open_file, request, path,
-                                                  self.config.max_chunk_bytes)
-            try:
+            fd, size = await in_worker(self.executor, open_file, request, path,
+                                       self.config.max_chunk_bytes,
+                                       discard=lambda opened: os.close(opened[0]))
+            try:  # closed here once no worker reads it, whether the read ran or was stopped
                 await admit(size)
-            except BaseException:
+                raw = await in_worker(self.executor, read_open_file, request, fd, size)
+            finally:
                 os.close(fd)
-                raise
-            raw = await loop.run_in_executor(self.executor, read_open_file, request, fd, size)
         else:
             raise BadRequest(f"interface_type {request.interface_type!r} is not served here")
         self.metrics.upstream_reads.inc()
@@ -139,6 +182,7 @@ class ChunkService:
                   auth: Credentials | None) -> dict[str, Any]:
         """The response map of ``op`` on the chunk ``request`` names."""
         self._check_limits(request)
+        self._check_request_decoded([request])
         async with self.budget.reservation() as held:
             raw = await self._fetch(request, auth, self._admit(held, [request]))
             return await self._compute(op, request, raw)
@@ -154,17 +198,17 @@ class ChunkService:
         """``work`` (default :func:`execute`) on ``request``'s bytes in the worker pool."""
         start = time.perf_counter()
         self.metrics.requests.labels(op).inc()
-        loop = asyncio.get_running_loop()
         limit = self._shapeless_decoded(request) or self.config.max_decoded_bytes
-        result = await loop.run_in_executor(self.executor, work or execute, op, request, raw,
-                                            limit)
+        result = await in_worker(self.executor, work or execute, op, request, raw, limit)
         self.metrics.latency.labels(op).observe(time.perf_counter() - start)
         return result
 
     async def run_batch(self, items: Sequence[Any], auth: Credentials | None,
-                        results_held: Reservation, combine: Sequence[int] | None = None,
-                        lean: bool = False, absent: bool = False) -> list[dict[str, Any]]:
-        """Per-item results in order; one failing item does not fail the others.
+                        results_held: Reservation, deadline: float,
+                        combine: Sequence[int] | None = None, lean: bool = False,
+                        absent: bool = False) -> list[dict[str, Any]]:
+        """Per-item results in order; one failing item does not fail the others. At
+        ``deadline`` (the loop's clock) the items not yet done stop and answer 504.
 
         Byte ranges of one object that lie close together are read once. ``results_held``
         holds the results' memory until the response is sent. Items sharing a ``combine``
@@ -179,19 +223,45 @@ class ChunkService:
         for position, item in enumerate(items):
             try:
                 # Re-read as JSON so that the strict model applies JSON's rules (lists as tuples).
-                request = parse(BatchItem, json.dumps(item))
+                request = parse(BatchItem, json.dumps(item), self.operations)
                 self._check_limits(request)
                 parsed.append((position, request))
             except Exception as exc:
                 results[position] = self._item_error(exc)
+        self._check_request_decoded([request for _, request in parsed])
         reads = plan_reads(parsed, min(self.config.max_chunk_bytes, self.budget.total // 4))
         by_position = dict(parsed)
         answer = _Answer(results, results_held, Combiner(combine, by_position), lean, absent)
-        await asyncio.gather(*(self._serve_read(read, by_position, auth, answer)
-                               for read in reads))
+        # Reads of one batch in flight at once: enough to keep the object stores and the
+        # workers busy, few enough that one batch neither queues all its chunks ahead of other
+        # requests' in the worker pool nor opens all its files at once.
+        lanes = asyncio.Semaphore(self.config.upstream_reads + 2 * self.config.workers)
+        await asyncio.gather(*(self._serve_read_by(deadline, lanes, read, by_position, auth,
+                                                   answer) for read in reads))
+        if answer.late:
+            self.metrics.stopped_requests.labels("deadline").inc()
         for position, result in answer.combiner.answers(lean).items():
             results[position] = result
         return results
+
+    async def _serve_read_by(self, deadline: float, lanes: asyncio.Semaphore, read: Read,
+                             items: dict[int, BatchItem], auth: Credentials | None,
+                             answer: _Answer) -> None:
+        """:meth:`_serve_read` once one of ``lanes`` is free, its parts not done by
+        ``deadline`` stopped and answering 504; parts stopped because the client left are
+        counted."""
+        try:
+            async with asyncio.timeout_at(deadline), lanes:
+                await self._serve_read(read, items, auth, answer)
+        except TimeoutError:
+            answer.late = True
+            undone = answer.undone(read)
+            self.metrics.stopped_chunks.inc(len(undone))
+            for position in undone:
+                answer.results[position] = self._item_error(self.deadline_exceeded())
+        except asyncio.CancelledError:
+            self.metrics.stopped_chunks.inc(len(answer.undone(read)))
+            raise
 
     async def _serve_read(self, read: Read, items: dict[int, BatchItem],
                           auth: Credentials | None, answer: _Answer) -> None:
