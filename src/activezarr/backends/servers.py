@@ -9,13 +9,10 @@ a capped, jittered exponential backoff, or after the server's ``Retry-After``.
 from __future__ import annotations
 
 import asyncio
-import atexit
-import contextlib
 import itertools
 import json
 import math
 import random
-import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +27,7 @@ from ..errors import StorageUnavailableError
 from ..planning.chunks import ChunkTask
 from ..planning.cost import CAPABILITIES, S3_FRAMING, Traits
 from ..protocol import SCHEMA_PATH, V2_OPS, CannotExpress, build_request
+from ..transport.sessions import shared_session
 from ..transport.traffic import framing
 from .base import BatchResult, ChunkJob, region_labels
 
@@ -175,7 +173,7 @@ class ActiveServers:
         open from one reduction to the next), and this reduction's request limit."""
         if self._limit is None:
             self._limit = asyncio.Semaphore(self.concurrency)
-        return _shared_session(self.concurrency, self.timeout), self._limit
+        return shared_session(self.concurrency, self.timeout), self._limit
 
     def _pick(self) -> str:
         if not self.live:
@@ -377,66 +375,6 @@ def server_traits(servers: ActiveServers, batch_chunks: int, labelled: bool = Tr
                   setup_bytes=CAPABILITIES if cached is None else 0,
                   probes=not {"absent", "lean", "batch"} <= extensions,
                   index_framing=S3_FRAMING)
-
-
-@dataclass
-class _LoopSessions:
-    """The sessions shared on one event loop, by connection limit and timeouts, and the task
-    that closes them when the loop shuts down."""
-
-    sessions: dict[tuple[int, aiohttp.ClientTimeout], aiohttp.ClientSession]
-    keeper: asyncio.Task[None] | None = None
-
-
-#: Per event loop, weakly: a loop gone takes its entry with it.
-_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopSessions] = \
-    weakref.WeakKeyDictionary()
-
-
-def _shared_session(limit: int, timeout: aiohttp.ClientTimeout) -> aiohttp.ClientSession:
-    """The session of this loop for ``limit`` and ``timeout``, made on first use.
-
-    Each loop's sessions are closed on that loop as it shuts down: ``asyncio.run`` (and
-    ``asyncio.Runner``) cancel the tasks left at the end, and the keeper task closes them in its
-    ``finally``. zarr's loop runs until exit, so its sessions are closed at exit instead.
-    """
-    loop = asyncio.get_running_loop()
-    pool = _pools.get(loop)
-    if pool is None:
-        pool = _pools[loop] = _LoopSessions({})
-        pool.keeper = loop.create_task(_keep(pool), name="activezarr-sessions")
-    session = pool.sessions.get((limit, timeout))
-    if session is None or session.closed:
-        connector = aiohttp.TCPConnector(limit=limit)
-        session = pool.sessions[limit, timeout] = aiohttp.ClientSession(connector=connector,
-                                                                        timeout=timeout)
-    return session
-
-
-async def _keep(pool: _LoopSessions) -> None:
-    """Wait until cancelled (the loop shuts down, or exit), then close ``pool``'s sessions."""
-    try:
-        await asyncio.Event().wait()
-    finally:
-        sessions = list(pool.sessions.values())
-        pool.sessions.clear()
-        await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
-
-
-async def _stop(pool: _LoopSessions) -> None:
-    if pool.keeper is not None:
-        pool.keeper.cancel()
-        await asyncio.gather(pool.keeper, return_exceptions=True)
-
-
-@atexit.register
-def _close_sessions() -> None:
-    """Close the sessions of loops still running at exit (zarr's) on those loops."""
-    for loop, pool in list(_pools.items()):
-        if loop.is_running():
-            with contextlib.suppress(Exception):
-                asyncio.run_coroutine_threadsafe(_stop(pool), loop).result(5)
-    _pools.clear()
 
 
 def within_limits(items: list[dict[str, Any]], max_items: int, max_body: int,
