@@ -56,6 +56,13 @@ async def _keep(pool: _LoopSessions) -> None:
         await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
 
 
+async def close_sessions() -> None:
+    """Close this loop's shared sessions now (a server's cleanup, before its loop ends)."""
+    pool = _pools.pop(asyncio.get_running_loop(), None)
+    if pool is not None:
+        await _stop(pool)
+
+
 async def _stop(pool: _LoopSessions) -> None:
     if pool.keeper is not None:
         pool.keeper.cancel()

@@ -16,6 +16,7 @@ from ...chunk.partial import Partial
 from ...protocol import ChunkRequest
 from ...servers.errors import BadRequest
 from ...servers.operations import chunk_partial, execute
+from ...transport.sessions import close_sessions
 from ..wire.messages import EXTENSIONS, MAX_BATCH, WholeItem
 from ..wire.striping import FileLayout
 from ..wire.transport import ClusterClient
@@ -131,7 +132,7 @@ def create_oss_app(mds: str, token: str, reductions: tuple[str, ...] = ()) -> we
         app[CLIENT] = ClusterClient(mds, token=token)
         app[GATHERING] = Gathering(app[CLIENT])
         yield
-        await app[CLIENT].close()
+        await close_sessions()
 
     app.cleanup_ctx.append(lifecycle)
     add_schema(app, EXTENSIONS)
