@@ -27,6 +27,7 @@ from ..errors import StorageUnavailableError
 from ..planning.chunks import ChunkTask
 from ..planning.cost import CAPABILITIES, S3_FRAMING, Traits
 from ..protocol import SCHEMA_PATH, V2_OPS, CannotExpress, build_request
+from ..transport.answers import error_message, excerpt
 from ..transport.sessions import shared_session
 from ..transport.traffic import framing
 from .base import BatchResult, ChunkJob, region_labels
@@ -125,17 +126,8 @@ def server_urls(value: Any) -> list[str]:
 def _message(body: bytes, status: int, url: str) -> str:
     """The server's error message (PROTOCOL.md's JSON error), or, from something that is no
     active server (an S3 endpoint, a web page), the URL and what it answered."""
-    try:
-        error = json.loads(body)["error"]
-        return str(error["message"])
-    except (ValueError, KeyError, TypeError):
-        return (f"{url} answered HTTP {status} ({_excerpt(body)!r}), not an active server's "
-                "JSON error")
-
-
-def _excerpt(body: bytes) -> str:
-    """The start of an answer that is not ours, as one line."""
-    return " ".join(body[:120].decode(errors="replace").split())
+    return error_message(body) or (f"{url} answered HTTP {status} ({excerpt(body)!r}), not an "
+                                   "active server's JSON error")
 
 
 def _retry_after(response: aiohttp.ClientResponse) -> float | None:
@@ -242,7 +234,7 @@ class ActiveServers:
                 document, answer = None, exc.reason
             except ValueError:
                 document = None
-                answer = f"GET {SCHEMA_PATH} answered {_excerpt(answer)!r}, not JSON"
+                answer = f"GET {SCHEMA_PATH} answered {excerpt(answer)!r}, not JSON"
             cached = document if isinstance(document, dict) else {}
             if not cached and isinstance(answer, str):
                 _not_documented[self.servers[0]] = answer
@@ -355,7 +347,7 @@ class ActiveServers:
         try:
             return cbor2.loads(body)
         except (cbor2.CBORDecodeError, ValueError):
-            raise _RefusedError(f"the answer to POST {path} is not CBOR ({_excerpt(body)!r}): is "
+            raise _RefusedError(f"the answer to POST {path} is not CBOR ({excerpt(body)!r}): is "
                                 f"{', '.join(self.servers)} an active server?") from None
 
     async def close(self) -> None:

@@ -16,6 +16,7 @@ import cbor2
 from ...errors import CredentialsError, StorageUnavailableError
 from ...protocol import HEALTH_PATH
 from ...servers.errors import ServerError
+from ...transport.answers import error_message, excerpt
 from ...transport.sessions import shared_session
 from .layouts import CBOR, decode_layouts
 from .messages import LINK_HEADER, TOKEN_HEADER, TOKEN_VARIABLE, ClusterMap, Entry
@@ -94,10 +95,7 @@ class TokenRefusedError(RemoteError, CredentialsError):
 
 
 def _message(body: bytes) -> str:
-    try:
-        return json.loads(body)["error"]["message"]
-    except (ValueError, KeyError, TypeError):
-        return body[:200].decode(errors="replace")
+    return error_message(body) or excerpt(body)
 
 
 def _origin(url: str) -> str:
