@@ -14,6 +14,8 @@ import sys
 from importlib.metadata import distribution
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 WING = "activezarr.ost"
 #: The other backends' tests: every backend's differential cases, the store, the plugins, S3.
@@ -46,6 +48,7 @@ def run(site: Path, *args: str, timeout: float) -> subprocess.CompletedProcess[s
                           cwd=ROOT, timeout=timeout)
 
 
+@pytest.mark.timeout(1800)  # four test files in a subprocess: minutes on a loaded machine
 def test_the_package_works_without_the_ost_wing(tmp_path: Path) -> None:
     site = without_the_wing(tmp_path)
     probe = run(site, "-c", "import activezarr, fsspec, importlib.util; "
