@@ -50,6 +50,10 @@ _not_documented: dict[str, str] = {}
 #: work would meet the same deadline again; its chunks go to the fallback, the 504's message
 #: (naming the server's ``--request-timeout``) the recorded reason.
 _RETRY_STATUSES = {502, 503}
+#: The rotation over the servers, shared by every reduction in the process and begun at random:
+#: reductions of a batch or two each (dask leaves, one chunk apiece) would otherwise all send
+#: their first request to the same server, and the others would idle.
+_turns = itertools.count(random.randrange(2**16))
 
 
 @dataclass(frozen=True)
@@ -140,10 +144,11 @@ def _retry_after(response: aiohttp.ClientResponse) -> float | None:
 class ActiveServers:
     """The HTTP client of one reduction to its active servers.
 
-    Options: ``server`` (a URL or a list, used round-robin), ``concurrency`` (requests at
-    once; default zarr's ``async.concurrency``), ``retries`` (3), ``backoff`` (first delay in
-    seconds, doubling, with jitter; 0.1), ``backoff_cap`` (longest delay; 5), ``timeout``
-    (seconds per request; 120), ``connect_timeout`` (10).
+    Options: ``server`` (a URL or a list: requests rotate over them, and a batch is cut into a
+    share per live server), ``concurrency`` (requests at once; default zarr's
+    ``async.concurrency``), ``retries`` (3), ``backoff`` (first delay in seconds, doubling,
+    with jitter; 0.1), ``backoff_cap`` (longest delay; 5), ``timeout`` (seconds per request;
+    120), ``connect_timeout`` (10).
     """
 
     def __init__(self, options: Mapping[str, Any]) -> None:
@@ -157,7 +162,6 @@ class ActiveServers:
         self.timeout = aiohttp.ClientTimeout(
             total=float(options.get("timeout", DEFAULT_TIMEOUT)),
             sock_connect=float(options.get("connect_timeout", 10.0)))
-        self._turn = 0
         self._limit: asyncio.Semaphore | None = None
 
     def _http(self) -> tuple[aiohttp.ClientSession, asyncio.Semaphore]:
@@ -171,8 +175,7 @@ class ActiveServers:
         if not self.live:
             problems = "; ".join(f"{s}: {p}" for s, p in self.dropped.items())
             raise StorageUnavailableError(f"no active server left ({problems})")
-        self._turn += 1
-        return self.live[self._turn % len(self.live)]
+        return self.live[next(_turns) % len(self.live)]
 
     def _drop(self, server: str, problem: str) -> None:
         if server in self.live:
@@ -279,7 +282,10 @@ class ActiveServers:
         if (len(requests) > 1 or absent) and "batch" in extensions:
             limits = capabilities.get("limits", {})
             items = [{"op": op, **body} for op, body in requests]
-            groups = within_limits(items, int(limits.get("max_batch", 1024)),
+            # one batch per live server at least, so that a reduction of a single batch
+            # (an array below the backend's batch bytes) is shared by all of them
+            share = -(-len(items) // max(1, len(self.live)))
+            groups = within_limits(items, min(int(limits.get("max_batch", 1024)), share),
                                    int(limits.get("max_body", 4 * 2**20)),
                                    limits.get("max_request_decoded_bytes"))
             extra: dict[str, Any] = {"lean": True} if "lean" in extensions else {}

@@ -27,7 +27,7 @@ from ..planning.selection import DimSelection, normalize_selection, reduced_dims
 from ..transport.sync import run_sync
 from .engine import Engine, Progress, fallback_warning
 from .report import Report, publish
-from .store import ActiveStore
+from .store import ActiveStore, client_only_reason
 
 
 class _Reductions:
@@ -91,8 +91,7 @@ class ActiveReduction(_Reductions):
         self.last_report: Report | None = None
         if self._backend_class() is None:
             store = ActiveStore.of(array.store)
-            why = (f"{type(array.store).__name__} is not opened through activezarr "
-                   "(use activezarr.ActiveStore.from_url or an active:: URL)" if store is None
+            why = (client_only_reason(array.store) if store is None
                    else f"its {store.protocol!r} store has no configured active backend "
                    "(e.g. no active={'server': ...})")
             warnings.warn(f"every chunk of this array will be read and reduced on the client: "
