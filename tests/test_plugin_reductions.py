@@ -23,8 +23,8 @@ import zarr
 import activezarr
 from activezarr.chunk.reductions import plugin_operations, reductions
 from activezarr.errors import FallbackWarning, UnknownReductionError
+from activezarr.ost import Cluster, ClusterConfig
 from activezarr.protocol import SCHEMA_PATH
-from activezarr.servers.ost import Cluster, ClusterConfig
 from arrays import create
 from runners import RUNNERS, on_s3
 from s3_servers import S3, ActiveServer, start_active_server

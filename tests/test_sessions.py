@@ -11,7 +11,7 @@ import textwrap
 import numpy as np
 
 import activezarr
-from activezarr.backends import servers
+from activezarr.transport import sessions
 from s3_servers import S3, ActiveServer
 from test_s3_backend import s3_array
 
@@ -58,7 +58,7 @@ def test_reductions_share_one_http_session(moto_s3: S3, active_server: ActiveSer
                                      missing=None)
 
     def open_sessions() -> set[int]:
-        return {id(s) for pool in servers._pools.values() for s in pool.sessions.values()
+        return {id(s) for pool in sessions._pools.values() for s in pool.sessions.values()
                 if not s.closed}
 
     red.sum()

@@ -19,12 +19,12 @@ from pydantic import BaseModel
 
 import activezarr
 from activezarr.backends.file import FileBackend, FileOptions
-from activezarr.commands.ost import ost
 from activezarr.commands.serve import serve
 from activezarr.commands.settings import envvar, is_option, option_name, options_from, settings_from
+from activezarr.ost.commands import ost
+from activezarr.ost.servers.cluster import ClusterConfig
+from activezarr.ost.wire.messages import TOKEN_VARIABLE
 from activezarr.servers.active.config import MiB, ServerConfig, ServeSettings
-from activezarr.servers.ost.cluster import ClusterConfig
-from activezarr.servers.ost.messages import TOKEN_VARIABLE
 from activezarr.servers.processes import listening_socket, port_of, spawn, stop, wait_healthy
 from s3_servers import start_active_server
 
@@ -196,7 +196,7 @@ def test_the_servers_settings_are_declared_with_the_clusters() -> None:
 def test_an_ost_server_refuses_connections_over_its_limit(tmp_path: Path) -> None:
     sock = listening_socket()
     url = f"http://127.0.0.1:{port_of(sock)}"
-    process = spawn([sys.executable, "-m", "activezarr.servers.ost", "target", "--root",
+    process = spawn([sys.executable, "-m", "activezarr.ost", "target", "--root",
                      str(tmp_path), "--token", "t"], sock,
                     env={**os.environ, "ACTIVEZARR_OST_MAX_CONNECTIONS": "2"})
     try:

@@ -13,12 +13,12 @@ from zarr.abc.store import Store
 
 from ..chunk.kernel import ChunkKernel
 from ..chunk.partial import Partial
-from ..client.traffic import protocols
 from ..errors import UnknownBackendError, first_problem
 from ..planning.array_layout import ArrayLayout
 from ..planning.chunks import ChunkTask
 from ..planning.cost import S3_FRAMING, S3_HEAD, Traits
 from ..plugins import Registry
+from ..transport.traffic import protocols
 
 
 class Options(BaseModel):

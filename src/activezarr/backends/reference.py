@@ -18,11 +18,11 @@ from typing import Any
 from fsspec.core import split_protocol
 from zarr.abc.store import Store
 
-from ..client.traffic import protocols
 from ..errors import StorageUnavailableError, UnsupportedArrayError
 from ..planning.array_layout import ArrayLayout
 from ..planning.chunks import ChunkTask
 from ..planning.cost import Traits
+from ..transport.traffic import protocols
 from .base import BatchResult, ChunkJob, backends, plain_framing
 from .credentials import S3Access, s3_access
 from .file import FileBackend, StoredChunk

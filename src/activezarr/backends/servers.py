@@ -9,13 +9,10 @@ a capped, jittered exponential backoff, or after the server's ``Retry-After``.
 from __future__ import annotations
 
 import asyncio
-import atexit
-import contextlib
 import itertools
 import json
 import math
 import random
-import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -27,11 +24,13 @@ import numpy as np
 import zarr
 from pydantic import BeforeValidator, Field
 
-from ..client.traffic import framing
 from ..errors import StorageUnavailableError
 from ..planning.chunks import ChunkTask
 from ..planning.cost import CAPABILITIES, S3_FRAMING, Traits
 from ..protocol import SCHEMA_PATH, V2_OPS, CannotExpress, build_request
+from ..transport.answers import error_message, excerpt
+from ..transport.sessions import shared_session
+from ..transport.traffic import framing
 from .base import BatchResult, ChunkJob, Options, region_labels
 
 #: Seconds a request may take, whole; the server's own request timeout is shorter (60 s by
@@ -144,17 +143,8 @@ class ServerOptions(Options):
 def _message(body: bytes, status: int, url: str) -> str:
     """The server's error message (PROTOCOL.md's JSON error), or, from something that is no
     active server (an S3 endpoint, a web page), the URL and what it answered."""
-    try:
-        error = json.loads(body)["error"]
-        return str(error["message"])
-    except (ValueError, KeyError, TypeError):
-        return (f"{url} answered HTTP {status} ({_excerpt(body)!r}), not an active server's "
-                "JSON error")
-
-
-def _excerpt(body: bytes) -> str:
-    """The start of an answer that is not ours, as one line."""
-    return " ".join(body[:120].decode(errors="replace").split())
+    return error_message(body) or (f"{url} answered HTTP {status} ({excerpt(body)!r}), not an "
+                                   "active server's JSON error")
 
 
 def _retry_after(response: aiohttp.ClientResponse) -> float | None:
@@ -188,7 +178,7 @@ class ActiveServers:
         open from one reduction to the next), and this reduction's request limit."""
         if self._limit is None:
             self._limit = asyncio.Semaphore(self.concurrency)
-        return _shared_session(self.concurrency, self.timeout), self._limit
+        return shared_session(self.concurrency, self.timeout), self._limit
 
     def _pick(self) -> str:
         if not self.live:
@@ -256,7 +246,7 @@ class ActiveServers:
                 document, answer = None, exc.reason
             except ValueError:
                 document = None
-                answer = f"GET {SCHEMA_PATH} answered {_excerpt(answer)!r}, not JSON"
+                answer = f"GET {SCHEMA_PATH} answered {excerpt(answer)!r}, not JSON"
             cached = document if isinstance(document, dict) else {}
             if not cached and isinstance(answer, str):
                 _not_documented[self.servers[0]] = answer
@@ -372,7 +362,7 @@ class ActiveServers:
         try:
             return cbor2.loads(body)
         except (cbor2.CBORDecodeError, ValueError):
-            raise _RefusedError(f"the answer to POST {path} is not CBOR ({_excerpt(body)!r}): is "
+            raise _RefusedError(f"the answer to POST {path} is not CBOR ({excerpt(body)!r}): is "
                                 f"{', '.join(self.servers)} an active server?") from None
 
     async def close(self) -> None:
@@ -392,66 +382,6 @@ def server_traits(servers: ActiveServers, batch_chunks: int, labelled: bool = Tr
                   setup_bytes=CAPABILITIES if cached is None else 0,
                   probes=not {"absent", "lean", "batch"} <= extensions,
                   index_framing=S3_FRAMING)
-
-
-@dataclass
-class _LoopSessions:
-    """The sessions shared on one event loop, by connection limit and timeouts, and the task
-    that closes them when the loop shuts down."""
-
-    sessions: dict[tuple[int, aiohttp.ClientTimeout], aiohttp.ClientSession]
-    keeper: asyncio.Task[None] | None = None
-
-
-#: Per event loop, weakly: a loop gone takes its entry with it.
-_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopSessions] = \
-    weakref.WeakKeyDictionary()
-
-
-def _shared_session(limit: int, timeout: aiohttp.ClientTimeout) -> aiohttp.ClientSession:
-    """The session of this loop for ``limit`` and ``timeout``, made on first use.
-
-    Each loop's sessions are closed on that loop as it shuts down: ``asyncio.run`` (and
-    ``asyncio.Runner``) cancel the tasks left at the end, and the keeper task closes them in its
-    ``finally``. zarr's loop runs until exit, so its sessions are closed at exit instead.
-    """
-    loop = asyncio.get_running_loop()
-    pool = _pools.get(loop)
-    if pool is None:
-        pool = _pools[loop] = _LoopSessions({})
-        pool.keeper = loop.create_task(_keep(pool), name="activezarr-sessions")
-    session = pool.sessions.get((limit, timeout))
-    if session is None or session.closed:
-        connector = aiohttp.TCPConnector(limit=limit)
-        session = pool.sessions[limit, timeout] = aiohttp.ClientSession(connector=connector,
-                                                                        timeout=timeout)
-    return session
-
-
-async def _keep(pool: _LoopSessions) -> None:
-    """Wait until cancelled (the loop shuts down, or exit), then close ``pool``'s sessions."""
-    try:
-        await asyncio.Event().wait()
-    finally:
-        sessions = list(pool.sessions.values())
-        pool.sessions.clear()
-        await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
-
-
-async def _stop(pool: _LoopSessions) -> None:
-    if pool.keeper is not None:
-        pool.keeper.cancel()
-        await asyncio.gather(pool.keeper, return_exceptions=True)
-
-
-@atexit.register
-def _close_sessions() -> None:
-    """Close the sessions of loops still running at exit (zarr's) on those loops."""
-    for loop, pool in list(_pools.items()):
-        if loop.is_running():
-            with contextlib.suppress(Exception):
-                asyncio.run_coroutine_threadsafe(_stop(pool), loop).result(5)
-    _pools.clear()
 
 
 def within_limits(items: list[dict[str, Any]], max_items: int, max_body: int,

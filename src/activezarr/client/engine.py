@@ -18,7 +18,7 @@ from ..errors import (
 )
 from ..planning.chunks import ChunkTask
 from ..planning.sharding import ShardIndexes, locate_inner_chunks
-from . import traffic
+from ..transport import traffic
 from .report import Report
 
 Progress = Callable[[int], None]

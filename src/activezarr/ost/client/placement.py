@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from ..servers.ost.striping import Extent, FileLayout
+from ..wire.striping import Extent, FileLayout
 
 Path = Literal["ost", "oss", "client"]
 Kind = Literal["uncompressed", "single-ost", "spread"]

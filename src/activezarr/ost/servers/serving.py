@@ -15,12 +15,12 @@ from aiohttp.typedefs import Handler
 from ...chunk.codecs import ALLOWED_CODECS
 from ...chunk.reductions import plugin_operations
 from ...protocol import DTYPES, HEALTH_PATH, error_body
-from .. import http
-from ..errors import ServerError, logged_status
-from ..metrics import links_exposition
-from ..settings import Listening, setting
-from .messages import LIMITS, OPS, TOKEN_HEADER
-from .transport import OSTUnavailableError
+from ...servers import http
+from ...servers.errors import ServerError, logged_status
+from ...servers.metrics import links_exposition
+from ...servers.settings import Listening, setting
+from ..wire.messages import LIMITS, OPS, TOKEN_HEADER
+from ..wire.transport import OSTUnavailableError
 
 log = logging.getLogger("activezarr.ost")
 #: Bytes by the link they crossed: ``disk_read``, ``disk_write``, ``storage`` (OST to OSS)

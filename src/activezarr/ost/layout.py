@@ -9,9 +9,9 @@ from rich.console import Console
 from rich.filesize import decimal
 from rich.table import Table
 
-from ..planning.placement import SPREAD_POLICIES
-from ..planning.survey import Survey, survey_url
-from .params import JsonObjectType
+from ..commands.params import JsonObjectType
+from .client.placement import SPREAD_POLICIES
+from .client.survey import Survey, survey_url
 
 
 @click.command("layout")
@@ -62,7 +62,7 @@ def estimate_text(url: str, var: str | None, storage_options: dict[str, Any],
                   active: dict[str, Any], op: str, axis: tuple[int, ...] | None) -> str:
     """The planner's estimate for reducing the array at ``url``, or why there is none."""
     from ..client.active import ActiveReduction
-    from .sources import open_source
+    from ..commands.sources import open_source
 
     estimate = ActiveReduction(open_source(url, var, storage_options, active)).plan(op, axis)
     if estimate is None:

@@ -1,6 +1,6 @@
 """``activezarr ost ...``: the simulated file system's cluster and its server processes. Their
-settings are declared once, in :class:`~activezarr.servers.ost.cluster.ClusterConfig` and
-:class:`~activezarr.servers.ost.serving.Serving`; the options are made from them."""
+settings are declared once, in :class:`~activezarr.ost.servers.cluster.ClusterConfig` and
+:class:`~activezarr.ost.servers.serving.Serving`; the options are made from them."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ from typing import Any
 
 import click
 
+from ..commands.params import OneLineErrorsGroup
+from ..commands.settings import options_from, settings_from
 from ..servers.lifeline import follow_parent
-from ..servers.ost.cluster import Cluster, ClusterConfig, mb_per_s, run_until_signalled
-from ..servers.ost.messages import TOKEN_VARIABLE
-from ..servers.ost.serving import Serving, serve
 from ..servers.processes import terminated_as_exit
 from ..servers.settings import Reductions, reductions_setting, same_as
-from .params import OneLineErrorsGroup
-from .settings import options_from, settings_from
+from .servers.cluster import Cluster, ClusterConfig, mb_per_s, run_until_signalled
+from .servers.serving import Serving, serve
+from .wire.messages import TOKEN_VARIABLE
 
 #: ``ACTIVEZARR_OST_TOKEN`` for ``--token``.
 PREFIX = "ACTIVEZARR_OST_"
@@ -83,7 +83,7 @@ def _server(settings: type[Serving]) -> Callable[[Callable[..., Any]], Callable[
 @_server(TargetSettings)
 def target(root: str, fd: int | None, **given: Any) -> None:
     """Run one OST server (the cluster launcher starts these)."""
-    from ..servers.ost.target import create_target_app
+    from .servers.target import create_target_app
 
     settings = settings_from(TargetSettings, given)
     serve(create_target_app(root, settings.token, mb_per_s(settings.disk_rate),
@@ -95,7 +95,7 @@ def target(root: str, fd: int | None, **given: Any) -> None:
 @_server(OSSSettings)
 def oss(mds: str, fd: int | None, **given: Any) -> None:
     """Run the OSS server (the cluster launcher starts it)."""
-    from ..servers.ost.oss import create_oss_app
+    from .servers.oss import create_oss_app
 
     settings = settings_from(OSSSettings, given)
     serve(create_oss_app(mds, settings.token, settings.reductions), settings, fd)
@@ -110,8 +110,8 @@ def oss(mds: str, fd: int | None, **given: Any) -> None:
 def mds(state: str, osts: tuple[str, ...], oss: str | None, fd: int | None,
         **given: Any) -> None:
     """Run the MDS server (the cluster launcher starts it)."""
-    from ..servers.ost.mds import create_mds_app
-    from ..servers.ost.messages import ClusterMap
+    from .servers.mds import create_mds_app
+    from .wire.messages import ClusterMap
 
     settings = settings_from(MDSSettings, given)
     cluster_map = ClusterMap(osts=osts, oss=oss, stripe_size=settings.stripe_size,

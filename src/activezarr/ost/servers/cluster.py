@@ -16,12 +16,19 @@ from pathlib import Path
 from typing import Self
 
 from ...protocol import HEALTH_PATH
-from ..metrics import parse_links
-from ..processes import listening_socket, port_of, spawn, stop, wait_healthy
-from ..settings import Listening, Reductions, Settings, reductions_setting, same_as, setting
-from .messages import TOKEN_HEADER, TOKEN_VARIABLE
-from .ratelimit import MB
-from .transport import register_token
+from ...servers.metrics import parse_links
+from ...servers.processes import listening_socket, port_of, spawn, stop, wait_healthy
+from ...servers.settings import (
+    Listening,
+    Reductions,
+    Settings,
+    reductions_setting,
+    same_as,
+    setting,
+)
+from ..wire.messages import TOKEN_HEADER, TOKEN_VARIABLE
+from ..wire.ratelimit import MB
+from ..wire.transport import register_token
 
 LAN_HELP = "MB/s between the storage and the client; unlimited when absent."
 DISK_HELP = "MB/s of each OST's disk; unlimited when absent."
@@ -83,7 +90,7 @@ class Cluster:
         return self.config.root / "token"
 
     def _spawn(self, name: str, sock: socket.socket, *args: str) -> None:
-        command = [sys.executable, "-m", "activezarr.servers.ost", *args,
+        command = [sys.executable, "-m", "activezarr.ost", *args,
                    "--max-connections", str(self.config.max_connections)]
         self.processes[name] = spawn(command, sock, start_new_session=True,
                                      env={**os.environ, TOKEN_VARIABLE: self.token})

@@ -24,23 +24,23 @@ import numpy as np
 from pydantic import Field
 from zarr.abc.store import Store
 
-from ..chunk.partial import Partial
-from ..chunk.parts import Piece, reduce_loose
-from ..client.ost_filesystem import OSTFileSystem
-from ..errors import ChunkDecodeError, UnsupportedArrayError
-from ..planning.array_layout import ArrayLayout
-from ..planning.chunks import ChunkTask
-from ..planning.cost import (
+from ...backends.base import Backend, BatchResult, ChunkJob, Options, backends, region_labels
+from ...backends.servers import within_limits
+from ...chunk.partial import Partial
+from ...chunk.parts import Piece, reduce_loose
+from ...errors import ChunkDecodeError, UnsupportedArrayError
+from ...planning.array_layout import ArrayLayout
+from ...planning.chunks import ChunkTask
+from ...planning.cost import (
     PLAIN_RESULT_MAP,
     RESULT_MAP,
     STORED_BYTES_FIELD,
     Traits,
     stored_chunk_bytes,
 )
-from ..planning.placement import Placement, SpreadPolicy, place
-from ..protocol import CannotExpress, build_request
-from ..servers.ost.layouts import encode_layouts
-from ..servers.ost.messages import (
+from ...protocol import CannotExpress, build_request
+from ..wire.layouts import encode_layouts
+from ..wire.messages import (
     EXTENSIONS,
     MAX_BATCH,
     MAX_BATCH_BODY,
@@ -49,11 +49,11 @@ from ..servers.ost.messages import (
     PartRequest,
     partial_bytes,
 )
-from ..servers.ost.namespace import normalize
-from ..servers.ost.striping import FileLayout, by_ost
-from ..servers.ost.transport import OSTUnavailableError, RemoteError, remember_stalls
-from .base import Backend, BatchResult, ChunkJob, Options, backends, region_labels
-from .servers import within_limits
+from ..wire.namespace import normalize
+from ..wire.striping import FileLayout, by_ost
+from ..wire.transport import OSTUnavailableError, RemoteError, remember_stalls
+from .filesystem import OSTFileSystem
+from .placement import Placement, SpreadPolicy, place
 
 #: The results one request to an OST or the OSS may reserve: half its memory, the other half
 #: left for the items it reads (large batches of chunks with large, distinct outputs are
