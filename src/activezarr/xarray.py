@@ -212,7 +212,8 @@ class _Groups:
     @classmethod
     def of(cls, da: xr.DataArray, dim: Hashable, make: Grouping) -> _Groups:
         coords = {k: c for k, c in da.coords.items() if c.dims == (dim,)}
-        probe = xr.DataArray(np.arange(da.sizes[dim]), dims=(dim,), coords=coords)
+        probe = xr.DataArray(np.arange(da.sizes[dim]), dims=(dim,), coords=coords,
+                             attrs={"probe": 1})  # the template keeps it if xarray keeps attrs
         template = make(probe).count()
         (new_dim,) = template.dims
         index = template.get_index(new_dim)
@@ -304,14 +305,17 @@ class _Reducer:
                 np.float64 if floats else values.dtype))
         else:
             filled = fill(values)
-        attrs = dict(da.attrs) if _keeps_attrs(keep_attrs) else {}
+        attrs = dict(da.attrs) if _keeps_attrs(keep_attrs, groups) else {}
         return xr.DataArray(filled, dims=dims, coords=coords, name=da.name, attrs=attrs)
 
 
-def _keeps_attrs(keep_attrs: bool | None) -> bool:
-    """Whether xarray's reductions keep attrs: its default (and ``set_options``) change."""
+def _keeps_attrs(keep_attrs: bool | None, groups: _Groups | None = None) -> bool:
+    """Whether xarray's reductions keep attrs: its default (and ``set_options``) change, and
+    its grouped reductions kept them before its plain ones did (xarray 2025.6)."""
     if keep_attrs is not None:
         return keep_attrs
+    if groups is not None:
+        return bool(groups.template.attrs)
     return bool(xr.DataArray(0.0, attrs={"probe": 1}).mean().attrs)
 
 
