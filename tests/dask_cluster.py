@@ -10,8 +10,10 @@ from distributed import Client, LocalCluster
 
 @contextmanager
 def two_worker_processes() -> Iterator[Client]:
-    """A client of two worker processes, the default client while open."""
+    """A client of two worker processes, the default client while open. Its scheduler's HTTP
+    server takes a free loopback port (``dashboard_address=None`` still binds 8787 on every
+    interface, and warns when another cluster holds it)."""
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      host="127.0.0.1", dashboard_address=None) as cluster, \
+                      host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster, \
             Client(cluster) as client:
         yield client

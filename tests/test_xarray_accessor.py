@@ -203,15 +203,21 @@ def test_weights_with_nan_raise_as_xarray_does(written: str) -> None:
         ds.tas.active.weighted(weights)
 
 
-def test_importing_activezarr_registers_the_accessor_without_loading_xarray() -> None:
+@pytest.mark.parametrize("imports, registered", [
+    ("import activezarr", False),  # a server process: no xarray loaded, so no accessor
+    ("import xarray, activezarr", True),  # the README's (and isort's) order
+    ("import activezarr.xarray", True),  # the explicit spelling, in any order
+    ("import activezarr, xarray", False),  # xarray after: `import activezarr.xarray` is needed
+])
+def test_what_registers_the_accessor(imports: str, registered: bool) -> None:
     import subprocess
     import sys
 
-    code = ("import sys, activezarr; assert 'xarray' not in sys.modules; "
-            "import xarray; print(hasattr(xarray.DataArray, 'active'))")
+    code = (f"import sys; {imports}; loaded = 'xarray' in sys.modules; "
+            "print(loaded and hasattr(sys.modules['xarray'].DataArray, 'active'), loaded)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=120)
-    assert out.stdout.strip() == "True"
+    assert out.stdout.split() == [str(registered), str("xarray" in imports)]
 
 
 # --- netCDF through kerchunk references, reduced on the active server ----------------------

@@ -2,16 +2,16 @@
 
 The public names are imported on first use (PEP 562), so that a server process, which imports
 ``activezarr.servers``, loads no zarr, fsspec or client backend. The xarray accessor
-(``DataArray.active``) is registered whenever xarray is imported, before or after activezarr.
+(``DataArray.active``) is registered by ``import activezarr.xarray``, or by this import when
+xarray is already imported.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
-
-from ._hooks import register_xarray_accessor
 
 if TYPE_CHECKING:
     from .chunk.codec import ChunkReduction
@@ -40,8 +40,6 @@ try:
     __version__ = version("activezarr")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
-
-register_xarray_accessor()
 
 #: public name -> the module that defines it.
 _EXPORTS = {
@@ -93,3 +91,12 @@ __all__ = [
     "UnknownPluginError", "UnknownReductionError", "UnsupportedArrayError", "collect_reports",
     "open_array",
 ]
+
+
+# As cf_xarray and rioxarray do, the accessor is registered by importing its module, which
+# imports xarray: explicitly (`import activezarr.xarray`), or here if the user's code imported
+# xarray first (isort's order puts `import xarray` before `import activezarr`). A server process
+# never imports xarray and so loads none of it. An import hook could register it when xarray is
+# imported later too, but it patches the import machinery of the whole process for that.
+if "xarray" in sys.modules:
+    importlib.import_module(".xarray", __name__)

@@ -1,7 +1,7 @@
 """``DataArray.active``: xarray's reductions, weighted and grouped ones too, computed storage-side.
 
-Importing this module registers the accessor (``import activezarr`` does so as soon as xarray is
-imported, see :mod:`activezarr._hooks`). A DataArray reduces actively when its values are still
+Importing this module registers the accessor (``import activezarr`` does so when xarray was
+imported before it). A DataArray reduces actively when its values are still
 the zarr array xarray opened (``xr.open_dataset(..., engine="zarr")`` or ``xr.open_zarr``, on an
 ``ActiveStore``, an ``active::`` URL or kerchunk references), selected with ``sel``/``isel`` by
 slices and scalars. Anything else (loaded, computed, fancy-indexed) is reduced by xarray itself,
@@ -22,6 +22,7 @@ import numpy as np
 import xarray as xr
 import zarr
 
+from . import _xarray_internals as internals
 from .chunk.reductions import get_reduction
 from .client.active import ActiveReduction
 from .client.report import Report
@@ -58,9 +59,10 @@ def source_of(da: xr.DataArray) -> Source:
     """The zarr array and selection ``da`` still is, or :class:`NotActiveError` saying why.
 
     xarray keeps lazily opened values as wrappers around its ``ZarrArrayWrapper``; each lazy
-    indexing wrapper holds a key, composed here from the innermost outwards.
+    indexing wrapper holds a key, composed here from the innermost outwards. What is read from
+    xarray to do so is listed, and pinned by tests, in :mod:`activezarr._xarray_internals`.
     """
-    data = da.variable._data
+    data = internals.lazy_values(da)
     if hasattr(data, "__dask_graph__"):
         return _dask_source(da, data)
     found = _unwrap(data)
@@ -70,39 +72,32 @@ def source_of(da: xr.DataArray) -> Source:
     return found
 
 
-#: xarray's wrappers that pass values through as stored (indexing, caching, byte order).
-_PASSING = frozenset({"MemoryCachedArray", "CopyOnWriteArray", "LazilyIndexedArray",
-                      "ImplicitToExplicitIndexingAdapter",
-                      "NativeEndiannessArray", "ZarrArrayWrapper"})
-
-
 def _unwrap(layer: Any) -> Source | None:
     """The zarr array under xarray's lazy wrappers, with their indexing keys composed and
     their CF decoding collected; a wrapper that transforms values otherwise is refused."""
     keys: list[tuple[Any, ...]] = []
     decoders: list[Any] = []
     for _ in range(32):
-        key = getattr(layer, "key", None)
+        key = internals.indexing_key(layer)
         if key is not None:
-            keys.append(tuple(key.tuple))
-        inner = getattr(layer, "_array", None)
-        if isinstance(inner, zarr.Array):
+            keys.append(key)
+        opened = internals.opened_array(layer)
+        if isinstance(opened, zarr.Array):
             cf = {k: v for step in decoders for k, v in _cf_step(step).items()}
-            return Source(inner, _compose(inner.shape, reversed(keys)), cf)
-        if not hasattr(layer, "array"):
+            return Source(opened, _compose(opened.shape, reversed(keys)), cf)
+        below = internals.inner(layer)
+        if below is None:
             return None
-        if type(layer).__name__ not in _PASSING:
+        if type(layer).__name__ not in internals.PASSING:
             decoders.append(layer)
-        layer = layer.array
+        layer = below
     return None
 
 
 def _cf_step(layer: Any) -> dict[str, Any]:
     """The CF rule one of xarray's decoding layers applies (CFMaskCoder's mask, the view of
     ``_Unsigned``, CFScaleOffsetCoder's unpacking), as the attribute that states it."""
-    func = getattr(layer, "func", None)
-    name = getattr(getattr(func, "func", None), "__name__", None)
-    kw = getattr(func, "keywords", {})
+    name, kw = internals.decoding(layer)
     if name == "_apply_mask":
         # xarray compares each fill value, as given, with the values it sees: one no value of
         # theirs equals exactly (1.1 in float32) masks nothing.
@@ -118,19 +113,15 @@ def _cf_step(layer: Any) -> dict[str, Any]:
                          "storage side does not apply")
 
 
-#: dask layers that only select or re-chunk what xarray opened; any other transforms values.
-_SELECTING_LAYERS = ("original-", "open_dataset-", "getitem-", "rechunk-")
-
-
 def _dask_source(da: xr.DataArray, data: Any) -> Source:
     """The source of a dask-backed DataArray: the zarr array its graph opens, located by the
     DataArray's coordinates in that array's own (a graph that computes anything is refused)."""
-    layers = list(data.__dask_graph__().layers)
-    transforms = [name for name in layers if not name.startswith(_SELECTING_LAYERS)]
+    graph = data.__dask_graph__()
+    transforms = [name for name in graph.layers if not name.startswith(internals.SELECTING)]
     if transforms:
         raise NotActiveError(f"its dask graph computes on the stored values ({transforms[0]})")
-    opened = [found for name in layers if name.startswith("original-")
-              for found in [_unwrap(data.__dask_graph__().layers[name][name])] if found]
+    opened = [found for lazy in internals.opened_in_graph(graph)
+              for found in [_unwrap(lazy)] if found]
     if len(opened) != 1:
         raise NotActiveError("its dask graph does not open exactly one zarr array")
     whole = opened[0]
@@ -221,7 +212,8 @@ class _Groups:
     @classmethod
     def of(cls, da: xr.DataArray, dim: Hashable, make: Grouping) -> _Groups:
         coords = {k: c for k, c in da.coords.items() if c.dims == (dim,)}
-        probe = xr.DataArray(np.arange(da.sizes[dim]), dims=(dim,), coords=coords)
+        probe = xr.DataArray(np.arange(da.sizes[dim]), dims=(dim,), coords=coords,
+                             attrs={"probe": 1})  # the template keeps it if xarray keeps attrs
         template = make(probe).count()
         (new_dim,) = template.dims
         index = template.get_index(new_dim)
@@ -313,14 +305,17 @@ class _Reducer:
                 np.float64 if floats else values.dtype))
         else:
             filled = fill(values)
-        attrs = dict(da.attrs) if _keeps_attrs(keep_attrs) else {}
+        attrs = dict(da.attrs) if _keeps_attrs(keep_attrs, groups) else {}
         return xr.DataArray(filled, dims=dims, coords=coords, name=da.name, attrs=attrs)
 
 
-def _keeps_attrs(keep_attrs: bool | None) -> bool:
-    """Whether xarray's reductions keep attrs: its default (and ``set_options``) change."""
+def _keeps_attrs(keep_attrs: bool | None, groups: _Groups | None = None) -> bool:
+    """Whether xarray's reductions keep attrs: its default (and ``set_options``) change, and
+    its grouped reductions kept them before its plain ones did (xarray 2025.6)."""
     if keep_attrs is not None:
         return keep_attrs
+    if groups is not None:
+        return bool(groups.template.attrs)
     return bool(xr.DataArray(0.0, attrs={"probe": 1}).mean().attrs)
 
 
