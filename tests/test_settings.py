@@ -252,7 +252,7 @@ def test_options_are_coerced_and_defaults_come_from_the_model(tmp_path: Path) ->
 
 
 def test_an_ost_spread_policy_outside_the_choices_is_refused() -> None:
-    from activezarr.backends.ost import OSTBackend
+    from activezarr.ost.client.backend import OSTBackend
 
     with pytest.raises(ValueError, match=r"option 'spread_compressed' of the ost backend: .*'oss'"
                                          r" or 'client'.*got 'osts'"):
