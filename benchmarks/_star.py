@@ -22,7 +22,7 @@ import _netns
 PREFIX = os.environ.get("AZ_BENCH_STAR", "az22")
 HUB = f"{PREFIX}-hub"
 #: The object store's address: on the hub's loopback, reached by every node through its link.
-STORE_IP = "10.222.255.1"
+STORE_IP = "10.222.255.1"  # an address inside the hub netns this module creates
 #: What the rest of the hub sends (nodes to nodes): fast enough never to be the bound.
 UNSHAPED = "10gbit"
 
