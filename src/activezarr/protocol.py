@@ -42,7 +42,7 @@ from .errors import ActiveZarrError
 
 V2_OPS = ("count", "max", "min", "sum", "select")
 #: The operations every server of ours serves; plugin reductions an operator loads add theirs.
-OPS = (*V2_OPS, "stats", "histogram")
+OPS = (*V2_OPS, "stats", "histogram", "key_range", "key_bins", "key_values")
 assert set(OPS) == {*BUILTIN_AGGREGATIONS, "select"}
 DTYPES = SUPPORTED_DTYPES
 INTERFACE_TYPES = ("s3", "http", "https", "file", "ost")
@@ -469,7 +469,9 @@ def build_request(spec: ChunkSpec, selection: Selection, *, interface_type: str,
     float64 = spec.accumulate == "float" and (integer or dtype.itemsize < 8)
     if float64 and op in ("sum", "stats") and "accumulate-float" not in extensions:
         raise CannotExpress(CANNOT_EXPRESS)
-    if spec.missing.nan and (dtype.kind != "f" or "missing-nan" not in extensions):
+    # NaN is missing (skipna): said only of floats, the only dtype that holds NaN.
+    nan = spec.missing.nan and dtype.kind == "f"
+    if nan and "missing-nan" not in extensions:
         raise CannotExpress(CANNOT_EXPRESS)  # a plain Reductionist cannot say "NaN is missing"
     missing = Missing.from_spec(spec.missing.model_copy(update={"nan": False}), dtype)
     if missing is not None and missing.combined and "missing-combined" not in extensions:
@@ -490,7 +492,7 @@ def build_request(spec: ChunkSpec, selection: Selection, *, interface_type: str,
         fields["offset"], fields["size"] = byte_range
     if missing is not None:
         fields["missing"] = missing
-    if spec.missing.nan:
+    if nan:
         fields["missing_nan"] = True
     if op in ("sum", "stats") and "accumulate" in extensions:
         fields["accumulate"] = "float" if float64 else "wide"
@@ -517,7 +519,8 @@ def weights_and_groups(spec: ChunkSpec, op: str, weights: np.ndarray | None,
     server lacks one (a weighted request is a ``sum``)."""
     fields: dict[str, Any] = {}
     if spec.weighted:
-        if "weights" not in extensions or op != "sum" or weights is None:
+        if "weights" not in extensions or weights is None or not aggregation_class(
+                op).takes_weights:
             raise CannotExpress(CANNOT_EXPRESS)
         fields["weights"] = Weights(shape=list(weights.shape),
                                     values=np.asarray(weights, np.float64).ravel().tolist())

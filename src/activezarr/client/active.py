@@ -16,7 +16,7 @@ from ..backends.client import ClientBackend, PlainRead
 from ..chunk.kernel import ChunkKernel, kept_shape
 from ..chunk.missing import decoding
 from ..chunk.partial import Partial
-from ..chunk.reductions import Reduction, get_reduction
+from ..chunk.reductions import Quantile, Reduction, get_reduction
 from ..chunk.spec import ChunkSpec
 from ..errors import ClientReductionWarning, FallbackWarning
 from ..planning.array_layout import ArrayLayout
@@ -25,6 +25,7 @@ from ..planning.cost import Estimate, estimate
 from ..planning.extras import Extras
 from ..planning.selection import DimSelection, normalize_selection, reduced_dims
 from .engine import Engine, Progress, fallback_warning
+from .quantiles import quantiles
 from .report import Report
 from .store import ActiveStore
 from .sync import run_sync
@@ -56,6 +57,13 @@ class _Reductions:
 
     def std(self, axis: Any = None, ddof: int = 0) -> Any:
         return self.reduce("std", axis, ddof=ddof)
+
+    def quantile(self, q: Any, axis: Any = None, method: str = "exact") -> Any:
+        """numpy's ``nanquantile(a, q, axis, method="linear")`` of the valid values."""
+        return self.reduce("quantile", axis, q=q, method=method)
+
+    def median(self, axis: Any = None, method: str = "exact") -> Any:
+        return self.reduce("median", axis, method=method)
 
 
 class ActiveReduction(_Reductions):
@@ -172,6 +180,8 @@ class ActiveReduction(_Reductions):
     def _run(self, op: str, dims: tuple[DimSelection, ...], axis: Any,
              options: dict[str, Any]) -> Any:
         plan = self.prepare(op, dims, axis, options)
+        if isinstance(plan.reduction, Quantile):
+            return quantiles(self, plan)
         return self.finish(plan, self.accumulate(plan))
 
     def prepare(self, op: str, dims: tuple[DimSelection, ...], axis: Any,
