@@ -25,7 +25,7 @@ from ..planning.cost import Estimate, estimate
 from ..planning.extras import Extras
 from ..planning.selection import DimSelection, normalize_selection, reduced_dims
 from .engine import Engine, Progress, fallback_warning
-from .quantiles import quantiles
+from .quantiles import planned_rounds, quantiles
 from .report import Report
 from .store import ActiveStore
 from .sync import run_sync
@@ -165,7 +165,11 @@ class ActiveReduction(_Reductions):
 
         async def ask() -> Estimate | None:
             try:
-                return await self._planned(backend, plan)
+                if not isinstance(plan.reduction, Quantile):
+                    return await self._planned(backend, plan)
+                rounds = [await self._planned(backend, step) for step in planned_rounds(plan)]
+                return None if rounds[0] is None else Estimate.of_rounds(
+                    [r for r in rounds if r is not None])
             finally:
                 await backend.close()
 

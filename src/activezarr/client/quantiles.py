@@ -16,6 +16,7 @@ each chunk's region: JSON, about 15 bytes per cell and chunk along the reduced a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -81,6 +82,28 @@ class ValuesRound(_Round):
     aggregation: ClassVar = KeyValues
 
 
+def _carrier_shape(plan: ReductionPlan) -> tuple[int, ...]:
+    """The shape of the per-cell brackets over the selection: 1 along reduced dimensions."""
+    return tuple(1 if d in plan.reduced else sel.size for d, sel in enumerate(plan.dims))
+
+
+def planned_rounds(plan: ReductionPlan) -> list[ReductionPlan]:
+    """The rounds a quantile is expected to take, for the cost model: ``key_range``, then per
+    quantile as many ``key_bins`` rounds as 16-fold narrowing takes from a cell's values (one
+    more for uneven values) and one ``key_values``."""
+    from .active import ReductionPlan
+
+    per_cell = math.prod(plan.dims[d].size for d in plan.reduced)
+    refining = math.ceil(math.log(max(per_cell, 1), BINS)) + 1 if per_cell > FEW else 0
+    brackets = Extras(weights=np.zeros(_carrier_shape(plan)))
+    rounds = [ReductionPlan(step, plan.dims, plan.reduced, brackets)
+              for step in (*[BinsRound({"bins": BINS})] * refining,
+                           ValuesRound({"slots": FEW + 1}))]
+    assert isinstance(plan.reduction, Quantile)
+    return [ReductionPlan(RangeRound(), plan.dims, plan.reduced, Extras()),
+            *rounds * plan.reduction.q.size]
+
+
 def quantiles(active: ActiveReduction, plan: ReductionPlan) -> Any:
     """numpy's ``nanquantile`` of ``plan``'s selection, found in rounds; the rounds' costs
     add up in ``active.last_report``."""
@@ -93,7 +116,7 @@ def quantiles(active: ActiveReduction, plan: ReductionPlan) -> Any:
                          "group's selection on its own")
     reports: list[Report] = []
     dims, reduced = plan.dims, plan.reduced
-    carrier_shape = tuple(1 if d in reduced else sel.size for d, sel in enumerate(dims))
+    carrier_shape = _carrier_shape(plan)
 
     def run(step: Reduction, brackets: np.ndarray | None = None) -> Partial:
         extras = Extras(weights=None if brackets is None else brackets.reshape(carrier_shape))
