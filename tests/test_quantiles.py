@@ -186,3 +186,25 @@ def test_bad_quantiles_are_refused(tmp_path: Path) -> None:
             red.quantile(q)
     with pytest.raises(ValueError, match="method"):
         red.quantile(0.5, method="nearest")
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_accessor_quantile_and_median_equal_xarray(tmp_path: Path, packed: bool) -> None:
+    path = str(tmp_path / "t.zarr")
+    data = _daily((60, 8, 6), seed=3)
+    encoding: dict[str, Any] = {"chunks": (20, 4, 6)}
+    if packed:
+        encoding.update(dtype="int16", scale_factor=0.01, add_offset=280.0, _FillValue=-32768)
+    xr.Dataset({"t": (("time", "lat", "lon"), data)},
+               coords={"time": np.arange(60), "lat": np.arange(8.0), "lon": np.arange(6.0)}
+               ).to_zarr(path, encoding={"t": encoding}, consolidated=False)
+    da = xr.open_dataset(activezarr.ActiveStore.from_url(path), engine="zarr",  # type: ignore
+                         consolidated=False)["t"]
+    plain = xr.open_dataset(path, engine="zarr", consolidated=False)["t"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", activezarr.xarray.ActiveFallbackWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells
+        for q, dim in ((0.9, "time"), ([0.0, 0.5, 0.99], "time"), (0.25, None),
+                       ([0.1, 1.0], ("lat", "lon"))):
+            xr.testing.assert_identical(da.active.quantile(q, dim), plain.quantile(q, dim))
+        xr.testing.assert_identical(da.active.median("time"), plain.median("time"))

@@ -362,6 +362,27 @@ class ActiveAccessor(_Reductions):
                             fallback=lambda: _xarray(self._da, op, dim, skipna, keep_attrs,
                                                      **options), **options)
 
+    def quantile(self, q: Any, dim: Dims = None, *, skipna: bool | None = None,
+                 keep_attrs: bool | None = None) -> xr.DataArray:
+        """``da.quantile(q, dim)`` (``method="linear"``), exactly, found in storage-side rounds
+        (:mod:`activezarr.client.quantiles`): a ``quantile`` dimension first where ``q`` is a
+        sequence, a scalar ``quantile`` coordinate where it is a number."""
+        qs = np.asarray(q, np.float64)  # xarray's q is float64 (so are its answers)
+
+        def one(value: np.float64) -> xr.DataArray:
+            return self._active("quantile", dim, skipna=skipna, keep_attrs=keep_attrs,
+                                fallback=lambda: self._da.quantile(
+                                    value, _dim_tuple(self._da, dim), skipna=skipna,
+                                    keep_attrs=keep_attrs).drop_vars("quantile"), q=value)
+
+        parts = [one(value).assign_coords(quantile=value) for value in qs.reshape(-1)]
+        return parts[0] if qs.ndim == 0 else xr.concat(parts, "quantile")
+
+    def median(self, dim: Dims = None, *, skipna: bool | None = None,
+               keep_attrs: bool | None = None) -> xr.DataArray:
+        """``da.median(dim)``, exactly, as :meth:`quantile` finds it."""
+        return self._reduce("median", dim, skipna, keep_attrs, True)
+
     def weighted(self, weights: xr.DataArray) -> ActiveWeighted:
         """``da.weighted(weights)``, storage-side: each chunk gets the weights of its region."""
         return ActiveWeighted(self._da, weights)
