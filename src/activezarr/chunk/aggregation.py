@@ -70,6 +70,11 @@ def float64(dtype: np.dtype, accumulate: str) -> np.dtype:
     return np.dtype(np.float64)
 
 
+def int64(dtype: np.dtype, accumulate: str) -> np.dtype:
+    """An int64 field whatever is stored (counts)."""
+    return np.dtype(np.int64)
+
+
 class NoParams(BaseModel):
     """An aggregation without request parameters: ``params`` must be absent or empty."""
 

@@ -27,7 +27,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 from pydantic import Field as PydanticField
 
-from .aggregation import Aggregation, Field, Where, bin_counts
+from .aggregation import Aggregation, Field, Where, bin_counts, int64
 from .partial import Partial
 
 #: Most buckets a ``key_bins`` request counts, and most keys a ``key_values`` one keeps, per cell.
@@ -133,24 +133,31 @@ class BinsParams(BaseModel):
     bins: int = PydanticField(ge=2, le=MAX_BINS)
 
 
-def _int64(dtype: np.dtype, accumulate: str) -> np.dtype:
-    return np.dtype(np.int64)
+class _Bracketed(Aggregation):
+    """A round that takes each cell's bracket in ``weights`` and keeps one field of a fixed
+    shape per cell, sized by its parameters."""
+
+    takes_weights = True
+
+    def __init__(self, dtype: Any, accumulate: str = "wide", weighted: bool = False,
+                 params: Mapping[str, Any] | None = None) -> None:
+        super().__init__(dtype, accumulate, weighted, params)
+        self.fields = (self.field(),)
+
+    def field(self) -> Field:
+        raise NotImplementedError
 
 
-class KeyBins(Aggregation):
+class KeyBins(_Bracketed):
     """``key_bins`` (extension): per cell, the valid values in each of ``bins`` buckets of
     ``2**shift`` keys from the cell's ``start * 2**shift`` (its bracket, in ``weights``)."""
 
     op = "key_bins"
     Params = BinsParams
     params: BinsParams
-    takes_weights = True
 
-    def __init__(self, dtype: Any, accumulate: str = "wide", weighted: bool = False,
-                 params: Mapping[str, Any] | None = None) -> None:
-        super().__init__(dtype, accumulate, weighted, params)
-        self.fields = (Field("counts", _int64, lambda dtype: 0, np.add,
-                             cell_shape=(self.params.bins,)),)
+    def field(self) -> Field:
+        return Field("counts", int64, lambda dtype: 0, np.add, cell_shape=(self.params.bins,))
 
     def chunk(self, data: np.ndarray, valid: Where, axes: tuple[int, ...], count: np.ndarray,
               weights: np.ndarray | None) -> dict[str, np.ndarray]:
@@ -168,7 +175,7 @@ class SlotsParams(BaseModel):
     slots: int = PydanticField(ge=1, le=MAX_SLOTS)
 
 
-class KeyValues(Aggregation):
+class KeyValues(_Bracketed):
     """``key_values`` (extension): per cell the ``slots`` smallest keys of valid values at or
     above the cell's lower bound ``start * 2**shift`` (in ``weights``), ascending, the rest
     of the slots the largest key."""
@@ -176,13 +183,10 @@ class KeyValues(Aggregation):
     op = "key_values"
     Params = SlotsParams
     params: SlotsParams
-    takes_weights = True
 
-    def __init__(self, dtype: Any, accumulate: str = "wide", weighted: bool = False,
-                 params: Mapping[str, Any] | None = None) -> None:
-        super().__init__(dtype, accumulate, weighted, params)
-        self.fields = (Field("keys", _KeyField.dtype, _KeyField.largest, None,
-                             cell_shape=(self.params.slots,)),)
+    def field(self) -> Field:
+        return Field("keys", _KeyField.dtype, _KeyField.largest, None,
+                     cell_shape=(self.params.slots,))
 
     def chunk(self, data: np.ndarray, valid: Where, axes: tuple[int, ...], count: np.ndarray,
               weights: np.ndarray | None) -> dict[str, np.ndarray]:

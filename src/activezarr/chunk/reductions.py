@@ -21,7 +21,7 @@ from pydantic import Field as PydanticField
 
 from ..errors import InvalidReductionError, UnknownReductionError
 from ..plugins import Registry
-from .aggregation import Aggregation, Field, Where, bin_counts, float64, stored
+from .aggregation import Aggregation, Field, Where, bin_counts, float64, int64, stored
 from .partial import Partial, accumulator_dtype, sentinels
 from .ranks import RANK_AGGREGATIONS, KeyRange, lerp
 from .result import (
@@ -314,10 +314,6 @@ class HistogramParams(BaseModel):
         return edges
 
 
-def _int64(dtype: np.dtype, accumulate: str) -> np.dtype:
-    return np.dtype(np.int64)
-
-
 class Bins(Aggregation):
     """``histogram`` (our extension): per output cell, the valid elements in each bin."""
 
@@ -329,7 +325,7 @@ class Bins(Aggregation):
                  params: Mapping[str, Any] | None = None) -> None:
         super().__init__(dtype, accumulate, weighted, params)
         self.edges = np.asarray(self.params.edges, np.float64)
-        self.fields = (Field("counts", _int64, _zero, np.add,
+        self.fields = (Field("counts", int64, _zero, np.add,
                              cell_shape=(len(self.edges) - 1,)),)
 
     def chunk(self, data: np.ndarray, valid: Where, axes: tuple[int, ...], count: np.ndarray,
