@@ -149,7 +149,7 @@ def main() -> None:
 @click.option("--var", default=None, help="The array to reduce inside a zarr group, or the "
               "variable of a netCDF/HDF5 file (read through kerchunk references).")
 @click.option("--op", required=True, help="Reduction: mean, sum, min, max, count, var, std, "
-              "or one an installed plugin registers.")
+              "quantile (--q), median, histogram (--bins), or one an installed plugin registers.")
 @click.option("--select", "selection", type=SelectionType(), default="...", show_default=True,
               help='Numpy-style selection: comma-separated ints, start:stop:step slices and "...", '
               'e.g. "0:10,:,::2".')
@@ -158,6 +158,11 @@ def main() -> None:
               "like 0,2). Default: all axes.")
 @click.option("--ddof", type=click.IntRange(min=0), default=None,
               help="Delta degrees of freedom, for var and std. Default: 0.")
+@click.option("--q", "quantiles", type=click.FloatRange(0, 1), multiple=True,
+              help="Quantile(s) in [0, 1], for quantile (repeatable: then one row each). The "
+              "median is --op median.")
+@click.option("--bins", type=str, default=None,
+              help='Bin edges, ascending and comma-separated, for histogram, e.g. "0,10,20".')
 @click.option("--missing", type=MissingType(), default="cf", show_default=True,
               help='Missing values: "cf" (from _FillValue, missing_value, valid_* attributes), '
               '"none", or the rules as JSON, e.g. \'{"missing_value": -999}\'.')
@@ -172,7 +177,8 @@ def main() -> None:
               help='Print {"result": ..., "report": {...}} as JSON (masked values are null; '
               'NaN and infinities are the strings "NaN", "Infinity", "-Infinity").')
 def reduce_array(url: str, var: str | None, op: str, selection: tuple[Any, ...], axis: tuple[int, ...] | None,
-                 ddof: int | None, missing: str | dict[str, Any] | None, skipna: bool,
+                 ddof: int | None, quantiles: tuple[float, ...], bins: str | None,
+                 missing: str | dict[str, Any] | None, skipna: bool,
                  storage_options: dict[str, Any], active: dict[str, Any], no_fallback: bool,
                  as_json: bool) -> None:
     """Reduce the zarr array at URL (a path or any fsspec URL) where its bytes live.
@@ -180,8 +186,15 @@ def reduce_array(url: str, var: str | None, op: str, selection: tuple[Any, ...],
     URL may also be a zarr group or a netCDF/HDF5 file: --var names the array in it."""
     from .sources import open_source  # zarr: imported by this command only
 
-    options = {} if ddof is None else {"ddof": ddof}
+    options: dict[str, Any] = {} if ddof is None else {"ddof": ddof}
+    if quantiles:
+        options["q"] = quantiles[0] if len(quantiles) == 1 else list(quantiles)
     with one_line_errors(), _warnings_on_stderr():
+        if bins is not None:
+            try:
+                options["bins"] = [float(edge) for edge in bins.split(",")]
+            except ValueError:
+                raise ValueError(f"--bins {bins!r} is not comma-separated numbers") from None
         get_reduction(op, **options)  # a bad name or option fails before any I/O
         arr = open_source(url, var, storage_options, active)
         stderr = Console(stderr=True)
