@@ -7,7 +7,8 @@ consecutive ranks a quantile interpolates. Then each round (``key_bins``) counts
 the values in ``BINS`` buckets of the cell's bracket, a range of keys sent with the request;
 the bucket holding the lower rank becomes the next bracket, ``BINS`` times narrower. Once a
 cell's bracket holds at most ``FEW`` values (or is one key wide), a last round
-(``key_values``) brings the few smallest keys at or above it: the two order statistics,
+(``key_values``) brings the few smallest keys at or above it (at once, where no cell has
+more than ``DIRECT`` values): the two order statistics,
 exactly. They are unpacked as xarray decodes values and interpolated as numpy does.
 
 A cell's bracket travels as one number per output cell in the request's ``weights``, cut to
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 #: values a bracket may hold before its keys are fetched.
 BINS = 16
 FEW = 2
+DIRECT = 16
 Round = Callable[[Reduction, "np.ndarray | None"], Partial]
 
 
@@ -94,7 +96,7 @@ def planned_rounds(plan: ReductionPlan) -> list[ReductionPlan]:
     from .active import ReductionPlan
 
     per_cell = math.prod(plan.dims[d].size for d in plan.reduced)
-    refining = math.ceil(math.log(max(per_cell, 1), BINS)) + 1 if per_cell > FEW else 0
+    refining = math.ceil(math.log(per_cell, BINS)) + 1 if per_cell > DIRECT else 0
     brackets = Extras(weights=np.zeros(_carrier_shape(plan)))
     rounds = [ReductionPlan(step, plan.dims, plan.reduced, brackets)
               for step in (*[BinsRound({"bins": BINS})] * refining,
@@ -189,7 +191,8 @@ def _search(run: Round, n: np.ndarray, lo: np.ndarray, hi: np.ndarray, lower: np
     below = np.zeros(n.shape, np.int64)  # valid values under the bracket
     inside = n.astype(np.int64)
     single = np.zeros(n.shape, bool)  # the bracket is one key
-    refining = wanted & (inside > FEW)
+    # Where no cell holds more than DIRECT values, their keys come in one round at once.
+    refining = wanted & (inside > FEW) & (int(n.max(initial=0)) > DIRECT)
     while refining.any():
         counts = run(BinsRound({"bins": BINS}), bracket(start, shift, refining))["counts"].reshape(n.size, BINS)
         cumulative = below[..., None] + np.cumsum(counts, axis=-1)
