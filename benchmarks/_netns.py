@@ -13,7 +13,7 @@ import contextlib
 import os
 import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 #: ``AZ_BENCH_NETNS`` names them otherwise, so that two runs on one machine do not collide.
@@ -52,20 +52,30 @@ def _shape(namespace: str, device: str, rate: str) -> None:
 
 
 @contextlib.contextmanager
-def lan(rate: str | None) -> Iterator[None]:
-    """Make the namespaces (``rate`` None: an unshaped veth); remove them on any exit.
-
-    SIGINT/SIGTERM/SIGHUP raise SystemExit here so that the ``finally`` runs, and atexit
-    covers an exit from elsewhere.
-    """
-    teardown()  # a previous run killed with SIGKILL may have left them
+def torn_down(remove: Callable[[], None]) -> Iterator[None]:
+    """Call ``remove`` before (a previous run killed with SIGKILL may have left namespaces) and
+    on any exit: SIGINT/SIGTERM/SIGHUP raise SystemExit here so that the ``finally`` runs, and
+    atexit covers an exit from elsewhere."""
+    remove()
 
     def stop(signum: int, frame: object) -> None:
         raise SystemExit(128 + signum)
 
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    atexit.register(teardown)
+    atexit.register(remove)
     try:
+        yield
+    finally:
+        remove()
+        atexit.unregister(remove)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+@contextlib.contextmanager
+def lan(rate: str | None) -> Iterator[None]:
+    """Make the namespaces (``rate`` None: an unshaped veth); remove them on any exit."""
+    with torn_down(teardown):
         for name in (STORE, CLIENT):
             _ip("netns", "add", name)
             _ip("-n", name, "link", "set", "lo", "up")
@@ -77,11 +87,6 @@ def lan(rate: str | None) -> Iterator[None]:
             if rate:
                 _shape(name, dev, rate)
         yield
-    finally:
-        teardown()
-        atexit.unregister(teardown)
-        for s, handler in previous.items():
-            signal.signal(s, handler)
 
 
 def in_namespace(name: str, command: list[str]) -> list[str]:

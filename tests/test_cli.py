@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import socket
+import socketserver
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
@@ -20,6 +24,7 @@ import activezarr
 from activezarr.commands.main import LazyGroup, main
 from activezarr.commands.params import parse_selection
 from activezarr.servers.processes import listening_socket, port_of, spawn, stop
+from s3_servers import S3
 
 FILL = -999.0
 
@@ -293,3 +298,147 @@ def test_a_command_whose_extra_is_missing_says_what_to_install() -> None:
     assert "pip install 'activezarr[server]'" in CliRunner().invoke(group, ["--help"]).output
     result = CliRunner().invoke(group, ["serve", "--port", "1"])
     assert_one_line_error(result, "activezarr serve needs", "activezarr[server]")
+
+
+# --- messages that name the thing to fix (issue 20, item 6) ---------------------------------
+
+MESSAGES_BUCKET = "cli-messages"
+
+
+@pytest.fixture(scope="module")
+def on_s3(moto_s3: S3) -> str:
+    """A small float32 array (2 chunks, zstd) on moto's S3."""
+    moto_s3.bucket(MESSAGES_BUCKET)
+    url = f"s3://{MESSAGES_BUCKET}/a.zarr"
+    store = zarr.storage.FsspecStore.from_url(url, storage_options=moto_s3.storage_options)
+    zarr.create_array(store, shape=(8,), chunks=(4,), dtype="f4")[:] = np.arange(8.0)
+    return url
+
+
+def s3_options(moto_s3: S3, **more: Any) -> str:
+    return json.dumps({**moto_s3.storage_options, **more})
+
+
+def assert_fell_back_visibly(result: Result, *fragments: str) -> None:
+    """Exit 0 (the result is right), and the last line of all says it was not storage-side."""
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["result"] == pytest.approx(3.5)
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("NOT STORAGE-SIDE: 2 of 2 chunk(s)") and "--no-fallback" in last
+    for fragment in fragments:
+        assert fragment in last, last
+
+
+def test_a_url_that_is_no_active_server_is_named_with_its_answer(on_s3: str,
+                                                                 moto_s3: S3) -> None:
+    result = invoke("reduce", on_s3, "--op", "mean", "--json", "--storage-options",
+                    s3_options(moto_s3), "--active", json.dumps({"server": moto_s3.endpoint}))
+    assert_fell_back_visibly(result, f"is {moto_s3.endpoint} an active server?",
+                             "answered HTTP 404", "NoSuchBucket")
+
+
+class _WebPage(http.server.BaseHTTPRequestHandler):
+    """A web site: every path, whatever the method, is the same page."""
+
+    def _page(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = b"<!doctype html><html><body>Welcome</body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _page
+
+    def log_message(self, *args: Any) -> None:
+        pass  # no access log in the test output
+
+
+def test_a_web_page_as_active_server_is_named_with_its_answer(moto_s3: S3) -> None:
+    """Uncompressed float32 chunks are said in plain Reductionist requests: they are posted,
+    and the page that answers is quoted."""
+    moto_s3.bucket(MESSAGES_BUCKET)
+    url = f"s3://{MESSAGES_BUCKET}/plain.zarr"
+    store = zarr.storage.FsspecStore.from_url(url, storage_options=moto_s3.storage_options)
+    zarr.create_array(store, shape=(8,), chunks=(4,), dtype="f4", compressors=None,
+                      overwrite=True)[:] = np.arange(8.0)
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), _WebPage) as site:
+        threading.Thread(target=site.serve_forever, daemon=True).start()
+        page = f"http://127.0.0.1:{site.server_address[1]}"
+        result = invoke("reduce", url, "--op", "mean", "--json", "--storage-options",
+                        s3_options(moto_s3), "--active", json.dumps({"server": page}))
+        site.shutdown()
+    assert_fell_back_visibly(result, "is not CBOR", "Welcome", f"is {page} an active server?")
+
+
+def test_a_dead_server_is_the_last_line_said(on_s3: str, moto_s3: S3) -> None:
+    server = f"http://127.0.0.1:{closed_port()}"
+    result = invoke("reduce", on_s3, "--op", "mean", "--json", "--storage-options",
+                    s3_options(moto_s3), "--active", json.dumps({"server": server}))
+    assert_fell_back_visibly(result, server)
+
+
+def test_a_missing_array_on_s3_names_the_url(moto_s3: S3) -> None:
+    url = f"s3://{MESSAGES_BUCKET}/no-such.zarr"
+    moto_s3.bucket(MESSAGES_BUCKET)
+    assert_one_line_error(invoke("reduce", url, "--op", "mean", "--storage-options",
+                                 s3_options(moto_s3)), f"no zarr array at {url}")
+
+
+def test_refused_anonymous_access_says_which_credentials_and_how_to_give_them(
+        on_s3: str, moto_s3: S3) -> None:
+    options = json.dumps({"endpoint_url": moto_s3.endpoint, "anon": True})
+    assert_one_line_error(invoke("reduce", on_s3, "--op", "mean", "--storage-options", options),
+                          on_s3, "Forbidden", 'anonymous access ("anon": true)', '"key"',
+                          "AWS_ACCESS_KEY_ID")
+
+
+def test_a_weighted_op_needs_weights(stored: tuple[str, np.ma.MaskedArray]) -> None:
+    path, _ = stored
+    assert_one_line_error(invoke("reduce", path, "--op", "weighted_mean"),
+                          "--op weighted_mean needs --weights VAR", "coslat")
+    assert_one_line_error(invoke("reduce", path, "--op", "mean", "--weights", "coslat"),
+                          "--weights goes with --op weighted_mean")
+    red = activezarr.ActiveReduction(activezarr.open_array(path))
+    with pytest.raises(ValueError, match="weighted_mean needs weights="):
+        red.reduce("weighted_mean")
+    with pytest.raises(ValueError, match="weights go with weighted_sum or weighted_mean"):
+        red.reduce("sum", weights=np.ones(10))
+
+
+def test_weights_name_a_variable_or_coslat(tmp_path: Path) -> None:
+    xr = pytest.importorskip("xarray")
+    rng = np.random.default_rng(8)
+    lat = np.linspace(-60, 60, 5)
+    tas = rng.normal(280, 5, (4, 5, 6))
+    area = rng.uniform(1, 2, (5, 6))
+    path = str(tmp_path / "w.zarr")
+    xr.Dataset({"tas": (("time", "lat", "lon"), tas), "area": (("lat", "lon"), area)},
+               coords={"lat": lat}).to_zarr(path, consolidated=False)
+    out = reduce_json(path, "--var", "tas", "--op", "weighted_mean", "--weights", "area",
+                      "--axis", "1,2", "--select", "1:,...")
+    want = (tas[1:] * area).sum((1, 2)) / area.sum()
+    np.testing.assert_allclose(out["result"], want, rtol=1e-12)
+    out = reduce_json(path, "--var", "tas", "--op", "weighted_mean", "--weights", "coslat",
+                      "--axis", "0,1", "--select", "...,::-2")
+    w = np.cos(np.deg2rad(lat))[None, :, None]
+    want = (tas[..., ::-2] * w).sum((0, 1)) / (w.sum() * 4)
+    np.testing.assert_allclose(out["result"], want, rtol=1e-12)
+    assert_one_line_error(invoke("reduce", path, "--var", "tas", "--op", "weighted_sum",
+                                 "--weights", "nope"), "--weights nope", "no variable 'nope'")
+
+
+def test_layout_takes_var_for_a_netcdf_file(netcdf_dir: Path) -> None:
+    path = str(netcdf_dir / "test1.nc")
+    result = invoke("layout", path, "--var", "tas", "--op", "mean")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("mean: ")
+
+
+def test_layout_off_ost_without_op_says_what_to_give(stored: tuple[str, np.ma.MaskedArray]
+                                                     ) -> None:
+    path, _ = stored
+    result = invoke("layout", path)
+    assert_one_line_error(result, f"{path} is not on an ost:// file system", "--op")
+    assert "wrapping" not in result.output

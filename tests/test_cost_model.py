@@ -20,6 +20,7 @@ from click.testing import CliRunner
 import activezarr
 from activezarr.commands.main import main
 from activezarr.protocol import SCHEMA_PATH
+from arrays import create
 from runners import RUNNERS, Runner, fresh_name, s3_copy
 from s3_servers import S3, ActiveServer
 
@@ -193,3 +194,17 @@ def test_without_absent_the_probes_for_unwritten_chunks_are_priced(
     assert report.backend == "s3" and report.fallbacks == 0, report
     moved = report.bytes_from_storage
     assert abs(report.estimated_bytes - moved) <= 0.2 * moved, report
+
+
+@pytest.mark.parametrize("codec", ["zstd", "blosc2"])
+def test_every_compressing_codec_is_priced_as_compressed(tmp_path: Path, codec: str) -> None:
+    """The cost model and the decode bounds share one set of compressors: blosc2 chunks (as
+    Reductionist's compression names them) were priced as their decoded size."""
+    from activezarr.planning.array_layout import ArrayLayout
+    from activezarr.planning.cost import stored_chunk_bytes
+
+    array = create(tmp_path / "a.zarr", np.zeros((64, 64), "f4"), codec="none", chunks=(64, 64))
+    layout = dataclasses.replace(ArrayLayout.from_array(array), codecs=({"id": codec},))
+    assert stored_chunk_bytes(layout) < layout.chunk_nbytes
+    uncompressed = dataclasses.replace(layout, codecs=({"id": "shuffle", "elementsize": 4},))
+    assert stored_chunk_bytes(uncompressed) == layout.chunk_nbytes

@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 import zarr
 from dask.callbacks import Callback
-from distributed import Client, LocalCluster
+from distributed import Client
 
 import activezarr
 import activezarr.dask as adask
 from activezarr.chunk.partial import Partial
 from arrays import create
+from dask_cluster import two_worker_processes
 
 SHAPE, CHUNKS = (24, 10, 12), (5, 4, 5)
 
@@ -34,9 +35,7 @@ def stored(tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndarray, active
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[Client]:
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      host="127.0.0.1", dashboard_address=None) as cluster, \
-            Client(cluster) as dask_client:
+    with two_worker_processes() as dask_client:
         yield dask_client
 
 
@@ -78,8 +77,9 @@ class _Recorder(Callback):
 
 def test_no_task_in_the_graph_returns_raw_chunk_data(stored: tuple[np.ndarray, activezarr.ActiveReduction]
                                                      ) -> None:
-    """Leaves and combines return partials of the output's shape; only the last task returns
-    an array, the result. Nothing of a chunk's size (5*4*5 values) is ever a task's output."""
+    """Leaves and combines return partials of the output's shape (with their report); only the
+    last task returns an array, the result. Nothing of a chunk's size (5*4*5 values) is ever a
+    task's output."""
     data, arr = stored
     lazy = adask.reduce(arr, "sum", axis=(0, 2), split_every=3)
     with _Recorder() as recorder:
@@ -90,8 +90,10 @@ def test_no_task_in_the_graph_returns_raw_chunk_data(stored: tuple[np.ndarray, a
     for key, value in recorder.results.items():
         name = key[0] if isinstance(key, tuple) else key
         if name.startswith(("activezarr-leaf", "activezarr-combine")):
-            assert isinstance(value, Partial) and value.shape == (10,)
-            assert value.nbytes <= 2 * 8 * 10
+            partial, report = value
+            assert isinstance(partial, Partial) and partial.shape == (10,)
+            assert partial.nbytes <= 2 * 8 * 10
+            assert isinstance(report, activezarr.Report) and report.chunks
         else:  # the finishing task, and dask's own finalize: the result
             assert np.shape(value) == (10,)
 

@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import socket
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 import zarr
 
 import activezarr
-from activezarr.backends.servers import ActiveServers
+from activezarr.backends.servers import ActiveServers, ServerOptions
 from s3_servers import S3, ActiveServer, start_active_server
 from test_s3_backend import BUCKET
 
@@ -62,6 +63,31 @@ def test_a_server_killed_mid_run_hands_its_chunks_to_the_live_one(
         assert report.requests <= 8 + 1 + 2 + 2, report
 
 
+def _served(server: ActiveServer) -> float:
+    """Chunk requests ``server`` has answered so far, from its ``/metrics``."""
+    with urllib.request.urlopen(server.url + "/metrics", timeout=10) as response:
+        lines = response.read().decode().splitlines()
+    return sum(float(line.split()[-1]) for line in lines
+               if line.startswith("activezarr_requests_total{"))
+
+
+def test_every_server_gets_a_share_of_one_batch_and_one_chunk_reductions_take_turns(
+        moto_s3: S3, many_chunks: tuple[str, np.ndarray], tmp_path: Path) -> None:
+    url, data = many_chunks
+    with two_servers(moto_s3, tmp_path) as servers:
+        array = activezarr.open_array(url, storage_options=moto_s3.storage_options,
+                                      active={"server": [s.url for s in servers]})
+        red = activezarr.ActiveReduction(array, fallback=False)
+        assert np.isclose(red.sum(), data.sum(dtype=np.float64), rtol=1e-6)
+        assert red.last_report.paths == {"s3": 64}
+        # 64 chunks of 512 KiB are one batch of the s3 backend: half of it to each server
+        assert [_served(s) for s in servers] == [32, 32]
+        for i in range(4):  # reductions of one chunk each, as dask's leaves are
+            rows = slice(i * 128, (i + 1) * 128)
+            assert np.isclose(red[rows].sum(), data[rows].sum(dtype=np.float64), rtol=1e-6)
+        assert [_served(s) for s in servers] == [34, 34]
+
+
 def test_a_stalled_server_costs_one_timeout_not_one_per_batch(
         moto_s3: S3, many_chunks: tuple[str, np.ndarray], tmp_path: Path) -> None:
     url, data = many_chunks
@@ -96,7 +122,7 @@ def test_a_reduction_never_outlives_its_deadline(moto_s3: S3,
 
 
 def test_backoff_is_capped_jittered_and_follows_retry_after() -> None:
-    servers = ActiveServers({"server": "http://127.0.0.1:1", "backoff": 1, "backoff_cap": 3})
+    servers = ActiveServers(ServerOptions(server="http://127.0.0.1:1", backoff=1, backoff_cap=3))
     assert all(0 <= servers._delay(attempt, None) <= min(3, 2 ** (attempt - 1))
                for attempt in range(1, 10) for _ in range(20))
     assert servers._delay(1, 2.5) == 2.5  # the server's Retry-After
@@ -105,7 +131,8 @@ def test_backoff_is_capped_jittered_and_follows_retry_after() -> None:
 
 @pytest.mark.parametrize("option", [{"deadline": 0}, {"deadline": -1}, {"deadline": "soon"}])
 def test_a_deadline_must_be_positive(moto_s3: S3, option: dict[str, object]) -> None:
-    with pytest.raises(ValueError, match="deadline must be a positive number"):
+    with pytest.raises(ValueError, match="option 'deadline' of the s3 backend: .*(greater than "
+                                         "0|valid number)"):
         activezarr.ActiveStore.from_url(f"s3://{BUCKET}/x.zarr",
                                         storage_options=moto_s3.storage_options,
                                         active={"server": "http://h:1", **option})

@@ -46,3 +46,22 @@ def test_unwritten_chunks_are_the_fill_value_not_a_request(
     red = _open(served_root, "sparse.zarr", active_server)
     assert red.sum() == data.sum(dtype=np.float64)
     assert red.last_report.fallbacks == 0
+
+
+def test_packed_int16_with_skipna_reduces_on_the_server(
+        active_server: ActiveServer, served_root: Path) -> None:
+    """skipna (as the xarray accessor asks) means nothing for integers: the chunks of packed
+    int16 still go to the server, with no fallback."""
+    raw = np.arange(64 * 48, dtype="int16").reshape(64, 48)
+    raw[::7, ::5] = -32767
+    arr = zarr.create_array(served_root / "packed.zarr", shape=raw.shape, chunks=(8, 16),
+                            dtype="int16", fill_value=0, attributes={
+                                "scale_factor": 0.01, "add_offset": 2.0, "_FillValue": -32767})
+    arr[:] = raw
+    store = activezarr.ActiveStore.from_url(str(served_root / "packed.zarr"),
+                                            active={"server": active_server.url})
+    red = activezarr.ActiveReduction(zarr.open_array(store, mode="r"), skipna=True,
+                                     fallback=False)
+    expected = np.ma.masked_equal(raw, -32767).astype(np.float64) * 0.01 + 2.0
+    np.testing.assert_allclose(red.mean(axis=0), expected.mean(axis=0), rtol=1e-12)
+    assert red.last_report.fallbacks == 0 and red.last_report.paths == {"file": 24}

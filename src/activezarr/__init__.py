@@ -16,7 +16,7 @@ from ._hooks import register_xarray_accessor
 if TYPE_CHECKING:
     from .chunk.codec import ChunkReduction
     from .client.active import ActiveReduction, ActiveSelection
-    from .client.report import Report
+    from .client.report import Report, Reports, collect_reports
     from .client.store import ActiveStore
     from .errors import (
         ActiveZarrError,
@@ -50,6 +50,8 @@ _EXPORTS = {
     "ActiveStore": ".client.store",
     "ChunkReduction": ".chunk.codec",
     "Report": ".client.report",
+    "Reports": ".client.report",
+    "collect_reports": ".client.report",
     **dict.fromkeys(
         ["ActiveZarrError", "ActiveZarrWarning", "ChunkDecodeError", "ChunkReadError",
          "ClientReductionWarning", "CodecNotAllowedError", "CredentialsError",
@@ -87,6 +89,7 @@ __all__ = [
     "ActiveReduction", "ActiveSelection", "ActiveStore", "ActiveZarrError", "ActiveZarrWarning",
     "ChunkDecodeError", "ChunkReadError", "ChunkReduction", "ClientReductionWarning",
     "CodecNotAllowedError", "CredentialsError", "DeadlineExceededError", "FallbackWarning",
-    "Report", "SelectionError", "StorageUnavailableError", "UnknownBackendError",
-    "UnknownPluginError", "UnknownReductionError", "UnsupportedArrayError", "open_array",
+    "Report", "Reports", "SelectionError", "StorageUnavailableError", "UnknownBackendError",
+    "UnknownPluginError", "UnknownReductionError", "UnsupportedArrayError", "collect_reports",
+    "open_array",
 ]

@@ -2,8 +2,10 @@
 
 No leaf reads raw chunk data into the graph: each leaf asks the storage side for the partials
 (count, sum, ...) of a box of chunks and returns them; the combine tasks merge partials
-``split_every`` at a time, and one last task finishes them into the result. Everything in the
-graph pickles, so it runs on a ``dask.distributed`` cluster of processes.
+``split_every`` at a time, and one last task finishes them into the result. Each leaf's
+:class:`~activezarr.Report` travels with its partials and is summed with them; the last task
+publishes the sum (:func:`activezarr.collect_reports`). Everything in the graph pickles, so it
+runs on a ``dask.distributed`` cluster of processes.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dask.tokenize import tokenize
 
 from .chunk.partial import Partial
 from .client.active import ActiveReduction, ReductionPlan
+from .client.report import Report, publish
 from .planning.chunks import chunk_spans
 from .planning.selection import normalize_selection, part_of
 
@@ -82,20 +85,23 @@ def _boxes(red: ActiveReduction, plan: ReductionPlan, per_leaf: int) -> list[Red
     return boxes
 
 
-def _leaf(red: ActiveReduction, box: ReductionPlan) -> Partial:
-    """The storage side's partials of one box (of the whole output's shape)."""
-    return red.accumulate(box)
+def _leaf(red: ActiveReduction, box: ReductionPlan) -> tuple[Partial, Report]:
+    """The storage side's partials of one box (of the whole output's shape), and its report."""
+    return red.accumulate_reported(box)
 
 
-def _combine(parts: Sequence[Partial]) -> Partial:
-    acc, *rest = parts
-    for part in rest:
+def _combine(parts: Sequence[tuple[Partial, Report]]) -> tuple[Partial, Report]:
+    (acc, _), *rest = parts
+    for part, _ in rest:
         acc.merge(part)
-    return acc
+    return acc, Report.total(report for _, report in parts)
 
 
-def _finish(red: ActiveReduction, plan: ReductionPlan, acc: Partial) -> Any:
-    """numpy's answer as one block: a masked array (0-d for a scalar)."""
+def _finish(red: ActiveReduction, plan: ReductionPlan, reported: tuple[Partial, Report]) -> Any:
+    """numpy's answer as one block: a masked array (0-d for a scalar); the reduction's report
+    published."""
+    acc, report = reported
+    publish(report)
     result = red.finish(plan, acc)
     if result is np.ma.masked:
         dtype = plan.reduction.result_dtype(red.decoding.value_dtype or red.layout.dtype)

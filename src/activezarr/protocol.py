@@ -449,7 +449,8 @@ def build_request(spec: ChunkSpec, selection: Selection, *, interface_type: str,
                   operations: Sequence[str] = OPS) -> tuple[str, dict[str, Any]]:
     """(op, body) asking a server for ``spec``'s partial of one chunk, built and validated as
     the :class:`ChunkRequest` the server parses; CannotExpress says why a server speaking
-    ``extensions`` and serving ``operations`` cannot be asked.
+    ``extensions`` and serving ``operations`` cannot be asked: the request field that decided
+    it, and the extension that would have said it.
 
     ``weights`` and ``labels`` are the chunk's own, for weighted and grouped specs.
     """
@@ -459,26 +460,36 @@ def build_request(spec: ChunkSpec, selection: Selection, *, interface_type: str,
         raise CannotExpress(f"the server does not serve the {op!r} reduction")
     allowed_dtypes = DTYPES if "dtypes" in extensions else V2_DTYPES
     order = spec.memory_order
-    if dtype.name not in allowed_dtypes or order is None:
-        raise CannotExpress(CANNOT_EXPRESS)
+    if dtype.name not in allowed_dtypes:
+        raise CannotExpress(f"dtype: {dtype.name} is not among the server's dtypes "
+                            f"({', '.join(allowed_dtypes)}; the 'dtypes' extension adds the "
+                            "small ones)")
+    if order is None:
+        raise CannotExpress(f"order: the chunk's axis order {spec.order} is neither C nor F")
     integer = dtype.kind in "iu"
     if op == "sum" and "accumulate" not in extensions and integer and dtype.itemsize < 8:
-        raise CannotExpress(CANNOT_EXPRESS)  # a v2 sum wraps in the input dtype; ours must not
+        # a v2 sum wraps in the input dtype; ours must not
+        raise CannotExpress(f"accumulate: a {dtype.name} sum would wrap without the "
+                            "'accumulate' extension")
     # Float64 sums of integers (means, moments) or of packed float16/32 are more than a sum in
     # the input dtype gives: such chunks reduce storage-side only where asked of the server.
     float64 = spec.accumulate == "float" and (integer or dtype.itemsize < 8)
     if float64 and op in ("sum", "stats") and "accumulate-float" not in extensions:
-        raise CannotExpress(CANNOT_EXPRESS)
-    # NaN is missing (skipna): said only of floats, the only dtype that holds NaN.
+        raise CannotExpress(f"accumulate: float64 sums of {dtype.name} need the "
+                            "'accumulate-float' extension")
+    # NaN-masking (skipna) means nothing for integers, as in the kernel: not asked of them.
     nan = spec.missing.nan and dtype.kind == "f"
     if nan and "missing-nan" not in extensions:
-        raise CannotExpress(CANNOT_EXPRESS)  # a plain Reductionist cannot say "NaN is missing"
+        raise CannotExpress("missing_nan: masking NaN (skipna) needs the 'missing-nan' extension")
     missing = Missing.from_spec(spec.missing.model_copy(update={"nan": False}), dtype)
     if missing is not None and missing.combined and "missing-combined" not in extensions:
-        raise CannotExpress(CANNOT_EXPRESS)
+        raise CannotExpress("missing: more than one missing-value rule needs the "
+                            "'missing-combined' extension")
     chain = {"codecs": list(spec.codecs)} if "codecs" in extensions else _v2_chain(spec.codecs)
     if chain is None:
-        raise CannotExpress(CANNOT_EXPRESS)
+        ids = ", ".join(str(c.get("id")) for c in spec.codecs)
+        raise CannotExpress(f"codecs: [{ids}] cannot be written as v2 filters/compression "
+                            "without the 'codecs' extension")
     fields: dict[str, Any] = {
         "interface_type": interface_type, "url": url, "dtype": dtype.name,
         "shape": list(spec.shape), "order": order,
@@ -507,25 +518,24 @@ def build_request(spec: ChunkSpec, selection: Selection, *, interface_type: str,
     return op, request.model_dump(mode="json", exclude_unset=True)
 
 
-#: Why a chunk goes to the client when the protocol the servers speak cannot describe it.
-CANNOT_EXPRESS = ("the active server cannot take this chunk (its op, dtype, codecs or missing "
-                  "values are outside what the server advertises)")
-
-
 def weights_and_groups(spec: ChunkSpec, op: str, weights: np.ndarray | None,
                        labels: np.ndarray | None, extensions: Sequence[str]
                        ) -> dict[str, Any]:
-    """The request fields of the ``weights`` and ``groups`` extensions; CannotExpress when the
-    server lacks one (a weighted request is a ``sum``)."""
+    """The request fields of the ``weights`` and ``groups`` extensions; CannotExpress says why
+    the server cannot take them (a weighted request is a ``sum``)."""
     fields: dict[str, Any] = {}
     if spec.weighted:
-        if "weights" not in extensions or weights is None or not aggregation_class(
-                op).takes_weights:
-            raise CannotExpress(CANNOT_EXPRESS)
+        if "weights" not in extensions:
+            raise CannotExpress("weights: the server lacks the 'weights' extension")
+        if weights is None or not aggregation_class(op).takes_weights:
+            raise CannotExpress(f"weights: a weighted {op} has no wire form (weights go with "
+                                "sum and the quantile rounds)")
         fields["weights"] = Weights(shape=list(weights.shape),
                                     values=np.asarray(weights, np.float64).ravel().tolist())
     if spec.group_axis is not None:
-        if "groups" not in extensions or labels is None:
-            raise CannotExpress(CANNOT_EXPRESS)
+        if "groups" not in extensions:
+            raise CannotExpress("groups: the server lacks the 'groups' extension")
+        if labels is None:
+            raise CannotExpress(f"groups: a grouped {op} has no wire form")
         fields["groups"] = Groups(axis=spec.group_axis, labels=np.asarray(labels).tolist())
     return fields

@@ -5,24 +5,28 @@ imported, see :mod:`activezarr._hooks`). A DataArray reduces actively when its v
 the zarr array xarray opened (``xr.open_dataset(..., engine="zarr")`` or ``xr.open_zarr``, on an
 ``ActiveStore``, an ``active::`` URL or kerchunk references), selected with ``sel``/``isel`` by
 slices and scalars. Anything else (loaded, computed, fancy-indexed) is reduced by xarray itself,
-with an :class:`ActiveFallbackWarning` that says why. Results equal xarray's: same values, dims,
-coords and name; attrs with ``keep_attrs=True``.
+with an :class:`ActiveFallbackWarning` that says why. Results equal xarray's: same values, dtype,
+dims, coords and name; attrs with ``keep_attrs=True``. The CF rules come from xarray's own
+decoding of the DataArray, so ``valid_*`` (which xarray leaves unapplied) mask nothing here.
 """
 
 from __future__ import annotations
 
 import functools
 import warnings
-from collections.abc import Callable, Hashable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import xarray as xr
 import zarr
 
+from .chunk.reductions import Reduction, get_reduction
 from .client.active import ActiveReduction
+from .client.report import Report
 from .errors import ActiveZarrError, ActiveZarrWarning
+from .planning.array_layout import dimension_names
 
 Dims = str | Iterable[Hashable] | None
 Grouping = Callable[[xr.DataArray], Any]
@@ -40,10 +44,14 @@ class NotActiveError(ValueError):
 
 @dataclass(frozen=True)
 class Source:
-    """The zarr array behind a DataArray, and the DataArray's place in it (slices and ints)."""
+    """The zarr array behind a DataArray, the DataArray's place in it (slices and ints), and
+    the CF rules xarray applied to its values (``_FillValue``, ``_Unsigned``, ``scale_factor``,
+    ``add_offset``), read from xarray's own decoding layers: they hold what xarray shows, even
+    after ``attrs`` or ``encoding`` were edited."""
 
     array: zarr.Array
     selection: tuple[slice | int, ...]
+    cf: Mapping[str, Any] = field(default_factory=dict)
 
 
 def source_of(da: xr.DataArray) -> Source:
@@ -62,20 +70,52 @@ def source_of(da: xr.DataArray) -> Source:
     return found
 
 
+#: xarray's wrappers that pass values through as stored (indexing, caching, byte order).
+_PASSING = frozenset({"MemoryCachedArray", "CopyOnWriteArray", "LazilyIndexedArray",
+                      "ImplicitToExplicitIndexingAdapter",
+                      "NativeEndiannessArray", "ZarrArrayWrapper"})
+
+
 def _unwrap(layer: Any) -> Source | None:
-    """The zarr array under xarray's lazy wrappers, with their indexing keys composed."""
+    """The zarr array under xarray's lazy wrappers, with their indexing keys composed and
+    their CF decoding collected; a wrapper that transforms values otherwise is refused."""
     keys: list[tuple[Any, ...]] = []
+    decoders: list[Any] = []
     for _ in range(32):
         key = getattr(layer, "key", None)
         if key is not None:
             keys.append(tuple(key.tuple))
         inner = getattr(layer, "_array", None)
         if isinstance(inner, zarr.Array):
-            return Source(inner, _compose(inner.shape, reversed(keys)))
+            cf = {k: v for step in decoders for k, v in _cf_step(step).items()}
+            return Source(inner, _compose(inner.shape, reversed(keys)), cf)
         if not hasattr(layer, "array"):
             return None
+        if type(layer).__name__ not in _PASSING:
+            decoders.append(layer)
         layer = layer.array
     return None
+
+
+def _cf_step(layer: Any) -> dict[str, Any]:
+    """The CF rule one of xarray's decoding layers applies (CFMaskCoder's mask, the view of
+    ``_Unsigned``, CFScaleOffsetCoder's unpacking), as the attribute that states it."""
+    func = getattr(layer, "func", None)
+    name = getattr(getattr(func, "func", None), "__name__", None)
+    kw = getattr(func, "keywords", {})
+    if name == "_apply_mask":
+        # xarray compares each fill value, as given, with the values it sees: one no value of
+        # theirs equals exactly (1.1 in float32) masks nothing.
+        seen = np.dtype(layer.array.dtype)
+        with np.errstate(invalid="ignore", over="ignore"):
+            fills = [v for v in kw["encoded_fill_values"] if np.asarray(v).astype(seen) == v]
+        return {"_FillValue": sorted(fills)}
+    if name == "_scale_offset_decoding":
+        return {"scale_factor": kw["scale_factor"], "add_offset": kw["add_offset"]}
+    if name == "asarray" and np.dtype(kw.get("dtype")).kind in "iu":
+        return {"_Unsigned": "true" if np.dtype(kw["dtype"]).kind == "u" else "false"}
+    raise NotActiveError(f"xarray decodes it with {name or type(layer).__name__}, which the "
+                         "storage side does not apply")
 
 
 #: dask layers that only select or re-chunk what xarray opened; any other transforms values.
@@ -96,7 +136,7 @@ def _dask_source(da: xr.DataArray, data: Any) -> Source:
     whole = opened[0]
     if any(s != slice(0, n, 1) for s, n in zip(whole.selection, whole.array.shape)):
         raise NotActiveError("its dask graph opens a part of the zarr array")
-    return Source(whole.array, _locate(da, whole.array))
+    return Source(whole.array, _locate(da, whole.array), whole.cf)
 
 
 def _locate(da: xr.DataArray, array: zarr.Array) -> tuple[slice | int, ...]:
@@ -104,7 +144,10 @@ def _locate(da: xr.DataArray, array: zarr.Array) -> tuple[slice | int, ...]:
     dims = _array_dims(array)
     parent = array.path.rpartition("/")[0] or None
     store: Any = array.store
-    with xr.open_dataset(store, engine="zarr", group=parent, chunks=None) as stored:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # xarray's note on consolidated metadata
+        stored = xr.open_dataset(store, engine="zarr", group=parent, chunks=None)
+    with stored:
         selection: list[slice | int] = []
         for dim, n in zip(dims, array.shape):
             if dim not in stored.indexes:
@@ -127,11 +170,10 @@ def _locate(da: xr.DataArray, array: zarr.Array) -> tuple[slice | int, ...]:
 
 
 def _array_dims(array: zarr.Array) -> tuple[str, ...]:
-    names: Any = getattr(array.metadata, "dimension_names", None) or array.attrs.get(
-        "_ARRAY_DIMENSIONS")
-    if not isinstance(names, (list, tuple)) or not names:
+    names = dimension_names(array)
+    if names is None:
         raise NotActiveError("the zarr array does not name its dimensions")
-    return tuple(names)
+    return names
 
 
 def _compose(shape: Sequence[int], keys: Iterable[tuple[Any, ...]]) -> tuple[slice | int, ...]:
@@ -192,28 +234,40 @@ class _Groups:
 class _Reducer:
     """What the accessor, its weighted and its grouped forms share: run or hand to xarray."""
 
+    _last_report: Report | None = None
+
     def __init__(self, da: xr.DataArray) -> None:
         self._da = da
+
+    @property
+    def last_report(self) -> Report:
+        """The report of this object's last storage-side reduction. ``ds.tas`` is a new
+        DataArray, with a new accessor, each time: :func:`activezarr.collect_reports` collects
+        the reports of every reduction, however reached."""
+        if self._last_report is None:
+            raise AttributeError("no storage-side reduction ran on this object (ds.tas is a new "
+                                 "object each time): use 'with activezarr.collect_reports() as "
+                                 "reports:' around the reduction, then reports.total")
+        return self._last_report
 
     def _active(self, op: str, dim: Dims, *, skipna: bool | None, keep_attrs: bool | None,
                 fallback: Callable[[], xr.DataArray], weights: xr.DataArray | None = None,
                 groups: _Groups | None = None, compute: bool = True,
                 **options: Any) -> xr.DataArray:
         da = self._da
+        reduction = get_reduction(op, **options)  # its options (q, ddof), before weights/groups
         reduced = _dim_tuple(da, dim)
         if groups is not None:
             reduced = tuple(d for d in reduced if d != groups.dim)
         try:
             if skipna is False and da.dtype.kind == "f":
                 raise NotActiveError("skipna=False keeps NaN, which the storage side skips")
-            undecoded = sorted(CF_ATTRS & set(da.attrs))
-            if undecoded:
-                raise NotActiveError(f"xarray left {undecoded} undecoded in its attrs, and the "
-                                     "storage side would apply them")
             source = source_of(da)
             if weights is not None:
                 options["weights"] = _weights_for(da, weights)
-            red = ActiveReduction(source.array, skipna=True)
+            # xarray's values: its CF rules (never valid_*, which it leaves in attrs) and NaN
+            # skipped, as its reductions do by default.
+            red = ActiveReduction(source.array, skipna=True, cf_attrs=source.cf)
         except (NotActiveError, ActiveZarrError) as exc:
             _warn(str(exc))
             result = fallback()
@@ -224,14 +278,14 @@ class _Reducer:
         axis = tuple(da.dims.index(d) for d in reduced)
         if compute:
             values = red[source.selection].reduce(op, axis, **options)
-            self.last_report = red.last_report
+            self._last_report = red.last_report
         else:
             from .dask import reduce
 
             values = reduce(red, op, axis, selection=source.selection, **options)
-        return self._package(op, values, reduced, keep_attrs, groups)
+        return self._package(reduction, values, reduced, keep_attrs, groups)
 
-    def _package(self, op: str, values: Any, reduced: tuple[Hashable, ...],
+    def _package(self, reduction: Reduction, values: Any, reduced: tuple[Hashable, ...],
                  keep_attrs: bool | None, groups: _Groups | None) -> xr.DataArray:
         """``values`` as xarray returns them: all-missing cells NaN (0 for sums and counts),
         empty groups NaN (as xarray fills resample's gaps), the kept dims' coords, the name,
@@ -249,11 +303,16 @@ class _Reducer:
             members = groups.template.values  # 0 or NaN (resample's gaps) where empty
             if not (members > 0).all():
                 empty = (at, ~(members > 0))
-        fill = functools.partial(_xarray_values, zero=op in ("sum", "count", "weighted_sum"),
-                                 empty=empty)
+        # xarray reduces the floats it decoded to (e.g. float32 for masked int16): so do we.
+        decoded = reduction.result_dtype(da.dtype) if da.dtype.kind == "f" else None
+        decoded = decoded if decoded is not None and decoded.kind == "f" else None  # not counts
+        fill = functools.partial(_xarray_values,
+                                 zero=reduction.name in ("sum", "count", "weighted_sum"),
+                                 empty=empty, dtype=decoded)
         if hasattr(values, "map_blocks"):  # one block: the lazy result of activezarr.dask
             floats = empty is not None and values.dtype.kind != "f"
-            filled = values.map_blocks(fill, dtype=np.float64 if floats else values.dtype)
+            filled = values.map_blocks(fill, dtype=decoded or (
+                np.float64 if floats else values.dtype))
         else:
             filled = fill(values)
         attrs = dict(da.attrs) if _keeps_attrs(keep_attrs) else {}
@@ -267,15 +326,10 @@ def _keeps_attrs(keep_attrs: bool | None) -> bool:
     return bool(xr.DataArray(0.0, attrs={"probe": 1}).mean().attrs)
 
 
-#: CF attributes xarray decodes (and then moves to ``encoding``) or never applies: present in a
-#: DataArray's attrs, they mean xarray's values differ from the storage side's decoding.
-CF_ATTRS = frozenset({"_FillValue", "missing_value", "scale_factor", "add_offset", "valid_min",
-                      "valid_max", "valid_range", "_Unsigned"})
-
-
-def _xarray_values(values: Any, *, zero: bool,
-                   empty: tuple[int, np.ndarray] | None) -> np.ndarray:
-    """A masked result as xarray has it: masked -> 0 (sums, counts) or NaN; empty groups NaN."""
+def _xarray_values(values: Any, *, zero: bool, empty: tuple[int, np.ndarray] | None,
+                   dtype: np.dtype | None = None) -> np.ndarray:
+    """A masked result as xarray has it: masked -> 0 (sums, counts) or NaN; empty groups NaN;
+    of ``dtype`` where given."""
     values = np.ma.asarray(values)
     if not zero and values.dtype.kind != "f" and np.ma.getmaskarray(values).any():
         values = values.astype(np.float64)
@@ -286,7 +340,7 @@ def _xarray_values(values: Any, *, zero: bool,
         index: list[Any] = [slice(None)] * filled.ndim
         index[at] = where
         filled[tuple(index)] = np.nan
-    return filled
+    return filled if dtype is None else filled.astype(dtype, copy=False)
 
 
 def _weights_for(da: xr.DataArray, weights: xr.DataArray) -> np.ndarray:
@@ -347,7 +401,8 @@ def _xarray(obj: Any, op: str, dim: Dims, skipna: bool | None, keep_attrs: bool 
 class ActiveAccessor(_Reductions):
     """``da.active.mean("time")`` and friends: ``da.mean("time")``, computed storage-side.
 
-    ``last_report`` is the :class:`~activezarr.Report` of the last storage-side reduction.
+    ``last_report`` is the :class:`~activezarr.Report` of this accessor's last storage-side
+    reduction; :func:`activezarr.collect_reports` collects every reduction's, however reached.
     """
 
     def reduce(self, op: str, dim: Dims = None, *, skipna: bool | None = None,

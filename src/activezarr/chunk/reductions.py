@@ -408,6 +408,8 @@ class Reduction(ABC):
     #: Whether the reduction of no elements at all is a value (numpy.ma: a sum is 0, a count 0)
     #: rather than masked; over elements that are all missing it is masked either way.
     defined_when_empty: ClassVar[bool] = False
+    #: Whether it takes ``weights=`` (and needs them).
+    weighted: ClassVar[bool] = False
 
     def __init__(self, **options: Any) -> None:
         if options:
@@ -536,6 +538,7 @@ class WeightedSum(Reduction):
     aggregation = Sums
     accumulate = "float"
     defined_when_empty = True
+    weighted = True
 
     def result_dtype(self, dtype: np.dtype) -> np.dtype:
         return np.dtype(np.float64)

@@ -24,11 +24,11 @@ from ..planning.chunks import chunk_count, plan_chunks
 from ..planning.cost import Estimate, estimate
 from ..planning.extras import Extras
 from ..planning.selection import DimSelection, normalize_selection, reduced_dims
+from ..transport.sync import run_sync
 from .engine import Engine, Progress, fallback_warning
 from .quantiles import planned_rounds, quantiles
-from .report import Report
-from .store import ActiveStore
-from .sync import run_sync
+from .report import Report, publish
+from .store import ActiveStore, client_only_reason
 
 
 class _Reductions:
@@ -77,18 +77,20 @@ class ActiveReduction(_Reductions):
     data is masked. ``fallback=False`` raises instead of reducing on the client when the
     storage side fails. ``progress`` is called with the number of chunks each step finished.
     ``plain_when_cheaper=False`` keeps the active path where the cost model would read plainly
-    (to study or test the storage side).
+    (to study or test the storage side). ``cf_attrs`` replaces the array's attributes (and
+    fill value) as the source of CF rules: the xarray accessor passes the rules xarray applied.
     """
 
     def __init__(self, array: zarr.Array, missing: str | Mapping[str, Any] | None = "cf",
                  skipna: bool = False, fallback: bool = True,
                  max_concurrency: int | None = None, progress: Progress | None = None,
-                 decode_cf: bool = True, plain_when_cheaper: bool = True) -> None:
+                 decode_cf: bool = True, plain_when_cheaper: bool = True,
+                 cf_attrs: Mapping[str, Any] | None = None) -> None:
         self.array = array
         layout = ArrayLayout.from_array(array)
-        fill = layout.raw_fill_value if layout.zarr_format == 2 else None
-        self.decoding = decoding(layout.attrs, layout.dtype, fill, missing=missing,
-                                 skipna=skipna, decode_cf=decode_cf)
+        fill = layout.raw_fill_value if layout.zarr_format == 2 and cf_attrs is None else None
+        self.decoding = decoding(layout.attrs if cf_attrs is None else cf_attrs, layout.dtype,
+                                 fill, missing=missing, skipna=skipna, decode_cf=decode_cf)
         self.layout = layout.viewed_as(self.decoding.dtype)
         self.fallback = fallback
         self.max_concurrency = max_concurrency or zarr.config.get("async.concurrency")
@@ -97,8 +99,7 @@ class ActiveReduction(_Reductions):
         self.last_report: Report | None = None
         if self._backend_class() is None:
             store = ActiveStore.of(array.store)
-            why = (f"{type(array.store).__name__} is not opened through activezarr "
-                   "(use activezarr.ActiveStore.from_url or an active:: URL)" if store is None
+            why = (client_only_reason(array.store) if store is None
                    else f"its {store.protocol!r} store has no configured active backend "
                    "(e.g. no active={'server': ...})")
             warnings.warn(f"every chunk of this array will be read and reduced on the client: "
@@ -185,15 +186,23 @@ class ActiveReduction(_Reductions):
              options: dict[str, Any]) -> Any:
         plan = self.prepare(op, dims, axis, options)
         if isinstance(plan.reduction, Quantile):
-            return quantiles(self, plan)
-        return self.finish(plan, self.accumulate(plan))
+            result = quantiles(self, plan)
+        else:
+            result = self.finish(plan, self.accumulate(plan))
+        assert self.last_report is not None  # set by every accumulation
+        publish(self.last_report)
+        return result
 
     def prepare(self, op: str, dims: tuple[DimSelection, ...], axis: Any,
                 options: dict[str, Any]) -> ReductionPlan:
         """What a reduction of ``dims`` computes: checked before anything is read."""
         options = dict(options)
-        extras = Extras.build(dims, options.pop("weights", None), options.pop("groups", None))
+        weights = options.pop("weights", None)
+        extras = Extras.build(dims, weights, options.pop("groups", None))
         reduction = get_reduction(op, **options)
+        if reduction.weighted != (weights is not None):
+            raise ValueError(f"{op} needs weights=..." if weights is None else
+                             f"weights go with weighted_sum or weighted_mean, not {op}")
         reduced = tuple(d for d in reduced_dims(axis, dims) if d != extras.group_dim)
         return ReductionPlan(reduction, dims, reduced, extras)
 
@@ -212,6 +221,12 @@ class ActiveReduction(_Reductions):
     def accumulate(self, plan: ReductionPlan) -> Partial:
         """The combined partials of ``plan`` (of packed values): the storage side's work; the
         report goes to ``last_report``."""
+        acc, self.last_report = self.accumulate_reported(plan)
+        return acc
+
+    def accumulate_reported(self, plan: ReductionPlan) -> tuple[Partial, Report]:
+        """:meth:`accumulate` with its report returned (dask's leaves, in threads, each need
+        their own); a failed run's report still goes to ``last_report``."""
         dims, reduced, extras = plan.dims, plan.reduced, plan.extras
         kernel = ChunkKernel(self._spec(plan))
         tasks = extras.attach(plan_chunks(self.layout, dims, reduced), plan.kept)
@@ -243,14 +258,15 @@ class ActiveReduction(_Reductions):
 
         try:
             acc = run_sync(run())
-        finally:
+        except BaseException:
             if engine is not None:
                 self.last_report = engine.report
+            raise
         assert engine is not None
         message = fallback_warning(engine.report)
         if message is not None:
-            warnings.warn(message, FallbackWarning, stacklevel=4)
-        return acc
+            warnings.warn(message, FallbackWarning, stacklevel=5)
+        return acc, engine.report
 
 
 @dataclass(frozen=True)

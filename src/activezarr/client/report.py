@@ -1,8 +1,14 @@
-"""What one reduction cost: chunks, requests and bytes, by storage path."""
+"""What one reduction cost: chunks, requests and bytes, by storage path; and the reports of
+every reduction inside a ``with collect_reports()`` block, lazy ones on dask workers too."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import sys
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 
 @dataclass
@@ -55,3 +61,124 @@ class Report:
             + "".join(f"\nfell back ({n} chunk(s)): {why}"
                       for why, n in self.fallback_reasons.items())
         )
+
+    @classmethod
+    def total(cls, reports: Iterable[Report]) -> Report:
+        """The reports of several reductions (or of the parts of one) summed: counts and bytes
+        add up, ``seconds`` too (time spent, not elapsed); backends and plan reasons listed."""
+        total = cls(backend="")
+        backends: list[str] = []
+        reasons: list[str] = []
+        for report in reports:
+            for f in fields(cls):
+                value = getattr(report, f.name)
+                if isinstance(value, dict):
+                    counts = getattr(total, f.name)
+                    for key, n in value.items():
+                        total.add(counts, key, n)
+                elif isinstance(value, (int, float)):
+                    setattr(total, f.name, getattr(total, f.name) + value)
+            backends += [report.backend] if report.backend not in backends else []
+            reasons += [report.plan_reason] if report.plan_reason not in reasons else []
+        total.backend = "+".join(backends) or "client"
+        total.plan_reason = "; ".join(r for r in reasons if r)
+        return total
+
+
+#: The dask.distributed event topic under which workers send the reports of what they finished.
+TOPIC = "activezarr-report"
+#: The collections open in this process, and the lock of that list (dask's threads use it).
+_collecting: list[Reports] = []
+_lock = threading.Lock()
+
+
+@dataclass
+class Reports:
+    """The reports of every reduction that finished while :func:`collect_reports` was open."""
+
+    each: list[Report] = field(default_factory=list)
+
+    @property
+    def total(self) -> Report:
+        """All of them summed (:meth:`Report.total`)."""
+        return Report.total(self.each)
+
+    def __str__(self) -> str:
+        return f"{len(self.each)} reduction(s): {self.total}"
+
+
+@contextmanager
+def collect_reports() -> Iterator[Reports]:
+    """Collect the :class:`Report` of every reduction finishing inside the ``with`` block.
+
+    Eager ones (``ActiveReduction``, ``da.active``, weighted and grouped) report as they end;
+    lazy ones (``compute=False``, :mod:`activezarr.dask`) when computed, one report each,
+    summed over the graph's leaves. On a ``dask.distributed`` cluster each reduction's report
+    travels with its partials to the task that finishes it, which sends it to the scheduler as
+    a structured event (``Worker.log_event``); the block fetches those at its end
+    (``Client.get_events``). It sees every reduction of this process, and of the default
+    client's cluster, finishing while it is open.
+    """
+    reports = Reports()
+    seen = _last_event()
+    with _lock:
+        _collecting.append(reports)
+    try:
+        yield reports
+    finally:
+        with _lock:
+            _collecting.remove(reports)
+        reports.each += _cluster_reports(seen)
+
+
+def publish(report: Report) -> None:
+    """Hand a finished reduction's report to the open collections: on a distributed worker, to
+    the scheduler (the client's collections fetch it), otherwise to this process's."""
+    worker = _worker()
+    if worker is not None:
+        worker.log_event(TOPIC, {"report": asdict(report)})
+        return
+    with _lock:
+        for reports in _collecting:
+            reports.each.append(report)
+
+
+def _worker() -> Any:
+    """The dask.distributed worker running this code, or None (distributed is never imported
+    here: code that runs on one has imported it)."""
+    if "distributed" not in sys.modules:
+        return None
+    from distributed import get_worker
+
+    try:
+        return get_worker()
+    except ValueError:
+        return None
+
+
+def _client() -> Any:
+    """The default dask.distributed client of this process, or None."""
+    if "distributed" not in sys.modules:
+        return None
+    from distributed import default_client
+
+    try:
+        return default_client()
+    except ValueError:
+        return None
+
+
+def _last_event() -> float | None:
+    """The scheduler's time of the last report event it holds (None: no client or none)."""
+    client = _client()
+    events = client.get_events(TOPIC) if client is not None else ()
+    return max((stamp for stamp, _ in events), default=None)
+
+
+def _cluster_reports(after: float | None) -> list[Report]:
+    """The reports workers sent after the scheduler time ``after`` (all when None)."""
+    client = _client()
+    if client is None:
+        return []
+    return [Report(**message["report"]) for stamp, message in client.get_events(TOPIC)
+            if after is None or stamp > after]

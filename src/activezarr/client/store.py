@@ -11,7 +11,35 @@ from zarr.abc.store import Store
 from zarr.storage import FsspecStore, LocalStore, WrapperStore
 
 from ..backends.base import check_active_options
+from ..errors import UnsupportedArrayError
 from .filesystem import ActiveFileSystem, with_async_references
+
+#: What works for icechunk data: its public API tells neither where a native chunk's object is
+#: nor a virtual chunk's byte range, so there is nothing for a backend to hand to the storage side.
+ICECHUNK_ADVICE = (
+    "icechunk does not say where a chunk's bytes are; to reduce storage-side, open the source "
+    "files' virtualizarr or kerchunk references (ActiveStore.from_url('reference://', "
+    "storage_options={'fo': refs})) or a zarr copy of the array with ActiveStore.from_url")
+
+
+def is_icechunk(store: Store) -> bool:
+    """Whether ``store`` is an icechunk store (told by its class, without importing icechunk)."""
+    return type(store).__module__.partition(".")[0] == "icechunk"
+
+
+def client_only_reason(store: Store) -> str:
+    """Why a store that is not an :class:`ActiveStore` is reduced on the client, and what works."""
+    if is_icechunk(store):
+        return ICECHUNK_ADVICE
+    return (f"{type(store).__name__} is not opened through activezarr "
+            "(use activezarr.ActiveStore.from_url or an active:: URL)")
+
+
+def _is_icechunk_repository(fs: fsspec.AbstractFileSystem, root: str) -> bool:
+    """Whether the folder ``root`` holds an icechunk repository (its ``refs`` and ``snapshots``
+    folders) rather than a zarr group, whose members could bear those names."""
+    return (all(fs.isdir(f"{root}/{name}") for name in ("refs", "snapshots"))
+            and not any(fs.exists(f"{root}/{name}") for name in ("zarr.json", ".zgroup")))
 
 
 class ActiveStore(WrapperStore[Store]):
@@ -37,9 +65,21 @@ class ActiveStore(WrapperStore[Store]):
     def from_url(cls, url: str, storage_options: Mapping[str, Any] | None = None,
                  active: Mapping[str, Any] | None = None, read_only: bool = False) -> ActiveStore:
         """A store for any fsspec URL: a local path, ``s3://``, ``reference://``..."""
+        if not isinstance(url, str):
+            raise TypeError(f"ActiveStore cannot wrap an IcechunkStore: {ICECHUNK_ADVICE}"
+                            if is_icechunk(url) else
+                            f"ActiveStore.from_url takes a URL, not {type(url).__name__}; "
+                            "wrap a zarr store with ActiveStore.of or open it by URL")
+        if "icechunk://" in url:  # fsspec knows no such protocol: say what works instead
+            raise UnsupportedArrayError(f"{url} is an icechunk repository, which ActiveStore "
+                                        f"cannot open: {ICECHUNK_ADVICE}")
         options = dict(storage_options or {})
         if get_protocol(url) in ("file", "local"):
             fs, root = fsspec.core.url_to_fs(url, **options)
+            if _is_icechunk_repository(fs, root):
+                raise UnsupportedArrayError(f"{root} is an icechunk repository, which ActiveStore "
+                                            f"cannot open: "
+                                            f"{ICECHUNK_ADVICE}")
             return cls(LocalStore(root, read_only=read_only), protocol="file", root=root, fs=fs,
                        storage_options=options, active=active)
         # zarr opens filesystems asynchronously; a reference one's remote must match.

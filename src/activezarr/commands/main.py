@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, fields
+from importlib.metadata import entry_points
 from typing import Any
 
 import click
@@ -37,12 +38,13 @@ LARGE_RUN_CHUNKS = 1000
 #: command name -> "module:attribute" of a command imported only when it is used.
 LAZY_COMMANDS = {
     "demo": ".demo:run_demo",
-    "layout": ".layout:layout",
-    "ost": ".ost:ost",
     "serve": ".serve:serve",
 }
+#: Entry-point group of commands other packages add, imported as lazily (the ost wing's
+#: ``ost`` and ``layout``).
+COMMANDS_GROUP = "activezarr.commands"
 #: The extra that installs what a lazily loaded command needs.
-COMMAND_EXTRAS = {"demo": "demo", "ost": "server", "serve": "server"}
+COMMAND_EXTRAS = {"demo": "demo", "serve": "server"}
 
 
 def _parse_axes(ctx: click.Context, param: click.Parameter,
@@ -106,15 +108,27 @@ class LazyGroup(OneLineErrorsGroup):
 
     def __init__(self, *args: Any, lazy_commands: dict[str, str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.lazy_commands = lazy_commands
+        self._built_in = lazy_commands
+        self._added: dict[str, str] | None = None
+
+    @property
+    def lazy_commands(self) -> dict[str, str]:
+        """The built-in lazy commands and those of :data:`COMMANDS_GROUP`, scanned once when
+        first needed (a built-in command is found without scanning)."""
+        if self._added is None:
+            self._added = {ep.name: ep.value for ep in entry_points(group=COMMANDS_GROUP)}
+        return {**self._added, **self._built_in}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self.lazy_commands])
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name not in self.lazy_commands:
+        if cmd_name in self.commands:
             return super().get_command(ctx, cmd_name)
-        module, attribute = self.lazy_commands[cmd_name].split(":")
+        lazy = self._built_in if cmd_name in self._built_in else self.lazy_commands
+        if cmd_name not in lazy:
+            return None
+        module, attribute = lazy[cmd_name].split(":")
         try:
             command: click.Command = getattr(importlib.import_module(module, __package__),
                                              attribute)
@@ -156,6 +170,9 @@ def main() -> None:
 @click.option("--axis", "axis", multiple=True, callback=_parse_axes,
               help="Axis to reduce over, of the selection (repeatable, or comma-separated "
               "like 0,2). Default: all axes.")
+@click.option("--weights", default=None, help="For --op weighted_mean or weighted_sum: a "
+              "variable of the same group or file, on some of the array's dimensions (e.g. "
+              "area), or coslat, the cosine of the latitude.")
 @click.option("--ddof", type=click.IntRange(min=0), default=None,
               help="Delta degrees of freedom, for var and std. Default: 0.")
 @click.option("--q", "quantiles", type=click.FloatRange(0, 1), multiple=True,
@@ -176,15 +193,18 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True,
               help='Print {"result": ..., "report": {...}} as JSON (masked values are null; '
               'NaN and infinities are the strings "NaN", "Infinity", "-Infinity").')
-def reduce_array(url: str, var: str | None, op: str, selection: tuple[Any, ...], axis: tuple[int, ...] | None,
-                 ddof: int | None, quantiles: tuple[float, ...], bins: str | None,
+def reduce_array(url: str, var: str | None, op: str, selection: tuple[Any, ...],
+                 axis: tuple[int, ...] | None, weights: str | None, ddof: int | None,
+                 quantiles: tuple[float, ...], bins: str | None,
                  missing: str | dict[str, Any] | None, skipna: bool,
                  storage_options: dict[str, Any], active: dict[str, Any], no_fallback: bool,
                  as_json: bool) -> None:
     """Reduce the zarr array at URL (a path or any fsspec URL) where its bytes live.
 
     URL may also be a zarr group or a netCDF/HDF5 file: --var names the array in it."""
-    from .sources import open_source  # zarr: imported by this command only
+    # zarr and the client: imported by this command only
+    from ..client.engine import fallback_warning
+    from .sources import open_source, weights_for
 
     options: dict[str, Any] = {} if ddof is None else {"ddof": ddof}
     if quantiles:
@@ -195,8 +215,14 @@ def reduce_array(url: str, var: str | None, op: str, selection: tuple[Any, ...],
                 options["bins"] = [float(edge) for edge in bins.split(",")]
             except ValueError:
                 raise ValueError(f"--bins {bins!r} is not comma-separated numbers") from None
-        get_reduction(op, **options)  # a bad name or option fails before any I/O
+        # A bad name or option fails before any I/O.
+        if get_reduction(op, **options).weighted != (weights is not None):
+            raise click.ClickException(f"--op {op} needs --weights VAR (a variable of the dataset) "
+                                   "or --weights coslat" if weights is None else
+                                   "--weights goes with --op weighted_mean or weighted_sum")
         arr = open_source(url, var, storage_options, active)
+        if weights is not None:
+            options["weights"] = weights_for(arr, weights, selection)
         stderr = Console(stderr=True)
         # On a terminal the bar goes away when done; in a log its final state stays as a record.
         progress = Progress(TextColumn("reducing"), BarColumn(), MofNCompleteColumn(),
@@ -218,3 +244,8 @@ def reduce_array(url: str, var: str | None, op: str, selection: tuple[Any, ...],
     else:
         click.echo(result)
         Console().print(_report_table(report))
+    fell_back = fallback_warning(report)
+    if fell_back is not None:
+        # Last, after the table: the result is right, but was not computed where asked.
+        click.echo(f"NOT STORAGE-SIDE: {fell_back}; --no-fallback makes this an error",
+                   err=True)

@@ -214,3 +214,13 @@ def _numcodecs_config(name: str, config: dict[str, Any]) -> dict[str, Any]:
     if name in ("gzip", "zstd", "crc32c"):
         return {"id": name, **config}
     raise UnsupportedArrayError(f"zarr v3 codec {name!r} is not supported")
+
+
+def dimension_names(array: zarr.Array) -> tuple[str, ...] | None:
+    """The names of ``array``'s dimensions (zarr v3 ``dimension_names``, or the
+    ``_ARRAY_DIMENSIONS`` attribute xarray and kerchunk write for v2), or None."""
+    names: Any = getattr(array.metadata, "dimension_names", None) or array.attrs.get(
+        "_ARRAY_DIMENSIONS")
+    if not isinstance(names, (list, tuple)) or len(names) != array.ndim or not names:
+        return None
+    return tuple(str(n) for n in names)
