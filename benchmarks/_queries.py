@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-QUERIES = ("mean", "point", "box", "timemean", "weighted", "climatology")
+QUERIES = ("mean", "point", "box", "timemean", "weighted", "climatology", "p90")
 #: What each query means, for the table's legend.
 LEGEND = {
     "mean": "whole-array mean",
@@ -24,6 +24,7 @@ LEGEND = {
     "timemean": "time mean (a lat x lon field) of the multi-day-chunked data",
     "weighted": "cos(lat)-weighted global mean per time step",
     "climatology": "monthly climatology (12 x lat x lon)",
+    "p90": "exact 90th percentile over time per grid cell (a lat x lon field)",
 }
 
 
@@ -65,6 +66,8 @@ def _numpy(array: Any, query: str, shape: dict[str, int]) -> np.ndarray:
     if query == "box":
         return np.asarray(array[:, ys, xs].mean(dtype=np.float64))
     data = array[...]
+    if query == "p90":
+        return np.nanquantile(data, [0.9], axis=0)[0]
     if query == "timemean":
         return data.mean(axis=0, dtype=np.float64)
     if query == "weighted":
@@ -105,6 +108,8 @@ def _xarray(da: Any, query: str, shape: dict[str, int], active: bool) -> np.ndar
         out = da.isel(lat=j, lon=i)
     elif query == "box":
         out = da.isel(lat=ys, lon=xs).mean()
+    elif query == "p90":
+        out = (da.active if active else da).quantile(0.9, "time")
     else:
         out = da.mean("time")
     return np.asarray(getattr(out, "compute", lambda: out)(), dtype=np.float64)
@@ -125,6 +130,8 @@ def _active(array: Any, query: str, shape: dict[str, int]) -> np.ndarray:
         out = red[:, ys, xs].mean()
     elif query == "timemean":
         out = red.mean(axis=0)
+    elif query == "p90":
+        out = red.quantile([0.9], axis=0)[0]
     else:
         raise Unsupported("grouped/weighted: through the accessor")
     return np.ma.filled(np.ma.asarray(out, dtype=np.float64), np.nan)
@@ -144,7 +151,7 @@ def _pas(active: Callable[[], Any], query: str, shape: dict[str, int]) -> np.nda
     elif query == "timemean":
         out = active().mean(axis=(0,))[...]
     else:
-        raise Unsupported("PyActiveStorage has no weighted or grouped reductions")
+        raise Unsupported("PyActiveStorage has no weighted, grouped or quantile reductions")
     return np.squeeze(np.ma.filled(np.ma.asarray(out, dtype=np.float64), np.nan))
 
 
@@ -193,8 +200,8 @@ def prepare(method: str) -> None:
 def run(method: str, query: str, where: dict[str, Any]) -> np.ndarray:
     shape = where["shape"]
     if method.startswith("pas-"):
-        if query in ("weighted", "climatology"):
-            raise Unsupported("PyActiveStorage has no weighted or grouped reductions")
+        if query in ("weighted", "climatology", "p90"):
+            raise Unsupported("PyActiveStorage has no weighted, grouped or quantile reductions")
         if method == "pas-server" and query in ("point", "timemean"):
             # Reductionist answers `count` as a flat list (docs/PROTOCOL.md), which
             # PyActiveStorage 0.8 assigns to a cell block and fails (its reductionist.py:

@@ -118,7 +118,7 @@ def test_a_select_answers_with_elements_and_has_no_partial() -> None:
 
 
 @pytest.mark.parametrize(("config", "message"), [
-    ({"op": "median"}, "unknown operation 'median'"),
+    ({"op": "mode"}, "unknown operation 'mode'"),
     ({"accumulate": "exact"}, "accumulate 'exact'"),
     ({"op": "min", "weights": {"shape": [4], "values": [1, 1, 1, 1]}}, "weights go with"),
     ({"op": "select", "groups": {"axis": 0, "labels": [0]}}, "groups do not go"),

@@ -106,6 +106,21 @@ def test_reduce_var_with_ddof_over_repeated_axes(stored: tuple[str, np.ma.Masked
     np.testing.assert_allclose(out["result"], expected.var(axis=(1, 2), ddof=1), rtol=1e-6)
 
 
+def test_reduce_quantiles_median_and_histogram(stored: tuple[str, np.ma.MaskedArray]) -> None:
+    path, expected = stored
+    valid = expected.filled(np.nan)
+    out = reduce_json(path, "--op", "quantile", "--q", "0.9", "--axis", "0")
+    np.testing.assert_array_equal(np.ma.masked_invalid(np.array(out["result"], float)),
+                                  np.nanquantile(valid, 0.9, axis=0))
+    out = reduce_json(path, "--op", "quantile", "--q", "0.1", "--q", "0.5")
+    assert out["result"] == np.nanquantile(valid, [0.1, 0.5]).tolist()
+    assert reduce_json(path, "--op", "median")["result"] == float(np.nanmedian(valid))
+    out = reduce_json(path, "--op", "histogram", "--bins", "0,100,480")
+    assert out["result"] == np.histogram(expected.compressed(), [0, 100, 480])[0].tolist()
+    assert_one_line_error(invoke("reduce", path, "--op", "histogram", "--bins", "0,a"),
+                          "--bins")
+
+
 def test_all_missing_result_is_null(stored: tuple[str, np.ma.MaskedArray]) -> None:
     assert reduce_json(stored[0], "--op", "max", "--select", ":,0,0")["result"] is None
 
@@ -135,8 +150,8 @@ def test_bad_select_string_is_a_usage_error(stored: tuple[str, np.ma.MaskedArray
 
 
 def test_unknown_op_lists_available_ops(stored: tuple[str, np.ma.MaskedArray]) -> None:
-    result = invoke("reduce", stored[0], "--op", "median")
-    assert_one_line_error(result, "median", "available", "mean", "std", "var")
+    result = invoke("reduce", stored[0], "--op", "mode")
+    assert_one_line_error(result, "mode", "available", "mean", "std", "var")
 
 
 @pytest.mark.parametrize("args", [["--select", "6"], ["--select", "0,0,0,0"], ["--axis", "3"]])

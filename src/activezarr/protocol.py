@@ -42,7 +42,7 @@ from .errors import ActiveZarrError
 
 V2_OPS = ("count", "max", "min", "sum", "select")
 #: The operations every server of ours serves; plugin reductions an operator loads add theirs.
-OPS = (*V2_OPS, "stats", "histogram")
+OPS = (*V2_OPS, "stats", "histogram", "key_range", "key_bins", "key_values")
 assert set(OPS) == {*BUILTIN_AGGREGATIONS, "select"}
 DTYPES = SUPPORTED_DTYPES
 INTERFACE_TYPES = ("s3", "http", "https", "file", "ost")
@@ -527,9 +527,9 @@ def weights_and_groups(spec: ChunkSpec, op: str, weights: np.ndarray | None,
     if spec.weighted:
         if "weights" not in extensions:
             raise CannotExpress("weights: the server lacks the 'weights' extension")
-        if op != "sum" or weights is None:
-            raise CannotExpress(f"weights: a weighted {op} has no wire form (a weighted "
-                                "request is a sum)")
+        if weights is None or not aggregation_class(op).takes_weights:
+            raise CannotExpress(f"weights: a weighted {op} has no wire form (weights go with "
+                                "sum and the quantile rounds)")
         fields["weights"] = Weights(shape=list(weights.shape),
                                     values=np.asarray(weights, np.float64).ravel().tolist())
     if spec.group_axis is not None:

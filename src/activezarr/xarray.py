@@ -23,7 +23,7 @@ import xarray as xr
 import zarr
 
 from . import _xarray_internals as internals
-from .chunk.reductions import get_reduction
+from .chunk.reductions import Reduction, get_reduction
 from .client.active import ActiveReduction
 from .client.report import Report
 from .errors import ActiveZarrError, ActiveZarrWarning
@@ -247,6 +247,7 @@ class _Reducer:
                 groups: _Groups | None = None, compute: bool = True,
                 **options: Any) -> xr.DataArray:
         da = self._da
+        reduction = get_reduction(op, **options)  # its options (q, ddof), before weights/groups
         reduced = _dim_tuple(da, dim)
         if groups is not None:
             reduced = tuple(d for d in reduced if d != groups.dim)
@@ -274,9 +275,9 @@ class _Reducer:
             from .dask import reduce
 
             values = reduce(red, op, axis, selection=source.selection, **options)
-        return self._package(op, values, reduced, keep_attrs, groups)
+        return self._package(reduction, values, reduced, keep_attrs, groups)
 
-    def _package(self, op: str, values: Any, reduced: tuple[Hashable, ...],
+    def _package(self, reduction: Reduction, values: Any, reduced: tuple[Hashable, ...],
                  keep_attrs: bool | None, groups: _Groups | None) -> xr.DataArray:
         """``values`` as xarray returns them: all-missing cells NaN (0 for sums and counts),
         empty groups NaN (as xarray fills resample's gaps), the kept dims' coords, the name,
@@ -295,9 +296,10 @@ class _Reducer:
             if not (members > 0).all():
                 empty = (at, ~(members > 0))
         # xarray reduces the floats it decoded to (e.g. float32 for masked int16): so do we.
-        decoded = get_reduction(op).result_dtype(da.dtype) if da.dtype.kind == "f" else None
+        decoded = reduction.result_dtype(da.dtype) if da.dtype.kind == "f" else None
         decoded = decoded if decoded is not None and decoded.kind == "f" else None  # not counts
-        fill = functools.partial(_xarray_values, zero=op in ("sum", "count", "weighted_sum"),
+        fill = functools.partial(_xarray_values,
+                                 zero=reduction.name in ("sum", "count", "weighted_sum"),
                                  empty=empty, dtype=decoded)
         if hasattr(values, "map_blocks"):  # one block: the lazy result of activezarr.dask
             floats = empty is not None and values.dtype.kind != "f"
@@ -409,6 +411,27 @@ class ActiveAccessor(_Reductions):
         return self._active(op, dim, skipna=skipna, keep_attrs=keep_attrs, compute=compute,
                             fallback=lambda: _xarray(self._da, op, dim, skipna, keep_attrs,
                                                      **options), **options)
+
+    def quantile(self, q: Any, dim: Dims = None, *, skipna: bool | None = None,
+                 keep_attrs: bool | None = None) -> xr.DataArray:
+        """``da.quantile(q, dim)`` (``method="linear"``), exactly, found in storage-side rounds
+        (:mod:`activezarr.client.quantiles`): a ``quantile`` dimension first where ``q`` is a
+        sequence, a scalar ``quantile`` coordinate where it is a number."""
+        qs = np.asarray(q, np.float64)  # xarray's q is float64 (so are its answers)
+
+        def one(value: np.float64) -> xr.DataArray:
+            return self._active("quantile", dim, skipna=skipna, keep_attrs=keep_attrs,
+                                fallback=lambda: self._da.quantile(
+                                    value, _dim_tuple(self._da, dim), skipna=skipna,
+                                    keep_attrs=keep_attrs).drop_vars("quantile"), q=value)
+
+        parts = [one(value).assign_coords(quantile=value) for value in qs.reshape(-1)]
+        return parts[0] if qs.ndim == 0 else xr.concat(parts, "quantile")
+
+    def median(self, dim: Dims = None, *, skipna: bool | None = None,
+               keep_attrs: bool | None = None) -> xr.DataArray:
+        """``da.median(dim)``, exactly, as :meth:`quantile` finds it."""
+        return self._reduce("median", dim, skipna, keep_attrs, True)
 
     def weighted(self, weights: xr.DataArray) -> ActiveWeighted:
         """``da.weighted(weights)``, storage-side: each chunk gets the weights of its region."""

@@ -70,6 +70,11 @@ def float64(dtype: np.dtype, accumulate: str) -> np.dtype:
     return np.dtype(np.float64)
 
 
+def int64(dtype: np.dtype, accumulate: str) -> np.dtype:
+    """An int64 field whatever is stored (counts)."""
+    return np.dtype(np.int64)
+
+
 class NoParams(BaseModel):
     """An aggregation without request parameters: ``params`` must be absent or empty."""
 
@@ -256,6 +261,19 @@ class Aggregation:
         return float(sum(
             self.field_dtype(f).itemsize * math.prod(f.cell_shape)
             * (zstd_ratio if f.compresses and not memory else 1.0) for f in self.fields))
+
+
+def bin_counts(bins: np.ndarray, inside: np.ndarray, axes: tuple[int, ...],
+               cells: tuple[int, ...], nbins: int) -> np.ndarray:
+    """Per output cell (of shape ``cells``, ``axes`` reduced), how many elements fall in each
+    of ``nbins`` bins: ``bins`` holds each element's bin, ``inside`` whether it is counted."""
+    kept = [a for a in range(bins.ndim) if a not in axes]
+    ncells = math.prod(cells)
+    order = (*kept, *axes)
+    per_cell = np.transpose(bins, order).reshape(ncells, -1)
+    counted = np.transpose(inside, order).reshape(ncells, -1)
+    slots = (np.arange(ncells)[:, None] * nbins + per_cell)[counted]
+    return np.bincount(slots, minlength=ncells * nbins).reshape((*cells, nbins))
 
 
 def group_runs(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -21,8 +21,9 @@ from pydantic import Field as PydanticField
 
 from ..errors import InvalidReductionError, UnknownReductionError
 from ..plugins import Registry
-from .aggregation import Aggregation, Field, Where, float64, stored
+from .aggregation import Aggregation, Field, Where, bin_counts, float64, int64, stored
 from .partial import Partial, accumulator_dtype, sentinels
+from .ranks import RANK_AGGREGATIONS, KeyRange, lerp
 from .result import (
     ResultForm,
     compress_result,
@@ -313,10 +314,6 @@ class HistogramParams(BaseModel):
         return edges
 
 
-def _int64(dtype: np.dtype, accumulate: str) -> np.dtype:
-    return np.dtype(np.int64)
-
-
 class Bins(Aggregation):
     """``histogram`` (our extension): per output cell, the valid elements in each bin."""
 
@@ -328,7 +325,7 @@ class Bins(Aggregation):
                  params: Mapping[str, Any] | None = None) -> None:
         super().__init__(dtype, accumulate, weighted, params)
         self.edges = np.asarray(self.params.edges, np.float64)
-        self.fields = (Field("counts", _int64, _zero, np.add,
+        self.fields = (Field("counts", int64, _zero, np.add,
                              cell_shape=(len(self.edges) - 1,)),)
 
     def chunk(self, data: np.ndarray, valid: Where, axes: tuple[int, ...], count: np.ndarray,
@@ -338,19 +335,13 @@ class Bins(Aggregation):
         bins = np.searchsorted(self.edges, values, side="right") - 1
         bins[values == self.edges[-1]] = nbins - 1  # the last bin holds its right edge
         inside = np.logical_and(bins >= 0, bins < nbins) & np.broadcast_to(valid, data.shape)
-        kept = [a for a in range(data.ndim) if a not in axes]
-        cells = math.prod(data.shape[a] for a in kept)
-        order = (*kept, *axes)
-        per_cell = np.transpose(bins, order).reshape(cells, -1)
-        counted = np.transpose(inside, order).reshape(cells, -1)
-        slots = (np.arange(cells)[:, None] * nbins + per_cell)[counted]
-        counts = np.bincount(slots, minlength=cells * nbins)
-        return {"counts": counts.reshape((*count.shape, nbins))}
+        return {"counts": bin_counts(bins, inside, axes, count.shape, nbins)}
 
 
 #: The operations every storage side serves.
-BUILTIN_AGGREGATIONS: dict[str, type[Aggregation]] = {
-    cls.op: cls for cls in (Counts, Sums, Minimum, Maximum, Moments, Bins)}
+_AGGREGATIONS: tuple[type[Aggregation], ...] = (Counts, Sums, Minimum, Maximum, Moments, Bins,
+                                                *RANK_AGGREGATIONS)
+BUILTIN_AGGREGATIONS: dict[str, type[Aggregation]] = {cls.op: cls for cls in _AGGREGATIONS}
 
 
 def plugin_names() -> list[str]:
@@ -592,6 +583,59 @@ class Histogram(Reduction):
 
     def finish(self, acc: Partial) -> tuple[np.ndarray, np.ndarray]:
         return acc["counts"], np.zeros(acc["counts"].shape, bool)
+
+
+@reductions.register("quantile")
+class Quantile(Reduction):
+    """numpy's ``nanquantile(method="linear")`` of the valid values: ``q`` a number or a
+    sequence (then the quantiles are a first dimension). ``method="exact"`` finds the two
+    order statistics each quantile interpolates in a few rounds of storage-side reductions
+    (:mod:`activezarr.client.quantiles`); its first round is ``key_range``."""
+
+    name = "quantile"
+    aggregation = KeyRange
+
+    def __init__(self, q: Any = None, method: str = "exact", **options: Any) -> None:
+        super().__init__(**options)
+        if q is None:
+            raise ValueError("quantile needs q: a number or a sequence of numbers in [0, 1]")
+        qs = np.asarray(q, np.float64)
+        if qs.ndim > 1 or not np.all((qs >= 0) & (qs <= 1)):
+            raise ValueError(f"q must be a number or a sequence of numbers in [0, 1], got {q!r}")
+        if method != "exact":
+            raise ValueError(f"quantile method {method!r} is not available; use 'exact'")
+        self.q = qs
+        #: numpy computes a Python float's quantile in the values' dtype, an array's in float64.
+        self.weak = type(q) in (int, float)
+        #: Integer q (0 or 1): numpy takes the order statistic itself, in the values' dtype.
+        self.integral = np.asarray(q).dtype.kind in "iu"
+        self.method = method
+
+    def between(self, a: np.ndarray, b: np.ndarray, gamma: np.ndarray) -> np.ndarray:
+        """The quantile from the values ``a`` and ``b`` at the ranks around it."""
+        return a if self.integral else lerp(a, b, gamma, self.weak)
+
+    def result_dtype(self, dtype: np.dtype) -> np.dtype:
+        if self.integral or (self.weak and dtype.kind == "f"):
+            return dtype.newbyteorder("=")
+        return np.dtype(np.float64)
+
+    def finish(self, acc: Partial) -> tuple[np.ndarray, np.ndarray]:
+        raise TypeError("a quantile is finished from its rounds, not from one state")
+
+
+@reductions.register("median")
+class Median(Quantile):
+    """numpy's ``nanmedian``: the 0.5 quantile."""
+
+    name = "median"
+
+    def __init__(self, method: str = "exact", **options: Any) -> None:
+        super().__init__(0.5, method, **options)
+
+    def between(self, a: np.ndarray, b: np.ndarray, gamma: np.ndarray) -> np.ndarray:
+        # numpy's median: the middle value, or the mean of the middle two
+        return np.where(gamma == 0, a, np.mean(np.stack([a, b]), axis=0))
 
 
 _BUILTIN_REDUCTIONS = frozenset(reductions.builtin_names())

@@ -16,7 +16,7 @@ from ..backends.client import ClientBackend, PlainRead
 from ..chunk.kernel import ChunkKernel, kept_shape
 from ..chunk.missing import decoding
 from ..chunk.partial import Partial
-from ..chunk.reductions import Reduction, get_reduction
+from ..chunk.reductions import Quantile, Reduction, get_reduction
 from ..chunk.spec import ChunkSpec
 from ..errors import ClientReductionWarning, FallbackWarning
 from ..planning.array_layout import ArrayLayout
@@ -26,6 +26,7 @@ from ..planning.extras import Extras
 from ..planning.selection import DimSelection, normalize_selection, reduced_dims
 from ..transport.sync import run_sync
 from .engine import Engine, Progress, fallback_warning
+from .quantiles import planned_rounds, quantiles
 from .report import Report, publish
 from .store import ActiveStore, client_only_reason
 
@@ -56,6 +57,13 @@ class _Reductions:
 
     def std(self, axis: Any = None, ddof: int = 0) -> Any:
         return self.reduce("std", axis, ddof=ddof)
+
+    def quantile(self, q: Any, axis: Any = None, method: str = "exact") -> Any:
+        """numpy's ``nanquantile(a, q, axis, method="linear")`` of the valid values."""
+        return self.reduce("quantile", axis, q=q, method=method)
+
+    def median(self, axis: Any = None, method: str = "exact") -> Any:
+        return self.reduce("median", axis, method=method)
 
 
 class ActiveReduction(_Reductions):
@@ -158,7 +166,11 @@ class ActiveReduction(_Reductions):
 
         async def ask() -> Estimate | None:
             try:
-                return await self._planned(backend, plan)
+                if not isinstance(plan.reduction, Quantile):
+                    return await self._planned(backend, plan)
+                rounds = [await self._planned(backend, step) for step in planned_rounds(plan)]
+                return None if rounds[0] is None else Estimate.of_rounds(
+                    [r for r in rounds if r is not None])
             finally:
                 await backend.close()
 
@@ -173,10 +185,13 @@ class ActiveReduction(_Reductions):
     def _run(self, op: str, dims: tuple[DimSelection, ...], axis: Any,
              options: dict[str, Any]) -> Any:
         plan = self.prepare(op, dims, axis, options)
-        acc = self.accumulate(plan)
+        if isinstance(plan.reduction, Quantile):
+            result = quantiles(self, plan)
+        else:
+            result = self.finish(plan, self.accumulate(plan))
         assert self.last_report is not None  # set by every accumulation
         publish(self.last_report)
-        return self.finish(plan, acc)
+        return result
 
     def prepare(self, op: str, dims: tuple[DimSelection, ...], axis: Any,
                 options: dict[str, Any]) -> ReductionPlan:

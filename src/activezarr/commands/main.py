@@ -163,7 +163,7 @@ def main() -> None:
 @click.option("--var", default=None, help="The array to reduce inside a zarr group, or the "
               "variable of a netCDF/HDF5 file (read through kerchunk references).")
 @click.option("--op", required=True, help="Reduction: mean, sum, min, max, count, var, std, "
-              "or one an installed plugin registers.")
+              "quantile (--q), median, histogram (--bins), or one an installed plugin registers.")
 @click.option("--select", "selection", type=SelectionType(), default="...", show_default=True,
               help='Numpy-style selection: comma-separated ints, start:stop:step slices and "...", '
               'e.g. "0:10,:,::2".')
@@ -175,6 +175,11 @@ def main() -> None:
               "area), or coslat, the cosine of the latitude.")
 @click.option("--ddof", type=click.IntRange(min=0), default=None,
               help="Delta degrees of freedom, for var and std. Default: 0.")
+@click.option("--q", "quantiles", type=click.FloatRange(0, 1), multiple=True,
+              help="Quantile(s) in [0, 1], for quantile (repeatable: then one row each). The "
+              "median is --op median.")
+@click.option("--bins", type=str, default=None,
+              help='Bin edges, ascending and comma-separated, for histogram, e.g. "0,10,20".')
 @click.option("--missing", type=MissingType(), default="cf", show_default=True,
               help='Missing values: "cf" (from _FillValue, missing_value, valid_* attributes), '
               '"none", or the rules as JSON, e.g. \'{"missing_value": -999}\'.')
@@ -190,6 +195,7 @@ def main() -> None:
               'NaN and infinities are the strings "NaN", "Infinity", "-Infinity").')
 def reduce_array(url: str, var: str | None, op: str, selection: tuple[Any, ...],
                  axis: tuple[int, ...] | None, weights: str | None, ddof: int | None,
+                 quantiles: tuple[float, ...], bins: str | None,
                  missing: str | dict[str, Any] | None, skipna: bool,
                  storage_options: dict[str, Any], active: dict[str, Any], no_fallback: bool,
                  as_json: bool) -> None:
@@ -201,7 +207,14 @@ def reduce_array(url: str, var: str | None, op: str, selection: tuple[Any, ...],
     from .sources import open_source, weights_for
 
     options: dict[str, Any] = {} if ddof is None else {"ddof": ddof}
+    if quantiles:
+        options["q"] = quantiles[0] if len(quantiles) == 1 else list(quantiles)
     with one_line_errors(), _warnings_on_stderr():
+        if bins is not None:
+            try:
+                options["bins"] = [float(edge) for edge in bins.split(",")]
+            except ValueError:
+                raise ValueError(f"--bins {bins!r} is not comma-separated numbers") from None
         # A bad name or option fails before any I/O.
         if get_reduction(op, **options).weighted != (weights is not None):
             raise click.ClickException(f"--op {op} needs --weights VAR (a variable of the dataset) "

@@ -123,6 +123,17 @@ class Estimate:
     #: Handed over in this process: the path is kept whatever the bytes (``Traits.local``).
     local: bool = False
 
+    @classmethod
+    def of_rounds(cls, rounds: Sequence[Estimate]) -> Estimate:
+        """The estimate of reductions run one after another over the same chunks (a
+        quantile's rounds): their answers and requests add up; a plain read reads the chunks
+        once and does every round in the client."""
+        first = rounds[0]
+        return cls(sum(r.chunks for r in rounds), sum(r.partials for r in rounds),
+                   sum(r.requests for r in rounds), sum(r.active_bytes for r in rounds),
+                   first.plain_bytes, sum(r.request_bytes for r in rounds), first.setup_bytes,
+                   first.local)
+
     @property
     def path(self) -> str:
         marginal = self.active_bytes - self.setup_bytes + self.request_bytes
