@@ -71,7 +71,9 @@ def reduce(arr: zarr.Array | ActiveReduction, op: str, axis: Any = None, *,
 
 def _boxes(red: ActiveReduction, plan: ReductionPlan, per_leaf: int) -> list[ReductionPlan]:
     """The plan cut into boxes along the reduced and grouped dimensions, chunk-aligned."""
-    split = set(plan.reduced) | ({plan.extras.group_dim} - {None})
+    # A positional state (argmax) counts positions in the whole selection: not cut there.
+    positional = plan.reduction.aggregation.positional
+    split = (set() if positional else set(plan.reduced)) | ({plan.extras.group_dim} - {None})
     per_dim: list[list[tuple[int, int]]] = []
     for d, (sel, chunk) in enumerate(zip(plan.dims, red.layout.chunk_shape)):
         spans = chunk_spans(sel, chunk) if d in split else [(0, sel.size)]
