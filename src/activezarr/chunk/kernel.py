@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from .aggregation import Aggregation
 from .codecs import CodecChain
 from .missing import is_missing, missing_mask
-from .aggregation import Aggregation
 from .partial import Partial
 from .reductions import aggregation_of
 from .spec import ChunkSpec, Selection
