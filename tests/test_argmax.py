@@ -165,3 +165,27 @@ def test_uncompressed_chunks_cut_by_stripes_are_exact(tmp_path: Path, ost_cluste
             np.testing.assert_array_equal(red[selection].reduce(op, axis=0),
                                           getattr(np, op)(picked, axis=0))
             assert red.last_report.fallbacks == 0
+
+
+def test_dask_leaves_keep_the_reduced_dims_whole(tmp_path: Path) -> None:
+    """Positions count in the whole selection: dask cuts no reduced dimension of an argmax."""
+    from activezarr.dask import reduce
+
+    data, red = _ties(tmp_path)
+    for axis in (None, 1):
+        lazy = reduce(red, "argmax", axis=axis, selection=np.s_[::-1, 2:], leaf_chunks=1)
+        np.testing.assert_array_equal(lazy.compute(), np.argmax(data[::-1, 2:], axis=axis))
+
+
+def test_groups_are_refused(tmp_path: Path) -> None:
+    _, red = _ties(tmp_path)
+    with pytest.raises(ValueError, match="no grouped form"):
+        red.reduce("argmax", axis=1, groups=(0, np.arange(13) % 2))
+
+
+def test_the_cost_model_prices_value_and_position(tmp_path: Path) -> None:
+    """Each output cell's answer holds the extreme (stored dtype) and an int64 position."""
+    from activezarr.chunk.reductions import ArgMaximum, Maximum
+
+    assert ArgMaximum("i2").cell_bytes(memory=True, zstd_ratio=1.0) == 2 + 8
+    assert Maximum("i2").cell_bytes(memory=True, zstd_ratio=1.0) == 2

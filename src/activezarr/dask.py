@@ -82,7 +82,8 @@ def _boxes(red: ActiveReduction, plan: ReductionPlan, per_leaf: int) -> list[Red
         per_dim.append(merged)
     boxes = []
     for box in itertools.product(*per_dim):
-        dims = tuple(part_of(sel, *span) for sel, span in zip(plan.dims, box))
+        dims = tuple(part_of(sel, *span) if d in split else sel  # whole: its order kept
+                     for d, (sel, span) in enumerate(zip(plan.dims, box)))
         boxes.append(ReductionPlan(plan.reduction, dims, plan.reduced, plan.extras.box(box)))
     return boxes
 

@@ -57,6 +57,12 @@ class _Reductions:
     def std(self, axis: Any = None, ddof: int = 0) -> Any:
         return self.reduce("std", axis, ddof=ddof)
 
+    def argmax(self, axis: int | None = None) -> Any:
+        return self.reduce("argmax", axis)
+
+    def argmin(self, axis: int | None = None) -> Any:
+        return self.reduce("argmin", axis)
+
 
 class ActiveReduction(_Reductions):
     """Reductions of ``array`` (or of ``array[selection]`` via indexing) where its bytes live.
@@ -192,6 +198,8 @@ class ActiveReduction(_Reductions):
         if reduction.one_axis and not (axis is None or isinstance(axis, (int, np.integer))):
             raise TypeError(f"{op} takes axis=None or one integer axis, as numpy's; got "
                             f"{axis!r}")
+        if reduction.one_axis and extras.group_dim is not None:
+            raise ValueError(f"{op} has no grouped form: reduce each group's selection")
         if reduction.weighted != (weights is not None):
             raise ValueError(f"{op} needs weights=..." if weights is None else
                              f"weights go with weighted_sum or weighted_mean, not {op}")
