@@ -570,14 +570,21 @@ class Sum(Reduction):
         return acc["sum"], acc.count == 0
 
 
-@reductions.register("min")
-class Min(Reduction):
-    name = "min"
-    aggregation = Minimum
-    _swapped: ClassVar[type[Aggregation]] = Maximum
+class _Opposed(Reduction):
+    """A reduction of an extreme: of values packed with a negative scale, the opposite
+    extreme's state of the stored values (a min is where the stored max is)."""
+
+    _swapped: ClassVar[type[Aggregation]]
 
     def stored_op(self, scale: float) -> str:
         return (self._swapped if scale < 0 else self.aggregation).op
+
+
+@reductions.register("min")
+class Min(_Opposed):
+    name = "min"
+    aggregation = Minimum
+    _swapped = Maximum
 
     def result_dtype(self, dtype: np.dtype) -> np.dtype:
         return dtype.newbyteorder("=")
@@ -706,17 +713,14 @@ class Histogram(Reduction):
 
 
 @reductions.register("argmax")
-class ArgMax(Reduction):
+class ArgMax(_Opposed):
     """numpy's ``argmax``: the first position of the largest valid value along one axis (or
     in the flattened selection), masked where a cell has no valid value (numpy.ma gives 0)."""
 
     name = "argmax"
     aggregation = ArgMaximum
     one_axis = True
-    _swapped: ClassVar[type[Aggregation]] = ArgMinimum
-
-    def stored_op(self, scale: float) -> str:
-        return (self._swapped if scale < 0 else self.aggregation).op
+    _swapped = ArgMinimum
 
     def result_dtype(self, dtype: np.dtype) -> np.dtype:
         return np.dtype(np.intp)
