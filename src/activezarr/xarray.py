@@ -319,12 +319,12 @@ class _Reducer:
         return xr.DataArray(filled, dims=dims, coords=coords, name=da.name, attrs=attrs)
 
 
-def _one_dim(dim: Hashable | None) -> Hashable | None:
+def _one_dim(dim: Hashable | None) -> Dims:
     """``dim`` when it names one dimension (or None): argmax and argmin take no more."""
     if dim is ... or (not isinstance(dim, str) and isinstance(dim, Iterable)):
         raise TypeError(f"argmax/argmin/idxmax/idxmin take one dim (or None), got {dim!r}; "
                         "xarray's over several return a dict: ask per dim")
-    return dim
+    return dim if dim is None or isinstance(dim, str) else (dim,)
 
 
 def _keeps_attrs(keep_attrs: bool | None) -> bool:

@@ -584,7 +584,7 @@ class _Opposed(Reduction):
 class Min(_Opposed):
     name = "min"
     aggregation = Minimum
-    _swapped = Maximum
+    _swapped: ClassVar[type[Aggregation]] = Maximum
 
     def result_dtype(self, dtype: np.dtype) -> np.dtype:
         return dtype.newbyteorder("=")
@@ -720,7 +720,7 @@ class ArgMax(_Opposed):
     name = "argmax"
     aggregation = ArgMaximum
     one_axis = True
-    _swapped = ArgMinimum
+    _swapped: ClassVar[type[Aggregation]] = ArgMinimum
 
     def result_dtype(self, dtype: np.dtype) -> np.dtype:
         return np.dtype(np.intp)

@@ -46,7 +46,7 @@ COMMAND_EXTRAS = {"demo": "demo", "ost": "server", "serve": "server"}
 
 
 def _parse_axes(ctx: click.Context, param: click.Parameter,
-                values: tuple[str, ...]) -> tuple[int, ...] | None:
+                values: tuple[str, ...]) -> int | tuple[int, ...] | None:
     """``--axis 0 --axis 2`` and ``--axis 0,2`` both give ``(0, 2)``, one ``--axis 1`` gives
     ``1`` (what argmax takes); none given: all axes."""
     try:
