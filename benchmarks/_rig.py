@@ -31,7 +31,7 @@ import xarray as xr
 from moto.server import ThreadedMotoServer
 
 import activezarr
-from activezarr.servers.ost import Cluster, ClusterConfig
+from activezarr.ost import Cluster, ClusterConfig
 from activezarr.servers.processes import active_server
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

@@ -50,7 +50,7 @@ def _place(backend: str, root: Path) -> Iterator[tuple[str, dict[str, Any], dict
     if backend in ("zarr", "file"):
         yield str(root / "a.zarr"), {}, {}
     elif backend == "ost":
-        from activezarr.servers.ost import Cluster, ClusterConfig
+        from activezarr.ost import Cluster, ClusterConfig
         with Cluster(ClusterConfig(root=root / "ost", osts=4)) as cluster:
             yield f"{cluster.url}/a.zarr", {}, {}
     else:

@@ -29,7 +29,7 @@ import numpy as np
 import zarr
 
 import activezarr
-from activezarr.servers.ost import Cluster, ClusterConfig
+from activezarr.ost import Cluster, ClusterConfig
 
 MiB = 2**20
 CHUNKS = (1024, 1024)  # 4 MiB float32 chunks

@@ -23,9 +23,9 @@ import zarr
 from object_stores import KEYS, s3
 
 import activezarr
-from activezarr.client import traffic
-from activezarr.client.sync import run_sync
 from activezarr.servers.processes import active_server
+from activezarr.transport import traffic
+from activezarr.transport.sync import run_sync
 
 BUCKET = "scaling"
 #: Month (0-11) of each day of a year starting on 1 January.

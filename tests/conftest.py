@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 from pathlib import Path
@@ -12,9 +13,13 @@ from hypothesis import settings
 
 # Fixtures of the real servers, shared by every test module (each starts on first use).
 from netcdf_objects import netcdf_refs  # noqa: F401
-from ost_cluster import fresh_cluster, ost_cluster  # noqa: F401
 from runners import RUNNERS, Runner
 from s3_servers import active_server, moto_s3, served_root  # noqa: F401
+
+# The ost wing's cluster, where the wing is installed (test_wing.py runs the other backends'
+# tests on a copy of the package without it).
+if importlib.util.find_spec("activezarr.ost"):
+    from ost_cluster import fresh_cluster, ost_cluster  # noqa: F401
 
 # HYPOTHESIS_PROFILE=thorough runs the property tests twenty times longer.
 settings.register_profile("default", max_examples=250)

@@ -16,7 +16,7 @@ import pytest
 import zarr
 
 import activezarr
-from activezarr.servers.ost import Cluster, ClusterConfig
+from activezarr.ost import Cluster, ClusterConfig
 
 __all__ = ["SHARED_STRIPE", "fresh_cluster", "open_active", "ost_cluster", "write_array"]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib.util
 import itertools
 import json
 from collections.abc import Callable, Mapping
@@ -144,6 +145,7 @@ RUNNERS = (
     Runner("client", (), _client),
     Runner("s3", ("moto_s3", "active_server"), _s3),
     Runner("s3-reductionist", ("moto_s3", "active_server"), _s3_as_plain_reductionist, "s3"),
-    Runner("ost", ("ost_cluster",), _ost),
+    *([Runner("ost", ("ost_cluster",), _ost)] if importlib.util.find_spec("activezarr.ost")
+      else []),
     Runner("reference", (), _reference),
 )

@@ -103,9 +103,11 @@ def served_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def active_server(moto_s3: S3, served_root: Path,
                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[ActiveServer]:
-    """The active server reading moto's S3 and one file root, with small limits for the tests."""
+    """The active server reading moto's S3 and one file root, with small limits for the tests;
+    it logs a line per request (``--access-log``), so that its log holds all an operator's
+    could, for the tests to check (no credentials)."""
     logs = tmp_path_factory.mktemp("server-logs")
     with start_active_server(logs, "--upstream", moto_s3.endpoint, "--allow-root", str(served_root),
                              "--max-body", str(256 * 1024), "--max-chunk-bytes",
-                             str(64 * 2**20), "--workers", "4") as server:
+                             str(64 * 2**20), "--workers", "4", "--access-log") as server:
         yield server

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from activezarr.chunk.codec import ChunkReduction
+from activezarr.chunk.parts import reduce_pieces
 from activezarr.errors import InvalidReductionError
 from activezarr.protocol import ChunkRequest
 from activezarr.servers.operations import chunk_partial, execute
@@ -93,10 +94,10 @@ def test_stripe_pieces_reduce_to_the_whole_chunks_partial() -> None:
     raw = data.tobytes()
     reduction = ChunkReduction("stats", [[1, 5, 1], [0, 6, 2]], dtype=">i4", shape=[5, 6],
                                axis=[1])
-    first, loose_a = reduction.reduce_pieces([(0, raw[:50])])
-    second, loose_b = reduction.reduce_pieces([(50, raw[50:])])
+    first, loose_a = reduce_pieces(reduction, [(0, raw[:50])])
+    second, loose_b = reduce_pieces(reduction, [(50, raw[50:])])
     first.merge(second)
-    joined, left = reduction.reduce_pieces([(2 * 24, raw[48:52])])
+    joined, left = reduce_pieces(reduction, [(2 * 24, raw[48:52])])
     assert [p[0] for p in loose_a + loose_b] == [48, 50] and not left
     first.merge(joined)
     whole = reduction.partial(raw)

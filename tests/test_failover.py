@@ -16,7 +16,7 @@ import pytest
 import zarr
 
 import activezarr
-from activezarr.backends.servers import ActiveServers
+from activezarr.backends.servers import ActiveServers, ServerOptions
 from s3_servers import S3, ActiveServer, start_active_server
 from test_s3_backend import BUCKET
 
@@ -122,7 +122,7 @@ def test_a_reduction_never_outlives_its_deadline(moto_s3: S3,
 
 
 def test_backoff_is_capped_jittered_and_follows_retry_after() -> None:
-    servers = ActiveServers({"server": "http://127.0.0.1:1", "backoff": 1, "backoff_cap": 3})
+    servers = ActiveServers(ServerOptions(server="http://127.0.0.1:1", backoff=1, backoff_cap=3))
     assert all(0 <= servers._delay(attempt, None) <= min(3, 2 ** (attempt - 1))
                for attempt in range(1, 10) for _ in range(20))
     assert servers._delay(1, 2.5) == 2.5  # the server's Retry-After
@@ -131,7 +131,8 @@ def test_backoff_is_capped_jittered_and_follows_retry_after() -> None:
 
 @pytest.mark.parametrize("option", [{"deadline": 0}, {"deadline": -1}, {"deadline": "soon"}])
 def test_a_deadline_must_be_positive(moto_s3: S3, option: dict[str, object]) -> None:
-    with pytest.raises(ValueError, match="deadline must be a positive number"):
+    with pytest.raises(ValueError, match="option 'deadline' of the s3 backend: .*(greater than "
+                                         "0|valid number)"):
         activezarr.ActiveStore.from_url(f"s3://{BUCKET}/x.zarr",
                                         storage_options=moto_s3.storage_options,
                                         active={"server": "http://h:1", **option})

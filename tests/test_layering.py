@@ -33,8 +33,8 @@ def top_packages(modules: set[str]) -> set[str]:
 @pytest.mark.parametrize("command", [
     ["-m", "activezarr", "serve", "--help"],
     ["-m", "activezarr.servers.active", "--help"],
-    ["-m", "activezarr.servers.ost", "target", "--help"],
-    ["-c", "import activezarr.servers.active.app, activezarr.servers.ost.oss"],
+    ["-m", "activezarr.ost", "target", "--help"],
+    ["-c", "import activezarr.servers.active.app, activezarr.ost.servers.oss"],
 ])
 def test_a_server_process_imports_no_client_code(command: list[str]) -> None:
     modules = imported_modules(*command)
@@ -63,13 +63,39 @@ def test_lint_imports_keeps_every_contract() -> None:
     assert "0 broken" in result.stdout
 
 
-def test_lint_imports_fails_when_a_server_imports_the_client(tmp_path: Path) -> None:
+LAYERS = ("Layers: the commands on top; the client above the backends above the planner; the "
+          "kernel at the bottom")
+
+
+@pytest.mark.parametrize(("module", "planted", "arrow", "contract"), [
+    ("servers/errors.py", "from ..client.store import ActiveStore",
+     "activezarr.servers.errors -> activezarr.client.store",
+     "Servers never import zarr, fsspec or the client side"),
+    ("backends/base.py", "from ..client.report import Report",
+     "activezarr.backends.base -> activezarr.client.report", LAYERS),
+    ("planning/chunks.py", "from ..client.store import ActiveStore",
+     "activezarr.planning.chunks -> activezarr.client.store", LAYERS),
+    ("planning/chunks.py", "from ..backends.base import Backend",
+     "activezarr.planning.chunks -> activezarr.backends.base", LAYERS),
+    ("client/report.py", "from ..servers.errors import ServerError",
+     "activezarr.client.report -> activezarr.servers.errors",
+     "The client side never imports the servers"),
+    ("client/engine.py", "from ..ost.client.backend import OSTBackend",
+     "activezarr.client.engine -> activezarr.ost.client.backend",
+     "The core never imports the ost wing"),
+    ("ost/wire/striping.py", "from ..client.filesystem import OSTFileSystem",
+     "activezarr.ost.wire.striping -> activezarr.ost.client.filesystem",
+     "The ost wing: its commands and client above its servers above its wire types"),
+], ids=["servers->client", "backends->client", "planning->client", "planning->backends",
+        "client->servers", "core->ost", "ost.wire->ost.client"])
+def test_lint_imports_fails_on_an_import_against_the_layers(
+        tmp_path: Path, module: str, planted: str, arrow: str, contract: str) -> None:
     copy = tmp_path / "activezarr"
     shutil.copytree(ROOT / "src" / "activezarr", copy,
                     ignore=shutil.ignore_patterns("__pycache__"))
-    errors = copy / "servers" / "errors.py"
-    errors.write_text(errors.read_text() + "\nfrom ..client.store import ActiveStore\n")
+    target = copy / module
+    target.write_text(target.read_text() + f"\n{planted}\n")
     result = lint_imports(tmp_path)
     assert result.returncode == 1
-    assert "activezarr.servers.errors -> activezarr.client.store" in result.stdout
-    assert "Servers never import zarr, fsspec or the client side BROKEN" in result.stdout
+    assert arrow in result.stdout
+    assert f"{contract} BROKEN" in " ".join(result.stdout.split())

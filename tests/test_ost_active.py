@@ -12,8 +12,8 @@ import requests
 import zarr
 
 import activezarr
-from activezarr.planning.survey import survey_array
-from activezarr.servers.ost.messages import TOKEN_HEADER
+from activezarr.ost.client.survey import survey_array
+from activezarr.ost.wire.messages import TOKEN_HEADER
 from ost_cluster import open_active, write_array
 
 _names = (f"a{i}" for i in itertools.count())

@@ -18,15 +18,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import activezarr
-import activezarr.backends.ost as ost_backend
-from activezarr.backends.ost import _fit_results
-from activezarr.planning.survey import survey_array
+import activezarr.ost.client.backend as ost_backend
+from activezarr.ost import Cluster
+from activezarr.ost.client.backend import _fit_results
+from activezarr.ost.client.survey import survey_array
+from activezarr.ost.wire.layouts import decode_layouts
+from activezarr.ost.wire.messages import MAX_BATCH, MAX_BATCH_BODY, TOKEN_HEADER
+from activezarr.ost.wire.striping import FileLayout
+from activezarr.ost.wire.transport import ClusterClient
 from activezarr.servers.metrics import parse_links
-from activezarr.servers.ost import Cluster
-from activezarr.servers.ost.layouts import decode_layouts
-from activezarr.servers.ost.messages import MAX_BATCH, MAX_BATCH_BODY, TOKEN_HEADER
-from activezarr.servers.ost.striping import FileLayout
-from activezarr.servers.ost.transport import ClusterClient
 from ost_cluster import open_active, write_array
 
 _names = (f"b{i}" for i in itertools.count())
@@ -306,7 +306,7 @@ def test_the_mds_tells_many_layouts_in_one_call(ost_cluster):
                   {"paths": ["batch/layouts.bin", "batch/never-written", "batch"]}).json()
     assert FileLayout.model_validate(found[0]).model_dump() == fs.info("batch/layouts.bin")["layout"]
     assert found[1:] == [None, None]
-    # Clients that accept CBOR (ours) get the same as columns (activezarr.servers.ost.layouts).
+    # Clients that accept CBOR (ours) get the same as columns (activezarr.ost.wire.layouts).
     paths = ["batch/layouts.bin", "batch/never-written"]
     answer = requests.post(f"{ost_cluster.mds}/files/layouts", json={"paths": paths},
                            headers={"Accept": "application/cbor",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from activezarr.commands.demo import make_datasets
-from activezarr.commands.demo_ost import LAYOUTS, ost_files
+from activezarr.ost.demo import LAYOUTS, ost_files
 
 
 def test_the_ost_demo_part_agrees_with_plain_reads_on_every_layout(tmp_path):

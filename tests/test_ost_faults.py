@@ -15,8 +15,8 @@ import pytest
 import zarr
 
 import activezarr
-from activezarr.backends.ost import OSTBackend
 from activezarr.errors import FallbackWarning, StorageUnavailableError
+from activezarr.ost.client.backend import OSTBackend
 from ost_cluster import write_array
 
 DATA = np.arange(3 * 2**20 // 8, dtype="<f8").reshape(-1, 1024)  # 3 MB: 0.5 s per OST on disk

@@ -19,11 +19,11 @@ from aiohttp import web
 from click.testing import CliRunner
 
 import activezarr
-from activezarr.commands.ost import ost
 from activezarr.errors import CredentialsError
+from activezarr.ost import Cluster
+from activezarr.ost.commands import ost
+from activezarr.ost.wire.messages import MAX_STRIPES, TOKEN_HEADER, TOKEN_VARIABLE
 from activezarr.protocol import HEALTH_PATH
-from activezarr.servers.ost import Cluster
-from activezarr.servers.ost.messages import MAX_STRIPES, TOKEN_HEADER, TOKEN_VARIABLE
 from activezarr.servers.processes import listening_socket, port_of
 from ost_cluster import write_array
 
@@ -50,10 +50,10 @@ def _routes(app: web.Application) -> list[tuple[str, str]]:
 def test_every_call_but_healthz_needs_the_cluster_token(ost_cluster: Cluster,
                                                          tmp_path: Path) -> None:
     """Walks each server's route table, so that a route added later is covered too."""
-    from activezarr.servers.ost.mds import create_mds_app
-    from activezarr.servers.ost.messages import ClusterMap
-    from activezarr.servers.ost.oss import create_oss_app
-    from activezarr.servers.ost.target import create_target_app
+    from activezarr.ost.servers.mds import create_mds_app
+    from activezarr.ost.servers.oss import create_oss_app
+    from activezarr.ost.servers.target import create_target_app
+    from activezarr.ost.wire.messages import ClusterMap
 
     apps = {
         ost_cluster.mds: create_mds_app(str(tmp_path / "mds.json"),

@@ -7,8 +7,8 @@ import zarr
 from click.testing import CliRunner
 
 import activezarr
-from activezarr.commands.layout import layout
-from activezarr.planning.survey import survey_url
+from activezarr.ost.client.survey import survey_url
+from activezarr.ost.layout import layout
 from ost_cluster import write_array
 
 DATA = np.random.default_rng(5).normal(size=(64, 96)).astype("<f4")

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from activezarr.servers.ost.layouts import decode_layouts, encode_layouts
-from activezarr.servers.ost.striping import FileLayout
+from activezarr.ost.wire.layouts import decode_layouts, encode_layouts
+from activezarr.ost.wire.striping import FileLayout
 
 _layouts = st.builds(
     FileLayout,

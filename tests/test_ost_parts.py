@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from activezarr.chunk.kernel import ChunkKernel
 from activezarr.chunk.parts import FlatReducer, boxes, reduce_loose
 from activezarr.chunk.spec import ChunkSpec, MissingSpec
-from activezarr.servers.ost.striping import FileLayout
+from activezarr.ost.wire.striping import FileLayout
 
 
 @st.composite

@@ -23,8 +23,8 @@ import zarr
 import activezarr
 from activezarr.chunk.reductions import plugin_operations, reductions
 from activezarr.errors import FallbackWarning, UnknownReductionError
+from activezarr.ost import Cluster, ClusterConfig
 from activezarr.protocol import SCHEMA_PATH
-from activezarr.servers.ost import Cluster, ClusterConfig
 from arrays import create
 from runners import RUNNERS, on_s3
 from s3_servers import S3, ActiveServer, start_active_server
@@ -132,7 +132,8 @@ def test_a_server_not_told_to_load_it_is_answered_on_the_client_with_the_reason(
     report = red.last_report
     assert report.fallbacks == report.chunks > 0
     assert list(report.fallback_reasons) == [
-        "the server does not serve the 'count_above' reduction"]
+        "the active server cannot take this chunk: the server does not serve the "
+        "'count_above' reduction"]
 
 
 def test_an_ost_cluster_not_told_to_load_it_says_so_and_the_client_reduces(

@@ -27,7 +27,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from activezarr.backends.base import BatchResult
-from activezarr.backends.servers import ActiveServers, Refused, within_limits
+from activezarr.backends.servers import ActiveServers, Refused, ServerOptions, within_limits
 from activezarr.servers.workers import in_worker
 from s3_servers import ActiveServer, start_active_server
 from server_client import error, ok, post, values
@@ -273,7 +273,7 @@ def test_a_deadline_is_a_504_the_client_does_not_retry(tmp_path: Path) -> None:
             body = {"interface_type": "http", "url": f"{base}/x", "dtype": "int32"}
             message = error(post(server, "sum", body, auth=None), 504)
             assert "--request-timeout" in message
-            clients = ActiveServers({"server": server.url, "retries": 3})
+            clients = ActiveServers(ServerOptions(server=server.url, retries=3))
             tally = BatchResult([], "active")
             [answer] = asyncio.run(clients.reduce([("sum", body)], {}, tally))
             assert isinstance(answer, Refused) and "--request-timeout" in answer.reason

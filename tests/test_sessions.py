@@ -11,7 +11,7 @@ import textwrap
 import numpy as np
 
 import activezarr
-from activezarr.backends import servers
+from activezarr.transport import sessions
 from s3_servers import S3, ActiveServer
 from test_s3_backend import s3_array
 
@@ -19,7 +19,7 @@ SCRIPT = textwrap.dedent("""
     import asyncio, json, sys
     import zarr, activezarr
     from activezarr.backends.base import BatchResult
-    from activezarr.backends.servers import ActiveServers
+    from activezarr.backends.servers import ActiveServers, ServerOptions
     from activezarr.protocol import SCHEMA_PATH
 
     url, options, server = json.loads(sys.argv[1])
@@ -29,7 +29,7 @@ SCRIPT = textwrap.dedent("""
 
     async def main():
         # a session of this loop's own, kept open by a connection to the server
-        await ActiveServers({"server": server}).call("GET", SCHEMA_PATH, BatchResult([], "s3"))
+        await ActiveServers(ServerOptions(server=server)).call("GET", SCHEMA_PATH, BatchResult([], "s3"))
         # and a reduction from inside asyncio.run (it runs on zarr's loop)
         print(await asyncio.to_thread(red.mean))
 
@@ -58,7 +58,7 @@ def test_reductions_share_one_http_session(moto_s3: S3, active_server: ActiveSer
                                      missing=None)
 
     def open_sessions() -> set[int]:
-        return {id(s) for pool in servers._pools.values() for s in pool.sessions.values()
+        return {id(s) for pool in sessions._pools.values() for s in pool.sessions.values()
                 if not s.closed}
 
     red.sum()

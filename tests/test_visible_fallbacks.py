@@ -19,7 +19,7 @@ import zarr
 
 import activezarr
 from activezarr.backends.credentials import s3_access
-from activezarr.client.sync import run_sync
+from activezarr.transport.sync import run_sync
 from relay import relay
 from s3_servers import S3, ActiveServer, free_port, start_active_server
 from test_s3_backend import BUCKET, s3_array, sample

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from pydantic import ValidationError
+
 
 class ActiveZarrError(Exception):
     """Base class of every activezarr error."""
@@ -77,3 +81,12 @@ class ClientReductionWarning(ActiveZarrWarning):
 class ChunkReadError(ActiveZarrError, OSError):
     """A chunk neither the storage side nor the client could read (e.g. a reference target
     that is gone): never reduced as if it had not been written."""
+
+
+def first_problem(exc: ValidationError) -> tuple[str, str, Any]:
+    """What a settings model refused first: the field, why (the validator's own message where
+    one raised) and the value given."""
+    error = exc.errors()[0]
+    cause = error.get("ctx", {}).get("error")
+    return (".".join(map(str, error["loc"])), str(cause) if cause is not None else error["msg"],
+            error.get("input"))

@@ -6,17 +6,46 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from zarr.abc.store import Store
 
 from ..chunk.kernel import ChunkKernel
 from ..chunk.partial import Partial
-from ..errors import UnknownBackendError
+from ..errors import UnknownBackendError, first_problem
 from ..planning.array_layout import ArrayLayout
 from ..planning.chunks import ChunkTask
 from ..planning.cost import S3_FRAMING, S3_HEAD, Traits
 from ..plugins import Registry
+from ..transport.traffic import protocols
+
+
+class Options(BaseModel):
+    """The ``active`` options every backend takes; each backend's model adds its own. Each
+    field's description is what the option does and its default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backend: str | None = Field(None, description="the backend, if not the store's protocol's")
+    deadline: float | None = Field(None, gt=0, description="seconds any one reduction may "
+                                   "take (unbounded by default)")
+
+    @classmethod
+    def parse(cls, options: Mapping[str, Any], backend: str) -> Self:
+        """``options`` as this model; the first problem is one ValueError naming the option
+        and listing the valid ones."""
+        try:
+            return cls.model_validate(dict(options))
+        except ValidationError as exc:
+            valid = ", ".join(sorted(cls.model_fields))
+            unknown = sorted(set(options) - set(cls.model_fields))
+            if unknown:
+                raise ValueError(f"unknown option(s) {', '.join(map(repr, unknown))} for the "
+                                 f"{backend} backend; known: {valid}") from None
+            name, why, given = first_problem(exc)
+            raise ValueError(f"option {name!r} of the {backend} backend: {why}, got "
+                             f"{given!r}; known: {valid}") from None
 
 
 @dataclass(frozen=True)
@@ -68,24 +97,19 @@ class Backend(ABC):
     #: Stored bytes per call when the storage side merges the partials of chunks sharing an
     #: output region (0: it does not): the answer no longer grows with the batch.
     combine_batch_bytes: ClassVar[int] = 0
-    #: The ``active`` options this backend understands; any other is an error.
-    option_names: ClassVar[frozenset[str]] = frozenset({"backend", "deadline"})
+    #: The ``active`` options this backend understands: their types, bounds and defaults.
+    options_model: ClassVar[type[Options]] = Options
+    options: Options
 
     def __init__(self, store: Store, options: Mapping[str, Any] | None = None) -> None:
         self.store = store
-        self.options = dict(options or {})
-        self.check_options(self.options)
+        self.options = self.check_options(options or {})
 
     @classmethod
-    def check_options(cls, options: Mapping[str, Any]) -> None:
-        """Refuse options this backend does not know: a typo would otherwise read client-side."""
-        unknown = sorted(set(options) - cls.option_names)
-        if unknown:
-            raise ValueError(f"unknown option(s) {', '.join(map(repr, unknown))} for the "
-                             f"{cls.name} backend; known: {', '.join(sorted(cls.option_names))}")
-        deadline = options.get("deadline")
-        if deadline is not None and not (isinstance(deadline, int | float) and deadline > 0):
-            raise ValueError(f"deadline must be a positive number of seconds, got {deadline!r}")
+    def check_options(cls, options: Mapping[str, Any]) -> Options:
+        """``options`` read by :attr:`options_model`; an unknown or ill-typed one is an error
+        (a typo would otherwise read client-side)."""
+        return cls.options_model.parse(options, cls.name)
 
     @classmethod
     def configured(cls, options: Mapping[str, Any]) -> bool:
@@ -129,18 +153,7 @@ def check_active_options(protocol: str, active: Mapping[str, Any]) -> None:
 def plain_framing(store: Store) -> int:
     """Framing of one chunk read plainly from ``store``: an S3 HEAD's and GET's, or nothing where
     the bytes are handed over by a local or in-process filesystem (the client meters no more)."""
-    return S3_FRAMING + S3_HEAD if {"s3", "s3a"} & _protocols(getattr(store, "fs", None)) else 0
-
-
-def _protocols(fs: Any) -> set[str]:
-    """The protocols whose bytes ``fs`` reads: its own, an active:: or kerchunk target's."""
-    fs = getattr(fs, "sync_fs", fs)
-    if getattr(fs, "target", None) is not None:
-        return _protocols(fs.target)
-    if getattr(fs, "fss", None) is not None:
-        return set().union(*(_protocols(t) for t in fs.fss.values()))
-    protocol = getattr(fs, "protocol", ())
-    return {protocol} if isinstance(protocol, str) else set(protocol)
+    return S3_FRAMING + S3_HEAD if {"s3", "s3a"} & protocols(getattr(store, "fs", None)) else 0
 
 
 def region_labels(tasks: Sequence[ChunkTask]) -> list[int]:

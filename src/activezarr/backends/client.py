@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from zarr.abc.store import RangeByteRequest
 from zarr.buffer import default_buffer_prototype
 
-from ..client import traffic
 from ..planning.array_layout import ArrayLayout
 from ..planning.chunks import ChunkTask
 from ..planning.cost import Traits
+from ..transport import traffic
 from .base import Backend, BatchResult, ChunkJob, backends, plain_framing
 
 

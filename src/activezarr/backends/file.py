@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 import zarr
+from pydantic import Field
 from zarr.abc.store import Store
 
 from ..chunk.partial import Partial, owned
@@ -25,7 +26,15 @@ from ..planning.chunks import ChunkTask
 from ..planning.cost import Traits
 from .base import Backend, BatchResult, ChunkJob, backends, region_labels
 from .s3 import S3Backend
-from .servers import SERVER_OPTIONS, ActiveServers, reduce_targets, server_traits, server_urls
+from .servers import ActiveServers, ServerOptions, reduce_targets, server_traits
+
+
+class FileOptions(ServerOptions):
+    """The file backend's ``active`` options: its pool's, and the servers' that see the same
+    files (used when ``server`` is given)."""
+
+    workers: int | None = Field(None, ge=1, description="threads reading and reducing chunks "
+                                "(default: the CPUs, at most zarr's async.concurrency)")
 
 
 @cache
@@ -44,7 +53,7 @@ def _default_workers() -> int:
 
 
 @dataclasses.dataclass(frozen=True)
-class Source:
+class StoredChunk:
     """Where a chunk's stored bytes are: ``data`` itself (inlined), or ``byte_range`` (None:
     all) of the file ``path``. A missing file is a chunk never written, unless ``named``
     says which reference names it (then it is an error)."""
@@ -85,12 +94,12 @@ class FileBackend(Backend):
     ``server``, on active servers that read the same paths below their ``--allow-root`` (a
     file system shared with storage nodes: only partials cross the network).
 
-    Options: ``workers`` (default: the number of CPUs, at most zarr's ``async.concurrency``)
-    and those of :class:`~.servers.ActiveServers`.
+    Options: :class:`FileOptions`.
     """
 
     name = "file"
-    option_names = Backend.option_names | {"workers"} | SERVER_OPTIONS
+    options_model = FileOptions
+    options: FileOptions
 
     def __init__(self, store: Store, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(store, options)
@@ -98,16 +107,11 @@ class FileBackend(Backend):
         if root is None:
             raise UnsupportedArrayError("the file backend needs a store with a local 'root'")
         self.root = os.fspath(root)
-        self.pool = _pool(int(self.options.get("workers") or _default_workers()))
-        self.servers = ActiveServers(self.options) if self.options.get("server") else None
+        self.pool = _pool(self.options.workers or _default_workers())
+        self.servers = ActiveServers(self.options) if self.options.server else None
         #: Whether chunks go to the servers (which combine): then batches as large as the s3
         #: backend's, one answer per output region and batch.
         self.on_servers = self.servers is not None
-
-    @classmethod
-    def check_options(cls, options: Mapping[str, Any]) -> None:
-        super().check_options(options)
-        server_urls(options.get("server"))
 
     # Per instance (the engine asks the instance): whether the servers take the chunks is
     # known once the backend is made.
@@ -127,7 +131,7 @@ class FileBackend(Backend):
                       encoding="memory", framing=0, plain_framing=0, local=True)
 
     def _reduce_batch(self, job: ChunkJob, tasks: Sequence[ChunkTask],
-                      sources: Sequence[Source]) -> BatchResult:
+                      sources: Sequence[StoredChunk]) -> BatchResult:
         """Partials of ``tasks`` (stored where ``sources`` say); those landing in one output
         region merged beside the files, so that only one per region and batch is handed over."""
         partials: list[Partial | None] = []
@@ -164,7 +168,7 @@ class FileBackend(Backend):
     async def reduce(self, job: ChunkJob, tasks: Sequence[ChunkTask]) -> BatchResult:
         if self.servers is None:
             return await self.in_pool(job, tasks, [
-                Source(os.path.join(self.root, t.key), t.byte_range) for t in tasks])
+                StoredChunk(os.path.join(self.root, t.key), t.byte_range) for t in tasks])
         result = BatchResult([None] * len(tasks), path=self.name)
         targets = []
         for i, task in enumerate(tasks):
@@ -175,7 +179,7 @@ class FileBackend(Backend):
         return result
 
     async def in_pool(self, job: ChunkJob, tasks: Sequence[ChunkTask],
-                      sources: Sequence[Source]) -> BatchResult:
+                      sources: Sequence[StoredChunk]) -> BatchResult:
         """Partials of ``tasks``, stored where ``sources`` say, read and reduced in this
         process's worker pool."""
         loop = asyncio.get_running_loop()

@@ -22,9 +22,10 @@ from ..errors import StorageUnavailableError, UnsupportedArrayError
 from ..planning.array_layout import ArrayLayout
 from ..planning.chunks import ChunkTask
 from ..planning.cost import Traits
+from ..transport.traffic import protocols
 from .base import BatchResult, ChunkJob, backends, plain_framing
 from .credentials import S3Access, s3_access
-from .file import FileBackend, Source
+from .file import FileBackend, StoredChunk
 from .servers import reduce_targets, server_traits
 
 _LOCAL = {"file", "local"}
@@ -32,22 +33,17 @@ _S3 = {"s3", "s3a"}
 _HTTP = {"http", "https"}
 
 
-def _protocols(fs: Any) -> set[str]:
-    protocol = fs.protocol
-    return {protocol} if isinstance(protocol, str) else set(protocol)
-
-
 def _has_remote_targets(fs: Any) -> bool:
     """Whether the references name targets on S3 or HTTP (fsspec opened a filesystem for them)."""
-    return any(_protocols(getattr(f, "sync_fs", f)) & (_S3 | _HTTP) for f in fs.fss.values())
+    return bool(protocols(fs) & (_S3 | _HTTP))
 
 
 @backends.register("reference")
 class ReferenceBackend(FileBackend):
     """Hands each chunk to the path of its target: this process's pool or an active server.
 
-    Options: ``workers`` (as the file backend) and those of :class:`~.servers.ActiveServers`
-    for targets on S3 or HTTP.
+    Options: the file backend's (:class:`~.file.FileOptions`); those of the servers reach the
+    targets on S3 or HTTP.
     """
 
     name = "reference"
@@ -96,13 +92,13 @@ class ReferenceBackend(FileBackend):
         return url, start1, end1, getattr(target, "sync_fs", target)
 
     @staticmethod
-    def _source(url: Any, start: int | None, end: int | None, target: Any) -> Source:
+    def _source(url: Any, start: int | None, end: int | None, target: Any) -> StoredChunk:
         """Where a local or inlined target's bytes are (the references name the file: if it
         is missing, that is an error, not a chunk never written)."""
         if target is None:
-            return Source(data=url)
+            return StoredChunk(data=url)
         byte_range = None if start is None or end is None else (start, end - start)
-        return Source(target._strip_protocol(url), byte_range, named=url)
+        return StoredChunk(target._strip_protocol(url), byte_range, named=url)
 
     async def _s3(self, fs: Any) -> S3Access:
         if id(fs) not in self._access:
@@ -111,7 +107,7 @@ class ReferenceBackend(FileBackend):
 
     async def reduce(self, job: ChunkJob, tasks: Sequence[ChunkTask]) -> BatchResult:
         result = BatchResult([None] * len(tasks), path=self.name)
-        here: dict[int, Source] = {}
+        here: dict[int, StoredChunk] = {}
         remote: dict[int, list[tuple[int, str, int | None, int | None, S3Access | None]]] = {}
         for i, task in enumerate(tasks):
             try:
@@ -121,7 +117,7 @@ class ReferenceBackend(FileBackend):
             except StorageUnavailableError as exc:
                 result.failed[i] = str(exc)
                 continue
-            kind = set() if target is None else _protocols(target)
+            kind = set() if target is None else protocols(target)
             if target is None or kind & _LOCAL:
                 here[i] = self._source(url, start, end, target)
             elif not kind & (_S3 | _HTTP):
@@ -139,7 +135,7 @@ class ReferenceBackend(FileBackend):
         await asyncio.gather(*work)
         return result
 
-    async def _here(self, job: ChunkJob, tasks: Sequence[ChunkTask], sources: dict[int, Source],
+    async def _here(self, job: ChunkJob, tasks: Sequence[ChunkTask], sources: dict[int, StoredChunk],
                     result: BatchResult) -> None:
         positions = list(sources)
         part = await self.in_pool(job, [tasks[i] for i in positions], list(sources.values()))

@@ -16,12 +16,11 @@ from ..planning.cost import HEADS_PER_LISTED_KEY, Traits
 from .base import Backend, BatchResult, ChunkJob, backends, region_labels
 from .credentials import S3Access, s3_access
 from .servers import (
-    SERVER_OPTIONS,
     ActiveServers,
+    ServerOptions,
     collect,
     request_for,
     server_traits,
-    server_urls,
 )
 
 
@@ -29,12 +28,13 @@ from .servers import (
 class S3Backend(Backend):
     """Reduces chunks of an s3fs-backed store on one or more active servers.
 
-    Options: those of :class:`~.servers.ActiveServers` (``server`` and how to reach it).
+    Options: :class:`~.servers.ServerOptions` (``server`` and how to reach it).
     """
 
     name = "s3"
     combine_batch_bytes = 64 * 2**20
-    option_names = Backend.option_names | SERVER_OPTIONS
+    options_model = ServerOptions
+    options: ServerOptions
 
     def __init__(self, store: Store, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(store, options)
@@ -43,11 +43,6 @@ class S3Backend(Backend):
         self.root = str(getattr(store, "root", "")).strip("/")
         self._access: asyncio.Future[S3Access] | None = None
         self._sizes: asyncio.Future[dict[str, int]] | None = None
-
-    @classmethod
-    def check_options(cls, options: Mapping[str, Any]) -> None:
-        super().check_options(options)
-        server_urls(options.get("server"))
 
     @classmethod
     def configured(cls, options: Mapping[str, Any]) -> bool:

@@ -9,34 +9,31 @@ a capped, jittered exponential backoff, or after the server's ``Retry-After``.
 from __future__ import annotations
 
 import asyncio
-import atexit
-import contextlib
 import itertools
 import json
 import math
 import random
-import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import aiohttp
 import cbor2
 import numpy as np
 import zarr
+from pydantic import BeforeValidator, Field
 
-from ..client.traffic import framing
 from ..errors import StorageUnavailableError
 from ..planning.chunks import ChunkTask
 from ..planning.cost import CAPABILITIES, S3_FRAMING, Traits
 from ..protocol import SCHEMA_PATH, V2_OPS, CannotExpress, build_request
-from .base import BatchResult, ChunkJob, region_labels
+from ..transport.answers import error_message, excerpt
+from ..transport.sessions import shared_session
+from ..transport.traffic import framing
+from .base import BatchResult, ChunkJob, Options, region_labels
 
-#: The ``active`` options that configure the servers.
-SERVER_OPTIONS = frozenset({"server", "concurrency", "retries", "backoff", "backoff_cap",
-                            "timeout", "connect_timeout"})
-#: Seconds a request may take, whole; the server's own upstream timeout is shorter (60 s by
+#: Seconds a request may take, whole; the server's own request timeout is shorter (60 s by
 #: default), so a slow object store comes back as the server's answer, not as a dead server.
 DEFAULT_TIMEOUT = 120.0
 #: Why a chunk goes to the client when the protocol the servers speak cannot describe it;
@@ -117,31 +114,37 @@ class _RefusedError(Exception):
         self.reason = reason
 
 
-def server_urls(value: Any) -> list[str]:
-    """The ``server`` option as a list of URLs; a URL without http(s):// is an error."""
+def server_urls(value: Any) -> tuple[str, ...]:
+    """The ``server`` option as URLs; a URL without http(s):// is an error."""
     servers = [value] if isinstance(value, str) else list(value or ())
     for url in servers:
         parts = urlsplit(str(url))
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"active server {url!r} is not an http(s) URL; "
                              f"write it as e.g. 'http://{parts.path or url}'")
-    return [str(url).rstrip("/") for url in servers]
+    return tuple(str(url).rstrip("/") for url in servers)
+
+
+class ServerOptions(Options):
+    """The ``active`` options of the backends that talk to active servers."""
+
+    server: Annotated[tuple[str, ...], BeforeValidator(server_urls)] = Field(
+        (), description="active server URL, or a list used round-robin")
+    concurrency: int | None = Field(None, ge=1, description="requests at once (default: "
+                                    "zarr's async.concurrency)")
+    retries: int = Field(3, ge=0, description="attempts after the first, for a 502 or 503")
+    backoff: float = Field(0.1, ge=0, description="first delay before a retry, in seconds, "
+                           "doubling, with jitter")
+    backoff_cap: float = Field(5.0, ge=0, description="longest delay before a retry, seconds")
+    timeout: float = Field(DEFAULT_TIMEOUT, gt=0, description="seconds per request, whole")
+    connect_timeout: float = Field(10.0, gt=0, description="seconds to connect to a server")
 
 
 def _message(body: bytes, status: int, url: str) -> str:
     """The server's error message (PROTOCOL.md's JSON error), or, from something that is no
     active server (an S3 endpoint, a web page), the URL and what it answered."""
-    try:
-        error = json.loads(body)["error"]
-        return str(error["message"])
-    except (ValueError, KeyError, TypeError):
-        return (f"{url} answered HTTP {status} ({_excerpt(body)!r}), not an active server's "
-                "JSON error")
-
-
-def _excerpt(body: bytes) -> str:
-    """The start of an answer that is not ours, as one line."""
-    return " ".join(body[:120].decode(errors="replace").split())
+    return error_message(body) or (f"{url} answered HTTP {status} ({excerpt(body)!r}), not an "
+                                   "active server's JSON error")
 
 
 def _retry_after(response: aiohttp.ClientResponse) -> float | None:
@@ -154,24 +157,20 @@ def _retry_after(response: aiohttp.ClientResponse) -> float | None:
 class ActiveServers:
     """The HTTP client of one reduction to its active servers.
 
-    Options: ``server`` (a URL or a list: requests rotate over them, and a batch is cut into a
-    share per live server), ``concurrency`` (requests at once; default zarr's
-    ``async.concurrency``), ``retries`` (3), ``backoff`` (first delay in seconds, doubling,
-    with jitter; 0.1), ``backoff_cap`` (longest delay; 5), ``timeout`` (seconds per request;
-    120), ``connect_timeout`` (10).
+    Configured by :class:`ServerOptions`: requests rotate over its servers, and a batch is
+    cut into a share per live server.
     """
 
-    def __init__(self, options: Mapping[str, Any]) -> None:
-        self.servers = server_urls(options.get("server"))
+    def __init__(self, options: ServerOptions) -> None:
+        self.servers = list(options.server)
         self.live = list(self.servers)
         self.dropped: dict[str, str] = {}
-        self.concurrency = int(options.get("concurrency") or zarr.config.get("async.concurrency"))
-        self.retries = int(options.get("retries", 3))
-        self.backoff = float(options.get("backoff", 0.1))
-        self.backoff_cap = float(options.get("backoff_cap", 5.0))
-        self.timeout = aiohttp.ClientTimeout(
-            total=float(options.get("timeout", DEFAULT_TIMEOUT)),
-            sock_connect=float(options.get("connect_timeout", 10.0)))
+        self.concurrency = options.concurrency or int(zarr.config.get("async.concurrency"))
+        self.retries = options.retries
+        self.backoff = options.backoff
+        self.backoff_cap = options.backoff_cap
+        self.timeout = aiohttp.ClientTimeout(total=options.timeout,
+                                             sock_connect=options.connect_timeout)
         self._limit: asyncio.Semaphore | None = None
 
     def _http(self) -> tuple[aiohttp.ClientSession, asyncio.Semaphore]:
@@ -179,7 +178,7 @@ class ActiveServers:
         open from one reduction to the next), and this reduction's request limit."""
         if self._limit is None:
             self._limit = asyncio.Semaphore(self.concurrency)
-        return _shared_session(self.concurrency, self.timeout), self._limit
+        return shared_session(self.concurrency, self.timeout), self._limit
 
     def _pick(self) -> str:
         if not self.live:
@@ -247,7 +246,7 @@ class ActiveServers:
                 document, answer = None, exc.reason
             except ValueError:
                 document = None
-                answer = f"GET {SCHEMA_PATH} answered {_excerpt(answer)!r}, not JSON"
+                answer = f"GET {SCHEMA_PATH} answered {excerpt(answer)!r}, not JSON"
             cached = document if isinstance(document, dict) else {}
             if not cached and isinstance(answer, str):
                 _not_documented[self.servers[0]] = answer
@@ -363,7 +362,7 @@ class ActiveServers:
         try:
             return cbor2.loads(body)
         except (cbor2.CBORDecodeError, ValueError):
-            raise _RefusedError(f"the answer to POST {path} is not CBOR ({_excerpt(body)!r}): is "
+            raise _RefusedError(f"the answer to POST {path} is not CBOR ({excerpt(body)!r}): is "
                                 f"{', '.join(self.servers)} an active server?") from None
 
     async def close(self) -> None:
@@ -383,66 +382,6 @@ def server_traits(servers: ActiveServers, batch_chunks: int, labelled: bool = Tr
                   setup_bytes=CAPABILITIES if cached is None else 0,
                   probes=not {"absent", "lean", "batch"} <= extensions,
                   index_framing=S3_FRAMING)
-
-
-@dataclass
-class _LoopSessions:
-    """The sessions shared on one event loop, by connection limit and timeouts, and the task
-    that closes them when the loop shuts down."""
-
-    sessions: dict[tuple[int, aiohttp.ClientTimeout], aiohttp.ClientSession]
-    keeper: asyncio.Task[None] | None = None
-
-
-#: Per event loop, weakly: a loop gone takes its entry with it.
-_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopSessions] = \
-    weakref.WeakKeyDictionary()
-
-
-def _shared_session(limit: int, timeout: aiohttp.ClientTimeout) -> aiohttp.ClientSession:
-    """The session of this loop for ``limit`` and ``timeout``, made on first use.
-
-    Each loop's sessions are closed on that loop as it shuts down: ``asyncio.run`` (and
-    ``asyncio.Runner``) cancel the tasks left at the end, and the keeper task closes them in its
-    ``finally``. zarr's loop runs until exit, so its sessions are closed at exit instead.
-    """
-    loop = asyncio.get_running_loop()
-    pool = _pools.get(loop)
-    if pool is None:
-        pool = _pools[loop] = _LoopSessions({})
-        pool.keeper = loop.create_task(_keep(pool), name="activezarr-sessions")
-    session = pool.sessions.get((limit, timeout))
-    if session is None or session.closed:
-        connector = aiohttp.TCPConnector(limit=limit)
-        session = pool.sessions[limit, timeout] = aiohttp.ClientSession(connector=connector,
-                                                                        timeout=timeout)
-    return session
-
-
-async def _keep(pool: _LoopSessions) -> None:
-    """Wait until cancelled (the loop shuts down, or exit), then close ``pool``'s sessions."""
-    try:
-        await asyncio.Event().wait()
-    finally:
-        sessions = list(pool.sessions.values())
-        pool.sessions.clear()
-        await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
-
-
-async def _stop(pool: _LoopSessions) -> None:
-    if pool.keeper is not None:
-        pool.keeper.cancel()
-        await asyncio.gather(pool.keeper, return_exceptions=True)
-
-
-@atexit.register
-def _close_sessions() -> None:
-    """Close the sessions of loops still running at exit (zarr's) on those loops."""
-    for loop, pool in list(_pools.items()):
-        if loop.is_running():
-            with contextlib.suppress(Exception):
-                asyncio.run_coroutine_threadsafe(_stop(pool), loop).result(5)
-    _pools.clear()
 
 
 def within_limits(items: list[dict[str, Any]], max_items: int, max_body: int,

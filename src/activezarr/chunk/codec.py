@@ -8,7 +8,7 @@ PROTOCOL.md's response map as CBOR (:mod:`activezarr.chunk.result`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import cbor2
@@ -20,7 +20,6 @@ from .aggregation import Aggregation
 from .kernel import ChunkKernel
 from .missing import missing_mask
 from .partial import Partial
-from .parts import FlatReducer, Piece
 from .reductions import aggregation_class
 from .result import encode_result, result_form, select_result
 from .spec import ChunkSpec, check_selection
@@ -115,18 +114,6 @@ class ChunkReduction(Codec):
     def result_of(self, partial: Partial) -> dict[str, Any]:
         """The response map of ``partial`` (merged, or reduced from pieces), this config's."""
         return encode_result(partial, self.form)
-
-    def reduce_pieces(self, pieces: Sequence[Piece]) -> tuple[Partial, list[Piece]]:
-        """The partial of the whole elements in ``pieces`` of an uncompressed chunk (a stripe's
-        runs), and the loose bytes of the elements they cut (:mod:`activezarr.chunk.parts`)."""
-        if self.spec.codecs or self.weights is not None or self.groups is not None:
-            raise InvalidReductionError("pieces of a chunk reduce only uncompressed, unweighted "
-                                        "and ungrouped")
-        if self.op == "select":
-            raise InvalidReductionError("select results cannot be combined")
-        reducer = FlatReducer(self.spec, self.selection)
-        loose = reducer.add_pieces(pieces)
-        return reducer.result, loose
 
     def get_config(self) -> dict[str, Any]:
         spec = self.spec.model_dump(mode="json", exclude={*_DERIVED, "accumulate"})

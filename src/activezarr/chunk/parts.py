@@ -1,4 +1,4 @@
-"""Reducing part of an uncompressed chunk: the elements held by one OST's extents.
+"""Reducing part of an uncompressed chunk: the elements held in one part of its stored bytes.
 
 A chunk's stored bytes are its elements in flat stored order. An OST holds some runs of those
 bytes; it reduces the elements wholly inside its runs and hands back the bytes of elements cut
@@ -13,6 +13,8 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from ..errors import InvalidReductionError
+from .codec import ChunkReduction
 from .kernel import kept_shape
 from .missing import missing_mask
 from .partial import Partial
@@ -156,6 +158,21 @@ def reduce_loose(spec: ChunkSpec, selection: Selection, pieces: Sequence[Piece],
     if left:
         raise ValueError(f"loose bytes at {[p[0] for p in left]} do not make whole elements")
     return reducer.result
+
+
+def reduce_pieces(reduction: ChunkReduction, pieces: Sequence[Piece]
+                  ) -> tuple[Partial, list[Piece]]:
+    """The partial of the whole elements in ``pieces`` of an uncompressed chunk (runs of its
+    stored bytes, such as a stripe's) for ``reduction``, and the loose bytes of the elements
+    they cut: for any storage that holds a chunk's bytes in parts."""
+    if reduction.spec.codecs or reduction.weights is not None or reduction.groups is not None:
+        raise InvalidReductionError("pieces of a chunk reduce only uncompressed, unweighted "
+                                    "and ungrouped")
+    if reduction.op == "select":
+        raise InvalidReductionError("select results cannot be combined")
+    reducer = FlatReducer(reduction.spec, reduction.selection)
+    loose = reducer.add_pieces(pieces)
+    return reducer.result, loose
 
 
 def trim(partial: Partial) -> tuple[Partial, list[list[int]] | None]:

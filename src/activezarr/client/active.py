@@ -24,10 +24,10 @@ from ..planning.chunks import chunk_count, plan_chunks
 from ..planning.cost import Estimate, estimate
 from ..planning.extras import Extras
 from ..planning.selection import DimSelection, normalize_selection, reduced_dims
+from ..transport.sync import run_sync
 from .engine import Engine, Progress, fallback_warning
 from .report import Report, publish
 from .store import ActiveStore, client_only_reason
-from .sync import run_sync
 
 
 class _Reductions:

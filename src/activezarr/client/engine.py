@@ -18,7 +18,7 @@ from ..errors import (
 )
 from ..planning.chunks import ChunkTask
 from ..planning.sharding import ShardIndexes, locate_inner_chunks
-from . import traffic
+from ..transport import traffic
 from .report import Report
 
 Progress = Callable[[int], None]
@@ -70,8 +70,8 @@ class Engine:
         backends count (listings, shard indexes, metadata) is counted too.
         """
         start = time.perf_counter()
-        deadline = self.backend.options.get("deadline")
-        timeout = asyncio.timeout(float(deadline) if deadline is not None else None)
+        deadline = self.backend.options.deadline
+        timeout = asyncio.timeout(deadline)
         with traffic.metered() as meter:
             try:
                 async with timeout:
@@ -80,7 +80,7 @@ class Engine:
             except TimeoutError as exc:
                 if timeout.expired():
                     raise DeadlineExceededError(
-                        f"the reduction did not finish within its deadline of {deadline} s "
+                        f"the reduction did not finish within its deadline of {deadline:g} s "
                         f"({self.report.chunks} chunks planned so far)") from exc
                 raise
             finally:

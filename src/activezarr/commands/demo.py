@@ -7,11 +7,13 @@ storage path and yields comparison rows, so further paths (S3, OSTs) are one fun
 from __future__ import annotations
 
 import importlib
+import inspect
 import itertools
 import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ import click
 import numpy as np
 import zarr
 from rich.console import Console
+from rich.filesize import decimal
 from rich.table import Table
 from zarr.abc.store import ByteRequest, Store
 from zarr.codecs import ZstdCodec
@@ -165,8 +168,10 @@ def _deferred(module: str, name: str, doc: str) -> Part:
 PARTS: list[Part] = [
     local_files,
     _deferred(".demo_s3", "s3_objects", "An embedded S3 (moto) and the active server."),
-    _deferred(".demo_ost", "ost_files", "A four-OST striped file system on loopback."),
 ]
+#: Entry-point group of further parts ("name = module:function"), such as the ost wing's: a
+#: part's docstring says in its first line what it starts, and below what its tables show.
+PARTS_GROUP = "activezarr.demo_parts"
 
 #: How to read every table, printed once before them.
 LEGEND = (
@@ -186,12 +191,23 @@ NOTES = {
     "s3_objects": "S3 (s3 backend): the same datasets copied into an embedded S3 server; the "
                   "active server (activezarr serve) reads each chunk from S3 next to it and "
                   "returns only partials.",
-    "ost_files": "Parallel file system (ost backend): tas written three ways onto a four-OST "
-                 "striped file system on loopback. 'N chunks on the OSTs' means the OST "
-                 "holding each chunk's bytes reduced it; 'on the OSS' means the OSS gathered "
-                 "a chunk cut by small stripes from several OSTs over the storage network and "
-                 "reduced it there; 'on the client' means it was read plainly.",
 }
+
+
+def parts() -> list[Part]:
+    """The built-in parts, then those installed packages add through :data:`PARTS_GROUP`."""
+    added = sorted(entry_points(group=PARTS_GROUP), key=lambda ep: ep.name)
+    return [*PARTS, *(ep.load() for ep in added)]
+
+
+def _title(part: Part) -> str:
+    return (part.__doc__ or part.__name__).strip().splitlines()[0]
+
+
+def _note(part: Part) -> str:
+    """What ``part``'s tables show: :data:`NOTES`, or an added part's docstring below its title."""
+    body = inspect.cleandoc(part.__doc__ or "").partition("\n\n")[2]
+    return NOTES.get(part.__name__) or " ".join(body.split())
 
 
 def run(directory: Path, size: str = "small", progress: Callable[[str], None] = lambda _: None
@@ -205,12 +221,12 @@ def run(directory: Path, size: str = "small", progress: Callable[[str], None] = 
     data = make_datasets(directory, size)
     rows: list[Row] = []
     skipped: list[str] = []
-    for part in PARTS:
-        progress(f"{part.__doc__} starting")
+    for part in parts():
+        progress(f"{_title(part)} starting")
         try:
             for row in part(data):
                 rows.append(replace(row, part=part.__name__))
-                progress(f"{part.__doc__} {row.dataset}: {row.reduction} done")
+                progress(f"{_title(part)} {row.dataset}: {row.reduction} done")
         except PartUnavailable as exc:
             skipped.append(str(exc))
     return data, rows, skipped
@@ -224,14 +240,6 @@ def _value(value: Any) -> str:
     return f"{float(value):.3f}"
 
 
-def _bytes(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000:
-            return f"{n:.3g} {unit}"
-        n /= 1000
-    return f"{n:.0f} TB"
-
-
 def tables(rows: list[Row]) -> list[Table]:
     """The comparison as rich tables, one per dataset and storage path, to fit 80 columns."""
     out = []
@@ -243,8 +251,8 @@ def tables(rows: list[Row]) -> list[Table]:
             table.add_column(header, justify="right", no_wrap=True)
         for r in group:
             table.add_row(r.reduction, _value(r.value),
-                          "[green]yes[/]" if r.agree else "[red]NO[/]", _bytes(r.active_bytes),
-                          _bytes(r.plain_bytes), f"{r.active_seconds:.3f} s",
+                          "[green]yes[/]" if r.agree else "[red]NO[/]", decimal(r.active_bytes),
+                          decimal(r.plain_bytes), f"{r.active_seconds:.3f} s",
                           f"{r.plain_seconds:.3f} s")
         out.append(table)
     return out
@@ -272,8 +280,9 @@ def run_demo(directory: Path | None, size: str) -> None:
                       f"time x lat x lon = {nt} x {ny} x {nx} float32, zstd, "
                       f"{data.land_fraction:.0%} of cells (land) masked by _FillValue.\n")
         console.print(LEGEND)
+        notes = {part.__name__: _note(part) for part in parts()}
         for part, group in itertools.groupby(rows, key=lambda r: r.part):
-            console.print(f"\n[bold]{NOTES[part]}[/]")
+            console.print(f"\n[bold]{notes[part]}[/]")
             for table in tables(list(group)):
                 console.print(table)
         for note in skipped:

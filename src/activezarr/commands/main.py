@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, fields
+from importlib.metadata import entry_points
 from typing import Any
 
 import click
@@ -37,12 +38,13 @@ LARGE_RUN_CHUNKS = 1000
 #: command name -> "module:attribute" of a command imported only when it is used.
 LAZY_COMMANDS = {
     "demo": ".demo:run_demo",
-    "layout": ".layout:layout",
-    "ost": ".ost:ost",
     "serve": ".serve:serve",
 }
+#: Entry-point group of commands other packages add, imported as lazily (the ost wing's
+#: ``ost`` and ``layout``).
+COMMANDS_GROUP = "activezarr.commands"
 #: The extra that installs what a lazily loaded command needs.
-COMMAND_EXTRAS = {"demo": "demo", "ost": "server", "serve": "server"}
+COMMAND_EXTRAS = {"demo": "demo", "serve": "server"}
 
 
 def _parse_axes(ctx: click.Context, param: click.Parameter,
@@ -107,15 +109,27 @@ class LazyGroup(OneLineErrorsGroup):
 
     def __init__(self, *args: Any, lazy_commands: dict[str, str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.lazy_commands = lazy_commands
+        self._built_in = lazy_commands
+        self._added: dict[str, str] | None = None
+
+    @property
+    def lazy_commands(self) -> dict[str, str]:
+        """The built-in lazy commands and those of :data:`COMMANDS_GROUP`, scanned once when
+        first needed (a built-in command is found without scanning)."""
+        if self._added is None:
+            self._added = {ep.name: ep.value for ep in entry_points(group=COMMANDS_GROUP)}
+        return {**self._added, **self._built_in}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self.lazy_commands])
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name not in self.lazy_commands:
+        if cmd_name in self.commands:
             return super().get_command(ctx, cmd_name)
-        module, attribute = self.lazy_commands[cmd_name].split(":")
+        lazy = self._built_in if cmd_name in self._built_in else self.lazy_commands
+        if cmd_name not in lazy:
+            return None
+        module, attribute = lazy[cmd_name].split(":")
         try:
             command: click.Command = getattr(importlib.import_module(module, __package__),
                                              attribute)

@@ -139,13 +139,3 @@ class OneLineErrorsGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         with one_line_errors():
             return super().invoke(ctx)
-
-
-REDUCTIONS_HELP = ("Plugin reductions to serve besides the built-ins, comma-separated: a plugin "
-                   "is code run here, so only those named are loaded.")
-
-
-def comma_separated(ctx: click.Context, param: click.Parameter, value: str | None
-                    ) -> tuple[str, ...]:
-    """A click callback: ``A,B`` as ``("A", "B")``; empty for an empty value."""
-    return tuple(name.strip() for name in (value or "").split(",") if name.strip())

@@ -1,4 +1,4 @@
-"""The storage side: what every server shares (errors, operations, metrics, processes),
-the active server (``servers.active``) and the simulated file system's MDS, OSS and
-OST processes (``servers.ost``). Nothing here imports the client side or zarr.
+"""The storage side: what every server shares (errors, operations, metrics, processes) and
+the active server (``servers.active``). The simulated file system's servers are
+``activezarr.ost.servers``. Nothing here imports the client side or zarr.
 """

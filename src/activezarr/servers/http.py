@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import cbor2
+from aiohttp import log as aiohttp_log
 from aiohttp import web
 
 from ..protocol import HEALTH_PATH, SCHEMA_PATH, error_body
@@ -161,22 +162,24 @@ class ConnectionLimit:
 
 def run(app: web.Application, *, max_connections: int, shutdown_timeout: float,
         host: str = "127.0.0.1", port: int = 0, sock: socket.socket | None = None,
-        ssl_context: ssl.SSLContext | None = None,
+        ssl_context: ssl.SSLContext | None = None, access_log: bool = False,
         listening: Callable[[], object] = lambda: None) -> None:
     """Serve ``app`` on ``host:port`` (or the listening ``sock``) until SIGINT or SIGTERM, at
     most ``max_connections`` open at once; ``listening`` is called once it listens. A handler
     whose client disconnects is cancelled (aiohttp's ``handler_cancellation``), and so is the
-    work it was waiting for."""
+    work it was waiting for. A line per request is logged (aiohttp's access log) only given
+    ``access_log``: the output is for people."""
     asyncio.run(_serve(app, max_connections, shutdown_timeout,
                        {"sock": sock} if sock is not None else {"host": host, "port": port},
-                       ssl_context, listening))
+                       ssl_context, access_log, listening))
 
 
 async def _serve(app: web.Application, max_connections: int, shutdown_timeout: float,
                  where: Mapping[str, Any], ssl_context: ssl.SSLContext | None,
-                 listening: Callable[[], object]) -> None:
+                 access_log: bool, listening: Callable[[], object]) -> None:
     runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=shutdown_timeout,
-                           read_bufsize=_READ_AHEAD)
+                           read_bufsize=_READ_AHEAD,
+                           access_log=aiohttp_log.access_logger if access_log else None)
     await runner.setup()
     try:
         assert runner.server is not None  # set up above

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import weakref
 from collections.abc import Awaitable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
@@ -17,7 +15,9 @@ import cbor2
 
 from ...errors import CredentialsError, StorageUnavailableError
 from ...protocol import HEALTH_PATH
-from ..errors import ServerError
+from ...servers.errors import ServerError
+from ...transport.answers import error_message, excerpt
+from ...transport.sessions import shared_session
 from .layouts import CBOR, decode_layouts
 from .messages import LINK_HEADER, TOKEN_HEADER, TOKEN_VARIABLE, ClusterMap, Entry
 from .ratelimit import RateLimiter
@@ -31,6 +31,8 @@ DEFAULT_CONNECT_TIMEOUT = 3.0
 #: as soon): a server alive but busy is waited for up to the timeout, a stalled one (stopped,
 #: hung) is named after at most twice this.
 DEFAULT_READ_TIMEOUT = 3.0
+#: Connections open at once to the cluster's servers, per event loop (aiohttp's default).
+CONNECTIONS = 100
 #: Servers found stalled or unreachable during the current reduction, and why: set by
 #: :func:`remember_stalls` in the reduction's task and seen by the tasks it starts (its batches
 #: and the client's fallback reads), so that a stalled server costs one wait, not one a request.
@@ -93,26 +95,7 @@ class TokenRefusedError(RemoteError, CredentialsError):
 
 
 def _message(body: bytes) -> str:
-    try:
-        return json.loads(body)["error"]["message"]
-    except (ValueError, KeyError, TypeError):
-        return body[:200].decode(errors="replace")
-
-
-def _close(loop: asyncio.AbstractEventLoop, session: aiohttp.ClientSession) -> None:
-    """Close ``session`` on its loop if that loop still runs (zarr's and fsspec's loops run in
-    daemon threads until interpreter exit)."""
-    if session.closed or not loop.is_running():
-        return
-    try:
-        inside = asyncio.get_running_loop() is loop
-    except RuntimeError:
-        inside = False
-    if inside:  # collected on the loop's own thread: waiting for it there would deadlock
-        loop.create_task(session.close())
-        return
-    with contextlib.suppress(TimeoutError, RuntimeError):  # the loop is shutting down
-        asyncio.run_coroutine_threadsafe(session.close(), loop).result(timeout=1)
+    return error_message(body) or excerpt(body)
 
 
 def _origin(url: str) -> str:
@@ -132,8 +115,9 @@ def _place(out: bytearray, extents: Sequence[Extent], data: bytes) -> None:
 class ClusterClient:
     """Talks to the MDS, the OSTs and the OSS of one cluster.
 
-    The aiohttp session belongs to the event loop that first uses it; a client used from
-    another loop (fsspec's sync wrapper, zarr's loop) makes its own there.
+    Its requests go through the event loop's shared sessions (:mod:`activezarr.transport.sessions`,
+    as the active servers' pool does), so a client used from several loops (fsspec's sync
+    wrapper, zarr's loop) has one on each, closed when that loop ends or at exit.
     """
 
     def __init__(self, mds: str, timeout: float = DEFAULT_TIMEOUT,
@@ -147,21 +131,10 @@ class ClusterClient:
         self.token = token if token is not None else token_for(self.mds)
         self.timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=connect_timeout)
         self.read_timeout = read_timeout
-        self._sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
         self._cluster: ClusterMap | None = None
 
     def _session(self) -> aiohttp.ClientSession:
-        loop = asyncio.get_running_loop()
-        session = self._sessions.get(loop)
-        if session is None or session.closed:
-            session = self._sessions[loop] = aiohttp.ClientSession(timeout=self.timeout)
-            weakref.finalize(self, _close, loop, session)
-        return session
-
-    async def close(self) -> None:
-        session = self._sessions.pop(asyncio.get_running_loop(), None)
-        if session is not None:
-            await session.close()
+        return shared_session(CONNECTIONS, self.timeout)
 
     def _name(self, url: str) -> str:
         """Which server ``url`` is on, for error messages."""

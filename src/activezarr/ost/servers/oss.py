@@ -14,14 +14,15 @@ from aiohttp import web
 
 from ...chunk.partial import Partial
 from ...protocol import ChunkRequest
-from ..errors import BadRequest
-from ..operations import chunk_partial, execute
+from ...servers.errors import BadRequest
+from ...servers.operations import chunk_partial, execute
+from ...transport.sessions import close_sessions
+from ..wire.messages import EXTENSIONS, MAX_BATCH, WholeItem
+from ..wire.striping import FileLayout
+from ..wire.transport import ClusterClient
 from .batches import ItemServer, add_batch_routes
-from .messages import EXTENSIONS, MAX_BATCH, WholeItem
 from .serving import add_schema, cbor_response, create_base_app, operation
-from .striping import FileLayout
 from .target import MAX_DECODED
-from .transport import ClusterClient
 
 CLIENT = web.AppKey("client", ClusterClient)
 
@@ -131,7 +132,7 @@ def create_oss_app(mds: str, token: str, reductions: tuple[str, ...] = ()) -> we
         app[CLIENT] = ClusterClient(mds, token=token)
         app[GATHERING] = Gathering(app[CLIENT])
         yield
-        await app[CLIENT].close()
+        await close_sessions()
 
     app.cleanup_ctx.append(lifecycle)
     add_schema(app, EXTENSIONS)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
-from ..servers.ost.striping import Extent, FileLayout
+from ..wire.striping import Extent, FileLayout
 
 Path = Literal["ost", "oss", "client"]
 Kind = Literal["uncompressed", "single-ost", "spread"]
-SPREAD_POLICIES = ("oss", "client")
+#: Where a compressed chunk spread over several OSTs reduces.
+SpreadPolicy = Literal["oss", "client"]
+SPREAD_POLICIES: tuple[str, ...] = get_args(SpreadPolicy)
 
 
 @dataclass(frozen=True)

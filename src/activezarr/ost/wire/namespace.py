@@ -8,7 +8,7 @@ import os
 import uuid
 from pathlib import Path
 
-from ..errors import BadRequest
+from ...servers.errors import BadRequest
 from .messages import MAX_STRIPES, CreateRequest, Entry
 from .striping import FileLayout
 

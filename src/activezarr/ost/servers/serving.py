@@ -15,11 +15,12 @@ from aiohttp.typedefs import Handler
 from ...chunk.codecs import ALLOWED_CODECS
 from ...chunk.reductions import plugin_operations
 from ...protocol import DTYPES, HEALTH_PATH, error_body
-from .. import http
-from ..errors import ServerError, logged_status
-from ..metrics import links_exposition
-from .messages import LIMITS, OPS, TOKEN_HEADER
-from .transport import OSTUnavailableError
+from ...servers import http
+from ...servers.errors import ServerError, logged_status
+from ...servers.metrics import links_exposition
+from ...servers.settings import Listening, setting
+from ..wire.messages import LIMITS, OPS, TOKEN_HEADER
+from ..wire.transport import OSTUnavailableError
 
 log = logging.getLogger("activezarr.ost")
 #: Bytes by the link they crossed: ``disk_read``, ``disk_write``, ``storage`` (OST to OSS)
@@ -106,10 +107,18 @@ def create_base_app(token: str, reductions: tuple[str, ...] = ()) -> web.Applica
     return app
 
 
-def serve(app: web.Application, host: str, port: int | None, fd: int | None = None) -> None:
-    """Run ``app`` in the foreground until SIGINT or SIGTERM, on ``host:port`` or on the
-    listening socket inherited as descriptor ``fd``."""
+class Serving(Listening):
+    """What every server of the cluster is told: where it listens, and the cluster's token."""
+
+    token: str = setting(..., "The cluster's token, required on every call but /healthz.",
+                         min_length=1)
+
+
+def serve(app: web.Application, settings: Listening, fd: int | None = None) -> None:
+    """Run ``app`` in the foreground until SIGINT or SIGTERM, on the settings' host and port or
+    on the listening socket inherited as descriptor ``fd``, within their connection limit."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    where: dict[str, Any] = {"host": host, "port": port} if fd is None else \
+    where: dict[str, Any] = {"host": settings.host, "port": settings.port} if fd is None else \
         {"sock": socket.socket(fileno=fd)}  # bound by the parent
-    web.run_app(app, print=None, shutdown_timeout=2, **where)
+    http.run(app, max_connections=settings.max_connections, shutdown_timeout=2,
+             access_log=settings.access_log, **where)

@@ -21,10 +21,10 @@ from aiohttp import web
 from ...chunk.kernel import kept_shape
 from ...chunk.partial import Partial
 from ...protocol import BatchItem, BatchRequest, parse
-from ..budget import MemoryBudget, Reservation
-from ..combine import Combiner, Encode, encode_answer
-from ..errors import BadRequest, TooLarge
-from .messages import MAX_BATCH, MAX_BATCH_BODY, MAX_MEMORY, MEMORY_WAIT, partial_bytes
+from ...servers.budget import MemoryBudget, Reservation
+from ...servers.combine import Combiner, Encode, encode_answer
+from ...servers.errors import BadRequest, TooLarge
+from ..wire.messages import MAX_BATCH, MAX_BATCH_BODY, MAX_MEMORY, MEMORY_WAIT, partial_bytes
 from .serving import cbor_response, item_error, operations
 
 BUDGET = web.AppKey("budget", MemoryBudget)

@@ -6,11 +6,12 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.filesize import decimal
 from rich.table import Table
 
-from ..planning.placement import SPREAD_POLICIES
-from ..planning.survey import Survey, survey_url
-from .params import JsonObjectType
+from ..commands.params import JsonObjectType
+from .client.placement import SPREAD_POLICIES
+from .client.survey import Survey, survey_url
 
 
 @click.command("layout")
@@ -61,7 +62,7 @@ def estimate_text(url: str, var: str | None, storage_options: dict[str, Any],
                   active: dict[str, Any], op: str, axis: tuple[int, ...] | None) -> str:
     """The planner's estimate for reducing the array at ``url``, or why there is none."""
     from ..client.active import ActiveReduction
-    from .sources import open_source
+    from ..commands.sources import open_source
 
     estimate = ActiveReduction(open_source(url, var, storage_options, active)).plan(op, axis)
     if estimate is None:
@@ -76,14 +77,6 @@ def survey_table(survey: Survey) -> Table:
         table.add_column(column, justify="left" if column in ("kind", "path") else "right",
                          no_wrap=True)
     for (kind, path), cost in sorted(survey.costs().items()):
-        table.add_row(kind, path, str(cost.chunks), _size(cost.disk), _size(cost.storage),
-                      ("" if path == "client" else "≈") + _size(cost.lan), _size(cost.disk))
+        table.add_row(kind, path, str(cost.chunks), decimal(cost.disk), decimal(cost.storage),
+                      ("" if path == "client" else "≈") + decimal(cost.lan), decimal(cost.disk))
     return table
-
-
-def _size(nbytes: int) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if nbytes < 1000 or unit == "GB":
-            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
-        nbytes /= 1000  # type: ignore[assignment]
-    raise AssertionError

@@ -8,12 +8,11 @@ from typing import Any
 from aiohttp import web
 
 from ...chunk.partial import Partial
-from ...chunk.parts import Piece, trim
-from ..combine import encode_answer
-from ..errors import BadRequest
-from ..operations import chunk_partial
-from .batches import ItemServer, add_batch_routes
-from .messages import (
+from ...chunk.parts import Piece, reduce_pieces, trim
+from ...servers.combine import encode_answer
+from ...servers.errors import BadRequest
+from ...servers.operations import chunk_partial
+from ..wire.messages import (
     EXTENSIONS,
     LINK_HEADER,
     PartItem,
@@ -21,8 +20,9 @@ from .messages import (
     ReadManyRequest,
     ReadRequest,
 )
+from ..wire.ratelimit import RateLimiter
+from .batches import ItemServer, add_batch_routes
 from .objects import ObjectStore
-from .ratelimit import RateLimiter
 from .serving import LINKS, add_schema, cbor_response, create_base_app, operation
 
 OBJECTS = web.AppKey("objects", ObjectStore)
@@ -38,7 +38,7 @@ def part_partial(op: str, request: PartRequest, pieces: list[Piece]
     if request.codec_configs() or request.weights is not None or request.groups is not None:
         # Decoded, weighted or grouped whole: the pieces must make up the chunk.
         return chunk_partial(op, request, _whole(pieces), MAX_DECODED), {}
-    partial, loose = request.chunk_reduction(op, request.shape, ()).reduce_pieces(pieces)
+    partial, loose = reduce_pieces(request.chunk_reduction(op, request.shape, ()), pieces)
     return partial, {"loose": [[start, data] for start, data in loose]} if loose else {}
 
 

@@ -14,9 +14,9 @@ import zarr
 from zarr.storage import FsspecStore, LocalStore
 
 from ..client.store import ActiveStore
-from ..planning.survey import survey_array
-from ..servers.ost.cluster import Cluster, ClusterConfig
-from .demo import Datasets, Row, compare
+from ..commands.demo import Datasets, Row, compare
+from .client.survey import survey_array
+from .servers.cluster import Cluster, ClusterConfig
 
 KiB = 1024
 #: Where a chunk of the ost backend is reduced, by the survey's name for its path.
@@ -30,7 +30,13 @@ LAYOUTS = [
 
 
 def ost_files(data: Datasets) -> Iterator[Row]:
-    """``tas`` copied onto a four-OST cluster in each of :data:`LAYOUTS`, reduced actively."""
+    """A four-OST striped file system on loopback.
+
+    Parallel file system (ost backend): tas written three ways onto a four-OST striped file
+    system on loopback. 'N chunks on the OSTs' means the OST holding each chunk's bytes reduced
+    it; 'on the OSS' means the OSS gathered a chunk cut by small stripes from several OSTs over
+    the storage network and reduced it there; 'on the client' means it was read plainly.
+    """
     source = zarr.open_array(LocalStore(data.paths["tas"], read_only=True), mode="r")
     values = np.asarray(source[...])
     dimension_names = getattr(source.metadata, "dimension_names", None)  # zarr v3 only

@@ -21,25 +21,26 @@ from typing import Any
 
 import cbor2
 import numpy as np
+from pydantic import Field
 from zarr.abc.store import Store
 
-from ..chunk.partial import Partial
-from ..chunk.parts import Piece, reduce_loose
-from ..client.ost_filesystem import OSTFileSystem
-from ..errors import ChunkDecodeError, UnsupportedArrayError
-from ..planning.array_layout import ArrayLayout
-from ..planning.chunks import ChunkTask
-from ..planning.cost import (
+from ...backends.base import Backend, BatchResult, ChunkJob, Options, backends, region_labels
+from ...backends.servers import within_limits
+from ...chunk.partial import Partial
+from ...chunk.parts import Piece, reduce_loose
+from ...errors import ChunkDecodeError, UnsupportedArrayError
+from ...planning.array_layout import ArrayLayout
+from ...planning.chunks import ChunkTask
+from ...planning.cost import (
     PLAIN_RESULT_MAP,
     RESULT_MAP,
     STORED_BYTES_FIELD,
     Traits,
     stored_chunk_bytes,
 )
-from ..planning.placement import SPREAD_POLICIES, Placement, place
-from ..protocol import CannotExpress, build_request
-from ..servers.ost.layouts import encode_layouts
-from ..servers.ost.messages import (
+from ...protocol import CannotExpress, build_request
+from ..wire.layouts import encode_layouts
+from ..wire.messages import (
     EXTENSIONS,
     MAX_BATCH,
     MAX_BATCH_BODY,
@@ -48,11 +49,11 @@ from ..servers.ost.messages import (
     PartRequest,
     partial_bytes,
 )
-from ..servers.ost.namespace import normalize
-from ..servers.ost.striping import FileLayout, by_ost
-from ..servers.ost.transport import OSTUnavailableError, RemoteError, remember_stalls
-from .base import Backend, BatchResult, ChunkJob, backends, region_labels
-from .servers import within_limits
+from ..wire.namespace import normalize
+from ..wire.striping import FileLayout, by_ost
+from ..wire.transport import OSTUnavailableError, RemoteError, remember_stalls
+from .filesystem import OSTFileSystem
+from .placement import Placement, SpreadPolicy, place
 
 #: The results one request to an OST or the OSS may reserve: half its memory, the other half
 #: left for the items it reads (large batches of chunks with large, distinct outputs are
@@ -73,7 +74,7 @@ class _Batch:
 
 
 @dataclass
-class _Answers:
+class _Gathered:
     """The servers' answers gathered per output region (``combine`` label)."""
 
     labels: list[int]
@@ -82,6 +83,13 @@ class _Answers:
     #: Positions with at least one part served (merged into their label's partial).
     served: set[int] = field(default_factory=set)
     refused: dict[int, str] = field(default_factory=dict)
+
+
+class OSTOptions(Options):
+    """The ost backend's ``active`` options."""
+
+    spread_compressed: SpreadPolicy = Field("oss", description="where a compressed chunk "
+                                            "spread over several OSTs reduces: oss or client")
 
 
 @backends.register("ost")
@@ -100,7 +108,8 @@ class OSTBackend(Backend):
     #: 4, about a second of work, well within a request's timeout).
     combine_batch_bytes = 512 * 2**20
     max_batch_chunks = MAX_BATCH
-    option_names = Backend.option_names | {"spread_compressed"}
+    options_model = OSTOptions
+    options: OSTOptions
 
     def __init__(self, store: Store, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(store, options)
@@ -110,10 +119,7 @@ class OSTBackend(Backend):
         self.fs = fs
         self.client = fs.client
         self.root = normalize(str(getattr(store, "root", "")))
-        self.spread = str(self.options.get("spread_compressed", "oss"))
-        if self.spread not in SPREAD_POLICIES:
-            raise ValueError(f"spread_compressed must be one of {SPREAD_POLICIES}, "
-                             f"got {self.spread!r}")
+        self.spread = self.options.spread_compressed
         self._layouts: dict[str, FileLayout | None] = {}
         # One instance serves one reduction, made in its task: a server that stalls is asked
         # once, by a batch or by the client's fallback, not once a request.
@@ -184,7 +190,7 @@ class OSTBackend(Backend):
                 on_client.append((i, layout, placement))
             elif not await self._plan(job, task, i, layout, placement, batch):
                 result.failed[i] = f"the {placement.path} path cannot express this chunk's request"
-        answers = _Answers(region_labels(tasks))
+        answers = _Gathered(region_labels(tasks))
         await asyncio.gather(
             *(self._send(job, tasks, server, batch, answers, result) for server in batch.items),
             self._on_client(job, tasks, on_client, result))
@@ -228,7 +234,7 @@ class OSTBackend(Backend):
             return None
 
     async def _send(self, job: ChunkJob, tasks: Sequence[ChunkTask], server: str,
-                    batch: _Batch, answers: _Answers, result: BatchResult) -> None:
+                    batch: _Batch, answers: _Gathered, result: BatchResult) -> None:
         """One ``/v2/batch`` to ``server`` (more only past its limits); answers gathered."""
         items, positions = batch.items[server], batch.positions[server]
         words = job.kernel.aggregation.words
@@ -289,7 +295,7 @@ def _count_stored(tasks: Sequence[ChunkTask], layouts: Sequence[FileLayout | Non
 
 
 def _gather_reply(job: ChunkJob, task: ChunkTask, position: int, op: str,
-                  reply: Mapping[str, Any], answers: _Answers) -> None:
+                  reply: Mapping[str, Any], answers: _Gathered) -> None:
     """Fold one server's answer for the chunk at ``position`` into its label's partial."""
     if "error" in reply:
         error = reply["error"]
@@ -312,7 +318,7 @@ def _cells(task: ChunkTask) -> tuple[int, ...]:
                  for r in task.region)
 
 
-def _partial_of(job: ChunkJob, task: ChunkTask, answers: _Answers, label: int) -> Partial:
+def _partial_of(job: ChunkJob, task: ChunkTask, answers: _Gathered, label: int) -> Partial:
     """The partial gathering the answers for ``label``, whose cells are ``task``'s."""
     if label not in answers.partials:
         answers.partials[label] = job.kernel.empty(_cells(task))
@@ -338,7 +344,7 @@ def _fit_results(results: Sequence[int], labels: Sequence[int], room: int) -> li
     return [*runs, length] if length else runs
 
 
-def _settle(job: ChunkJob, tasks: Sequence[ChunkTask], answers: _Answers,
+def _settle(job: ChunkJob, tasks: Sequence[ChunkTask], answers: _Gathered,
             result: BatchResult) -> None:
     """The gathered answers as the batch's partials: one per output region, at its first
     position served; the others ``combined``.
@@ -368,5 +374,5 @@ def _settle(job: ChunkJob, tasks: Sequence[ChunkTask], answers: _Answers,
             result.partials[i] = answers.partials[label]
 
 
-def _first_refused(answers: _Answers, label: int) -> int:
+def _first_refused(answers: _Gathered, label: int) -> int:
     return min(i for i in answers.refused if answers.labels[i] == label)

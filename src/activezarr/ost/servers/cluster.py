@@ -16,32 +16,42 @@ from pathlib import Path
 from typing import Self
 
 from ...protocol import HEALTH_PATH
-from ..metrics import parse_links
-from ..processes import listening_socket, port_of, spawn, stop, wait_healthy
-from .messages import TOKEN_HEADER, TOKEN_VARIABLE
-from .ratelimit import MB
-from .transport import register_token
+from ...servers.metrics import parse_links
+from ...servers.processes import listening_socket, port_of, spawn, stop, wait_healthy
+from ...servers.settings import (
+    Listening,
+    Reductions,
+    Settings,
+    reductions_setting,
+    same_as,
+    setting,
+)
+from ..wire.messages import TOKEN_HEADER, TOKEN_VARIABLE
+from ..wire.ratelimit import MB
+from ..wire.transport import register_token
+
+LAN_HELP = "MB/s between the storage and the client; unlimited when absent."
+DISK_HELP = "MB/s of each OST's disk; unlimited when absent."
 
 
-@dataclass
-class ClusterConfig:
-    """A cluster's shape. Rates are in MB/s (None: unlimited); ``port`` 0 picks free ports.
+class ClusterConfig(Settings):
+    """A cluster's shape (``activezarr ost start``'s options). Every socket is bound here and
+    handed to its server, so no other process can take a port between its choice and the
+    server's start."""
 
-    The MDS listens on ``port``, OST ``i`` on ``port + 1 + i`` and the OSS on ``port + osts + 1``.
-    Every socket is bound here and handed to its server, so no other process can take a port
-    between its choice and the server's start.
-    """
-
-    root: Path
-    osts: int = 4
-    stripe_size: int = 1 << 20
-    stripe_count: int = -1
-    port: int = 0
-    host: str = "127.0.0.1"
-    lan_rate: float | None = None
-    disk_rate: float | None = None
-    #: Plugin reductions the OSTs and the OSS serve besides the built-ins.
-    reductions: tuple[str, ...] = ()
+    root: Path = setting(..., "Directory holding the MDS state and one directory per OST.")
+    osts: int = setting(4, "Number of OSTs (object storage targets), one process each.", ge=1)
+    stripe_size: int = setting(1 << 20, "Default stripe size in bytes.", ge=1)
+    stripe_count: int = setting(-1, "Default OSTs per file; -1 stripes over all.", ge=-1)
+    port: int = setting(0, "MDS port (0: free ports, printed); OST i listens on PORT+1+i and the "
+                        "OSS on PORT+OSTS+1.", ge=0, le=65535)
+    host: str = setting("127.0.0.1", "Interface every server listens on.")
+    lan_rate: float | None = setting(None, LAN_HELP, gt=0)
+    disk_rate: float | None = setting(None, DISK_HELP, gt=0)
+    #: Each server's, as its own command declares it.
+    max_connections: int = same_as(Listening, "max_connections")
+    #: The OSTs and the OSS serve these besides the built-ins.
+    reductions: Reductions = reductions_setting()
 
     def sockets(self) -> list[socket.socket]:
         """Listening sockets for [MDS, OST 0, ..., OST N-1, OSS]."""
@@ -80,7 +90,8 @@ class Cluster:
         return self.config.root / "token"
 
     def _spawn(self, name: str, sock: socket.socket, *args: str) -> None:
-        command = [sys.executable, "-m", "activezarr.servers.ost", *args]
+        command = [sys.executable, "-m", "activezarr.ost", *args,
+                   "--max-connections", str(self.config.max_connections)]
         self.processes[name] = spawn(command, sock, start_new_session=True,
                                      env={**os.environ, TOKEN_VARIABLE: self.token})
 

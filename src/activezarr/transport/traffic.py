@@ -83,12 +83,18 @@ async def watch(fs: Any) -> None:
         return
     set_session = getattr(fs, "set_session", None)
     # A synchronous s3fs runs on fsspec's own loop; its session cannot be touched from ours.
-    if set_session is not None and "s3" in _protocols(fs) and getattr(fs, "asynchronous", False):
+    if set_session is not None and "s3" in protocols(fs) and getattr(fs, "asynchronous", False):
         client = await set_session()
         client.meta.events.register("response-received.s3", _on_s3_response,
                                     unique_id=_HOOK_ID)
 
 
-def _protocols(fs: Any) -> tuple[str, ...]:
+def protocols(fs: Any) -> set[str]:
+    """The protocols whose bytes ``fs`` reads: its own, an active:: or kerchunk target's."""
+    fs = getattr(fs, "sync_fs", fs)
+    if getattr(fs, "target", None) is not None:
+        return protocols(fs.target)
+    if getattr(fs, "fss", None) is not None:
+        return set().union(*(protocols(t) for t in fs.fss.values()))
     protocol = getattr(fs, "protocol", ())
-    return (protocol,) if isinstance(protocol, str) else tuple(protocol)
+    return {protocol} if isinstance(protocol, str) else set(protocol)

@@ -10,9 +10,9 @@ from typing import Any
 import aiohttp
 from aiohttp import hdrs, web
 
-from ..errors import BadRequest
-from .layouts import CBOR, encode_layouts
-from .messages import (
+from ...servers.errors import BadRequest
+from ..wire.layouts import CBOR, encode_layouts
+from ..wire.messages import (
     LINK_HEADER,
     TOKEN_HEADER,
     ClusterMap,
@@ -21,9 +21,9 @@ from .messages import (
     PathRequest,
     PathsRequest,
 )
-from .namespace import Namespace, normalize
+from ..wire.namespace import Namespace, normalize
+from ..wire.striping import FileLayout
 from .serving import LINKS, TOKEN, create_base_app, log
-from .striping import FileLayout
 
 CLUSTER = web.AppKey("cluster", ClusterMap)
 NAMESPACE = web.AppKey("namespace", Namespace)

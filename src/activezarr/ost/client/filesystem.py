@@ -18,10 +18,10 @@ from urllib.parse import urlsplit
 from fsspec.asyn import AsyncFileSystem
 from fsspec.spec import AbstractBufferedFile
 
-from ..servers.ost.messages import CreateRequest, Entry
-from ..servers.ost.namespace import normalize
-from ..servers.ost.striping import FileLayout
-from ..servers.ost.transport import (
+from ..wire.messages import CreateRequest, Entry
+from ..wire.namespace import normalize
+from ..wire.striping import FileLayout
+from ..wire.transport import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_READ_TIMEOUT,
     DEFAULT_TIMEOUT,

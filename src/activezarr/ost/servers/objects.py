@@ -8,8 +8,8 @@ import re
 from pathlib import Path
 
 from ...fileio import read_ranges
-from ..errors import BadRequest
-from .ratelimit import RateLimiter
+from ...servers.errors import BadRequest
+from ..wire.ratelimit import RateLimiter
 
 _FID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 

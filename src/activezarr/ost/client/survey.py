@@ -14,16 +14,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import zarr
 
-from ..client.ost_filesystem import OSTFileSystem
-from ..client.store import ActiveStore
-from ..client.sync import run_sync
-from ..servers.ost.messages import MAX_BATCH
-from ..servers.ost.namespace import normalize
-from .array_layout import ArrayLayout
-from .chunks import ChunkTask, plan_chunks
+from ...client.store import ActiveStore
+from ...planning.array_layout import ArrayLayout
+from ...planning.chunks import ChunkTask, plan_chunks
+from ...planning.selection import normalize_selection
+from ...planning.sharding import locate_inner_chunks
+from ...transport.sync import run_sync
+from ..wire.messages import MAX_BATCH
+from ..wire.namespace import normalize
+from .filesystem import OSTFileSystem
 from .placement import Placement, place
-from .selection import normalize_selection
-from .sharding import locate_inner_chunks
 
 #: Lustre stripe sizes are multiples of 64 KiB.
 STRIPE_UNIT = 64 * 1024
