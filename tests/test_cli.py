@@ -91,6 +91,16 @@ def test_reduce_over_an_axis_matches_numpy(stored: tuple[str, np.ma.MaskedArray]
     np.testing.assert_allclose(got[~np.isnan(got)], want.compressed(), rtol=1e-6)
 
 
+def test_argmax_over_one_axis_matches_numpy(stored: tuple[str, np.ma.MaskedArray]) -> None:
+    path, expected = stored
+    out = reduce_json(path, "--op", "argmax", "--select", "::-1,:,1:", "--axis", "1")
+    want = expected[::-1, :, 1:].argmax(axis=1)  # numpy.ma: all-masked cells say 0, ours null
+    got = np.array(out["result"], dtype=float)
+    covered = np.ma.getmaskarray(expected[::-1, :, 1:]).all(axis=1)
+    np.testing.assert_array_equal(np.isnan(got), covered)
+    np.testing.assert_array_equal(got[~covered], np.ma.getdata(want)[~covered])
+
+
 def test_reduce_json_has_result_and_report(stored: tuple[str, np.ma.MaskedArray]) -> None:
     path, expected = stored
     out = reduce_json(path, "--op", "sum")

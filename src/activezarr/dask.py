@@ -71,7 +71,9 @@ def reduce(arr: zarr.Array | ActiveReduction, op: str, axis: Any = None, *,
 
 def _boxes(red: ActiveReduction, plan: ReductionPlan, per_leaf: int) -> list[ReductionPlan]:
     """The plan cut into boxes along the reduced and grouped dimensions, chunk-aligned."""
-    split = set(plan.reduced) | ({plan.extras.group_dim} - {None})
+    # A positional state (argmax) counts positions in the whole selection: not cut there.
+    positional = plan.reduction.aggregation.positional
+    split = (set() if positional else set(plan.reduced)) | ({plan.extras.group_dim} - {None})
     per_dim: list[list[tuple[int, int]]] = []
     for d, (sel, chunk) in enumerate(zip(plan.dims, red.layout.chunk_shape)):
         spans = chunk_spans(sel, chunk) if d in split else [(0, sel.size)]
@@ -80,7 +82,8 @@ def _boxes(red: ActiveReduction, plan: ReductionPlan, per_leaf: int) -> list[Red
         per_dim.append(merged)
     boxes = []
     for box in itertools.product(*per_dim):
-        dims = tuple(part_of(sel, *span) for sel, span in zip(plan.dims, box))
+        dims = tuple(part_of(sel, *span) if d in split else sel  # whole: its order kept
+                     for d, (sel, span) in enumerate(zip(plan.dims, box)))
         boxes.append(ReductionPlan(plan.reduction, dims, plan.reduced, plan.extras.box(box)))
     return boxes
 

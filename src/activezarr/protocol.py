@@ -42,7 +42,8 @@ from .errors import ActiveZarrError
 
 V2_OPS = ("count", "max", "min", "sum", "select")
 #: The operations every server of ours serves; plugin reductions an operator loads add theirs.
-OPS = (*V2_OPS, "stats", "histogram", "key_range", "key_bins", "key_values")
+OPS = (*V2_OPS, "stats", "histogram", "argmax", "argmin", "key_range", "key_bins",
+       "key_values")
 assert set(OPS) == {*BUILTIN_AGGREGATIONS, "select"}
 DTYPES = SUPPORTED_DTYPES
 INTERFACE_TYPES = ("s3", "http", "https", "file", "ost")
@@ -446,13 +447,15 @@ def _v2_chain(codecs: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
 def build_request(spec: ChunkSpec, selection: Selection, *, interface_type: str, url: str,
                   byte_range: tuple[int, int] | None, extensions: Sequence[str],
                   weights: np.ndarray | None = None, labels: np.ndarray | None = None,
-                  operations: Sequence[str] = OPS) -> tuple[str, dict[str, Any]]:
+                  operations: Sequence[str] = OPS,
+                  spans: Sequence[tuple[int, int]] = ()) -> tuple[str, dict[str, Any]]:
     """(op, body) asking a server for ``spec``'s partial of one chunk, built and validated as
     the :class:`ChunkRequest` the server parses; CannotExpress says why a server speaking
     ``extensions`` and serving ``operations`` cannot be asked: the request field that decided
     it, and the extension that would have said it.
 
-    ``weights`` and ``labels`` are the chunk's own, for weighted and grouped specs.
+    ``weights`` and ``labels`` are the chunk's own, for weighted and grouped specs; ``spans``
+    where its selection sits in the whole one (``origin``, for positional aggregations).
     """
     dtype = np.dtype(spec.dtype)
     op = spec.op
@@ -511,6 +514,8 @@ def build_request(spec: ChunkSpec, selection: Selection, *, interface_type: str,
         fields.update(weights_and_groups(spec, op, weights, labels, extensions))
     if spec.params is not None:
         fields["params"] = spec.params
+    if spans and aggregation_class(op).positional:
+        fields["params"] = {**(spec.params or {}), "origin": [start for start, _ in spans]}
     try:
         request = ChunkRequest(**fields)
     except ValidationError as exc:

@@ -267,7 +267,9 @@ class _Reducer:
         if groups is not None:
             options["groups"] = (da.dims.index(groups.dim), groups.codes,
                                  groups.template.sizes[groups.new_dim])
-        axis = tuple(da.dims.index(d) for d in reduced)
+        axes = tuple(da.dims.index(d) for d in reduced)
+        # One dimension as an int and all as None: what numpy's argmax takes (the same to others).
+        axis: Any = None if len(axes) == da.ndim else axes[0] if len(axes) == 1 else axes
         if compute:
             values = red[source.selection].reduce(op, axis, **options)
             self._last_report = red.last_report
@@ -309,6 +311,14 @@ class _Reducer:
             filled = fill(values)
         attrs = dict(da.attrs) if _keeps_attrs(keep_attrs, groups) else {}
         return xr.DataArray(filled, dims=dims, coords=coords, name=da.name, attrs=attrs)
+
+
+def _one_dim(dim: Hashable | None) -> Dims:
+    """``dim`` when it names one dimension (or None): argmax and argmin take no more."""
+    if dim is ... or (not isinstance(dim, str) and isinstance(dim, Iterable)):
+        raise TypeError(f"argmax/argmin/idxmax/idxmin take one dim (or None), got {dim!r}; "
+                        "xarray's over several return a dict: ask per dim")
+    return dim if dim is None or isinstance(dim, str) else (dim,)
 
 
 def _keeps_attrs(keep_attrs: bool | None, groups: _Groups | None = None) -> bool:
@@ -432,6 +442,47 @@ class ActiveAccessor(_Reductions):
                keep_attrs: bool | None = None) -> xr.DataArray:
         """``da.median(dim)``, exactly, as :meth:`quantile` finds it."""
         return self._reduce("median", dim, skipna, keep_attrs, True)
+
+    def argmax(self, dim: Hashable | None = None, *, skipna: bool | None = None,
+               keep_attrs: bool | None = None, compute: bool = True) -> xr.DataArray:
+        """``da.argmax(dim)``: the first position of the largest value along one dimension
+        (None: in the flattened array, as xarray's flat index). All-missing cells are NaN."""
+        return self._reduce("argmax", _one_dim(dim), skipna, keep_attrs, compute)
+
+    def argmin(self, dim: Hashable | None = None, *, skipna: bool | None = None,
+               keep_attrs: bool | None = None, compute: bool = True) -> xr.DataArray:
+        """``da.argmin(dim)``, as :meth:`argmax`."""
+        return self._reduce("argmin", _one_dim(dim), skipna, keep_attrs, compute)
+
+    def idxmax(self, dim: Hashable | None = None, *, skipna: bool | None = None,
+               keep_attrs: bool | None = None) -> xr.DataArray:
+        """``da.idxmax(dim)``: the coordinate label of the largest value along ``dim``, from
+        the positions found storage-side; all-missing cells NaN, as xarray's."""
+        return self._label_of("argmax", dim, skipna, keep_attrs)
+
+    def idxmin(self, dim: Hashable | None = None, *, skipna: bool | None = None,
+               keep_attrs: bool | None = None) -> xr.DataArray:
+        """``da.idxmin(dim)``, as :meth:`idxmax`."""
+        return self._label_of("argmin", dim, skipna, keep_attrs)
+
+    def _label_of(self, op: str, dim: Hashable | None, skipna: bool | None,
+                  keep_attrs: bool | None) -> xr.DataArray:
+        """xarray's ``_calc_idxminmax`` with the positions computed storage-side."""
+        da = self._da
+        if dim is None:
+            if da.ndim != 1:
+                raise ValueError("Must supply 'dim' argument for multidimensional arrays")
+            dim = da.dims[0]
+        if dim not in da.dims:
+            raise KeyError(f"Dimension {dim!r} not in dimension")
+        positions = self._reduce(op, _one_dim(dim), skipna, keep_attrs, True)
+        none_valid = positions.isnull()
+        labels = da[dim][(positions.fillna(0).astype(np.intp),)]
+        del labels.coords[dim]
+        if skipna or (skipna is None and da.dtype.kind in "cfO"):
+            labels = labels.where(~none_valid)
+        labels.attrs = positions.attrs
+        return labels
 
     def weighted(self, weights: xr.DataArray) -> ActiveWeighted:
         """``da.weighted(weights)``, storage-side: each chunk gets the weights of its region."""

@@ -46,7 +46,8 @@ class ClientBackend(Backend):
         partials = await asyncio.to_thread(
             lambda: [
                 None if raw is None else job.kernel.reduce(raw, t.selection, t.key,
-                                                           weights=t.weights, labels=t.labels)
+                                                           weights=t.weights, labels=t.labels,
+                                                           spans=t.spans)
                 for raw, t in zip(raws, tasks)
             ]
         )

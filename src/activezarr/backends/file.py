@@ -150,7 +150,8 @@ class FileBackend(Backend):
                     partials.append(None)
                     continue
                 partial = job.kernel.reduce(raw, task.selection, task.key,
-                                            weights=task.weights, labels=task.labels)
+                                            weights=task.weights, labels=task.labels,
+                                            spans=task.spans)
                 stored += len(raw)
                 if label in holders:
                     holders[label].merge(partial)

@@ -71,7 +71,7 @@ def request_for(job: ChunkJob, task: ChunkTask, position: int, result: BatchResu
         return build_request(job.kernel.spec, task.selection, interface_type=interface_type,
                              url=url, byte_range=byte_range, extensions=spoken.extensions,
                              operations=spoken.operations, weights=task.weights,
-                             labels=task.labels)
+                             labels=task.labels, spans=task.spans)
     except CannotExpress as exc:
         result.failed[position] = servers.cannot_take(str(exc))
         return None

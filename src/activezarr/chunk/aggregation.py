@@ -15,7 +15,7 @@ This module is generic: the built-in aggregations, and the reductions finishing 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -92,6 +92,10 @@ class Aggregation:
     Params: ClassVar[type[BaseModel]] = NoParams
     #: Whether elements may come with weights (a weighted sum).
     takes_weights: ClassVar[bool] = False
+    #: Whether the state holds positions in the whole selection (an argmax's): its ``Params``
+    #: then take ``origin``, where a chunk's selection starts in the whole one, per dimension,
+    #: which each chunk's request carries (:meth:`at`).
+    positional: ClassVar[bool] = False
 
     def __init__(self, dtype: Any, accumulate: str = "wide", weighted: bool = False,
                  params: Mapping[str, Any] | None = None) -> None:
@@ -101,6 +105,16 @@ class Aggregation:
         self.accumulate = accumulate
         self.weighted = weighted
         self.params = self.Params.model_validate(dict(params or {}))
+
+    def at(self, origin: Sequence[int]) -> Aggregation:
+        """This aggregation for a part of its selection starting ``origin`` positions further
+        along each dimension (itself where positions do not matter)."""
+        if not self.positional:
+            return self
+        params = self.params.model_dump()
+        base = params.get("origin") or [0] * len(origin)
+        params["origin"] = [int(a) + int(b) for a, b in zip(base, origin, strict=True)]
+        return type(self)(self.dtype, self.accumulate, self.weighted, params)
 
     # --- the state's arrays ---------------------------------------------------------------
 

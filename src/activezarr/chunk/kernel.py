@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from .aggregation import Aggregation
 from .codecs import CodecChain
 from .missing import is_missing, missing_mask
 from .partial import Partial
@@ -56,17 +57,20 @@ class ChunkKernel:
         return stored.transpose(np.argsort(order))
 
     def reduce(self, raw: Any, selection: Selection, key: str | None = None, *,
-               weights: np.ndarray | None = None, labels: np.ndarray | None = None) -> Partial:
+               weights: np.ndarray | None = None, labels: np.ndarray | None = None,
+               spans: Sequence[tuple[int, int]] = ()) -> Partial:
         """Partials of ``selection`` (``((start, stop, step), ...)``) of one stored chunk.
 
         ``weights`` (broadcastable to the selection) and ``labels`` (one group label per
-        selected position along ``spec.group_axis``) are what weighted and grouped specs need.
+        selected position along ``spec.group_axis``) are what weighted and grouped specs need;
+        ``spans`` where the selection sits in the whole one (positional aggregations).
         """
         data = self.decode(raw, key)[tuple(slice(*s) for s in selection)]
-        return self.partial(data, weights, labels)
+        return self.partial(data, weights, labels, spans)
 
     def partial(self, data: np.ndarray, weights: np.ndarray | None = None,
-                labels: np.ndarray | None = None) -> Partial:
+                labels: np.ndarray | None = None, spans: Sequence[tuple[int, int]] = ()
+                ) -> Partial:
         """Partials of selected, decoded ``data``, weighted and grouped as the spec says."""
         spec = self.spec
         if spec.weighted != (weights is not None):
@@ -78,23 +82,28 @@ class ChunkKernel:
             raise ValueError(f"weights of shape {weights.shape} do not broadcast to the "
                              f"selection's {data.shape}")
         mask = missing_mask(data, spec.missing)
+        aggregation = self.at(spans)
         if labels is not None:
             assert spec.group_axis is not None
             if labels.shape != (data.shape[spec.group_axis],):
                 raise ValueError(
                     f"{labels.shape[0] if labels.ndim == 1 else labels.shape} group labels for "
                     f"{data.shape[spec.group_axis]} positions along axis {spec.group_axis}")
-            return self.aggregation.grouped(data, mask, self.axes, spec.group_axis, labels,
-                                            weights)
-        return self.aggregation.reduce(data, mask, self.axes, weights)
+            return aggregation.grouped(data, mask, self.axes, spec.group_axis, labels, weights)
+        return aggregation.reduce(data, mask, self.axes, weights)
+
+    def at(self, spans: Sequence[tuple[int, int]]) -> Aggregation:
+        """The aggregation of a chunk whose selection sits at ``spans`` in the whole one."""
+        return self.aggregation.at([start for start, _ in spans]) if spans else self.aggregation
 
     def fill(self, value: Any, selection: Selection, *, weights: np.ndarray | None = None,
-             labels: np.ndarray | None = None) -> Partial:
+             labels: np.ndarray | None = None, spans: Sequence[tuple[int, int]] = ()
+             ) -> Partial:
         """Partials of ``selection`` of a chunk that was never written (all ``value``)."""
         shape = tuple(
             len(range(*slice(*s).indices(n))) for s, n in zip(selection, self.spec.shape)
         )
         if weights is not None or labels is not None:
-            return self.partial(np.full(shape, value, self.dtype), weights, labels)
-        return self.aggregation.constant(value, shape, self.axes,
+            return self.partial(np.full(shape, value, self.dtype), weights, labels, spans)
+        return self.at(spans).constant(value, shape, self.axes,
                                          is_missing(value, self.dtype, self.spec.missing))

@@ -79,7 +79,8 @@ def _clip(lo: int, hi: int, sel: tuple[int, int, int]) -> tuple[slice, slice] | 
 class FlatReducer:
     """Folds runs of a chunk's flat elements into one partial of the chunk's output."""
 
-    def __init__(self, spec: ChunkSpec, selection: Selection) -> None:
+    def __init__(self, spec: ChunkSpec, selection: Selection,
+                 spans: Sequence[tuple[int, int]] = ()) -> None:
         if any(step <= 0 for _, _, step in selection):
             raise ValueError(f"part-chunk selections need positive steps, got {selection}")
         self.spec = spec
@@ -90,6 +91,8 @@ class FlatReducer:
         self.stored_shape = tuple(spec.shape[a] for a in self.axes)
         selected = [len(range(*s)) for s in selection]
         self.aggregation = aggregation_of(spec)
+        if spans:  # where the chunk's selection sits in the whole one (positional states)
+            self.aggregation = self.aggregation.at([start for start, _ in spans])
         self.result = self.aggregation.empty(kept_shape(selected, spec.reduced_axes))
 
     def add(self, k0: int, values: np.ndarray) -> None:
@@ -100,18 +103,19 @@ class FlatReducer:
             first = int(np.ravel_multi_index(start, self.stored_shape)) - k0
             block = values[first:first + math.prod(box_shape)].reshape(box_shape)
             block = block.transpose(self.inverse)
-            local, region = [], []
+            local, region, origin = [], [], []
             for d, sel in enumerate(self.selection):
                 lo = start[self.inverse[d]]
                 clipped = _clip(lo, lo + block.shape[d], sel)
                 if clipped is None:
                     break
                 local.append(clipped[0])
+                origin.append(clipped[1].start)
                 if d not in reduced:
                     region.append(clipped[1])
             else:
                 picked = block[tuple(local)]
-                part = self.aggregation.reduce(picked, missing_mask(picked, self.spec.missing),
+                part = self.aggregation.at(origin).reduce(picked, missing_mask(picked, self.spec.missing),
                                                reduced)
                 self.result.merge(part, tuple(region))
 
@@ -145,9 +149,11 @@ def join_loose(pieces: Sequence[Piece]) -> list[Piece]:
     return [(start, bytes(data)) for start, data in runs]
 
 
-def reduce_loose(spec: ChunkSpec, selection: Selection, pieces: Sequence[Piece]) -> Partial:
-    """The partial of the straddling elements, from the loose bytes of all the chunk's OSTs."""
-    reducer = FlatReducer(spec, selection)
+def reduce_loose(spec: ChunkSpec, selection: Selection, pieces: Sequence[Piece],
+                 spans: Sequence[tuple[int, int]] = ()) -> Partial:
+    """The partial of the straddling elements, from the loose bytes of all the chunk's OSTs
+    (``spans``: where the chunk's selection sits in the whole one)."""
+    reducer = FlatReducer(spec, selection, spans)
     left = reducer.add_pieces(join_loose(pieces))
     if left:
         raise ValueError(f"loose bytes at {[p[0] for p in left]} do not make whole elements")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, field_validator
@@ -338,9 +338,117 @@ class Bins(Aggregation):
         return {"counts": bin_counts(bins, inside, axes, count.shape, nbins)}
 
 
+# --- argmax / argmin: the extreme and its first position in the selection ----------------
+
+
+Position = Annotated[int, PydanticField(ge=0, le=2**63 - 1)]
+
+
+class Positions(BaseModel):
+    """Where a chunk's selection sits in the whole selection, per dimension: the selection's
+    ``shape``, which dimensions were selected ``reversed`` (positions count from the other
+    end, as numpy's of the selected array) and the ``origin`` of the chunk's selection
+    (ascending positions). All empty: positions in the chunk's selection alone."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    shape: list[Position] = PydanticField(default_factory=list, max_length=64)
+    reversed: list[bool] = PydanticField(default_factory=list, max_length=64)
+    origin: list[Position] = PydanticField(default_factory=list, max_length=64)
+
+    def of(self, data_shape: tuple[int, ...], axes: tuple[int, ...]) -> np.ndarray:
+        """The flat position in the whole selection of each element of a chunk's selection of
+        ``data_shape``, over the reduced ``axes`` in C order (numpy's ``argmax`` of them)."""
+        ndim = len(data_shape)
+        shape = self.shape or list(data_shape)
+        reversed_ = self.reversed or [False] * ndim
+        origin = self.origin or [0] * ndim
+        if not len(shape) == len(reversed_) == len(origin) == ndim:
+            raise ValueError(f"params shape, reversed and origin need {ndim} dimension(s)")
+        flat = np.zeros((1,) * ndim, np.int64)
+        stride = 1
+        for a in sorted(axes, reverse=True):
+            along = np.arange(data_shape[a], dtype=np.int64) + origin[a]
+            if along.size and along[-1] >= shape[a]:
+                raise ValueError(f"params origin {origin[a]} leaves a chunk of {data_shape[a]} "
+                                 f"outside a selection of {shape[a]} along axis {a}")
+            if reversed_[a]:
+                along = shape[a] - 1 - along
+            flat = flat + (along * stride).reshape([-1 if d == a else 1 for d in range(ndim)])
+            stride *= shape[a]
+        return np.broadcast_to(flat, data_shape)
+
+
+#: Where a cell holds no valid element: after every real position.
+NO_POSITION = np.iinfo(np.int64).max
+POSITION = Field("position", lambda dtype, accumulate: np.dtype(np.int64),
+                 lambda dtype: NO_POSITION, None)
+
+
+class ArgMaximum(Aggregation):
+    """``argmax`` (our extension): per output cell, the largest valid value and its first
+    position in the selection (numpy's tie rule). NaN beats every number, as numpy's argmax
+    finds the first NaN; skipped NaN (skipna) are missing instead."""
+
+    op = "argmax"
+    Params = Positions
+    params: Positions
+    positional = True
+    fields = (Field("extreme", stored, lambda dtype: sentinels(dtype)[1], None), POSITION)
+    better: ClassVar[np.ufunc] = np.greater
+    extreme: ClassVar[np.ufunc] = np.maximum
+
+    def chunk(self, data: np.ndarray, valid: Where, axes: tuple[int, ...], count: np.ndarray,
+              weights: np.ndarray | None) -> dict[str, np.ndarray]:
+        positions = self.params.of(data.shape, axes)
+        valid = np.broadcast_to(valid, data.shape)
+        nan = np.isnan(data) & valid if data.dtype.kind == "f" else np.zeros(data.shape, bool)
+        numbers = valid & ~nan
+        best = self.extreme.reduce(data, axis=axes, initial=self.fields[0].identity(self.dtype),
+                                   where=numbers, keepdims=True)
+        any_nan = np.logical_or.reduce(nan, axis=axes, keepdims=True)
+        hits = np.where(any_nan, nan, numbers & (data == best))
+        position = np.minimum.reduce(positions, axis=axes, initial=NO_POSITION, where=hits)
+        best = np.where(any_nan, np.nan, best) if data.dtype.kind == "f" else best
+        return {"extreme": best.reshape(count.shape).astype(self.dtype),
+                "position": position}
+
+    def merge(self, into: Partial, other: Partial, region: tuple[Any, ...] = ()) -> None:
+        mine, theirs = into["extreme"][region], other["extreme"]
+        here, there = into["position"][region], other["position"]
+        take = self.beats(theirs, there, mine, here)
+        into["extreme"][region] = np.where(take, theirs, mine)
+        into["position"][region] = np.where(take, there, here)
+        into.count[region] = into.count[region] + other.count
+
+    def beats(self, value: np.ndarray, position: np.ndarray, other: np.ndarray,
+              other_position: np.ndarray) -> np.ndarray:
+        """Where (``value``, ``position``) wins over the other pair: NaN first, then the
+        better value, then on ties the first position."""
+        if self.dtype.kind == "f":
+            nan, other_nan = np.isnan(value), np.isnan(other)
+        else:
+            nan = other_nan = np.zeros(np.shape(value), bool)
+        tie = (value == other) | (nan & other_nan)
+        return (nan & ~other_nan) | (~other_nan & self.better(value, other)) | (
+            tie & (position < other_position))
+
+    def unpack(self, partial: Partial, scale: float, offset: float) -> Partial:
+        # Only the positions are finished; a negative scale asked for the other extreme.
+        return partial.replace(extreme=_extreme(partial["extreme"], scale, offset))
+
+
+class ArgMinimum(ArgMaximum):
+    """``argmin``: the smallest valid value and its first position (NaN still wins)."""
+
+    op = "argmin"
+    fields = (Field("extreme", stored, lambda dtype: sentinels(dtype)[0], None), POSITION)
+    better = np.less
+    extreme = np.minimum
+
+
 #: The operations every storage side serves.
 _AGGREGATIONS: tuple[type[Aggregation], ...] = (Counts, Sums, Minimum, Maximum, Moments, Bins,
-                                                *RANK_AGGREGATIONS)
+                                                ArgMaximum, ArgMinimum, *RANK_AGGREGATIONS)
 BUILTIN_AGGREGATIONS: dict[str, type[Aggregation]] = {cls.op: cls for cls in _AGGREGATIONS}
 
 
@@ -410,6 +518,8 @@ class Reduction(ABC):
     defined_when_empty: ClassVar[bool] = False
     #: Whether it takes ``weights=`` (and needs them).
     weighted: ClassVar[bool] = False
+    #: Whether it reduces one axis or all, never a tuple of them (numpy's argmax).
+    one_axis: ClassVar[bool] = False
 
     def __init__(self, **options: Any) -> None:
         if options:
@@ -450,14 +560,21 @@ class Sum(Reduction):
         return acc["sum"], acc.count == 0
 
 
-@reductions.register("min")
-class Min(Reduction):
-    name = "min"
-    aggregation = Minimum
-    _swapped: ClassVar[type[Aggregation]] = Maximum
+class _Opposed(Reduction):
+    """A reduction of an extreme: of values packed with a negative scale, the opposite
+    extreme's state of the stored values (a min is where the stored max is)."""
+
+    _swapped: ClassVar[type[Aggregation]]
 
     def stored_op(self, scale: float) -> str:
         return (self._swapped if scale < 0 else self.aggregation).op
+
+
+@reductions.register("min")
+class Min(_Opposed):
+    name = "min"
+    aggregation = Minimum
+    _swapped: ClassVar[type[Aggregation]] = Maximum
 
     def result_dtype(self, dtype: np.dtype) -> np.dtype:
         return dtype.newbyteorder("=")
@@ -636,6 +753,30 @@ class Median(Quantile):
     def between(self, a: np.ndarray, b: np.ndarray, gamma: np.ndarray) -> np.ndarray:
         # numpy's median: the middle value, or the mean of the middle two
         return np.where(gamma == 0, a, np.mean(np.stack([a, b]), axis=0))
+
+
+@reductions.register("argmax")
+class ArgMax(_Opposed):
+    """numpy's ``argmax``: the first position of the largest valid value along one axis (or
+    in the flattened selection), masked where a cell has no valid value (numpy.ma gives 0)."""
+
+    name = "argmax"
+    aggregation = ArgMaximum
+    one_axis = True
+    _swapped: ClassVar[type[Aggregation]] = ArgMinimum
+
+    def result_dtype(self, dtype: np.dtype) -> np.dtype:
+        return np.dtype(np.intp)
+
+    def finish(self, acc: Partial) -> tuple[np.ndarray, np.ndarray]:
+        return acc["position"], acc.count == 0
+
+
+@reductions.register("argmin")
+class ArgMin(ArgMax):
+    name = "argmin"
+    aggregation = ArgMinimum
+    _swapped = ArgMaximum
 
 
 _BUILTIN_REDUCTIONS = frozenset(reductions.builtin_names())

@@ -65,6 +65,12 @@ class _Reductions:
     def median(self, axis: Any = None, method: str = "exact") -> Any:
         return self.reduce("median", axis, method=method)
 
+    def argmax(self, axis: int | None = None) -> Any:
+        return self.reduce("argmax", axis)
+
+    def argmin(self, axis: int | None = None) -> Any:
+        return self.reduce("argmin", axis)
+
 
 class ActiveReduction(_Reductions):
     """Reductions of ``array`` (or of ``array[selection]`` via indexing) where its bytes live.
@@ -155,8 +161,12 @@ class ActiveReduction(_Reductions):
         # packed dtype, whose values unpack to floats.
         floats = cf.packed or (reduction.accumulate == "float" and cf.dtype.kind in "iu")
         accumulate = "float" if floats else "wide"
+        params = reduction.params()
+        if reduction.aggregation.positional:  # positions count in the whole selection
+            params = {**(params or {}), "shape": [d.size for d in plan.dims],
+                      "reversed": [d.reversed for d in plan.dims]}
         return self.layout.spec(missing=cf.missing, axis=plan.reduced,
-                                op=reduction.stored_op(cf.scale), params=reduction.params(),
+                                op=reduction.stored_op(cf.scale), params=params,
                                 accumulate=accumulate, weighted=extras.weights is not None,
                                 group_axis=extras.group_dim)
 
@@ -200,6 +210,11 @@ class ActiveReduction(_Reductions):
         weights = options.pop("weights", None)
         extras = Extras.build(dims, weights, options.pop("groups", None))
         reduction = get_reduction(op, **options)
+        if reduction.one_axis and not (axis is None or isinstance(axis, (int, np.integer))):
+            raise TypeError(f"{op} takes axis=None or one integer axis, as numpy's; got "
+                            f"{axis!r}")
+        if reduction.one_axis and extras.group_dim is not None:
+            raise ValueError(f"{op} has no grouped form: reduce each group's selection")
         if reduction.weighted != (weights is not None):
             raise ValueError(f"{op} needs weights=..." if weights is None else
                              f"weights go with weighted_sum or weighted_mean, not {op}")

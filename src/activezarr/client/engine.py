@@ -139,7 +139,8 @@ class Engine:
 
     def _merge_fill(self, acc: Partial, task: ChunkTask) -> None:
         acc.merge(self.job.kernel.fill(self.job.layout.fill_value, task.selection,
-                                       weights=task.weights, labels=task.labels), task.region)
+                                       weights=task.weights, labels=task.labels,
+                                       spans=task.spans), task.region)
 
     async def _reduce(self, batch: Sequence[ChunkTask]) -> BatchResult:
         try:

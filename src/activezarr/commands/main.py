@@ -48,14 +48,15 @@ COMMAND_EXTRAS = {"demo": "demo", "serve": "server"}
 
 
 def _parse_axes(ctx: click.Context, param: click.Parameter,
-                values: tuple[str, ...]) -> tuple[int, ...] | None:
-    """``--axis 0 --axis 2`` and ``--axis 0,2`` both give ``(0, 2)``; none given: all axes."""
+                values: tuple[str, ...]) -> int | tuple[int, ...] | None:
+    """``--axis 0 --axis 2`` and ``--axis 0,2`` both give ``(0, 2)``, one ``--axis 1`` gives
+    ``1`` (what argmax takes); none given: all axes."""
     try:
         axes = tuple(int(a) for value in values for a in value.split(","))
     except ValueError:
         raise click.BadParameter(f"{', '.join(values)!r}: axes are integers, e.g. 0 or 0,2",
                                  ctx, param) from None
-    return axes or None
+    return axes[0] if len(axes) == 1 else axes or None
 
 
 @contextmanager
@@ -163,7 +164,8 @@ def main() -> None:
 @click.option("--var", default=None, help="The array to reduce inside a zarr group, or the "
               "variable of a netCDF/HDF5 file (read through kerchunk references).")
 @click.option("--op", required=True, help="Reduction: mean, sum, min, max, count, var, std, "
-              "quantile (--q), median, histogram (--bins), or one an installed plugin registers.")
+              "quantile (--q), median, histogram (--bins), argmax, argmin (one --axis or none), "
+              "or one an installed plugin registers.")
 @click.option("--select", "selection", type=SelectionType(), default="...", show_default=True,
               help='Numpy-style selection: comma-separated ints, start:stop:step slices and "...", '
               'e.g. "0:10,:,::2".')
@@ -194,7 +196,7 @@ def main() -> None:
               help='Print {"result": ..., "report": {...}} as JSON (masked values are null; '
               'NaN and infinities are the strings "NaN", "Infinity", "-Infinity").')
 def reduce_array(url: str, var: str | None, op: str, selection: tuple[Any, ...],
-                 axis: tuple[int, ...] | None, weights: str | None, ddof: int | None,
+                 axis: int | tuple[int, ...] | None, weights: str | None, ddof: int | None,
                  quantiles: tuple[float, ...], bins: str | None,
                  missing: str | dict[str, Any] | None, skipna: bool,
                  storage_options: dict[str, Any], active: dict[str, Any], no_fallback: bool,

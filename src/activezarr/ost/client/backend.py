@@ -229,7 +229,7 @@ class OSTBackend(Backend):
                                  # The cluster says which plugin reductions it serves by
                                  # answering: one it does not is each item's error.
                                  operations=(*OPS, job.kernel.spec.op),
-                                 weights=task.weights, labels=task.labels)
+                                 weights=task.weights, labels=task.labels, spans=task.spans)
         except CannotExpress:
             return None
 
@@ -273,7 +273,7 @@ class OSTBackend(Backend):
             task = tasks[i]
             result.partials[i] = await asyncio.to_thread(
                 job.kernel.reduce, raw, task.selection, task.key, weights=task.weights,
-                labels=task.labels)
+                labels=task.labels, spans=task.spans)
 
 
 def _stored_range(task: ChunkTask, layout: FileLayout) -> tuple[int, int]:
@@ -366,7 +366,7 @@ def _settle(job: ChunkJob, tasks: Sequence[ChunkTask], answers: _Gathered,
         label = answers.labels[i]
         if answers.loose[i]:
             answers.partials[label].merge(reduce_loose(job.kernel.spec, tasks[i].selection,
-                                                       answers.loose[i]))
+                                                       answers.loose[i], tasks[i].spans))
         if label in holders:
             result.combined.add(i)
         else:
