@@ -138,6 +138,17 @@ class Runner:
     def open(self, path: Path, request: pytest.FixtureRequest) -> zarr.Array:
         return self.opener(path, {f: request.getfixturevalue(f) for f in self.fixtures})
 
+    def check_storage_side(self, report: activezarr.Report, *ops: str) -> None:
+        """``report`` is this runner's, every chunk reduced storage-side; a plain Reductionist
+        serves none of our extensions ``ops``, and its fallbacks say so."""
+        assert report.backend == self.reported
+        if self.name == "s3-reductionist":
+            assert all(
+                why.endswith(tuple(f"does not serve the '{op}' reduction" for op in ops))
+                for why in report.fallback_reasons), report.fallback_reasons
+        else:
+            assert report.fallbacks == 0, report.fallback_reasons
+
 
 RUNNERS = (
     Runner("file", (), _file),

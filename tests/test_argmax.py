@@ -71,15 +71,8 @@ def _check(runner: Runner, fixtures: dict[str, Any], path: Path, case: dict[str,
             _same(got, _expected(op, values, mask, axis), values, axis, packed,
                   f"{op} axis {axis}")
             assert got is np.ma.masked or np.ma.getdata(got).dtype == np.intp
-            report = red.last_report
-            assert report.backend == runner.reported
-            if runner.name == "s3-reductionist":  # a plain Reductionist has no argmax
-                # (a negative scale_factor asks for the other one)
-                assert all(reason.endswith(("does not serve the 'argmax' reduction",
-                                            "does not serve the 'argmin' reduction"))
-                           for reason in report.fallback_reasons), report.fallback_reasons
-            else:
-                assert report.fallbacks == 0, report.fallback_reasons
+            # a negative scale_factor asks for the other one
+            runner.check_storage_side(red.last_report, "argmax", "argmin")
 
 
 @pytest.mark.timeout(max(600, 2 * EXAMPLES))

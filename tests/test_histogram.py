@@ -57,13 +57,7 @@ def _check(runner: Runner, fixtures: dict[str, Any], path: Path, case: dict[str,
         np.testing.assert_array_equal(got, _numpy(values, mask, edges, axis),
                                       err_msg=f"axis {axis}, edges {edges}")
         assert np.asarray(got).dtype == np.intp
-        report = red.last_report
-        assert report.backend == runner.reported
-        if runner.name == "s3-reductionist":  # a plain Reductionist has no histogram
-            assert all(why.endswith("the server does not serve the 'histogram' reduction")
-                       for why in report.fallback_reasons), report.fallback_reasons
-        else:
-            assert report.fallbacks == 0, report.fallback_reasons
+        runner.check_storage_side(red.last_report, "histogram")
 
 
 @pytest.mark.timeout(max(600, 2 * EXAMPLES))

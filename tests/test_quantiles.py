@@ -50,12 +50,7 @@ def _check(runner: Runner, fixtures: dict[str, Any], path: Path, values: np.ndar
             expected = _numpy(values, mask, q, axis)
             np.testing.assert_array_equal(np.ma.filled(np.ma.asarray(got, np.float64), np.nan),
                                           expected, err_msg=f"axis {axis}, q {q}")
-            report = red.last_report
-            assert report.backend == runner.reported
-            if runner.name == "s3-reductionist":  # a plain Reductionist has no key_* operation
-                assert all("does not serve" in why for why in report.fallback_reasons)
-            else:
-                assert report.fallbacks == 0, report.fallback_reasons
+            runner.check_storage_side(red.last_report, "key_range", "key_bins", "key_values")
 
 
 @pytest.mark.timeout(max(600, 2 * EXAMPLES))
