@@ -28,7 +28,7 @@ def test_quick_run_checks_answers_repeats_and_names_what_it_skips(tmp_path: Path
         assert len(mean["runs"]) == 2 and mean["seconds"] == sorted(mean["runs"])[0]
         assert mean["cpu"] > 0
     assert results["pas-local", "climatology"]["skip"] == \
-        "PyActiveStorage has no weighted or grouped reductions"
+        "PyActiveStorage has no weighted, grouped or quantile reductions"
     assert results["zarr-http", "climatology"]["check"] == "ok"
     assert "pas-local          skipped: PyActiveStorage has no" in run.stdout.replace(
         "climatology ", "")
