@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import math
 import os
@@ -577,6 +578,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"server {kill['killed']} killed at K = {kill['k']}, W = {kill['w']}: answer "
               f"{kill['check']}, {kill['seconds']:.2f} s against {kill['usual_median']:.2f} s "
               f"(+{kill['extra_seconds']:.2f} s)")
+    if importlib.util.find_spec("matplotlib") is None:
+        print("no figures: matplotlib is not installed (pip install -e '.[bench]')")
+        return 0
     args.docs.mkdir(parents=True, exist_ok=True)
     print("wrote", *plot(out, args.docs))
     return 0
