@@ -209,7 +209,9 @@ def test_a_heavy_batch_stops_at_its_deadline_while_others_are_served(
     print(f"\n1,024-bomb batch answered in {elapsed:.1f} s (deadline 4 s): {len(done)} done, "
           f"{len(late)} stopped; {len(latencies)} small requests meanwhile, slowest "
           f"{max(latencies):.2f} s ({sorted(round(x, 2) for x in latencies)})")
-    assert len(late) + len(done) == 1024 and len(late) > 1000
+    # How many finish by the deadline depends on the machine (19-24 on 2 idle cores); that most
+    # are stopped does not: the 1,024 would take minutes.
+    assert len(late) + len(done) == 1024 and len(late) > 1024 // 2
     assert "--request-timeout" in late[0]["error"]["message"]
     assert all(values(r)[()] == 0 for r in done)
     assert elapsed < 30  # not the minutes 1,024 bombs would take
