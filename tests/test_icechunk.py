@@ -108,7 +108,7 @@ def test_from_url_names_what_it_takes_for_any_other_object() -> None:
 
 def test_a_zarr_group_with_members_named_like_icechunk_folders_opens(tmp_path: Path) -> None:
     group = zarr.open_group(str(tmp_path / "ds.zarr"), mode="w")
-    for name in ("refs", "snapshots"):
+    for name in ("refs", "snapshots", "repo"):
         group.create_array(name, shape=(2,), dtype="f4")[:] = 1
     store = activezarr.ActiveStore.from_url(str(tmp_path / "ds.zarr"))
     assert activezarr.ActiveReduction(zarr.open_array(store, path="refs")).sum() == 2

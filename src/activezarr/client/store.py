@@ -36,9 +36,11 @@ def client_only_reason(store: Store) -> str:
 
 
 def _is_icechunk_repository(fs: fsspec.AbstractFileSystem, root: str) -> bool:
-    """Whether the folder ``root`` holds an icechunk repository (its ``refs`` and ``snapshots``
-    folders) rather than a zarr group, whose members could bear those names."""
-    return (all(fs.isdir(f"{root}/{name}") for name in ("refs", "snapshots"))
+    """Whether the folder ``root`` holds an icechunk repository rather than a zarr group, whose
+    members could bear the same names: a ``snapshots`` folder beside the ``refs`` folder of
+    icechunk 1's format or the ``repo`` file of icechunk 2's."""
+    return (fs.isdir(f"{root}/snapshots")
+            and (fs.isdir(f"{root}/refs") or fs.isfile(f"{root}/repo"))
             and not any(fs.exists(f"{root}/{name}") for name in ("zarr.json", ".zgroup")))
 
 
