@@ -1,8 +1,9 @@
-"""icechunk repositories: reduced on the client, with a warning that says what works instead.
+"""icechunk repositories: reduced beside their chunks' bytes where icechunk says where they are.
 
-icechunk's public API tells neither where a native chunk's object is nor a virtual chunk's byte
-range, so no backend can send their chunks to the storage side. Every route a user would try
-says so and points at what does work (the source files' references, a zarr copy).
+icechunk 2.1 and later locate every chunk (``array_chunk_iterator``): an ActiveStore on a
+session's snapshot reduces native chunks beside the repository's objects and virtual chunks
+beside their source files, locally and on S3 through the active server. Older icechunk says
+nothing of the kind: such stores are reduced on the client, with a warning saying what works.
 """
 
 from __future__ import annotations
@@ -13,71 +14,118 @@ from typing import Any
 import icechunk
 import numpy as np
 import pytest
+import xarray as xr
 import zarr
 
 import activezarr
+import activezarr.xarray  # noqa: F401  (the accessor)
+from activezarr.client.icechunk_references import locates_chunks
 from activezarr.client.store import ICECHUNK_ADVICE
 from activezarr.errors import ClientReductionWarning, UnsupportedArrayError
-from s3_servers import S3
+from s3_servers import S3, ActiveServer
 
 VALUES = np.arange(8 * 6, dtype="<f4").reshape(8, 6)
+LOCATES = locates_chunks(icechunk.IcechunkStore)
+needs_locations = pytest.mark.skipif(not LOCATES, reason=f"icechunk {icechunk.__version__} does "
+                                     "not locate chunks (2.1 and later do; they need Python 3.12)")
+
+
+CHUNKS = [(i, j) for i in (0, 1) for j in (0, 1)]
+
+
+def _create(session: Any, **options: Any) -> zarr.Array:
+    return zarr.create_array(session.store, name="tas", shape=VALUES.shape, chunks=(4, 3),
+                             dtype=VALUES.dtype, dimension_names=("time", "lon"), **options)
 
 
 def _native(storage: Any) -> Any:
-    """A repository whose array ``tas`` is written as icechunk's own (native) chunks."""
+    """A repository whose array ``tas`` is written as icechunk's own (native) chunks, zstd."""
     config = icechunk.RepositoryConfig.default()
     config.inline_chunk_threshold_bytes = 0  # every chunk an object of the repository
     repo = icechunk.Repository.create(storage, config)
     session = repo.writable_session("main")
-    array = zarr.create_array(session.store, name="tas", shape=VALUES.shape, chunks=(4, 3),
-                              dtype=VALUES.dtype, compressors=None)
-    array[:] = VALUES
+    _create(session)[:] = VALUES
     session.commit("native chunks")
     return repo.readonly_session("main").store
 
 
-def _virtual(tmp_path: Path) -> Any:
-    """A repository whose array ``tas`` points into a raw file's byte ranges (virtual chunks)."""
-    source = tmp_path / "tas.bin"
-    chunks = [VALUES[i:i + 4, j:j + 3] for i in (0, 4) for j in (0, 3)]
-    source.write_bytes(b"".join(c.tobytes() for c in chunks))
-    prefix = f"file://{tmp_path}/"
+def _virtual(storage: Any, prefix: str, store: Any, credentials: Any, write: Any) -> Any:
+    """A repository whose array ``tas`` points into a raw file's byte ranges (virtual chunks):
+    ``write(name, data)`` puts the file under ``prefix``, where ``store`` reaches it."""
+    chunks = [VALUES[i * 4:i * 4 + 4, j * 3:j * 3 + 3] for i, j in CHUNKS]
+    write("tas.bin", b"".join(c.tobytes() for c in chunks))
     config = icechunk.RepositoryConfig.default()
-    config.set_virtual_chunk_container(
-        icechunk.VirtualChunkContainer(prefix, icechunk.local_filesystem_store(str(tmp_path))))
+    config.set_virtual_chunk_container(icechunk.VirtualChunkContainer(prefix, store))
     repo = icechunk.Repository.create(
-        icechunk.local_filesystem_storage(str(tmp_path / "repo")), config,
-        authorize_virtual_chunk_access={prefix: None})
+        storage, config,
+        authorize_virtual_chunk_access=icechunk.containers_credentials({prefix: credentials}))
     session = repo.writable_session("main")
-    zarr.create_array(session.store, name="tas", shape=VALUES.shape, chunks=(4, 3),
-                      dtype=VALUES.dtype, compressors=None, fill_value=0)
-    nbytes = chunks[0].nbytes
-    for n, (i, j) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
-        session.store.set_virtual_ref(f"tas/c/{i}/{j}", f"{prefix}tas.bin", offset=n * nbytes,
-                                      length=nbytes)
+    _create(session, compressors=None, fill_value=0)
+    for n, (i, j) in enumerate(CHUNKS):
+        session.store.set_virtual_ref(f"tas/c/{i}/{j}", f"{prefix}tas.bin",
+                                      offset=n * chunks[0].nbytes, length=chunks[0].nbytes)
     session.commit("virtual chunks")
     return repo.readonly_session("main").store
 
 
-def _s3(moto_s3: S3, prefix: str) -> Any:
-    bucket = moto_s3.bucket("icechunk")
+def _s3(moto_s3: S3, bucket: str, prefix: str) -> Any:
     return icechunk.s3_storage(bucket=bucket, prefix=prefix, endpoint_url=moto_s3.endpoint,
                                access_key_id=moto_s3.key, secret_access_key=moto_s3.secret,
                                region="us-east-1", allow_http=True, force_path_style=True)
 
 
-@pytest.fixture(params=["local-native", "local-virtual", "s3-native"])
-def icechunk_store(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    if request.param == "local-native":
-        return _native(icechunk.local_filesystem_storage(str(tmp_path / "repo")))
-    if request.param == "local-virtual":
-        return _virtual(tmp_path)
-    return _native(_s3(request.getfixturevalue("moto_s3"), tmp_path.name))
+def _local_virtual(tmp_path: Path) -> Any:
+    return _virtual(icechunk.local_filesystem_storage(str(tmp_path / "repo")),
+                    f"file://{tmp_path}/", icechunk.local_filesystem_store(str(tmp_path)),
+                    getattr(icechunk.credentials, "LocalFileSystemAccess", None),  # None before 2
+                    lambda name, data: (tmp_path / name).write_bytes(data))
+
+
+def _s3_virtual(moto_s3: S3, bucket: str, prefix: str) -> Any:
+    store = icechunk.s3_store(region="us-east-1", endpoint_url=moto_s3.endpoint,
+                              allow_http=True, s3_compatible=True, force_path_style=True)
+    credentials = icechunk.s3_credentials(access_key_id=moto_s3.key,
+                                          secret_access_key=moto_s3.secret)
+    return _virtual(_s3(moto_s3, bucket, f"{prefix}/repo"), f"s3://{bucket}/{prefix}/", store,
+                    credentials, lambda name, data: moto_s3.client.put_object(
+                        Bucket=bucket, Key=f"{prefix}/{name}", Body=data))
+
+
+@pytest.fixture(params=["local-native", "local-virtual", "s3-native", "s3-virtual"])
+def repository(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Any, str, dict[str, Any]]:
+    """(a session's store, the repository's URL, the ActiveStore's other arguments)."""
+    if request.param.startswith("local"):
+        url = str(tmp_path / "repo")
+        store = (_local_virtual(tmp_path) if request.param == "local-virtual" else
+                 _native(icechunk.local_filesystem_storage(url)))
+        return store, url, {}
+    moto_s3: S3 = request.getfixturevalue("moto_s3")
+    bucket, prefix = moto_s3.bucket("icechunk"), tmp_path.name
+    store = (_s3_virtual(moto_s3, bucket, prefix) if request.param == "s3-virtual" else
+             _native(_s3(moto_s3, bucket, f"{prefix}/repo")))
+    server: ActiveServer = request.getfixturevalue("active_server")
+    return store, f"s3://{bucket}/{prefix}/repo", {
+        "storage_options": moto_s3.storage_options, "active": {"server": server.url}}
+
+
+@needs_locations
+@pytest.mark.parametrize(("op", "dim"), [("mean", "time"), ("max", None), ("sum", "lon")])
+def test_an_icechunk_repository_reduces_storage_side_equal_to_xarray(
+        repository: tuple[Any, str, dict[str, Any]], op: str, dim: str | None) -> None:
+    store, url, options = repository
+    tas = xr.open_zarr(activezarr.ActiveStore.from_icechunk(store, url, **options),
+                       consolidated=False).tas
+    with activezarr.collect_reports() as reports:
+        got = getattr(tas.active, op)(dim)
+    xr.testing.assert_identical(got, getattr(xr.open_zarr(store, consolidated=False).tas, op)(dim))
+    (report,) = reports.each
+    assert report.fallbacks == 0 and report.chunks == 4
+    assert report.backend == "reference" and "client" not in report.paths
 
 
 def test_an_icechunk_array_reduces_on_the_client_and_the_warning_says_what_works(
-        icechunk_store: Any) -> None:
-    array = zarr.open_array(icechunk_store, path="tas", mode="r")
+        repository: tuple[Any, str, dict[str, Any]]) -> None:
+    array = zarr.open_array(repository[0], path="tas", mode="r")
     with pytest.warns(ClientReductionWarning) as caught:
         red = activezarr.ActiveReduction(array)
     assert str(caught[0].message).endswith(f"on the client: {ICECHUNK_ADVICE}")
@@ -86,19 +134,47 @@ def test_an_icechunk_array_reduces_on_the_client_and_the_warning_says_what_works
     assert red.last_report is not None and red.last_report.backend == "client"
 
 
-def test_active_store_from_url_refuses_an_icechunk_store_with_the_advice(
-        icechunk_store: Any) -> None:
-    with pytest.raises(TypeError, match="cannot wrap an IcechunkStore: icechunk does not say"):
-        activezarr.ActiveStore.from_url(icechunk_store)
+@pytest.mark.skipif(LOCATES, reason="this icechunk locates chunks")
+def test_an_icechunk_that_does_not_locate_chunks_is_refused_with_what_to_upgrade(
+        tmp_path: Path) -> None:
+    store = _native(icechunk.local_filesystem_storage(str(tmp_path / "repo")))
+    with pytest.raises(UnsupportedArrayError, match="icechunk 2.1 or later does"):
+        activezarr.ActiveStore.from_icechunk(store, str(tmp_path / "repo"))
 
 
-@pytest.mark.parametrize("url", ["{repo}", "file://{repo}", "icechunk://{repo}",
-                                 "active::icechunk://{repo}"])
-def test_active_store_from_url_refuses_a_local_icechunk_repository_with_the_advice(
+def test_active_store_from_url_takes_no_icechunk_store_and_names_from_icechunk(
+        repository: tuple[Any, str, dict[str, Any]]) -> None:
+    with pytest.raises(TypeError, match="not an IcechunkStore: to reduce storage-side, open the"):
+        activezarr.ActiveStore.from_url(repository[0])
+
+
+LOCAL_URLS = pytest.mark.parametrize("url", ["{repo}", "file://{repo}", "icechunk://{repo}",
+                                              "active::icechunk://{repo}"])
+
+
+@needs_locations
+@LOCAL_URLS
+def test_active_store_from_url_opens_a_local_icechunk_repository_s_main_branch(
         tmp_path: Path, url: str) -> None:
     _native(icechunk.local_filesystem_storage(str(tmp_path / "repo")))
-    with pytest.raises(UnsupportedArrayError, match="is an icechunk repository, which Active"):
+    store = activezarr.ActiveStore.from_url(url.format(repo=tmp_path / "repo"))
+    red = activezarr.ActiveReduction(zarr.open_array(store, path="tas", mode="r"))
+    np.testing.assert_array_equal(red.mean(axis=0), VALUES.mean(axis=0))
+    assert red.last_report.backend == "reference" and red.last_report.fallbacks == 0
+
+
+@pytest.mark.skipif(LOCATES, reason="this icechunk locates chunks")
+@LOCAL_URLS
+def test_active_store_from_url_refuses_a_local_repository_if_icechunk_cannot_locate_chunks(
+        tmp_path: Path, url: str) -> None:
+    _native(icechunk.local_filesystem_storage(str(tmp_path / "repo")))
+    with pytest.raises(UnsupportedArrayError, match="icechunk 2.1 or later does"):
         activezarr.ActiveStore.from_url(url.format(repo=tmp_path / "repo"))
+
+
+def test_icechunk_urls_elsewhere_name_from_icechunk() -> None:
+    with pytest.raises(UnsupportedArrayError, match="for one elsewhere use activezarr.Active"):
+        activezarr.ActiveStore.from_url("icechunk://s3://bucket/repo")
 
 
 def test_from_url_names_what_it_takes_for_any_other_object() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,14 +13,16 @@ from zarr.storage import FsspecStore, LocalStore, WrapperStore
 
 from ..backends.base import check_active_options
 from ..errors import UnsupportedArrayError
+from ..transport.sync import run_sync
 from .filesystem import ActiveFileSystem, with_async_references
+from .icechunk_references import references
 
-#: What works for icechunk data: its public API tells neither where a native chunk's object is
-#: nor a virtual chunk's byte range, so there is nothing for a backend to hand to the storage side.
+#: What works for icechunk data: icechunk >= 2.1 tells where each chunk's bytes are, so an
+#: ActiveStore on its references reduces them beside their objects and source files.
 ICECHUNK_ADVICE = (
-    "icechunk does not say where a chunk's bytes are; to reduce storage-side, open the source "
-    "files' virtualizarr or kerchunk references (ActiveStore.from_url('reference://', "
-    "storage_options={'fo': refs})) or a zarr copy of the array with ActiveStore.from_url")
+    "to reduce storage-side, open the repository with activezarr.ActiveStore.from_icechunk("
+    "store, '<repository URL>') or, for a local one, ActiveStore.from_url('<its folder>') "
+    "(icechunk 2.1 or later, which tells where each chunk's bytes are)")
 
 
 def is_icechunk(store: Store) -> bool:
@@ -68,20 +71,21 @@ class ActiveStore(WrapperStore[Store]):
                  active: Mapping[str, Any] | None = None, read_only: bool = False) -> ActiveStore:
         """A store for any fsspec URL: a local path, ``s3://``, ``reference://``..."""
         if not isinstance(url, str):
-            raise TypeError(f"ActiveStore cannot wrap an IcechunkStore: {ICECHUNK_ADVICE}"
-                            if is_icechunk(url) else
+            raise TypeError(f"ActiveStore.from_url takes a URL, not an IcechunkStore: "
+                            f"{ICECHUNK_ADVICE}" if is_icechunk(url) else
                             f"ActiveStore.from_url takes a URL, not {type(url).__name__}; "
                             "wrap a zarr store with ActiveStore.of or open it by URL")
-        if "icechunk://" in url:  # fsspec knows no such protocol: say what works instead
-            raise UnsupportedArrayError(f"{url} is an icechunk repository, which ActiveStore "
-                                        f"cannot open: {ICECHUNK_ADVICE}")
         options = dict(storage_options or {})
+        if url.removeprefix("active::").startswith("icechunk://"):  # not an fsspec protocol
+            url = url.removeprefix("active::").removeprefix("icechunk://")
+            if get_protocol(url) not in ("file", "local"):
+                raise UnsupportedArrayError(
+                    f"icechunk://{url}: from_url opens local icechunk repositories; for one "
+                    "elsewhere use activezarr.ActiveStore.from_icechunk(store, '<repository URL>')")
         if get_protocol(url) in ("file", "local"):
             fs, root = fsspec.core.url_to_fs(url, **options)
             if _is_icechunk_repository(fs, root):
-                raise UnsupportedArrayError(f"{root} is an icechunk repository, which ActiveStore "
-                                            f"cannot open: "
-                                            f"{ICECHUNK_ADVICE}")
+                return cls._from_local_icechunk(root, active)
             return cls(LocalStore(root, read_only=read_only), protocol="file", root=root, fs=fs,
                        storage_options=options, active=active)
         # zarr opens filesystems asynchronously; a reference one's remote must match.
@@ -94,6 +98,36 @@ class ActiveStore(WrapperStore[Store]):
         protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
         return cls(inner, protocol=protocol, root=inner.path, fs=fs, storage_options=options,
                    active=active)
+
+    @classmethod
+    def from_icechunk(cls, store: Store, url: str,
+                      storage_options: Mapping[str, Any] | None = None,
+                      active: Mapping[str, Any] | None = None) -> ActiveStore:
+        """A read-only store on an icechunk session's snapshot, reduced where its bytes are.
+
+        ``url`` is where the repository lives (``s3://bucket/prefix``, a local folder): native
+        chunks are objects under it; ``storage_options`` reach it (and, with ``active``, the
+        sources of virtual chunks). Needs icechunk 2.1 or later.
+        """
+        if not is_icechunk(store):
+            raise TypeError(f"ActiveStore.from_icechunk takes an IcechunkStore, not "
+                            f"{type(store).__name__}; open other stores with from_url")
+        protocol = get_protocol(url)
+        if protocol in ("file", "local"):
+            url = "file://" + os.path.abspath(fsspec.core.strip_protocol(url))
+        refs = run_sync(references(store, url))
+        options = {"fo": refs, "remote_protocol": protocol,
+                   "remote_options": dict(storage_options or {})}
+        return cls.from_url("reference://", storage_options=options, active=active,
+                            read_only=True)
+
+    @classmethod
+    def _from_local_icechunk(cls, root: str, active: Mapping[str, Any] | None) -> ActiveStore:
+        """The main branch of the icechunk repository in the folder ``root``."""
+        import icechunk
+
+        repository = icechunk.Repository.open(icechunk.local_filesystem_storage(root))
+        return cls.from_icechunk(repository.readonly_session("main").store, root, active=active)
 
     @classmethod
     def of(cls, store: Store, active: Mapping[str, Any] | None = None) -> ActiveStore | None:
