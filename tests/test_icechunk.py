@@ -188,3 +188,43 @@ def test_a_zarr_group_with_members_named_like_icechunk_folders_opens(tmp_path: P
         group.create_array(name, shape=(2,), dtype="f4")[:] = 1
     store = activezarr.ActiveStore.from_url(str(tmp_path / "ds.zarr"))
     assert activezarr.ActiveReduction(zarr.open_array(store, path="refs")).sum() == 2
+
+
+@needs_locations
+def test_virtualizarr_references_into_a_netcdf_file_reduce_beside_it(tmp_path: Path) -> None:
+    """netCDF4's deflated, shuffled chunks, written into icechunk by virtualizarr."""
+    netCDF4 = pytest.importorskip("netCDF4")
+    from obspec_utils.registry import ObjectStoreRegistry
+    from obstore.store import LocalStore
+    from virtualizarr import open_virtual_dataset
+    from virtualizarr.parsers import HDFParser
+
+    path = tmp_path / "tas.nc"
+    with netCDF4.Dataset(path, "w") as nc:
+        for name, size in [("time", 48), ("lat", 18), ("lon", 36)]:
+            nc.createDimension(name, size)
+        tas = nc.createVariable("tas", "f4", ("time", "lat", "lon"), zlib=True, shuffle=True,
+                                chunksizes=(12, 9, 18), fill_value=1e20)
+        tas[:] = 280 + np.random.default_rng(2).standard_normal((48, 18, 36))
+        tas[:, 0, :] = np.ma.masked
+    virtual = open_virtual_dataset(f"file://{path}", parser=HDFParser(),
+                                   registry=ObjectStoreRegistry({"file://": LocalStore()}))
+    prefix = f"file://{tmp_path}/"
+    config = icechunk.RepositoryConfig.default()
+    config.set_virtual_chunk_container(
+        icechunk.VirtualChunkContainer(prefix, icechunk.local_filesystem_store(str(tmp_path))))
+    repo = icechunk.Repository.create(
+        icechunk.local_filesystem_storage(str(tmp_path / "repo")), config,
+        authorize_virtual_chunk_access=icechunk.containers_credentials(
+            {prefix: icechunk.credentials.LocalFileSystemAccess}))
+    session = repo.writable_session("main")
+    virtual.vz.to_icechunk(session.store)
+    session.commit("tas.nc, virtually")
+    snapshot = repo.readonly_session("main").store
+
+    store = activezarr.ActiveStore.from_icechunk(snapshot, str(tmp_path / "repo"))
+    with activezarr.collect_reports() as reports:
+        got = xr.open_zarr(store, consolidated=False).tas.active.mean("time")
+    xr.testing.assert_allclose(got, xr.open_zarr(snapshot, consolidated=False).tas.mean("time"))
+    assert reports.total.fallbacks == 0 and reports.total.chunks == 16
+    assert reports.total.paths == {"reference": 16}
