@@ -24,7 +24,8 @@ from activezarr.ost.wire.transport import ClusterClient, OSTUnavailableError
 from activezarr.servers.processes import listening_socket, port_of
 from activezarr.transport.http import Retries, ServerUnavailableError, remember_unavailable
 
-#: A step of a server's script: a status with its Retry-After (None: no header), or "reset".
+#: A step of a server's script: a status with its Retry-After (None: no header), "reset" or
+#: "slow" (a 200 after 1.5 s).
 Step = tuple[int, float | None] | str
 
 
@@ -46,6 +47,9 @@ class Scripted:
             assert request.transport is not None
             request.transport.abort()  # the connection reset, no answer
             return web.Response()
+        if step == "slow":  # busy past the client's read timeout, its /healthz answering
+            await asyncio.sleep(1.5)
+            step = (200, None)
         status, retry_after = step
         headers = {} if retry_after is None else {"Retry-After": f"{retry_after:g}"}
         body = b"done" if status == 200 else b'{"error": {"message": "scripted"}}'
@@ -91,12 +95,13 @@ RULES = Retries(retries=3, within=20.0, backoff=0.01, backoff_cap=0.05)
 async def _pool(server: str, path: str, rules: Retries) -> bytes:
     servers = ActiveServers(ServerOptions(server=server, retries=rules.retries,
                                           retry_within=rules.within, backoff=rules.backoff,
-                                          backoff_cap=rules.backoff_cap))
+                                          backoff_cap=rules.backoff_cap, read_timeout=0.5,
+                                          concurrency=1))
     return await servers.call("POST", path, BatchResult([], "s3"), body={})
 
 
 async def _cluster(server: str, path: str, rules: Retries) -> bytes:
-    client = ClusterClient(server, token="t", retries=rules)
+    client = ClusterClient(server, token="t", read_timeout=0.5, retries=rules)
     answer = await client.request("POST", server + path, json_body={})
     assert answer is not None
     return answer
@@ -145,6 +150,14 @@ def test_a_connection_reset_is_tried_again(scripted, request, send) -> None:
     path = _path(scripted, request, ["reset", "reset"])
     assert _run(send, scripted.url, path) == b"done"
     assert len(scripted.arrivals[path[1:]]) == 3
+
+
+@clients
+def test_a_server_busy_past_its_read_timeout_is_waited_for(scripted, request, send) -> None:
+    """Its /healthz answers, though the one connection the pool may open is busy."""
+    path = _path(scripted, request, ["slow"])
+    assert _run(send, scripted.url, path) == b"done"
+    assert len(scripted.arrivals[path[1:]]) == 1
 
 
 @clients

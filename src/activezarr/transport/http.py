@@ -265,10 +265,11 @@ class HttpClient:
     async def _alive(self, server: str) -> bool:
         """Whether ``server`` answers ``/healthz`` within ``read`` seconds: 200, or 503 from
         an active server saturated (PROTOCOL.md), which is busy, not stalled."""
+        # A session of its own, without a connection limit: the probe must not wait for a
+        # connection that the silent requests hold.
+        probes = shared_session(0, aiohttp.ClientTimeout(total=self.timeouts.read))
         try:
-            async with self.session().get(
-                    server + HEALTH_PATH,
-                    timeout=aiohttp.ClientTimeout(total=self.timeouts.read)) as response:
+            async with probes.get(server + HEALTH_PATH) as response:
                 return response.status in (200, 503)
         except (aiohttp.ClientError, TimeoutError):
             return False
