@@ -232,10 +232,13 @@ def test_outside_a_reduction_nothing_is_remembered(closed_port: str) -> None:
     assert asyncio.run(twice()) == [False, False]
 
 
-@pytest.mark.parametrize("retries, within", [(-1, 1.0), (1, 0.0)])
-def test_retry_bounds_are_checked(retries: int, within: float) -> None:
-    with pytest.raises(ValueError, match="retries must be 0 or more"):
-        Retries(retries, within)
+@pytest.mark.parametrize("bounds, message", [
+    ({"retries": -1}, "retries must be 0 or more, got -1"),
+    ({"within": 0.0}, "retry_within must be more than 0 seconds, got 0.0"),
+    ({"backoff_cap": -1.0}, "backoff_cap must be 0 or more, got -1.0")])
+def test_retry_bounds_are_checked(bounds: dict[str, float], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Retries(**bounds)
 
 
 def test_the_backoff_is_capped_and_jittered() -> None:

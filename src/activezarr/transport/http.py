@@ -78,10 +78,12 @@ class Retries:
     backoff_cap: float = 5.0
 
     def __post_init__(self) -> None:
-        if not (self.retries >= 0 and self.within > 0 and self.backoff >= 0
-                and self.backoff_cap >= 0):
-            raise ValueError(f"retries must be 0 or more and retry_within more than 0 seconds, "
-                             f"got {self.retries!r} and {self.within!r}")
+        if not self.within > 0:
+            raise ValueError(f"retry_within must be more than 0 seconds, got {self.within!r}")
+        for name, value in (("retries", self.retries), ("backoff", self.backoff),
+                            ("backoff_cap", self.backoff_cap)):
+            if not value >= 0:
+                raise ValueError(f"{name} must be 0 or more, got {value!r}")
 
     def retrying(self, retry: retry_base) -> AsyncRetrying:
         """A tenacity loop trying again on ``retry`` within these bounds; an exception that
