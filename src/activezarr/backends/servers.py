@@ -33,7 +33,6 @@ from ..planning.cost import CAPABILITIES, S3_FRAMING, Traits
 from ..protocol import SCHEMA_PATH, V2_OPS, CannotExpress, build_request
 from ..transport.answers import error_message, excerpt
 from ..transport.http import (
-    DEFAULT_READ_TIMEOUT,
     RETRIED_STATUSES,
     HttpClient,
     Retries,
@@ -151,7 +150,7 @@ class ServerOptions(Options):
                                "retry, seconds (a server's Retry-After is followed as given)")
     timeout: float = Field(DEFAULT_TIMEOUT, gt=0, description="seconds per request, whole")
     connect_timeout: float = Field(10.0, gt=0, description="seconds to connect to a server")
-    read_timeout: float = Field(DEFAULT_READ_TIMEOUT, gt=0, description="seconds a server may "
+    read_timeout: float = Field(Timeouts.read, gt=0, description="seconds a server may "
                                 "keep silent before its /healthz must answer within as long; "
                                 "a server that does not is dropped for the reduction")
 
