@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import socket
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,6 @@ import pytest
 import zarr
 
 import activezarr
-from activezarr.backends.servers import ActiveServers, ServerOptions
 from s3_servers import S3, ActiveServer, start_active_server
 from test_s3_backend import BUCKET
 
@@ -106,6 +106,34 @@ def test_a_stalled_server_costs_one_timeout_not_one_per_batch(
         assert report.requests <= 8 + 1 + 2 + 2, report  # timed out once per request in flight
 
 
+def test_a_stalled_server_costs_its_read_timeout_not_the_request_timeout(
+        moto_s3: S3, many_chunks: tuple[str, np.ndarray], tmp_path: Path) -> None:
+    """A stopped server is silent, and so is its /healthz: it is dropped after twice
+    ``read_timeout``, not the 120 s a request may take; the reduction does not ask it again."""
+    url, data = many_chunks
+    with two_servers(moto_s3, tmp_path) as (alive, stalled):
+        os.kill(stalled.process.pid, signal.SIGSTOP)
+        try:
+            array = activezarr.open_array(url, storage_options=moto_s3.storage_options, active={
+                "server": [stalled.url, alive.url], "read_timeout": 0.5, "concurrency": 2})
+            red = activezarr.ActiveReduction(array, fallback=False, max_concurrency=2)
+            start = time.monotonic()
+            assert np.isclose(red.sum(), data.sum(dtype=np.float64), rtol=1e-6)
+            elapsed = time.monotonic() - start
+            alone = activezarr.open_array(url, storage_options=moto_s3.storage_options,
+                                          active={"server": stalled.url, "read_timeout": 0.5})
+            with pytest.raises(activezarr.StorageUnavailableError,
+                               match=r"no active server left \(.*timed out: no answer within "
+                                     r"0\.5 s, nor from /healthz"):
+                activezarr.ActiveReduction(alone, fallback=False)[:128].sum()
+        finally:
+            os.kill(stalled.process.pid, signal.SIGCONT)
+        assert elapsed < 60, elapsed  # generous: the stall costs about 1 s
+        report = red.last_report
+        assert report.fallbacks == 0 and report.paths == {"s3": 64}
+        assert report.requests <= 8 + 1 + 2 + 2, report  # one stall per request in flight
+
+
 def test_a_reduction_never_outlives_its_deadline(moto_s3: S3,
                                                  many_chunks: tuple[str, np.ndarray],
                                                  tmp_path: Path) -> None:
@@ -119,14 +147,6 @@ def test_a_reduction_never_outlives_its_deadline(moto_s3: S3,
                 activezarr.ActiveReduction(array).mean()
         finally:
             os.kill(stalled.process.pid, signal.SIGCONT)
-
-
-def test_backoff_is_capped_jittered_and_follows_retry_after() -> None:
-    servers = ActiveServers(ServerOptions(server="http://127.0.0.1:1", backoff=1, backoff_cap=3))
-    assert all(0 <= servers._delay(attempt, None) <= min(3, 2 ** (attempt - 1))
-               for attempt in range(1, 10) for _ in range(20))
-    assert servers._delay(1, 2.5) == 2.5  # the server's Retry-After
-    assert servers._delay(1, 60) == 3  # capped
 
 
 @pytest.mark.parametrize("option", [{"deadline": 0}, {"deadline": -1}, {"deadline": "soon"}])

@@ -251,6 +251,15 @@ def test_options_are_coerced_and_defaults_come_from_the_model(tmp_path: Path) ->
     assert backend.options.retries == 3 and backend.options.timeout == 120.0
 
 
+def test_the_readme_names_every_option_of_the_active_servers() -> None:
+    from activezarr.backends.servers import ServerOptions
+
+    section = README[README.index("The client resolves S3 credentials"):]
+    section = section[:section.index("\n\n")]
+    assert [n for n in ServerOptions.model_fields
+            if n not in ("backend", "server", "deadline") and f"`{n}`" not in section] == []
+
+
 def test_an_ost_spread_policy_outside_the_choices_is_refused() -> None:
     from activezarr.ost.client.backend import OSTBackend
 

@@ -267,12 +267,13 @@ class ChunkRequest(_Strict):
         """The chunk's decoded size when its shape is given."""
         if self.shape is None:
             return None
-        return math.prod(self.shape) * np.dtype(self.dtype).itemsize
+        return math.prod(self.shape) * int(np.dtype(self.dtype).itemsize)
 
     @property
     def stored_dtype(self) -> np.dtype:
         """The element dtype with the request's byte order (native when absent)."""
-        return np.dtype(self.dtype).newbyteorder(ENDIAN.get(self.byte_order or "", "="))
+        stored: np.dtype = np.dtype(self.dtype).newbyteorder(ENDIAN.get(self.byte_order or "", "="))
+        return stored
 
     def codec_configs(self) -> tuple[dict[str, Any], ...]:
         """The decode chain as numcodecs configs in encode order (filters, then compression)."""

@@ -1,14 +1,17 @@
-"""Talking to active servers (PROTOCOL.md): rotation, failover, backoff, batching, byte counts.
+"""Talking to active servers (PROTOCOL.md): rotation, failover, batching, byte counts.
 
-A server that cannot be reached or times out is taken out of the rotation for the rest of the
-reduction (one instance serves one reduction), so its chunks go to the live servers and a
-stalled server costs one timeout, not one per batch. Overloaded answers (503) are retried after
-a capped, jittered exponential backoff, or after the server's ``Retry-After``.
+Requests go through :mod:`activezarr.transport.http`, whose rules they share with the ost
+cluster's client: connections refused or reset and 502/503 answers are tried again (after the
+server's ``Retry-After``, if it gave one), a server silent for ``read_timeout`` must answer its
+``/healthz``. A server that cannot be reached, stalls or times out is taken out of the rotation
+for the rest of the reduction (one instance serves one reduction), so its chunks go to the live
+servers and a stalled server costs one wait, not one per batch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import math
@@ -18,19 +21,25 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-import aiohttp
 import cbor2
 import numpy as np
 import zarr
 from pydantic import BeforeValidator, Field
+from tenacity import retry_if_exception_type
 
 from ..errors import StorageUnavailableError
 from ..planning.chunks import ChunkTask
 from ..planning.cost import CAPABILITIES, S3_FRAMING, Traits
 from ..protocol import SCHEMA_PATH, V2_OPS, CannotExpress, build_request
 from ..transport.answers import error_message, excerpt
-from ..transport.sessions import shared_session
-from ..transport.traffic import framing
+from ..transport.http import (
+    RETRIED_STATUSES,
+    HttpClient,
+    Retries,
+    ServerUnavailableError,
+    Timeouts,
+    remember_unavailable,
+)
 from .base import BatchResult, ChunkJob, Options, region_labels
 
 #: Seconds a request may take, whole; the server's own request timeout is shorter (60 s by
@@ -43,11 +52,6 @@ CANNOT_EXPRESS = "the active server cannot take this chunk"
 _capabilities: dict[str, Mapping[str, Any]] = {}
 #: Server URL -> what it answered instead of a capability document (perhaps no active server).
 _not_documented: dict[str, str] = {}
-#: Statuses worth retrying later; anything else is the server's final answer. A 504 is not
-#: retried: the server (or a gateway before it) stopped the work at its deadline, and the same
-#: work would meet the same deadline again; its chunks go to the fallback, the 504's message
-#: (naming the server's ``--request-timeout``) the recorded reason.
-_RETRY_STATUSES = {502, 503}
 #: The rotation over the servers, shared by every reduction in the process and begun at random:
 #: reductions of a batch or two each (dask leaves, one chunk apiece) would otherwise all send
 #: their first request to the same server, and the others would idle.
@@ -108,6 +112,10 @@ def _answer(item: Mapping[str, Any]) -> Answer:
     return Absent() if item.get("absent") is True else item
 
 
+class _ItemsBusy(Exception):
+    """Items of a batch answered 502 or 503: sent again."""
+
+
 class _RefusedError(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -132,12 +140,25 @@ class ServerOptions(Options):
         (), description="active server URL, or a list used round-robin")
     concurrency: int | None = Field(None, ge=1, description="requests at once (default: "
                                     "zarr's async.concurrency)")
-    retries: int = Field(3, ge=0, description="attempts after the first, for a 502 or 503")
-    backoff: float = Field(0.1, ge=0, description="first delay before a retry, in seconds, "
-                           "doubling, with jitter")
-    backoff_cap: float = Field(5.0, ge=0, description="longest delay before a retry, seconds")
+    retries: int = Field(Retries.retries, ge=0, description="attempts after the first, for a "
+                         "connection refused or reset, a 502 or a 503")
+    retry_within: float = Field(Retries.within, gt=0, description="seconds from a request's "
+                                "first attempt after which no retry starts")
+    backoff: float = Field(Retries.backoff, ge=0, description="first delay before a retry, in "
+                           "seconds, doubling, with jitter")
+    backoff_cap: float = Field(Retries.backoff_cap, ge=0, description="longest delay before a "
+                               "retry, seconds (a server's Retry-After is followed as given)")
     timeout: float = Field(DEFAULT_TIMEOUT, gt=0, description="seconds per request, whole")
     connect_timeout: float = Field(10.0, gt=0, description="seconds to connect to a server")
+    read_timeout: float = Field(Timeouts.read, gt=0, description="seconds a server may "
+                                "keep silent before its /healthz must answer within as long; "
+                                "a server that does not is dropped for the reduction")
+
+    def http(self, concurrency: int) -> HttpClient:
+        """The HTTP client these options describe, ``concurrency`` requests at once."""
+        return HttpClient(Timeouts(self.timeout, self.connect_timeout, self.read_timeout),
+                          Retries(self.retries, self.retry_within, self.backoff,
+                                  self.backoff_cap), concurrency, limit=concurrency)
 
 
 def _message(body: bytes, status: int, url: str) -> str:
@@ -145,13 +166,6 @@ def _message(body: bytes, status: int, url: str) -> str:
     active server (an S3 endpoint, a web page), the URL and what it answered."""
     return error_message(body) or (f"{url} answered HTTP {status} ({excerpt(body)!r}), not an "
                                    "active server's JSON error")
-
-
-def _retry_after(response: aiohttp.ClientResponse) -> float | None:
-    try:
-        return max(0.0, float(response.headers.get("Retry-After", "")))
-    except ValueError:
-        return None
 
 
 class ActiveServers:
@@ -163,76 +177,50 @@ class ActiveServers:
 
     def __init__(self, options: ServerOptions) -> None:
         self.servers = list(options.server)
-        self.live = list(self.servers)
-        self.dropped: dict[str, str] = {}
+        # Made in its reduction's task: the servers it finds unavailable, its fallback too.
+        self.dropped = remember_unavailable()
         self.concurrency = options.concurrency or int(zarr.config.get("async.concurrency"))
-        self.retries = options.retries
-        self.backoff = options.backoff
-        self.backoff_cap = options.backoff_cap
-        self.timeout = aiohttp.ClientTimeout(total=options.timeout,
-                                             sock_connect=options.connect_timeout)
-        self._limit: asyncio.Semaphore | None = None
+        self.http = options.http(self.concurrency)
 
-    def _http(self) -> tuple[aiohttp.ClientSession, asyncio.Semaphore]:
-        """The session shared with the other reductions on this loop (its connections stay
-        open from one reduction to the next), and this reduction's request limit."""
-        if self._limit is None:
-            self._limit = asyncio.Semaphore(self.concurrency)
-        return shared_session(self.concurrency, self.timeout), self._limit
+    @property
+    def live(self) -> list[str]:
+        """The servers not dropped for this reduction."""
+        return [s for s in self.servers if s not in self.dropped]
 
     def _pick(self) -> str:
-        if not self.live:
+        live = self.live
+        if not live:
             problems = "; ".join(f"{s}: {p}" for s, p in self.dropped.items())
             raise StorageUnavailableError(f"no active server left ({problems})")
-        return self.live[next(_turns) % len(self.live)]
-
-    def _drop(self, server: str, problem: str) -> None:
-        if server in self.live:
-            self.live.remove(server)
-            self.dropped[server] = problem
-
-    def _delay(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(self.backoff_cap, retry_after)
-        return random.uniform(0, min(self.backoff_cap, self.backoff * 2 ** (attempt - 1)))
+        return live[next(_turns) % len(live)]
 
     async def call(self, method: str, path: str, tally: BatchResult, body: Any = None,
                    headers: Mapping[str, str] | None = None) -> bytes:
         """The body of a 200 from some live server; counts every attempt and byte in ``tally``.
 
-        Raises :class:`_RefusedError` for a final error answer, StorageUnavailableError when no
-        server could answer.
+        A server that cannot be reached, stalls or times out is dropped, and the next live one
+        asked. Raises :class:`_RefusedError` for a final error answer, StorageUnavailableError
+        when no server could answer.
         """
-        session, limit = self._http()
-        problem = "no attempt"
-        retry_after: float | None = None
-        wait = False  # after a dropped server the next live one is asked at once
-        for attempt in range(self.retries + 1):
-            if wait:
-                await asyncio.sleep(self._delay(attempt, retry_after))
-            server = self._pick()
+        def count(nbytes: int) -> None:
             tally.requests += 1
+            tally.bytes_from_storage += nbytes
+
+        while True:
+            server = self._pick()
             try:
-                async with limit, session.request(method, server + path, json=body,
-                                                   headers=headers) as response:
-                    answer = await response.read()
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                problem = f"{type(exc).__name__}: {exc}".rstrip(": ")
-                self._drop(server, problem)
-                wait = False
-                continue
-            tally.bytes_from_storage += framing(response.status, response.reason,
-                                                response.raw_headers) + len(answer)
-            if response.status == 200:
-                return answer
-            message = _message(answer, response.status, server + path)
-            if response.status not in _RETRY_STATUSES:
-                raise _RefusedError(message)
-            problem = f"{server} answered {response.status}: {message}"
-            retry_after, wait = _retry_after(response), True
-        raise StorageUnavailableError(
-            f"active servers {self.servers} unavailable after {self.retries + 1} attempts "
-            f"({problem})")
+                reply = await self.http.send(method, server, path, down=self.dropped,
+                                             counted=count, json=body, headers=headers)
+            except ServerUnavailableError:
+                continue  # dropped: the next live server
+            if reply.status == 200:
+                return reply.body
+            message = _message(reply.body, reply.status, server + path)
+            if reply.status in RETRIED_STATUSES:
+                raise StorageUnavailableError(
+                    f"active server {server} still answered {reply.status} when its retries "
+                    f"(the 'retries' and 'retry_within' options) were spent: {message}")
+            raise _RefusedError(message)
 
     async def capabilities(self, tally: BatchResult) -> Mapping[str, Any]:
         """The capability document of the first server (empty for a plain Reductionist)."""
@@ -318,35 +306,37 @@ class ActiveServers:
         ``extra`` are the batch-level extension fields (``lean``, ``combine``)."""
         answers: list[Answer] = [Refused("not sent")] * len(items)
         pending = list(range(len(items)))
-        for attempt in range(self.retries + 1):
-            if attempt:
-                await asyncio.sleep(self._delay(attempt, None))
-            fields = dict(extra)
-            if "combine" in fields:
-                fields["combine"] = [extra["combine"][i] for i in pending]
-            try:
-                body = await self.call("POST", "/v2/batch", tally,
-                                       {"requests": [items[i] for i in pending], **fields},
-                                       headers)
-            except _RefusedError as exc:
-                for i in pending:
-                    answers[i] = Refused(exc.reason)
-                break
-            again = []
-            try:
-                decoded = self._cbor(body, "/v2/batch")
-            except _RefusedError as exc:
-                for i in pending:
-                    answers[i] = Refused(exc.reason)
-                break
-            for i, answer in zip(pending, decoded):
-                answers[i] = _answer(answer)
-                if "error" in answer and answer.get("status") in _RETRY_STATUSES:
-                    again.append(i)
-            pending = again
-            if not pending:
-                break
+        with contextlib.suppress(_ItemsBusy):  # when the retries are spent: their 503s
+            async for attempt in self.http.retries.retrying(retry_if_exception_type(_ItemsBusy)):
+                with attempt:
+                    pending = await self._send_pending(items, pending, answers, headers, tally,
+                                                       extra)
+                    if pending:
+                        raise _ItemsBusy
         return answers
+
+    async def _send_pending(self, items: list[dict[str, Any]], pending: list[int],
+                            answers: list[Answer], headers: Mapping[str, str],
+                            tally: BatchResult, extra: Mapping[str, Any]) -> list[int]:
+        """Send the ``pending`` items of ``items``, put their answers in ``answers``; the items
+        to send again (answered 502 or 503)."""
+        fields = dict(extra)
+        if "combine" in fields:
+            fields["combine"] = [extra["combine"][i] for i in pending]
+        try:
+            body = await self.call("POST", "/v2/batch", tally,
+                                   {"requests": [items[i] for i in pending], **fields}, headers)
+            decoded = self._cbor(body, "/v2/batch")
+        except _RefusedError as exc:
+            for i in pending:
+                answers[i] = Refused(exc.reason)
+            return []
+        again = []
+        for i, answer in zip(pending, decoded):
+            answers[i] = _answer(answer)
+            if "error" in answer and answer.get("status") in RETRIED_STATUSES:
+                again.append(i)
+        return again
 
     async def _one(self, op: str, body: dict[str, Any], headers: Mapping[str, str],
                    tally: BatchResult) -> Answer:

@@ -29,7 +29,7 @@ ACCUMULATE = ("native", "wide", "float")
 _DERIVED = ("op", "params", "weighted", "group_axis")
 
 
-class ChunkReduction(Codec):
+class ChunkReduction(Codec):  # type: ignore[misc]  # numcodecs has no type information
     """Decode one stored chunk with the inner codecs, then reduce a selection of it.
 
     ``op`` is a PROTOCOL.md operation (or a served plugin's, with its ``params``);

@@ -95,7 +95,7 @@ def _stream(decompressor: Any, data: memoryview, limit: int, name: str,
     too, without a bound, and skipping them would reduce part of the chunk. ``one_stream=False``
     skips them, as every zlib reader does (numcodecs' Zlib, HDF5's deflate filter).
     """
-    out = decompressor.decompress(data, limit + 1)
+    out: bytes = decompressor.decompress(data, limit + 1)
     if len(out) > limit:
         raise DecodeBoundError(f"{name} stream inflates past {limit} bytes")
     if not decompressor.eof:
@@ -193,6 +193,7 @@ def check_blosc_header(data: memoryview, limit: int, blosc2: bool = False) -> in
     if len(data) < _BLOSC_HEADER:
         raise DecodeBoundError(f"blosc chunk of {len(data)} bytes is shorter than its header")
     flags, typesize = data[2], data[3]
+    nbytes: int
     nbytes, blocksize, cbytes = struct.unpack_from("<iii", data, 4)
     if cbytes != len(data):
         raise DecodeBoundError(f"blosc header says {cbytes} stored bytes, {len(data)} were read")

@@ -31,7 +31,7 @@ def check_codec_allowed(config: Mapping[str, Any]) -> None:
         )
 
 
-class Blosc2(Codec):
+class Blosc2(Codec):  # type: ignore[misc]  # numcodecs has no type information
     """Blosc2 chunks, Reductionist's ``blosc2`` compression; numcodecs has no Blosc2 codec."""
 
     codec_id = "blosc2"
@@ -45,8 +45,9 @@ class Blosc2(Codec):
     def encode(self, buf: Any) -> bytes:
         import blosc2
 
-        return blosc2.compress(ensure_contiguous_ndarray(buf), typesize=self.typesize,
-                               clevel=self.clevel)
+        compressed: bytes = blosc2.compress(ensure_contiguous_ndarray(buf),
+                                            typesize=self.typesize, clevel=self.clevel)
+        return compressed
 
     def decode(self, buf: Any, out: Any = None) -> Any:
         import blosc2

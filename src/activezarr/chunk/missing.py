@@ -194,7 +194,9 @@ def _as_viewed(value: int | float, stored: np.dtype, view: np.dtype) -> int | fl
     info = np.iinfo(stored)
     if not info.min <= value <= info.max:
         return value  # already written in the viewed type
-    return np.asarray(value, stored.newbyteorder("=")).view(view.newbyteorder("=")).item()
+    viewed: int | float = np.asarray(value, stored.newbyteorder("=")).view(
+        view.newbyteorder("=")).item()
+    return viewed
 
 
 def _viewed_dtype(dtype: np.dtype, unsigned: Any) -> np.dtype:

@@ -54,7 +54,8 @@ def sort_keys(data: np.ndarray) -> np.ndarray:
         keys[np.isnan(data)] = np.iinfo(kd).max
         return keys
     if data.dtype.kind == "i":
-        return bits ^ top
+        flipped: np.ndarray = bits ^ top
+        return flipped
     return bits
 
 

@@ -429,8 +429,9 @@ class ArgMaximum(Aggregation):
         else:
             nan = other_nan = np.zeros(np.shape(value), bool)
         tie = (value == other) | (nan & other_nan)
-        return (nan & ~other_nan) | (~other_nan & self.better(value, other)) | (
+        wins: np.ndarray = (nan & ~other_nan) | (~other_nan & self.better(value, other)) | (
             tie & (position < other_position))
+        return wins
 
     def unpack(self, partial: Partial, scale: float, offset: float) -> Partial:
         # Only the positions are finished; a negative scale asked for the other extreme.
@@ -482,7 +483,7 @@ def aggregation_class(op: str) -> type[Aggregation]:
         raise InvalidReductionError(
             f"unknown operation {op!r}; operations: "
             f"{', '.join([*BUILTIN_AGGREGATIONS, 'select', *plugin_names()])}") from None
-    aggregation = getattr(reduction, "aggregation", None)
+    aggregation: type[Aggregation] | None = getattr(reduction, "aggregation", None)
     if aggregation is None or aggregation.op != op:
         raise InvalidReductionError(f"reduction {op!r} has no aggregation of its own (its "
                                     "aggregation's op must be its name)")
@@ -544,7 +545,8 @@ class Reduction(ABC):
 
 
 def _numpy_dtype(func: Any, dtype: np.dtype) -> np.dtype:
-    return func(np.zeros(1, dtype.newbyteorder("="))).dtype
+    result: np.dtype = func(np.zeros(1, dtype.newbyteorder("="))).dtype
+    return result
 
 
 @reductions.register("sum")

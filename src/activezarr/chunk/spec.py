@@ -24,7 +24,7 @@ Number = int | float
 def check_dtype(dtype: Any) -> np.dtype:
     """The numpy dtype for ``dtype``, or a clear error when reductions do not support it."""
     try:
-        resolved = np.dtype(dtype)
+        resolved: np.dtype = np.dtype(dtype)
     except TypeError as exc:
         raise TypeError(f"unknown dtype {dtype!r}") from exc
     if resolved.name not in SUPPORTED_DTYPES:

@@ -161,7 +161,7 @@ class Estimate:
 
 
 @dataclass(frozen=True)
-class _Answers:
+class _PartialsSent:
     """The partials the storage side sends back and their output cells, in all."""
 
     partials: int
@@ -180,15 +180,15 @@ def estimate(layout: ArrayLayout, dims: Sequence[DimSelection], spec: ChunkSpec,
         return Estimate(k, k, k, plain, plain, local=traits.local)
     batch = max(1, traits.batch_chunks)
     parts = traits.answers_per_chunk
-    answers = _answers(layout, dims, spec, extras, batch, traits.combines, traits.servers,
-                       parts)
-    partials = answers.partials
+    sent = _partials_sent(layout, dims, spec, extras, batch, traits.combines, traits.servers,
+                          parts)
+    partials = sent.partials
     batches = -(-k // batch)
     requests = batches * min(parts * batch, traits.servers) if traits.combines \
         else batches * parts
-    cells = answers.cells
+    cells = sent.cells
     per_partial = cells / max(1, partials)
-    stacked = k / max(1, answers.partials) if traits.combines else 1
+    stacked = k / max(1, sent.partials) if traits.combines else 1
     values = cells * _cell_bytes(layout, spec, traits.encoding, per_partial, stacked)
     if traits.encoding == "memory":
         overhead = 0
@@ -203,9 +203,9 @@ def estimate(layout: ArrayLayout, dims: Sequence[DimSelection], spec: ChunkSpec,
                     traits.setup_bytes, traits.local)
 
 
-def _answers(layout: ArrayLayout, dims: Sequence[DimSelection], spec: ChunkSpec,
-             extras: Extras, batch: int, combines: bool, servers: int, parts: int
-             ) -> _Answers:
+def _partials_sent(layout: ArrayLayout, dims: Sequence[DimSelection], spec: ChunkSpec,
+                   extras: Extras, batch: int, combines: bool, servers: int, parts: int
+                   ) -> _PartialsSent:
     """Partials and output cells the chunks' answers hold, batch by batch.
 
     Chunks come region by region (:func:`.chunks.plan_chunks`); where the storage side
@@ -220,18 +220,18 @@ def _answers(layout: ArrayLayout, dims: Sequence[DimSelection], spec: ChunkSpec,
     stacked = math.prod(len(per_dim[d]) for d in reduced)
     ids, cells = _regions(per_dim, kept, extras)
     if not combines:
-        return _Answers(k * parts, float(cells[ids].sum()) * stacked * parts)
+        return _PartialsSent(k * parts, float(cells[ids].sum()) * stacked * parts)
     if k and k <= _ENUMERATE_UP_TO:
         labels = np.repeat(ids, stacked)
         pairs, chunks = np.unique(np.arange(k) // batch * (int(ids.max()) + 1) + labels,
                                   return_counts=True)
         answering = np.minimum(chunks * parts, servers)
-        return _Answers(int(answering.sum()),
+        return _PartialsSent(int(answering.sum()),
                         float((cells[pairs % (int(ids.max()) + 1)] * answering).sum()))
     regions = len(ids)
     runs = regions + int(np.count_nonzero(np.arange(0, k, batch) % stacked)) if k else 0
     partials = runs * min(servers, max(1, k // max(1, runs)) * parts)
-    return _Answers(partials, float(cells[ids].mean()) * partials if regions else 0.0)
+    return _PartialsSent(partials, float(cells[ids].mean()) * partials if regions else 0.0)
 
 
 def _regions(per_dim: Sequence[Sequence[_Piece]], kept: Sequence[int],

@@ -39,6 +39,7 @@ from ...planning.cost import (
     stored_chunk_bytes,
 )
 from ...protocol import CannotExpress, build_request
+from ...transport.http import remember_unavailable
 from ..wire.layouts import encode_layouts
 from ..wire.messages import (
     EXTENSIONS,
@@ -51,7 +52,7 @@ from ..wire.messages import (
 )
 from ..wire.namespace import normalize
 from ..wire.striping import FileLayout, by_ost
-from ..wire.transport import OSTUnavailableError, RemoteError, remember_stalls
+from ..wire.transport import OSTUnavailableError, RemoteError
 from .filesystem import OSTFileSystem
 from .placement import Placement, SpreadPolicy, place
 
@@ -123,7 +124,7 @@ class OSTBackend(Backend):
         self._layouts: dict[str, FileLayout | None] = {}
         # One instance serves one reduction, made in its task: a server that stalls is asked
         # once, by a batch or by the client's fallback, not once a request.
-        remember_stalls()
+        remember_unavailable()
 
     async def traits(self, layout: ArrayLayout) -> Traits:
         """Answers counted as their CBOR bodies; an uncompressed chunk answers once per OST

@@ -5,8 +5,11 @@ URL: ``ost://HOST:PORT/path`` with the MDS's address. Storage options ``stripe_s
 ``timeout`` bounds every request in seconds (30), ``connect_timeout`` a connection (3), and
 ``read_timeout`` (3) how long a server may keep silent before its ``/healthz`` must answer
 within as long: a stopped or hung server is named after at most twice ``read_timeout``, and
-during a reduction it is not asked again. ``token`` is the cluster's token, which every call
-needs (default: the one this process's cluster registered, else ``$ACTIVEZARR_OST_TOKEN``).
+during a reduction it is not asked again. A connection refused or reset and a 502 or 503 are
+tried again ``retries`` times (3) within ``retry_within`` seconds (30) of the first attempt,
+as the active servers' pool does (:mod:`activezarr.transport.http`). ``token`` is the
+cluster's token, which every call needs (default: the one this process's cluster registered,
+else ``$ACTIVEZARR_OST_TOKEN``).
 """
 
 from __future__ import annotations
@@ -18,12 +21,12 @@ from urllib.parse import urlsplit
 from fsspec.asyn import AsyncFileSystem
 from fsspec.spec import AbstractBufferedFile
 
+from ...transport.http import DEFAULT_READ_TIMEOUT, Retries
 from ..wire.messages import CreateRequest, Entry
 from ..wire.namespace import normalize
 from ..wire.striping import FileLayout
 from ..wire.transport import (
     DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_READ_TIMEOUT,
     DEFAULT_TIMEOUT,
     ClusterClient,
     RemoteError,
@@ -39,13 +42,14 @@ class OSTFileSystem(AsyncFileSystem):
     def __init__(self, host: str, stripe_size: int | None = None,
                  stripe_count: int | None = None, timeout: float = DEFAULT_TIMEOUT,
                  token: str | None = None, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-                 read_timeout: float = DEFAULT_READ_TIMEOUT, **kwargs: Any) -> None:
+                 read_timeout: float = DEFAULT_READ_TIMEOUT, retries: int = Retries.retries,
+                 retry_within: float = Retries.within, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.host = host
         self.stripe_size = stripe_size
         self.stripe_count = stripe_count
         self.client = ClusterClient(f"http://{host}", timeout, token, connect_timeout,
-                                    read_timeout)
+                                    read_timeout, Retries(retries, retry_within))
 
     @classmethod
     def _strip_protocol(cls, path: Any) -> Any:

@@ -5,19 +5,24 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Awaitable, Mapping, Sequence
-from contextvars import ContextVar
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
 import cbor2
 
 from ...errors import CredentialsError, StorageUnavailableError
-from ...protocol import HEALTH_PATH
 from ...servers.errors import ServerError
 from ...transport.answers import error_message, excerpt
-from ...transport.sessions import shared_session
+from ...transport.http import (
+    DEFAULT_READ_TIMEOUT,
+    RETRIED_STATUSES,
+    HttpClient,
+    Retries,
+    ServerUnavailableError,
+    Timeouts,
+    remembered,
+)
 from .layouts import CBOR, decode_layouts
 from .messages import LINK_HEADER, TOKEN_HEADER, TOKEN_VARIABLE, ClusterMap, Entry
 from .ratelimit import RateLimiter
@@ -27,16 +32,8 @@ from .striping import Extent, FileLayout, by_ost
 DEFAULT_TIMEOUT = 30.0
 #: Seconds to connect to a server.
 DEFAULT_CONNECT_TIMEOUT = 3.0
-#: Seconds to wait for an answer before asking the server's ``/healthz`` (which must answer
-#: as soon): a server alive but busy is waited for up to the timeout, a stalled one (stopped,
-#: hung) is named after at most twice this.
-DEFAULT_READ_TIMEOUT = 3.0
 #: Connections open at once to the cluster's servers, per event loop (aiohttp's default).
 CONNECTIONS = 100
-#: Servers found stalled or unreachable during the current reduction, and why: set by
-#: :func:`remember_stalls` in the reduction's task and seen by the tasks it starts (its batches
-#: and the client's fallback reads), so that a stalled server costs one wait, not one a request.
-_stalled: ContextVar[dict[str, str] | None] = ContextVar("activezarr_ost_stalled", default=None)
 #: One LAN per cluster (keyed by MDS URL), shared by every client of this process.
 _lans: dict[str, RateLimiter] = {}
 #: Tokens of the clusters this process started, by MDS URL (see :func:`register_token`).
@@ -46,17 +43,6 @@ _tokens: dict[str, str] = {}
 def register_token(mds: str, token: str) -> None:
     """Let clients in this process write to the cluster whose MDS is at ``mds``."""
     _tokens[mds.rstrip("/")] = token
-
-
-def remember_stalls() -> None:
-    """From now on in the running task (a reduction) and the tasks it starts, a server found
-    stalled or unreachable is not asked again. Outside a task it does nothing: a thread's own
-    context would keep the servers dropped for good."""
-    try:
-        asyncio.current_task()
-    except RuntimeError:
-        return
-    _stalled.set({})
 
 
 def token_for(mds: str) -> str | None:
@@ -122,19 +108,13 @@ class ClusterClient:
 
     def __init__(self, mds: str, timeout: float = DEFAULT_TIMEOUT,
                  token: str | None = None, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-                 read_timeout: float = DEFAULT_READ_TIMEOUT) -> None:
-        for name, value in (("timeout", timeout), ("connect_timeout", connect_timeout),
-                            ("read_timeout", read_timeout)):
-            if not value > 0:
-                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+                 read_timeout: float = DEFAULT_READ_TIMEOUT, retries: Retries | None = None
+                 ) -> None:
         self.mds = mds.rstrip("/")
         self.token = token if token is not None else token_for(self.mds)
-        self.timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=connect_timeout)
-        self.read_timeout = read_timeout
+        self.http = HttpClient(Timeouts(timeout, connect_timeout, read_timeout),
+                               retries or Retries(), CONNECTIONS)
         self._cluster: ClusterMap | None = None
-
-    def _session(self) -> aiohttp.ClientSession:
-        return shared_session(CONNECTIONS, self.timeout)
 
     def _name(self, url: str) -> str:
         """Which server ``url`` is on, for error messages."""
@@ -152,33 +132,28 @@ class ClusterClient:
         """The body of a 2xx answer; None for a 404 when ``missing_ok``.
 
         Raises :class:`OSTUnavailableError` naming the server when it cannot be reached, times
-        out (or stalls: see :meth:`_watched`) or fails (5xx); within a reduction
-        (:func:`remember_stalls`), at once for a server that could not be reached or stalled
-        earlier in it. :class:`TokenRefusedError` for a 401, :class:`RemoteError` for other
-        refusals.
+        out, stalls or fails (5xx; a 502 or 503 once the retries are spent, see
+        :mod:`activezarr.transport.http`); within a reduction (a backend's
+        :func:`~activezarr.transport.http.remember_unavailable`), at once for a server that
+        could not be reached or stalled earlier in it. :class:`TokenRefusedError` for a 401,
+        :class:`RemoteError` for other refusals.
         """
         server = _origin(url)
-        stalled = _stalled.get()
-        if stalled is not None and server in stalled:
-            raise OSTUnavailableError(f"{self._name(url)} is unavailable: {stalled[server]} "
-                                      f"(not asked again during this reduction)",
-                                      server, stalled[server])
         if self.token is not None:
             headers = {**(headers or {}), TOKEN_HEADER: self.token}
         try:
-            status, body = await self._watched(server, self._answer(
-                method, url, json=json_body, data=data, headers=headers))
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            reason = ("timed out" + (f": {exc}" if str(exc) else "")
-                      if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}")
-            if stalled is not None:
-                stalled[server] = reason
-            raise OSTUnavailableError(f"{self._name(url)} is unavailable: {reason}", server,
-                                      reason) from exc
+            reply = await self.http.send(method, server, url[len(server):], down=remembered(),
+                                         json=json_body, data=data, headers=headers)
+        except ServerUnavailableError as exc:
+            again = " (not asked again during this reduction)" if exc.known else ""
+            raise OSTUnavailableError(f"{self._name(url)} is unavailable: {exc.reason}{again}",
+                                      server, exc.reason) from exc
+        status, body = reply.status, reply.body
         if status == 404 and missing_ok:
             return None
         if status >= 500:
-            raise OSTUnavailableError(f"{self._name(url)} failed: {_message(body)}")
+            spent = " (its retries spent)" if status in RETRIED_STATUSES else ""
+            raise OSTUnavailableError(f"{self._name(url)} failed{spent}: {_message(body)}")
         if status == 401:
             raise TokenRefusedError(
                 f"{self._name(url)} refused this client's cluster token: give the ost "
@@ -187,36 +162,6 @@ class ClusterClient:
         if status >= 300:
             raise RemoteError(f"{self._name(url)}: {_message(body)}", status)
         return body
-
-    async def _answer(self, method: str, url: str, **request: Any) -> tuple[int, bytes]:
-        async with self._session().request(method, url, **request) as response:
-            return response.status, await response.read()
-
-    async def _watched(self, server: str, answer: Awaitable[tuple[int, bytes]]
-                       ) -> tuple[int, bytes]:
-        """``answer``, unless ``server`` stalls: a TimeoutError as soon as neither it nor the
-        server's ``/healthz`` answers within ``read_timeout``."""
-        waiting = asyncio.ensure_future(answer)
-        try:
-            while True:
-                done, _ = await asyncio.wait({waiting}, timeout=self.read_timeout)
-                if done:
-                    return waiting.result()
-                if not await self._alive(server):
-                    raise TimeoutError(f"no answer within {self.read_timeout:g} s, "
-                                       f"nor from {HEALTH_PATH}")
-        finally:
-            waiting.cancel()
-
-    async def _alive(self, server: str) -> bool:
-        """Whether ``server`` answers ``/healthz`` within ``read_timeout``."""
-        try:
-            async with self._session().get(
-                    server + HEALTH_PATH,
-                    timeout=aiohttp.ClientTimeout(total=self.read_timeout)) as response:
-                return response.status == 200
-        except (aiohttp.ClientError, TimeoutError):
-            return False
 
     async def mds_call(self, method: str, route: str, body: Any = None, *,
                        missing_ok: bool = False) -> Any:
@@ -309,7 +254,7 @@ class ClusterClient:
         """Within a reduction, remember the OSTs that ``server`` (the OSS) could not reach or
         found stalled, as its answers say (``unavailable``), so that the client's fallback
         does not wait for them again."""
-        stalled = _stalled.get()
+        stalled = remembered()
         if stalled is None or self._cluster is None or not isinstance(replies, list):
             return
         for reply in replies:

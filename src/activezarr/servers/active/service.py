@@ -185,7 +185,8 @@ class ChunkService:
         self._check_request_decoded([request])
         async with self.budget.reservation() as held:
             raw = await self._fetch(request, auth, self._admit(held, [request]))
-            return await self._compute(op, request, raw)
+            answer: dict[str, Any] = await self._compute(op, request, raw)
+            return answer
 
     def _shapeless_decoded(self, request: ChunkRequest) -> int:
         """A shapeless compressed chunk may decode to anything up to the limit: reserve it."""
