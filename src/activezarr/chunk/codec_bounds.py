@@ -17,15 +17,15 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
+
+# libdeflate inflates a whole zlib stream into a buffer of a given size, GIL released, in
+# about 75% of zlib-ng's time (a 64 KiB netCDF chunk here: 108 against 141 us).
+from deflate import DeflateError, zlib_decompress
 from numcodecs.abc import Codec
 
 # zlib-ng inflates the same streams as CPython's zlib (same API and errors' messages) in about
 # 60% of the time: deflate is netCDF4/HDF5's usual compressor, so chunk decoding is mostly this.
 from zlib_ng import zlib_ng as zlib
-
-# libdeflate inflates a whole zlib stream into a buffer of a given size, GIL released, in
-# about 75% of zlib-ng's time (a 64 KiB netCDF chunk here: 108 against 141 us).
-from deflate import DeflateError, zlib_decompress
 
 COMPRESSORS = frozenset({"zlib", "gzip", "zstd", "blosc", "blosc2", "lz4", "bz2", "lzma"})
 CHECKSUMS = frozenset({"crc32", "crc32c", "adler32", "fletcher32", "jenkins_lookup3"})
