@@ -78,6 +78,15 @@ def _nc_encoding(chunks: tuple[int, ...]) -> dict[str, Any]:
                     "_FillValue": None}}
 
 
+def write_small_netcdf(ds: xr.Dataset, shape: Shape, path: Path) -> Path:
+    """The netCDF4 file of many small chunks: a quarter of the data, each chunk one time step
+    of ``shape.small_chunk_kib`` KiB of whole (lat, lon) rows."""
+    rows = min(shape.lat, max(1, shape.small_chunk_kib * 1024 // (shape.lon * 4)))
+    ds.isel(time=slice(0, max(1, shape.time // 4))).to_netcdf(
+        path, engine="netcdf4", encoding=_nc_encoding((1, rows, shape.lon)))
+    return path
+
+
 class _Files(SimpleHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: a connection serves many chunks
 
@@ -143,11 +152,7 @@ class Rig:
         ds.to_zarr(local, encoding=_zarr_encoding(chunks), zarr_format=3, consolidated=False)
         nc = self.root / "tas.nc"
         ds.to_netcdf(nc, engine="netcdf4", encoding=_nc_encoding(chunks))
-        # many small chunks: a quarter of the data, chunk = small_chunk_kib of (lat, lon) rows
-        rows = min(s.lat, max(1, s.small_chunk_kib * 1024 // (s.lon * 4)))
-        nc_small = self.root / "tas-small.nc"
-        ds.isel(time=slice(0, max(1, s.time // 4))).to_netcdf(
-            nc_small, engine="netcdf4", encoding=_nc_encoding((1, rows, s.lon)))
+        nc_small = write_small_netcdf(ds, s, self.root / "tas-small.nc")
         s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=KEYS["key"],
                           aws_secret_access_key=KEYS["secret"], region_name="us-east-1")
         s3.create_bucket(Bucket=BUCKET)

@@ -101,15 +101,16 @@ def child(method: str, query: str, where_file: str) -> int:
     return 0
 
 
-def _spawn(method: str, query: str, where_file: Path, namespace: bool, timeout: float
-           ) -> dict[str, Any]:
+def _spawn(method: str, query: str, where_file: Path, namespace: bool, timeout: float,
+           env: dict[str, str] | None = None) -> dict[str, Any]:
+    """One case in a child process (``env``: its environment, if not this one's)."""
     command = [sys.executable, os.path.abspath(__file__), "--child", method, query,
                str(where_file)]
     if namespace:
         command = _netns.in_namespace(_netns.CLIENT, command)
     before = _netns.bytes_to_client() if namespace else None
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        process = subprocess.Popen(command, stdout=out, stderr=err)
+        process = subprocess.Popen(command, stdout=out, stderr=err, env=env)
         try:
             process.wait(timeout)
         except subprocess.TimeoutExpired:

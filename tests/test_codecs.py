@@ -190,3 +190,20 @@ def test_a_chunk_decodes_as_numcodecs_decodes_it_or_is_refused(
         assert len(payloads) > 1 or tail, "a chunk numcodecs wrote was refused"
         return
     assert decoded == expected
+
+
+@pytest.mark.parametrize("limit", [FIRST.nbytes, FIRST.nbytes + 100, 32 * MiB])
+def test_a_zlib_chunk_decodes_alike_below_and_above_the_whole_buffer_bound(limit: int) -> None:
+    """libdeflate inflates chunks up to its bound, zlib-ng's stream the larger: same bytes."""
+    stored = bytes(numcodecs.Zlib(level=3).encode(FIRST)) + b"junk"
+    assert bytes(CodecChain([{"id": "zlib"}]).decode_within(stored, limit)) == FIRST.tobytes()
+
+
+@pytest.mark.parametrize(("stored", "limit", "why"), [
+    (bytes(numcodecs.Zlib().encode(FIRST)), FIRST.nbytes - 4, "inflates past"),
+    (bytes(numcodecs.Zlib().encode(FIRST))[:-9], FIRST.nbytes, "truncated"),
+])
+def test_a_zlib_chunk_libdeflate_refuses_is_refused_with_the_reason(stored: bytes, limit: int,
+                                                                    why: str) -> None:
+    with pytest.raises(ChunkDecodeError, match=why):
+        CodecChain([{"id": "zlib"}]).decode_within(stored, limit)

@@ -9,11 +9,14 @@ from collections.abc import Sequence
 from .errors import ChunkDecodeError
 
 
-def read_ranges(fd: int, ranges: Sequence[tuple[int, int]], name: str) -> list[bytes]:
-    """Each ``(offset, length)`` of the open file ``fd``, checked against its size before any
-    buffer is allocated; a range outside the file, or a file that shrank while it was read, is a
-    :class:`ChunkDecodeError` naming ``name`` (a chunk key, path or object)."""
-    size = os.fstat(fd).st_size
+def read_ranges(fd: int, ranges: Sequence[tuple[int, int]], name: str,
+                size: int | None = None) -> list[bytes]:
+    """Each ``(offset, length)`` of the open file ``fd``, checked against its size (``size``
+    if the caller stat'ed it already) before any buffer is allocated; a range outside the file,
+    or a file that shrank while it was read, is a :class:`ChunkDecodeError` naming ``name`` (a
+    chunk key, path or object)."""
+    if size is None:
+        size = os.fstat(fd).st_size
     for offset, length in ranges:
         if offset < 0 or length < 0 or offset + length > size:
             raise ChunkDecodeError(f"byte range ({offset}, {length}) is outside the "

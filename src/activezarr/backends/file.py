@@ -69,23 +69,25 @@ class OpenFiles(contextlib.AbstractContextManager["OpenFiles"]):
     a directory store one per file."""
 
     def __init__(self) -> None:
-        self._fds: dict[str, int] = {}
+        self._files: dict[str, tuple[int, int]] = {}  # path: (descriptor, size when opened)
 
     def read(self, path: str, byte_range: tuple[int, int] | None) -> bytes | None:
         """The bytes of ``byte_range`` (None: all) of ``path``; None if there is no such file."""
-        fd = self._fds.get(path)
-        if fd is None:
+        opened = self._files.get(path)
+        if opened is None:
             try:
-                fd = self._fds[path] = os.open(path, os.O_RDONLY)
+                fd = os.open(path, os.O_RDONLY)
             except FileNotFoundError:
                 return None
-        [raw] = read_ranges(fd, [byte_range or (0, os.fstat(fd).st_size)], path)
+            opened = self._files[path] = (fd, os.fstat(fd).st_size)
+        fd, size = opened
+        [raw] = read_ranges(fd, [byte_range or (0, size)], path, size)
         return raw
 
     def __exit__(self, *exc: object) -> None:
-        for fd in self._fds.values():
+        for fd, _ in self._files.values():
             os.close(fd)
-        self._fds.clear()
+        self._files.clear()
 
 
 @backends.register("file")

@@ -56,6 +56,8 @@ class ReferenceBackend(FileBackend):
             raise UnsupportedArrayError("the reference backend needs a kerchunk reference store")
         self.fs: Any = fs
         self._access: dict[int, asyncio.Future[S3Access]] = {}
+        self._filesystems: dict[str, Any] = {}
+        self._paths: dict[str, str] = {}
         # Targets on S3 or HTTP go to the servers (few reads of each target, one answer per
         # region); local ones stay in this process's pool, in small batches over its workers.
         self.on_servers = self.servers is not None and _has_remote_targets(fs)
@@ -86,19 +88,29 @@ class ReferenceBackend(FileBackend):
         url, start1, end1 = self.fs._cat_common(self._key(task), start, end)
         if isinstance(url, bytes):  # inlined data, base64 decoded by fsspec
             return url[start:end], None, None, None
-        target = self.fs.fss.get(split_protocol(url)[0])
-        if target is None:
-            raise StorageUnavailableError(f"no filesystem for reference target {url!r}")
-        return url, start1, end1, getattr(target, "sync_fs", target)
+        return url, start1, end1, self._filesystem(url)
 
-    @staticmethod
-    def _source(url: Any, start: int | None, end: int | None, target: Any) -> StoredChunk:
+    def _filesystem(self, url: str) -> Any:
+        """The filesystem of a reference target, looked up once per URL (a netCDF file's
+        references name that one file for each of its chunks)."""
+        target = self._filesystems.get(url)
+        if target is None:
+            target = self.fs.fss.get(split_protocol(url)[0])
+            if target is None:
+                raise StorageUnavailableError(f"no filesystem for reference target {url!r}")
+            target = self._filesystems[url] = getattr(target, "sync_fs", target)
+        return target
+
+    def _source(self, url: Any, start: int | None, end: int | None, target: Any) -> StoredChunk:
         """Where a local or inlined target's bytes are (the references name the file: if it
         is missing, that is an error, not a chunk never written)."""
         if target is None:
             return StoredChunk(data=url)
         byte_range = None if start is None or end is None else (start, end - start)
-        return StoredChunk(target._strip_protocol(url), byte_range, named=url)
+        path = self._paths.get(url)
+        if path is None:
+            path = self._paths[url] = target._strip_protocol(url)
+        return StoredChunk(path, byte_range, named=url)
 
     async def _s3(self, fs: Any) -> S3Access:
         if id(fs) not in self._access:

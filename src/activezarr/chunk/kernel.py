@@ -82,6 +82,8 @@ class ChunkKernel:
             raise ValueError(f"weights of shape {weights.shape} do not broadcast to the "
                              f"selection's {data.shape}")
         mask = missing_mask(data, spec.missing)
+        if mask is not None and not mask.any():
+            mask = None  # nothing missing here: numpy's plain reductions, twice as fast
         aggregation = self.at(spans)
         if labels is not None:
             assert spec.group_axis is not None

@@ -97,6 +97,9 @@ class Extras:
 
     def attach(self, tasks: Iterable[ChunkTask], kept: Sequence[int]) -> Iterator[ChunkTask]:
         """``tasks`` with their own weights and labels, grouped regions pointing at groups."""
+        if self.weights is None and self.labels is None:
+            yield from tasks  # nothing to attach (most reductions): no work per chunk
+            return
         for task in tasks:
             own = self.box(task.spans)
             task.weights = own.weights
