@@ -14,8 +14,8 @@ from typing import Any
 
 import cbor2
 import numpy as np
-import requests
 import pytest
+import requests
 from hypothesis import HealthCheck, given, settings
 
 import activezarr
