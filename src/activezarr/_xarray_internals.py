@@ -81,7 +81,7 @@ def unmasked_decoder(layer: Any) -> Callable[[np.ndarray], np.ndarray]:
     func = layer.func
     if getattr(func.func, "__name__", None) == "_apply_mask":
         return functools.partial(func.func, **{**func.keywords, "encoded_fill_values": []})
-    return func  # type: ignore[no-any-return]
+    return func
 
 
 def opened_in_graph(graph: Any) -> list[Any]:

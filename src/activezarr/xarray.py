@@ -603,7 +603,7 @@ class ActiveAccessor(_Reductions):
         da = self._da
         edges = np.asarray(bins, np.float64) if np.ndim(bins) else self._bin_edges(bins, range)
         name = "bin" if da.name is None else f"{da.name}_bin"
-        cells = {name: (edges[:-1] + edges[1:]) / 2}
+        cells: dict[Hashable, np.ndarray] = {name: (edges[:-1] + edges[1:]) / 2}
         reduced = _dim_tuple(da, dim)
 
         def here() -> xr.DataArray:  # xarray's values, binned on the client
