@@ -41,3 +41,13 @@ def test_bad_bins_are_refused_before_anything_is_read(tmp_path: Path, bins: Any,
     red = activezarr.ActiveReduction(activezarr.open_array(str(tmp_path / "h.zarr")))
     with pytest.raises(ValueError, match=message):
         red.reduce("histogram", bins=bins)
+
+
+def test_packed_values_are_refused_before_anything_is_read(tmp_path: Path) -> None:
+    from arrays import create
+
+    create(tmp_path / "h.zarr", np.zeros(4, "i2"), attributes={"scale_factor": 0.5})
+    red = activezarr.ActiveReduction(activezarr.open_array(str(tmp_path / "h.zarr")))
+    with pytest.raises(ValueError, match="cannot unpack packed values"):
+        red.reduce("histogram", bins=[0.0, 1.0])
+    assert red.last_report is None

@@ -229,6 +229,10 @@ class ActiveReduction(_Reductions):
         weights = options.pop("weights", None)
         extras = Extras.build(dims, weights, options.pop("groups", None))
         reduction = get_reduction(op, **options)
+        if self.decoding.packed and not isinstance(reduction, Quantile):
+            # a state that cannot be unpacked says so now, not after every chunk was read
+            cf = self.decoding
+            cf.unpack(reduction.aggregation(cf.dtype, params=reduction.params()).empty(()))
         if reduction.one_axis and not (axis is None or isinstance(axis, (int, np.integer))):
             raise TypeError(f"{op} takes axis=None or one integer axis, as numpy's; got "
                             f"{axis!r}")
