@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-QUERIES = ("mean", "point", "box", "timemean", "weighted", "climatology", "p90")
+QUERIES = ("mean", "point", "box", "timemean", "weighted", "climatology", "p90", "hist",
+           "hotdays", "argmax")
 #: What each query means, for the table's legend.
 LEGEND = {
     "mean": "whole-array mean",
@@ -25,7 +26,13 @@ LEGEND = {
     "weighted": "cos(lat)-weighted global mean per time step",
     "climatology": "monthly climatology (12 x lat x lon)",
     "p90": "exact 90th percentile over time per grid cell (a lat x lon field)",
+    "hist": "histogram of the whole array (30 bins of 2 K from 240 K)",
+    "hotdays": "days above 288.15 K per year per grid cell (years x lat x lon)",
+    "argmax": "the day of the maximum per grid cell (a lat x lon field of positions)",
 }
+#: The histogram's edges and the hot day's threshold.
+EDGES = np.linspace(240.0, 300.0, 31)
+HOT = 288.15
 
 
 class Unsupported(Exception):
@@ -44,6 +51,11 @@ def _box(shape: dict[str, int]) -> tuple[slice, slice]:
 def _months(shape: dict[str, int]) -> np.ndarray:
     import pandas as pd
     return np.asarray(pd.date_range("2000-01-01", periods=_ntime(shape), freq="D").month)
+
+
+def _years(shape: dict[str, int]) -> np.ndarray:
+    import pandas as pd
+    return np.asarray(pd.date_range("2000-01-01", periods=_ntime(shape), freq="D").year)
 
 
 def _ntime(shape: dict[str, int]) -> int:
@@ -68,6 +80,13 @@ def _numpy(array: Any, query: str, shape: dict[str, int]) -> np.ndarray:
     data = array[...]
     if query == "p90":
         return np.nanquantile(data, [0.9], axis=0)[0]
+    if query == "hist":
+        return np.histogram(data, EDGES)[0].astype(np.float64)
+    if query == "hotdays":
+        years = _years(shape)
+        return np.stack([(data[years == y] > HOT).sum(axis=0) for y in np.unique(years)])
+    if query == "argmax":
+        return data.argmax(axis=0)
     if query == "timemean":
         return data.mean(axis=0, dtype=np.float64)
     if query == "weighted":
@@ -110,6 +129,15 @@ def _xarray(da: Any, query: str, shape: dict[str, int], active: bool) -> np.ndar
         out = da.isel(lat=ys, lon=xs).mean()
     elif query == "p90":
         out = (da.active if active else da).quantile(0.9, "time")
+    elif query == "hotdays":
+        hot = da.active.where(lambda x: x > HOT) if active else da > HOT
+        by_year = hot.resample(time="1YS")
+        out = by_year.count() if active else by_year.sum()
+    elif query == "argmax":
+        out = da.argmax("time")
+    elif query == "hist":  # xarray has none: dask's, of the dask array under it
+        import dask.array
+        out = dask.array.histogram(da.data, bins=EDGES)[0]
     else:
         out = da.mean("time")
     return np.asarray(getattr(out, "compute", lambda: out)(), dtype=np.float64)
@@ -132,6 +160,10 @@ def _active(array: Any, query: str, shape: dict[str, int]) -> np.ndarray:
         out = red.mean(axis=0)
     elif query == "p90":
         out = red.quantile([0.9], axis=0)[0]
+    elif query == "hist":
+        out = red.reduce("histogram", bins=EDGES)
+    elif query == "argmax":
+        out = red.argmax(axis=0)
     else:
         raise Unsupported("grouped/weighted: through the accessor")
     return np.ma.filled(np.ma.asarray(out, dtype=np.float64), np.nan)
@@ -173,7 +205,8 @@ def _active_store(method: str, where: dict[str, Any]) -> tuple[Any, int]:
         return activezarr.ActiveStore.from_url(where["s3_zarr"], active=server, read_only=True,
                                                storage_options=_s3_options(where)), 3
     if method == "az-ost":
-        return activezarr.ActiveStore.from_url(f"{where['ost']}/tas.zarr", read_only=True), 3
+        return activezarr.ActiveStore.from_url(f"{where['ost']}/tas.zarr", read_only=True,
+                                               storage_options={"token": where["ost_token"]}), 3
     refs = {"az-reference": "refs_s3", "az-nc-local": "refs_local",
             "az-nc-local-small": "refs_local_small"}[method]
     with open(where[refs]) as f:
@@ -204,8 +237,9 @@ def prepare(method: str) -> None:
 def run(method: str, query: str, where: dict[str, Any]) -> np.ndarray:
     shape = where["shape"]
     if method.startswith("pas-"):
-        if query in ("weighted", "climatology", "p90"):
-            raise Unsupported("PyActiveStorage has no weighted, grouped or quantile reductions")
+        if query in ("weighted", "climatology", "p90", "hist", "hotdays", "argmax"):
+            raise Unsupported("PyActiveStorage has no weighted, grouped, quantile, histogram "
+                              "or argmax reductions")
         if method == "pas-server" and query in ("point", "timemean"):
             # Reductionist answers `count` as a flat list (docs/PROTOCOL.md), which
             # PyActiveStorage 0.8 assigns to a cell block and fails (its reductionist.py:
@@ -228,7 +262,7 @@ def run(method: str, query: str, where: dict[str, Any]) -> np.ndarray:
         import xarray as xr
         import zarr
         store, fmt = _active_store(method, where)
-        if query in ("weighted", "climatology"):
+        if query in ("weighted", "climatology", "hotdays"):
             da = xr.open_zarr(store, zarr_format=fmt, consolidated=False, chunks=None)["tas"]
             return _xarray(da, query, shape, active=True)
         return _active(zarr.open_array(store, path="tas", mode="r", zarr_format=fmt),

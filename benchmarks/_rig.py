@@ -135,8 +135,9 @@ class Rig:
             cluster = stack.enter_context(Cluster(ClusterConfig(
                 root=self.root / "ost", osts=4, host=self.host)))
             http = stack.enter_context(file_server(self.root, self.host))
+            # the cluster's token: each client child is another process (and namespace)
             self.where = {"endpoint": endpoint, "server": server, "ost": cluster.url,
-                          "http_zarr": f"{http}/tas.zarr",
+                          "ost_token": cluster.token, "http_zarr": f"{http}/tas.zarr",
                           "shape": asdict(self.shape), **self._write(endpoint, cluster.url)}
             self._stack = stack.pop_all()
         return self

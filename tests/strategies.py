@@ -12,6 +12,7 @@ from arrays import LAYOUTS
 DTYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
           "float16", "float32", "float64")
 OPS = ("sum", "min", "max", "count", "mean", "var", "std")
+COMPARISONS = (">", ">=", "<", "<=", "==", "!=")
 
 
 def values(dtype: np.dtype, near_limits: bool = False) -> st.SearchStrategy[Any]:
@@ -68,17 +69,34 @@ def arrays(draw: st.DrawFn, max_extent: int, near_limits: bool = False) -> dict[
 
 @st.composite
 def queries(draw: st.DrawFn, shape: tuple[int, ...]) -> dict[str, Any]:
-    """A reduction to run: ``selection``, ``op``, ``ddof`` and a seed for its axes."""
+    """A reduction to run: ``selection``, ``op``, ``ddof``, a seed for its axes and, in one
+    of two, a condition on the decoded values (``where``: a comparison, the element whose
+    decoded value is the threshold, and a nudge of it by 0, 0.5 or -0.5)."""
+    size = int(np.prod(shape))
+    where = st.tuples(st.sampled_from(COMPARISONS), st.integers(0, size - 1),
+                      st.sampled_from([0.0, 0.0, 0.5, -0.5]))
     return dict(selection=draw(selections(shape)), op=draw(st.sampled_from(OPS)),
                 axis_seed=draw(st.lists(st.integers(0, 2), max_size=3, unique=True)),
-                axis_none=draw(st.booleans()), ddof=draw(st.integers(0, 2)))
+                axis_none=draw(st.booleans()), ddof=draw(st.integers(0, 2)),
+                where=draw(st.none() | where))
 
 
-def run_query(red: Any, query: dict[str, Any]) -> tuple[Any, tuple[int, ...] | None]:
-    """(result, axis) of ``query`` run on an ActiveReduction ``red``."""
+def threshold(values: np.ndarray, where: tuple[str, int, float]) -> tuple[str, Any]:
+    """``(op, number)`` of a query's ``where``, from the decoded ``values`` it points into."""
+    op, at, nudge = where
+    value = values.reshape(-1)[at].item()
+    return op, value + nudge if nudge else value
+
+
+def run_query(red: Any, query: dict[str, Any], where: tuple[str, Any] | None = None
+              ) -> tuple[Any, tuple[int, ...] | None]:
+    """(result, axis) of ``query`` run on an ActiveReduction ``red``, of the values meeting
+    ``where`` only where given."""
     view = red[query["selection"]]
     ndim = len(view.shape)
     axes = sorted({a % ndim for a in query["axis_seed"]}) if ndim else []
     axis = None if query["axis_none"] or not axes else tuple(axes)
-    options = {"ddof": query["ddof"]} if query["op"] in ("var", "std") else {}
+    options: dict[str, Any] = {"ddof": query["ddof"]} if query["op"] in ("var", "std") else {}
+    if where is not None:
+        options["where"] = where
     return view.reduce(query["op"], axis=axis, **options), axis

@@ -12,8 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import cbor2
 import numpy as np
 import pytest
+import requests
 from hypothesis import HealthCheck, given, settings
 
 import activezarr
@@ -184,3 +186,25 @@ def test_the_cost_model_prices_value_and_position(tmp_path: Path) -> None:
 
     assert ArgMaximum("i2").cell_bytes(memory=True, zstd_ratio=1.0) == 2 + 8
     assert Maximum("i2").cell_bytes(memory=True, zstd_ratio=1.0) == 2
+
+
+@pytest.mark.parametrize("params", [
+    {"origin": [0]},  # one dimension of two
+    {"shape": [4, 6], "reversed": [False, False], "origin": [3, 0]},  # past the selection
+    {"shape": [2, 6], "reversed": [False, False], "origin": [0, 0]},  # a selection too small
+    {"shape": [4, 6, 1], "reversed": [False, False, False], "origin": [0, 0, 0]},
+], ids=["origin-ndim", "origin-past", "shape-small", "shape-ndim"])
+def test_positions_that_do_not_fit_the_chunk_are_a_400(active_server: Any, served_root: Path,
+                                                      params: dict[str, Any]) -> None:
+    """Inconsistent argmax params are bad input: a 4xx with a JSON body naming them, alone
+    and as a batch item, never a 500."""
+    from server_client import error, post
+
+    (served_root / "argmax.bin").write_bytes(np.arange(24, dtype="<f4").tobytes())
+    body = {"interface_type": "file", "url": f"file://{served_root}/argmax.bin",
+            "dtype": "float32", "shape": [4, 6], "params": params}
+    assert "params" in error(post(active_server, "argmax", body), 400)
+    items = requests.post(f"{active_server.url}/v2/batch", timeout=30,
+                          json={"requests": [{"op": "argmin", **body}]}).content
+    (item,) = cbor2.loads(items)
+    assert item["status"] == 400 and "params" in item["error"]["message"]

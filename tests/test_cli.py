@@ -131,6 +131,18 @@ def test_reduce_quantiles_median_and_histogram(stored: tuple[str, np.ma.MaskedAr
                           "--bins")
 
 
+def test_reduce_where_counts_the_values_meeting_every_condition(
+        stored: tuple[str, np.ma.MaskedArray]) -> None:
+    path, expected = stored
+    out = reduce_json(path, "--op", "count", "--axis", "0", "--where", ">100",
+                      "--where", "<= 400")
+    inside = (expected > 100) & (expected <= 400)
+    assert out["result"] == np.ma.filled(inside, False).sum(axis=0).tolist()
+    assert out["report"]["fallbacks"] == 0
+    assert_one_line_error(invoke("reduce", path, "--op", "count", "--where", "above 3"),
+                          "not a comparison with a number")
+
+
 def test_all_missing_result_is_null(stored: tuple[str, np.ma.MaskedArray]) -> None:
     assert reduce_json(stored[0], "--op", "max", "--select", ":,0,0")["result"] is None
 

@@ -27,8 +27,8 @@ def test_quick_run_checks_answers_repeats_and_names_what_it_skips(tmp_path: Path
         assert mean["check"] == "ok" and mean["seconds"] > 0 and mean["peak_mib"] > 10
         assert len(mean["runs"]) == 2 and mean["seconds"] == sorted(mean["runs"])[0]
         assert mean["cpu"] > 0
-    assert results["pas-local", "climatology"]["skip"] == \
-        "PyActiveStorage has no weighted, grouped or quantile reductions"
+    assert results["pas-local", "climatology"]["skip"] == (
+        "PyActiveStorage has no weighted, grouped, quantile, histogram or argmax reductions")
     assert results["zarr-http", "climatology"]["check"] == "ok"
     assert "pas-local          skipped: PyActiveStorage has no" in run.stdout.replace(
         "climatology ", "")

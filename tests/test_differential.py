@@ -2,7 +2,9 @@
 
 Each case is a zarr array (v2 or v3, any codec and chunking, dtypes up to the int64/uint64
 limits) with CF attributes (fill and missing values, valid ranges, ``_Unsigned``, packing),
-reduced over generated selections and axes. Every case goes through every backend in
+reduced over generated selections and axes, half of them of the values meeting a condition
+(``where=(">", x)``, any comparison, the threshold one of the decoded values or between two),
+and binned (``histogram``, unpacked cases). Every case goes through every backend in
 :data:`runners.RUNNERS`, and each must give numpy.ma's answer on the CF-decoded values, with
 the dtype xarray would give.
 """
@@ -24,7 +26,7 @@ from hypothesis import strategies as st
 import activezarr
 from arrays import CODECS, assert_reduces_like_numpy, create
 from runners import Runner
-from strategies import arrays, queries, run_query
+from strategies import arrays, queries, run_query, threshold
 
 #: Half the profile's examples, each through every backend: 125 cases by default.
 EXAMPLES = max(10, settings().max_examples // 2)
@@ -115,20 +117,79 @@ def _numpy_dtype(op: str, dtype: np.dtype) -> np.dtype:
     return getattr(np, op)(np.ones(2, dtype.newbyteorder("="))).dtype
 
 
+#: numpy's comparisons, as a condition names them.
+COMPARE = {">": np.greater, ">=": np.greater_equal, "<": np.less, "<=": np.less_equal,
+           "==": np.equal, "!=": np.not_equal}
+
+
 def _check(runner: Runner, fixtures: dict[str, Any], path: Path, case: dict[str, Any],
            values: np.ndarray, mask: np.ndarray) -> None:
     red = activezarr.ActiveReduction(runner.opener(path, fixtures), skipna=case["skipna"])
     for query in case["queries"]:
-        actual, axis = run_query(red, query)
+        where, meets = None, mask
+        if query["where"] is not None:
+            where = threshold(values, query["where"])
+            with np.errstate(invalid="ignore"):  # numpy's own comparison is the oracle
+                meets = mask | ~COMPARE[where[0]](values, where[1])
+        try:
+            actual, axis = run_query(red, query, where)
+        except ValueError as exc:  # a packed int64's many stored values behind one decoded
+            assert where is not None and where[0] == "!=" and "more than" in str(exc), exc
+            continue
         op = query["op"]
         report = red.last_report
         # The planner may read plainly where the active path would move more (it says why).
         assert report.backend == runner.reported or (
             report.backend == "plain" and "would move more" in report.plan_reason), report
-        assert_reduces_like_numpy(actual, values, mask, query["selection"], op, axis,
+        assert_reduces_like_numpy(actual, values, meets, query["selection"], op, axis,
                                   query["ddof"])
+        if where is not None and runner.name != "s3-reductionist":
+            assert report.fallbacks == 0, report.fallback_reasons  # conditions are masks
         if actual is not np.ma.masked:
             assert np.asarray(actual).dtype == _numpy_dtype(op, values.dtype)
+        if not _packed(case):
+            _check_histogram(red, runner, values, meets, axis, query["selection"], where)
+
+
+def _packed(case: dict[str, Any]) -> bool:
+    return "scale_factor" in case["attrs"] or "add_offset" in case["attrs"]
+
+
+def histogram_edges(values: np.ndarray, mask: np.ndarray) -> list[float]:
+    """Uneven edges through the valid values (numpy bins given edges by searching them)."""
+    finite = values[~mask].astype(np.float64)
+    finite = finite[np.isfinite(finite)]
+    if not finite.size:
+        return [0.0, 1.0]
+    edges = np.unique(np.quantile(finite, [0.0, 0.3, 0.45, 0.9, 1.0]))
+    return edges.tolist() if edges.size > 1 else [edges[0], edges[0] + 1.0]
+
+
+def numpy_histogram(values: np.ndarray, mask: np.ndarray, edges: list[float], axis: Any
+                    ) -> np.ndarray:
+    """numpy's histogram of each output cell's valid values over ``axis`` (bins last)."""
+    axes = tuple(range(values.ndim)) if axis is None else tuple(np.atleast_1d(axis))
+    kept = [a for a in range(values.ndim) if a not in axes]
+    moved = np.transpose(values, (*kept, *axes)).reshape(*(values.shape[a] for a in kept), -1)
+    hidden = np.transpose(mask, (*kept, *axes)).reshape(moved.shape)
+    out = np.zeros((*moved.shape[:-1], len(edges) - 1), np.intp)
+    for cell in np.ndindex(moved.shape[:-1]):
+        out[cell] = np.histogram(moved[cell][~hidden[cell]].astype(np.float64), edges)[0]
+    return out
+
+
+def _check_histogram(red: activezarr.ActiveReduction, runner: Runner, values: np.ndarray,
+                     mask: np.ndarray, axis: Any, selection: Any,
+                     where: tuple[str, Any] | None) -> None:
+    """The histogram of the query's values (those meeting its condition) over its axes."""
+    values, mask = np.asarray(values[selection]), np.asarray(mask[selection])
+    edges = histogram_edges(values, mask)
+    got = red[selection].reduce("histogram", axis=axis, bins=edges, where=where)
+    np.testing.assert_array_equal(got, numpy_histogram(values, mask, edges, axis),
+                                  err_msg=f"axis {axis}, edges {edges}")
+    assert np.asarray(got).dtype == np.intp
+    if red.last_report.backend != "plain":
+        runner.check_storage_side(red.last_report, "histogram")
 
 
 @pytest.mark.timeout(max(600, 2 * EXAMPLES))  # thorough: thousands of cases, each ~0.5 s

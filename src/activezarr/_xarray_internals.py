@@ -20,7 +20,8 @@ wrapper class names (``PASSING``)      layers that pass values unchanged (cache,
                                        ``_apply_mask`` (``encoded_fill_values``),
                                        ``_scale_offset_decoding`` (``scale_factor``,
                                        ``add_offset``) or ``numpy.asarray`` (``dtype``, the
-                                       view of ``_Unsigned``)
+                                       view of ``_Unsigned``); called on a few stored values
+                                       (fill values not masked) to decode conditions exactly
 dask layer names (``SELECTING``)       ``original-`` (xarray's layer holding the lazy array
                                        under its own name), ``open_dataset-`` (xarray's
                                        chunks of it), dask's ``getitem-`` and ``rechunk-``
@@ -29,9 +30,11 @@ dask layer names (``SELECTING``)       ``original-`` (xarray's layer holding the
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 import xarray as xr
 
 #: xarray's wrappers that pass values through as stored (indexing, caching, byte order).
@@ -70,6 +73,15 @@ def decoding(layer: Any) -> tuple[str | None, Mapping[str, Any]]:
     """The name and keywords of the function a CF decoding layer applies to the values."""
     func = getattr(layer, "func", None)
     return getattr(getattr(func, "func", None), "__name__", None), getattr(func, "keywords", {})
+
+
+def unmasked_decoder(layer: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """The function a CF decoding layer applies to values, but never masking a fill value
+    (``_apply_mask`` given no ``encoded_fill_values``): how xarray decodes any stored value."""
+    func = layer.func
+    if getattr(func.func, "__name__", None) == "_apply_mask":
+        return functools.partial(func.func, **{**func.keywords, "encoded_fill_values": []})
+    return func
 
 
 def opened_in_graph(graph: Any) -> list[Any]:

@@ -30,7 +30,7 @@ __all__ = ["reduce"]
 
 
 def reduce(arr: zarr.Array | ActiveReduction, op: str, axis: Any = None, *,
-           selection: Any = ..., weights: Any = None, groups: Any = None,
+           selection: Any = ..., weights: Any = None, groups: Any = None, where: Any = None,
            split_every: int = 8, leaf_chunks: int = 1, **options: Any) -> da.Array:
     """``ActiveReduction(arr)[selection].reduce(op, axis, ...)`` as a lazy dask array (one block).
 
@@ -40,10 +40,12 @@ def reduce(arr: zarr.Array | ActiveReduction, op: str, axis: Any = None, *,
     if split_every < 2:
         raise ValueError(f"split_every must be at least 2, got {split_every}")
     red = arr if isinstance(arr, ActiveReduction) else ActiveReduction(arr)
+    if where is not None:
+        red = red.where(where)
     dims = normalize_selection(selection, red.layout.shape)
     plan = red.prepare(op, dims, axis, dict(options, weights=weights, groups=groups))
     token = tokenize(str(red.array.store_path), op, axis, selection, weights,
-                     groups, options, split_every, leaf_chunks)
+                     groups, red.decoding.missing.model_dump(), options, split_every, leaf_chunks)
     graph: dict[Any, Any] = {}
     level = []
     # An empty selection has no chunk to cut: one leaf, which the engine answers as empty.

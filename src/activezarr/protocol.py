@@ -259,7 +259,9 @@ class ChunkRequest(_Strict):
                              f"{exc}") from None
         op = getattr(self, "op", None) or (info.context or {}).get("op")
         if op is not None and op != "select":
-            check_params(op, self.params)
+            check_params(op, self.params, None if self.shape is None else (
+                [len(range(*s)) for s in self.chunk_selection(self.shape)],
+                axes if axes is not None else tuple(range(ndim))))
         return self
 
     @property
@@ -338,14 +340,20 @@ class ChunkRequest(_Strict):
         return tuple(a + ndim if a < 0 else a for a in axes)
 
 
-def check_params(op: str, params: dict[str, Any] | None) -> None:
-    """``params`` are what operation ``op``'s aggregation takes."""
+def check_params(op: str, params: dict[str, Any] | None,
+                 selection: tuple[list[int], tuple[int, ...]] | None = None) -> None:
+    """``params`` are what operation ``op``'s aggregation takes, and fit the chunk's
+    ``selection`` (its extents, and the axes reduced) where it is known."""
+    cls = aggregation_class(op)
     try:
-        aggregation_class(op).Params.model_validate(params or {})
+        cls.Params.model_validate(params or {})
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
                              for e in exc.errors(include_url=False))
         raise ValueError(f"params: {problems}") from None
+    if selection is not None:
+        extents, axes = selection
+        cls(np.float64, params=params).check_fits(extents, axes)
 
 
 def check_weights_and_groups(request: ChunkRequest, axes: tuple[int, ...] | None) -> None:

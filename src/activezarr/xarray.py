@@ -23,7 +23,8 @@ import xarray as xr
 import zarr
 
 from . import _xarray_internals as internals
-from .chunk.reductions import Reduction, get_reduction
+from .chunk.conditions import Condition, Where
+from .chunk.reductions import Bins, Reduction, get_reduction
 from .client.active import ActiveReduction
 from .client.report import Report
 from .errors import ActiveZarrError, ActiveZarrWarning
@@ -33,6 +34,8 @@ Dims = str | Iterable[Hashable] | None
 Grouping = Callable[[xr.DataArray], Any]
 
 __all__ = ["ActiveAccessor", "ActiveFallbackWarning", "NotActiveError", "source_of"]
+#: Where no condition was given to ``da.active.where``.
+NO_CONDITIONS: tuple[Grouping, ...] = ()
 
 
 class ActiveFallbackWarning(ActiveZarrWarning):
@@ -53,6 +56,15 @@ class Source:
     array: zarr.Array
     selection: tuple[slice | int, ...]
     cf: Mapping[str, Any] = field(default_factory=dict)
+    decoders: tuple[Any, ...] = ()  # xarray's decoding layers, outermost first
+
+    def decode(self, stored: np.ndarray) -> np.ndarray:
+        """``stored`` values (viewed as ``_Unsigned`` says) decoded as xarray decodes this
+        array's, none masked: what a condition on the DataArray's values compares."""
+        values = stored.view(np.dtype(self.array.dtype).newbyteorder("="))
+        for layer in reversed(self.decoders):
+            values = internals.unmasked_decoder(layer)(values)
+        return values
 
 
 def source_of(da: xr.DataArray) -> Source:
@@ -84,7 +96,7 @@ def _unwrap(layer: Any) -> Source | None:
         opened = internals.opened_array(layer)
         if isinstance(opened, zarr.Array):
             cf = {k: v for step in decoders for k, v in _cf_step(step).items()}
-            return Source(opened, _compose(opened.shape, reversed(keys)), cf)
+            return Source(opened, _compose(opened.shape, reversed(keys)), cf, tuple(decoders))
         below = internals.inner(layer)
         if below is None:
             return None
@@ -127,7 +139,7 @@ def _dask_source(da: xr.DataArray, data: Any) -> Source:
     whole = opened[0]
     if any(s != slice(0, n, 1) for s, n in zip(whole.selection, whole.array.shape)):
         raise NotActiveError("its dask graph opens a part of the zarr array")
-    return Source(whole.array, _locate(da, whole.array), whole.cf)
+    return Source(whole.array, _locate(da, whole.array), whole.cf, whole.decoders)
 
 
 def _locate(da: xr.DataArray, array: zarr.Array) -> tuple[slice | int, ...]:
@@ -223,13 +235,83 @@ class _Groups:
         return cls(dim, new_dim, codes, template)
 
 
+class _Values:
+    """What a condition given to ``da.active.where`` is called with in place of the values:
+    comparing it with a number makes a :class:`~activezarr.chunk.conditions.Where`."""
+
+    __array_ufunc__ = None  # numpy's scalars defer to the comparisons below
+    __hash__ = None  # type: ignore[assignment]
+
+    def __gt__(self, other: Any) -> Where:
+        return Where((Condition(">", other),))
+
+    def __ge__(self, other: Any) -> Where:
+        return Where((Condition(">=", other),))
+
+    def __lt__(self, other: Any) -> Where:
+        return Where((Condition("<", other),))
+
+    def __le__(self, other: Any) -> Where:
+        return Where((Condition("<=", other),))
+
+    def __eq__(self, other: Any) -> Where:  # type: ignore[override]
+        return Where((Condition("==", other),))
+
+    def __ne__(self, other: Any) -> Where:  # type: ignore[override]
+        return Where((Condition("!=", other),))
+
+    def __getattr__(self, name: str) -> Any:
+        raise AttributeError(f"it uses .{name} of the values")
+
+
+def _condition(cond: Any) -> Where:
+    """The comparisons ``cond`` (a function of the values, as xarray's ``where`` takes)
+    makes, or a one-line error saying what the storage side can compare."""
+    if not callable(cond) or isinstance(cond, (xr.DataArray, xr.Dataset)):
+        raise TypeError("da.active.where takes the condition as a function of the values, e.g. "
+                        "da.active.where(lambda x: x > 298.15): a computed condition (da > "
+                        "298.15) has already read every value")
+    try:
+        where = cond(_Values())
+    except (TypeError, AttributeError, ValueError) as exc:
+        where = exc
+    if not isinstance(where, Where):
+        why = f": {where}" if isinstance(where, Exception) else f", not {type(where).__name__}"
+        raise ValueError("da.active.where's condition must compare the values with numbers (> "
+                         f">= < <= == !=, joined by &){why}")
+    return where
+
+
 class _Reducer:
-    """What the accessor, its weighted and its grouped forms share: run or hand to xarray."""
+    """What the accessor, its weighted and its grouped forms share: run or hand to xarray.
+
+    ``conditions`` are the functions given to ``da.active.where``, in order: only values
+    meeting them all are reduced (the storage side masks the others)."""
 
     _last_report: Report | None = None
 
-    def __init__(self, da: xr.DataArray) -> None:
+    def __init__(self, da: xr.DataArray, conditions: tuple[Grouping, ...] = NO_CONDITIONS
+                 ) -> None:
         self._da = da
+        self._conditions = conditions
+        wheres = [_condition(cond) for cond in conditions]
+        self._where = functools.reduce(Where.__and__, wheres) if wheres else None
+
+    @property
+    def _shown(self) -> xr.DataArray:
+        """What xarray reduces: ``da.where(cond)`` for each condition (made only when xarray
+        reduces: for values not in dask, it reads them)."""
+        shown = self._da
+        for cond in self._conditions:
+            shown = shown.where(cond)
+        return shown
+
+    @property
+    def _dtype(self) -> np.dtype:
+        """The dtype xarray reduces: ``where`` makes integers floats."""
+        if not self._conditions:
+            return np.dtype(self._da.dtype)
+        return np.dtype(xr.DataArray(np.zeros(1, self._da.dtype)).where(False).dtype)
 
     @property
     def last_report(self) -> Report:
@@ -245,6 +327,7 @@ class _Reducer:
     def _active(self, op: str, dim: Dims, *, skipna: bool | None, keep_attrs: bool | None,
                 fallback: Callable[[], xr.DataArray], weights: xr.DataArray | None = None,
                 groups: _Groups | None = None, compute: bool = True,
+                cells: Mapping[Hashable, np.ndarray] | None = None,
                 **options: Any) -> xr.DataArray:
         da = self._da
         reduction = get_reduction(op, **options)  # its options (q, ddof), before weights/groups
@@ -252,7 +335,7 @@ class _Reducer:
         if groups is not None:
             reduced = tuple(d for d in reduced if d != groups.dim)
         try:
-            if skipna is False and da.dtype.kind == "f":
+            if skipna is False and self._dtype.kind == "f":
                 raise NotActiveError("skipna=False keeps NaN, which the storage side skips")
             source = source_of(da)
             if weights is not None:
@@ -264,6 +347,8 @@ class _Reducer:
             _warn(str(exc))
             result = fallback()
             return result if compute else result.chunk()
+        if self._where is not None:
+            red = red.where(self._where, decode=source.decode)
         if groups is not None:
             options["groups"] = (da.dims.index(groups.dim), groups.codes,
                                  groups.template.sizes[groups.new_dim])
@@ -277,13 +362,15 @@ class _Reducer:
             from .dask import reduce
 
             values = reduce(red, op, axis, selection=source.selection, **options)
-        return self._package(reduction, values, reduced, keep_attrs, groups)
+        return self._package(reduction, values, reduced, keep_attrs, groups, cells)
 
     def _package(self, reduction: Reduction, values: Any, reduced: tuple[Hashable, ...],
-                 keep_attrs: bool | None, groups: _Groups | None) -> xr.DataArray:
+                 keep_attrs: bool | None, groups: _Groups | None,
+                 cells: Mapping[Hashable, np.ndarray] | None = None) -> xr.DataArray:
         """``values`` as xarray returns them: all-missing cells NaN (0 for sums and counts),
         empty groups NaN (as xarray fills resample's gaps), the kept dims' coords, the name,
-        attrs if kept."""
+        attrs if kept; ``cells`` names the dimensions each cell adds (a histogram's bins) and
+        their coordinates."""
         da = self._da
         kept = [d for d in da.dims if d not in reduced]
         coords = {k: c.variable for k, c in da.coords.items()
@@ -298,7 +385,7 @@ class _Reducer:
             if not (members > 0).all():
                 empty = (at, ~(members > 0))
         # xarray reduces the floats it decoded to (e.g. float32 for masked int16): so do we.
-        decoded = reduction.result_dtype(da.dtype) if da.dtype.kind == "f" else None
+        decoded = reduction.result_dtype(self._dtype) if self._dtype.kind == "f" else None
         decoded = decoded if decoded is not None and decoded.kind == "f" else None  # not counts
         fill = functools.partial(_xarray_values,
                                  zero=reduction.name in ("sum", "count", "weighted_sum"),
@@ -310,6 +397,9 @@ class _Reducer:
         else:
             filled = fill(values)
         attrs = dict(da.attrs) if _keeps_attrs(keep_attrs, groups) else {}
+        for name, centres in (cells or {}).items():
+            dims.append(name)
+            coords[name] = xr.Variable(name, centres)
         return xr.DataArray(filled, dims=dims, coords=coords, name=da.name, attrs=attrs)
 
 
@@ -419,7 +509,7 @@ class ActiveAccessor(_Reductions):
     def _reduce(self, op: str, dim: Dims, skipna: bool | None, keep_attrs: bool | None,
                 compute: bool, **options: Any) -> xr.DataArray:
         return self._active(op, dim, skipna=skipna, keep_attrs=keep_attrs, compute=compute,
-                            fallback=lambda: _xarray(self._da, op, dim, skipna, keep_attrs,
+                            fallback=lambda: _xarray(self._shown, op, dim, skipna, keep_attrs,
                                                      **options), **options)
 
     def quantile(self, q: Any, dim: Dims = None, *, skipna: bool | None = None,
@@ -431,7 +521,7 @@ class ActiveAccessor(_Reductions):
 
         def one(value: np.float64) -> xr.DataArray:
             return self._active("quantile", dim, skipna=skipna, keep_attrs=keep_attrs,
-                                fallback=lambda: self._da.quantile(
+                                fallback=lambda: self._shown.quantile(
                                     value, _dim_tuple(self._da, dim), skipna=skipna,
                                     keep_attrs=keep_attrs).drop_vars("quantile"), q=value)
 
@@ -484,19 +574,74 @@ class ActiveAccessor(_Reductions):
         labels.attrs = positions.attrs
         return labels
 
+    def where(self, cond: Grouping) -> ActiveAccessor:
+        """``da.where(cond)`` then a reduction, storage-side, for conditions comparing the
+        values with numbers: ``da.active.where(lambda x: x > 298.15).resample(time="1YS")
+        .count()`` is ``da.where(lambda x: x > 298.15).resample(time="1YS").count()``.
+
+        ``cond`` is a function of the values, as xarray's ``where`` takes (``da > 298.15``
+        would read every value before this call): comparisons ``> >= < <= == !=`` with a
+        number, joined by ``&``. Each becomes an exact mask of stored values
+        (:mod:`activezarr.chunk.conditions`); anything else is a ValueError."""
+        return type(self)._conditioned(self._da, (*self._conditions, cond))
+
+    @classmethod
+    def _conditioned(cls, da: xr.DataArray, conditions: tuple[Grouping, ...]
+                     ) -> ActiveAccessor:
+        accessor = cls.__new__(cls)
+        _Reducer.__init__(accessor, da, conditions)
+        return accessor
+
+    def histogram(self, bins: Any = 10, range: tuple[float, float] | None = None,
+                  dim: Dims = None) -> xr.DataArray:
+        """numpy's ``histogram`` of the values over ``dim`` (all by default) per remaining
+        cell, storage-side, as xhistogram's ``histogram(da, bins=..., dim=...)`` names it:
+        ``histogram_<name>``, the bins last along ``<name>_bin`` (their centres).
+
+        ``bins`` are the edges, or a number of equal bins over ``range`` (by default the
+        values' smallest to largest, found storage-side first, as numpy finds them)."""
+        da = self._da
+        edges = np.asarray(bins, np.float64) if np.ndim(bins) else self._bin_edges(bins, range)
+        name = "bin" if da.name is None else f"{da.name}_bin"
+        cells: dict[Hashable, np.ndarray] = {name: (edges[:-1] + edges[1:]) / 2}
+        reduced = _dim_tuple(da, dim)
+
+        def here() -> xr.DataArray:  # xarray's values, binned on the client
+            shown = self._shown.transpose(*[d for d in da.dims if d not in reduced], *reduced)
+            values = np.asarray(shown.values)
+            flat = values.reshape(*values.shape[:values.ndim - len(reduced)], -1)
+            nan = np.isnan(flat) if flat.dtype.kind == "f" else None
+            counts = Bins(flat.dtype, params={"edges": edges.tolist()}).reduce(
+                flat, nan, (flat.ndim - 1,))["counts"]
+            return self._package(get_reduction("histogram", bins=edges), counts, reduced, False,
+                                 None, cells)
+
+        result = self._active("histogram", dim, skipna=None, keep_attrs=False, fallback=here,
+                              cells=cells, bins=edges)
+        return result.rename("histogram" if da.name is None else f"histogram_{da.name}")
+
+    def _bin_edges(self, bins: int, range: tuple[float, float] | None) -> np.ndarray:
+        """numpy's edges of ``bins`` equal bins over ``range``, or over the values' extremes
+        (two storage-side reductions), in numpy's dtype for them."""
+        if range is None:
+            low, high = self.min().values, self.max().values
+            range = (low.item(), high.item())
+        return np.histogram_bin_edges(np.zeros(0, self._dtype), bins, range)
+
     def weighted(self, weights: xr.DataArray) -> ActiveWeighted:
         """``da.weighted(weights)``, storage-side: each chunk gets the weights of its region."""
-        return ActiveWeighted(self._da, weights)
+        return ActiveWeighted(self._da, weights, self._conditions)
 
     def groupby(self, group: Any, **kwargs: Any) -> ActiveGroupBy:
         """``da.groupby(group)`` along one dimension, reduced per group storage-side."""
         return ActiveGroupBy(self._da, _group_dim(self._da, group),
-                             lambda obj: obj.groupby(group, **kwargs))
+                             lambda obj: obj.groupby(group, **kwargs), self._conditions)
 
     def groupby_bins(self, group: Any, bins: Any, **kwargs: Any) -> ActiveGroupBy:
         """``da.groupby_bins(group, bins)``, reduced per bin storage-side."""
         return ActiveGroupBy(self._da, _group_dim(self._da, group),
-                             lambda obj: obj.groupby_bins(group, bins, **kwargs))
+                             lambda obj: obj.groupby_bins(group, bins, **kwargs),
+                             self._conditions)
 
     def resample(self, indexer: dict[Hashable, Any] | None = None,
                  **kwargs: Any) -> ActiveGroupBy:
@@ -506,7 +651,8 @@ class ActiveAccessor(_Reductions):
         if len(given) != 1:
             raise ValueError(f"resample along exactly one dimension, got {list(given)}")
         (dim,) = given
-        return ActiveGroupBy(self._da, dim, lambda obj: obj.resample(given, **options))
+        return ActiveGroupBy(self._da, dim, lambda obj: obj.resample(given, **options),
+                             self._conditions)
 
 
 def _group_dim(da: xr.DataArray, group: Any) -> Hashable:
@@ -519,9 +665,10 @@ def _group_dim(da: xr.DataArray, group: Any) -> Hashable:
 class ActiveWeighted(_Reducer):
     """``da.active.weighted(w)``: ``sum`` and ``mean`` equal to ``da.weighted(w)``'s."""
 
-    def __init__(self, da: xr.DataArray, weights: xr.DataArray) -> None:
-        super().__init__(da)
-        self._xarray = da.weighted(weights)  # xarray's own checks (no NaN weights, a DataArray)
+    def __init__(self, da: xr.DataArray, weights: xr.DataArray,
+                 conditions: tuple[Grouping, ...] = NO_CONDITIONS) -> None:
+        super().__init__(da, conditions)
+        da.weighted(weights)  # xarray's own checks (no NaN weights, a DataArray)
         self._weights = weights
 
     def sum(self, dim: Dims = None, *, skipna: bool | None = None,
@@ -536,14 +683,16 @@ class ActiveWeighted(_Reducer):
              compute: bool) -> xr.DataArray:
         return self._active(f"weighted_{op}", dim, skipna=skipna, keep_attrs=keep_attrs,
                             compute=compute, weights=self._weights,
-                            fallback=lambda: _xarray(self._xarray, op, dim, skipna, keep_attrs))
+                            fallback=lambda: _xarray(self._shown.weighted(self._weights), op, dim,
+                                                     skipna, keep_attrs))
 
 
 class ActiveGroupBy(_Reductions):
     """A grouping of the accessor's DataArray along ``dim``; reductions default to that dim."""
 
-    def __init__(self, da: xr.DataArray, dim: Hashable, make: Grouping) -> None:
-        super().__init__(da)
+    def __init__(self, da: xr.DataArray, dim: Hashable, make: Grouping,
+                 conditions: tuple[Grouping, ...] = NO_CONDITIONS) -> None:
+        super().__init__(da, conditions)
         self._make = make
         self._groups = _Groups.of(da, dim, make)
 
@@ -551,5 +700,5 @@ class ActiveGroupBy(_Reductions):
                 compute: bool, **options: Any) -> xr.DataArray:
         return self._active(op, (self._groups.dim,) if dim is None else dim, skipna=skipna,
                             keep_attrs=keep_attrs, compute=compute, groups=self._groups,
-                            fallback=lambda: _xarray(self._make(self._da), op, dim, skipna,
+                            fallback=lambda: _xarray(self._make(self._shown), op, dim, skipna,
                                                      keep_attrs, **options), **options)

@@ -116,6 +116,10 @@ class Aggregation:
         params["origin"] = [int(a) + int(b) for a, b in zip(base, origin, strict=True)]
         return type(self)(self.dtype, self.accumulate, self.weighted, params)
 
+    def check_fits(self, extents: Sequence[int], axes: tuple[int, ...]) -> None:
+        """Raise ValueError where the parameters do not fit a chunk selection of ``extents``
+        reduced over ``axes`` (servers ask before reading anything)."""
+
     # --- the state's arrays ---------------------------------------------------------------
 
     def field_dtype(self, field: Field) -> np.dtype:

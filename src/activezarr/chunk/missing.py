@@ -11,11 +11,12 @@ import base64
 import binascii
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
+from .conditions import Decoder, Where, union
 from .partial import Partial
 from .spec import MissingSpec, representable
 
@@ -84,6 +85,23 @@ class Decoding:
         if not self.packed:
             return partial
         return partial.aggregation.unpack(partial, self.scale, self.offset)
+
+    def values(self, stored: np.ndarray) -> np.ndarray:
+        """The decoded values of ``stored`` ones (of ``dtype``), as the reductions unpack
+        them: ``scale * x + offset`` in float64, then in ``value_dtype``."""
+        if not self.packed:
+            return stored
+        assert self.value_dtype is not None
+        return (stored.astype(np.float64) * self.scale + self.offset).astype(self.value_dtype)
+
+    def masking(self, where: Where, decode: Decoder | None = None) -> Decoding:
+        """This decoding also masking the values whose decoded values fail ``where``;
+        ``decode`` maps stored values to decoded ones (:meth:`values` by default)."""
+        if self.packed and self.scale == 0:
+            raise ValueError("values packed with scale_factor 0 are all add_offset: a "
+                             "condition on them has nothing to choose")
+        failing = where.mask(self.dtype, decode or self.values, decreasing=self.scale < 0)
+        return replace(self, missing=union(self.missing, failing))
 
 
 def decoding(attrs: Mapping[str, Any], dtype: np.dtype, fill_value: Any = None, *,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import numpy as np
@@ -355,25 +355,34 @@ class Positions(BaseModel):
     reversed: list[bool] = PydanticField(default_factory=list, max_length=64)
     origin: list[Position] = PydanticField(default_factory=list, max_length=64)
 
-    def of(self, data_shape: tuple[int, ...], axes: tuple[int, ...]) -> np.ndarray:
-        """The flat position in the whole selection of each element of a chunk's selection of
-        ``data_shape``, over the reduced ``axes`` in C order (numpy's ``argmax`` of them)."""
+    def fitted(self, data_shape: Sequence[int], axes: tuple[int, ...]
+               ) -> tuple[list[int], list[bool], list[int]]:
+        """(shape, reversed, origin) for a chunk's selection of ``data_shape`` reduced over
+        ``axes``; ValueError where they do not fit it (servers ask before reading)."""
         ndim = len(data_shape)
         shape = self.shape or list(data_shape)
         reversed_ = self.reversed or [False] * ndim
         origin = self.origin or [0] * ndim
         if not len(shape) == len(reversed_) == len(origin) == ndim:
             raise ValueError(f"params shape, reversed and origin need {ndim} dimension(s)")
-        flat = np.zeros((1,) * ndim, np.int64)
+        for a in axes:
+            if data_shape[a] and origin[a] + data_shape[a] > shape[a]:
+                raise ValueError(f"params origin {origin[a]} leaves a chunk of {data_shape[a]} "
+                                 f"outside a selection of {shape[a]} along axis {a}")
+        return shape, reversed_, origin
+
+    def of(self, data_shape: tuple[int, ...], axes: tuple[int, ...]) -> np.ndarray:
+        """The flat position in the whole selection of each element of a chunk's selection of
+        ``data_shape``, over the reduced ``axes`` in C order (numpy's ``argmax`` of them)."""
+        shape, reversed_, origin = self.fitted(data_shape, axes)
+        flat = np.zeros((1,) * len(data_shape), np.int64)
         stride = 1
         for a in sorted(axes, reverse=True):
             along = np.arange(data_shape[a], dtype=np.int64) + origin[a]
-            if along.size and along[-1] >= shape[a]:
-                raise ValueError(f"params origin {origin[a]} leaves a chunk of {data_shape[a]} "
-                                 f"outside a selection of {shape[a]} along axis {a}")
             if reversed_[a]:
                 along = shape[a] - 1 - along
-            flat = flat + (along * stride).reshape([-1 if d == a else 1 for d in range(ndim)])
+            flat = flat + (along * stride).reshape(
+                [-1 if d == a else 1 for d in range(len(data_shape))])
             stride *= shape[a]
         return np.broadcast_to(flat, data_shape)
 
@@ -396,6 +405,9 @@ class ArgMaximum(Aggregation):
     fields = (Field("extreme", stored, lambda dtype: sentinels(dtype)[1], None), POSITION)
     better: ClassVar[np.ufunc] = np.greater
     extreme: ClassVar[np.ufunc] = np.maximum
+
+    def check_fits(self, extents: Sequence[int], axes: tuple[int, ...]) -> None:
+        self.params.fitted(extents, axes)
 
     def chunk(self, data: np.ndarray, valid: Where, axes: tuple[int, ...], count: np.ndarray,
               weights: np.ndarray | None) -> dict[str, np.ndarray]:

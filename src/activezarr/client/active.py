@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from collections.abc import Mapping
@@ -13,6 +14,7 @@ import zarr
 
 from ..backends.base import Backend, ChunkJob, backends
 from ..backends.client import ClientBackend, PlainRead
+from ..chunk.conditions import Decoder, Where
 from ..chunk.kernel import ChunkKernel, kept_shape
 from ..chunk.missing import decoding
 from ..chunk.partial import Partial
@@ -37,26 +39,29 @@ class _Reductions:
     def reduce(self, op: str, axis: Any = None, **options: Any) -> Any:
         raise NotImplementedError
 
-    def sum(self, axis: Any = None) -> Any:
-        return self.reduce("sum", axis)
+    # ``where=(">", 298.15)`` (or a list of such): only the valid elements whose decoded
+    # values meet it are reduced, storage-side (:meth:`ActiveReduction.where`).
 
-    def min(self, axis: Any = None) -> Any:
-        return self.reduce("min", axis)
+    def sum(self, axis: Any = None, where: Any = None) -> Any:
+        return self.reduce("sum", axis, where=where)
 
-    def max(self, axis: Any = None) -> Any:
-        return self.reduce("max", axis)
+    def min(self, axis: Any = None, where: Any = None) -> Any:
+        return self.reduce("min", axis, where=where)
 
-    def count(self, axis: Any = None) -> Any:
-        return self.reduce("count", axis)
+    def max(self, axis: Any = None, where: Any = None) -> Any:
+        return self.reduce("max", axis, where=where)
 
-    def mean(self, axis: Any = None) -> Any:
-        return self.reduce("mean", axis)
+    def count(self, axis: Any = None, where: Any = None) -> Any:
+        return self.reduce("count", axis, where=where)
 
-    def var(self, axis: Any = None, ddof: int = 0) -> Any:
-        return self.reduce("var", axis, ddof=ddof)
+    def mean(self, axis: Any = None, where: Any = None) -> Any:
+        return self.reduce("mean", axis, where=where)
 
-    def std(self, axis: Any = None, ddof: int = 0) -> Any:
-        return self.reduce("std", axis, ddof=ddof)
+    def var(self, axis: Any = None, ddof: int = 0, where: Any = None) -> Any:
+        return self.reduce("var", axis, ddof=ddof, where=where)
+
+    def std(self, axis: Any = None, ddof: int = 0, where: Any = None) -> Any:
+        return self.reduce("std", axis, ddof=ddof, where=where)
 
     def quantile(self, q: Any, axis: Any = None, method: str = "exact") -> Any:
         """numpy's ``nanquantile(a, q, axis, method="linear")`` of the valid values."""
@@ -119,7 +124,8 @@ class ActiveReduction(_Reductions):
 
         ``weights=`` (broadcastable to the selection; ops ``weighted_sum``/``weighted_mean``) and
         ``groups=(axis, labels[, ngroups])`` (reduce ``axis`` per integer group label; ``-1``
-        is in no group) run storage-side where the server speaks those extensions.
+        is in no group) run storage-side where the server speaks those extensions;
+        ``where=(">", 298.15)`` reduces only the values meeting it (:meth:`where`).
         """
         return self[...].reduce(op, axis, **options)
 
@@ -127,6 +133,19 @@ class ActiveReduction(_Reductions):
         """What the cost model expects the active path to move, before anything runs (None for
         a backend without a cost model)."""
         return self[...].plan(op, axis, **options)
+
+    def where(self, condition: Any, decode: Decoder | None = None) -> ActiveReduction:
+        """These reductions of only the valid elements whose decoded values meet
+        ``condition``: ``(">", 298.15)`` (ops ``> >= < <= == !=``, compared as numpy compares
+        the decoded array with the number), a list of them (all met) or a
+        :class:`~activezarr.chunk.conditions.Where`. The storage side masks the others: the
+        conditions become exact rules on stored values (:mod:`activezarr.chunk.conditions`).
+        ``decode`` maps stored values to decoded ones where they decode otherwise than this
+        array's CF attributes say (the accessor passes xarray's own decoding)."""
+        masked = copy.copy(self)
+        masked.decoding = self.decoding.masking(Where.of(condition), decode)
+        masked.last_report = None
+        return masked
 
     def chunk_count(self, selection: Any = ...) -> int:
         """How many chunks a reduction of ``selection`` touches (for progress bars), cheaply."""
@@ -210,6 +229,10 @@ class ActiveReduction(_Reductions):
         weights = options.pop("weights", None)
         extras = Extras.build(dims, weights, options.pop("groups", None))
         reduction = get_reduction(op, **options)
+        if self.decoding.packed and not isinstance(reduction, Quantile):
+            # a state that cannot be unpacked says so now, not after every chunk was read
+            cf = self.decoding
+            cf.unpack(reduction.aggregation(cf.dtype, params=reduction.params()).empty(()))
         if reduction.one_axis and not (axis is None or isinstance(axis, (int, np.integer))):
             raise TypeError(f"{op} takes axis=None or one integer axis, as numpy's; got "
                             f"{axis!r}")
@@ -319,10 +342,19 @@ class ActiveSelection(_Reductions):
         return self.parent.last_report
 
     def reduce(self, op: str, axis: Any = None, **options: Any) -> Any:
-        return self.parent._run(op, self.dims, axis, options)
+        where = options.pop("where", None)
+        if where is None:
+            return self.parent._run(op, self.dims, axis, options)
+        masked = self.parent.where(where)
+        try:
+            return masked._run(op, self.dims, axis, options)
+        finally:
+            self.parent.last_report = masked.last_report
 
     def plan(self, op: str = "mean", axis: Any = None, **options: Any) -> Estimate | None:
-        return self.parent._estimate(self.parent.prepare(op, self.dims, axis, options))
+        where = options.pop("where", None)
+        red = self.parent if where is None else self.parent.where(where)
+        return red._estimate(red.prepare(op, self.dims, axis, options))
 
 
 def _package(values: np.ndarray, mask: np.ndarray, dtype: np.dtype,

@@ -31,6 +31,7 @@ from .params import (
     OneLineErrorsGroup,
     SelectionType,
     one_line_errors,
+    parse_condition,
 )
 
 #: Above this many chunks a progress bar is worth showing even when stderr is not a terminal.
@@ -182,6 +183,10 @@ def main() -> None:
               "median is --op median.")
 @click.option("--bins", type=str, default=None,
               help='Bin edges, ascending and comma-separated, for histogram, e.g. "0,10,20".')
+@click.option("--where", "conditions", multiple=True,
+              help="Reduce only the values meeting a comparison of the decoded values with a "
+              "number, e.g. '>298.15' (ops > >= < <= == !=; repeatable: all must hold). The "
+              "storage side masks the others.")
 @click.option("--missing", type=MissingType(), default="cf", show_default=True,
               help='Missing values: "cf" (from _FillValue, missing_value, valid_* attributes), '
               '"none", or the rules as JSON, e.g. \'{"missing_value": -999}\'.')
@@ -198,6 +203,7 @@ def main() -> None:
 def reduce_array(url: str, var: str | None, op: str, selection: tuple[Any, ...],
                  axis: int | tuple[int, ...] | None, weights: str | None, ddof: int | None,
                  quantiles: tuple[float, ...], bins: str | None,
+                 conditions: tuple[str, ...],
                  missing: str | dict[str, Any] | None, skipna: bool,
                  storage_options: dict[str, Any], active: dict[str, Any], no_fallback: bool,
                  as_json: bool) -> None:
@@ -217,6 +223,7 @@ def reduce_array(url: str, var: str | None, op: str, selection: tuple[Any, ...],
                 options["bins"] = [float(edge) for edge in bins.split(",")]
             except ValueError:
                 raise ValueError(f"--bins {bins!r} is not comma-separated numbers") from None
+        where = [parse_condition(text) for text in conditions] or None
         # A bad name or option fails before any I/O.
         if get_reduction(op, **options).weighted != (weights is not None):
             raise click.ClickException(f"--op {op} needs --weights VAR (a variable of the dataset) "
@@ -237,7 +244,7 @@ def reduce_array(url: str, var: str | None, op: str, selection: tuple[Any, ...],
         progress.update(chunks, total=total)
         show = stderr.is_terminal or total >= LARGE_RUN_CHUNKS
         with progress if show and total else nullcontext():
-            result = red[selection].reduce(op, axis, **options)
+            result = red[selection].reduce(op, axis, **options, where=where)
     report = red.last_report
     assert report is not None  # set by every reduction
     if as_json:

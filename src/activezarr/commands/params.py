@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import types
 from collections.abc import Iterator
@@ -131,6 +132,22 @@ class MissingType(click.ParamType):
         if value in ("cf", "none"):
             return None if value == "none" else "cf"
         return JsonObjectType().convert(value, param, ctx)
+
+
+#: A comparison with a number, as ``--where`` takes it: ``>298.15``, ``!= 0``.
+CONDITION = re.compile(r"\s*(>=|<=|==|!=|>|<)\s*(\S+)\s*")
+
+
+def parse_condition(text: str) -> tuple[str, float]:
+    """``(op, number)`` of a ``--where`` comparison, or a ValueError saying what it takes."""
+    match = CONDITION.fullmatch(text)
+    try:
+        if match is None:
+            raise ValueError(text)
+        return match.group(1), float(match.group(2))
+    except ValueError:
+        raise ValueError(f"--where {text!r} is not a comparison with a number, e.g. '>298.15' "
+                         "(ops > >= < <= == !=)") from None
 
 
 class OneLineErrorsGroup(click.Group):
