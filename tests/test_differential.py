@@ -162,7 +162,8 @@ def histogram_edges(values: np.ndarray, mask: np.ndarray) -> list[float]:
     if not finite.size:
         return [0.0, 1.0]
     edges = np.unique(np.quantile(finite, [0.0, 0.3, 0.45, 0.9, 1.0]))
-    return edges.tolist() if edges.size > 1 else [edges[0], edges[0] + 1.0]
+    # One value: a bin just wide enough (edges[0] + 1 is edges[0] itself from 2**53 on).
+    return edges.tolist() if edges.size > 1 else [edges[0], np.nextafter(edges[0], np.inf)]
 
 
 def numpy_histogram(values: np.ndarray, mask: np.ndarray, edges: list[float], axis: Any
