@@ -301,11 +301,13 @@ def test_decoded_bytes_over_the_request_limit_are_refused(bomb_root: Path,
 
 
 def test_cancelled_work_never_starts_and_running_work_is_waited_for() -> None:
-    """The worker pool under a cancelled request: its queued work is dropped; the piece
-    already running finishes (and what it returned is discarded) before the request lets go."""
+    """The worker pool under a cancelled request: its queued work is dropped (and what it was
+    given released); the piece already running finishes (and what it returned is discarded)
+    before the request lets go."""
     ran: list[str] = []
     release = threading.Event()
     discarded: list[str] = []
+    unstarted: list[str] = []
 
     def slow() -> str:
         release.wait(10)
@@ -318,8 +320,10 @@ def test_cancelled_work_never_starts_and_running_work_is_waited_for() -> None:
 
     async def main() -> None:
         with ThreadPoolExecutor(1) as pool:
-            running = asyncio.ensure_future(in_worker(pool, slow, discard=discarded.append))
-            waiting = asyncio.ensure_future(in_worker(pool, queued))
+            running = asyncio.ensure_future(in_worker(
+                pool, slow, discard=discarded.append, unstarted=lambda: unstarted.append("slow")))
+            waiting = asyncio.ensure_future(in_worker(
+                pool, queued, unstarted=lambda: unstarted.append("queued")))
             await asyncio.sleep(0.1)  # slow() occupies the only worker
             running.cancel()
             waiting.cancel()
@@ -331,7 +335,7 @@ def test_cancelled_work_never_starts_and_running_work_is_waited_for() -> None:
                     await task
 
     asyncio.run(main())
-    assert ran == ["slow"] and discarded == ["slow result"]
+    assert ran == ["slow"] and discarded == ["slow result"] and unstarted == ["queued"]
 
 
 def test_the_client_splits_batches_by_the_bytes_a_request_may_decode() -> None:
