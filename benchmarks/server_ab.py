@@ -87,6 +87,9 @@ def _sources(before: str, after: str) -> Iterator[dict[str, Path]]:
         yield sources
 
 
+Runs = dict[tuple[str, str], list[tuple[float, float]]]
+
+
 def _cpu(process: psutil.Process) -> float:
     """CPU seconds of ``process``'s threads: to the nanosecond where Linux's schedstat is (the
     clock ticks ``cpu_times`` counts are 10 ms, too coarse for one batch)."""
@@ -98,11 +101,10 @@ def _cpu(process: psutil.Process) -> float:
         return times.user + times.system
 
 
-def measure(rig: server_speed.Rig, shapes: list[str], rounds: int
-            ) -> dict[tuple[str, str], list[tuple[float, float]]]:
+def measure(rig: server_speed.Rig, shapes: list[str], rounds: int) -> Runs:
     """(wall s, server CPU s) of each run, by (server, shape), the warm-up round left out."""
     processes = {name: psutil.Process(p.pid) for name, p in rig.processes.items()}
-    runs: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    runs: Runs = {}
     for round_ in range(rounds + 1):
         for shape in shapes:
             order = ["before", "after"] if round_ % 2 else ["after", "before"]
@@ -115,24 +117,26 @@ def measure(rig: server_speed.Rig, shapes: list[str], rounds: int
     return runs
 
 
-def report(runs: dict[tuple[str, str], list[tuple[float, float]]], shapes: list[str]) -> str:
+def _median(runs: list[tuple[float, float]], i: int) -> float:
+    """Median of the runs' wall times (``i`` 0) or CPU times (1), in ms."""
+    return 1e3 * statistics.median(run[i] for run in runs)
+
+
+def _paired(before: list[tuple[float, float]], after: list[tuple[float, float]], i: int) -> str:
+    """Median of each round's after/before ratio of wall (``i`` 0) or CPU (1) times."""
+    ratios = [a[i] / b[i] for a, b in zip(after, before) if b[i] > 0]
+    return f"{statistics.median(ratios):6.3f}" if ratios else f"{'-':>6}"
+
+
+def report(runs: Runs, shapes: list[str]) -> str:
     width = max(map(len, shapes))
     lines = [f"{'shape':<{width}}  {'before ms':>9}  {'after ms':>9}  {'ratio':>6}  "
              f"{'CPU before':>10}  {'CPU after':>9}  {'ratio':>6}"]
     for shape in shapes:
         before, after = runs["before", shape], runs["after", shape]
-
-        def median(values: list[tuple[float, float]], i: int) -> float:
-            return statistics.median(v[i] for v in values)
-
-        def paired(i: int) -> str:
-            ratios = [a[i] / b[i] for a, b in zip(after, before) if b[i] > 0]
-            return f"{statistics.median(ratios):6.3f}" if ratios else f"{'-':>6}"
-
-        lines.append(f"{shape:<{width}}  {1e3 * median(before, 0):9.1f}  "
-                     f"{1e3 * median(after, 0):9.1f}  {paired(0)}  "
-                     f"{1e3 * median(before, 1):10.1f}  {1e3 * median(after, 1):9.1f}  "
-                     f"{paired(1)}")
+        lines.append(f"{shape:<{width}}  {_median(before, 0):9.1f}  {_median(after, 0):9.1f}  "
+                     f"{_paired(before, after, 0)}  {_median(before, 1):10.1f}  "
+                     f"{_median(after, 1):9.1f}  {_paired(before, after, 1)}")
     return "\n".join(lines)
 
 
