@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from collections.abc import Awaitable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
@@ -122,15 +123,22 @@ class ClusterClient:
 
     def __init__(self, mds: str, timeout: float = DEFAULT_TIMEOUT,
                  token: str | None = None, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-                 read_timeout: float = DEFAULT_READ_TIMEOUT) -> None:
+                 read_timeout: float = DEFAULT_READ_TIMEOUT, stall_memory: float = 0.0) -> None:
         for name, value in (("timeout", timeout), ("connect_timeout", connect_timeout),
                             ("read_timeout", read_timeout)):
             if not value > 0:
                 raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+        if not stall_memory >= 0:
+            raise ValueError(f"stall_memory must be 0 or more seconds, got {stall_memory!r}")
         self.mds = mds.rstrip("/")
         self.token = token if token is not None else token_for(self.mds)
         self.timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=connect_timeout)
         self.read_timeout = read_timeout
+        #: Seconds a server found stalled or unreachable is not asked again, by every request
+        #: of this client (a long-lived server's: the OSS); 0: only within a reduction.
+        self.stall_memory = stall_memory
+        #: Such servers: (why, until when on the monotonic clock).
+        self._stalls: dict[str, tuple[str, float]] = {}
         self._cluster: ClusterMap | None = None
 
     def _session(self) -> aiohttp.ClientSession:
@@ -163,6 +171,11 @@ class ClusterClient:
             raise OSTUnavailableError(f"{self._name(url)} is unavailable: {stalled[server]} "
                                       f"(not asked again during this reduction)",
                                       server, stalled[server])
+        remembered = self._remembered_stall(server)
+        if remembered is not None:
+            reason = f"{remembered} (not asked again for {self.stall_memory:g} s)"
+            raise OSTUnavailableError(f"{self._name(url)} is unavailable: {reason}", server,
+                                      reason)
         if self.token is not None:
             headers = {**(headers or {}), TOKEN_HEADER: self.token}
         try:
@@ -173,6 +186,8 @@ class ClusterClient:
                       if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}")
             if stalled is not None:
                 stalled[server] = reason
+            if self.stall_memory:
+                self._stalls[server] = (reason, time.monotonic() + self.stall_memory)
             raise OSTUnavailableError(f"{self._name(url)} is unavailable: {reason}", server,
                                       reason) from exc
         if status == 404 and missing_ok:
@@ -187,6 +202,14 @@ class ClusterClient:
         if status >= 300:
             raise RemoteError(f"{self._name(url)}: {_message(body)}", status)
         return body
+
+    def _remembered_stall(self, server: str) -> str | None:
+        """Why ``server`` stalled or could not be reached, if it did within ``stall_memory``."""
+        why, until = self._stalls.get(server, ("", 0.0))
+        if time.monotonic() < until:
+            return why
+        self._stalls.pop(server, None)
+        return None
 
     async def _answer(self, method: str, url: str, **request: Any) -> tuple[int, bytes]:
         async with self._session().request(method, url, **request) as response:
