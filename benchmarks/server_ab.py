@@ -15,8 +15,9 @@ The shapes are ``bench_server.py``'s (asv): one 64 KiB request through ``s3`` (m
 chunks of 512 KiB. Every round runs each shape once on each server, back to back, the order
 swapped each round, so that whatever else loads the machine falls on both alike; the first
 round warms up and is not counted. Prints per shape the median wall time of each, the median
-of the rounds' AFTER/BEFORE ratios (what to judge by: 1.05 is 5 % slower), the same for the
-server's CPU time, and the load average before and after.
+of the rounds' AFTER/BEFORE ratios (what to judge by: 1.05 is 5 % slower) with their
+quartiles, the ratio of the fastest runs (``best``: least disturbed by other work), the same
+median ratio for the server's CPU time, and the load average before and after.
 """
 
 from __future__ import annotations
@@ -122,21 +123,26 @@ def _median(runs: list[tuple[float, float]], i: int) -> float:
     return 1e3 * statistics.median(run[i] for run in runs)
 
 
-def _paired(before: list[tuple[float, float]], after: list[tuple[float, float]], i: int) -> str:
-    """Median of each round's after/before ratio of wall (``i`` 0) or CPU (1) times."""
-    ratios = [a[i] / b[i] for a, b in zip(after, before) if b[i] > 0]
-    return f"{statistics.median(ratios):6.3f}" if ratios else f"{'-':>6}"
+def _ratios(before: list[tuple[float, float]], after: list[tuple[float, float]],
+            i: int) -> list[float]:
+    """Each round's after/before ratio of wall (``i`` 0) or CPU (1) times."""
+    return [a[i] / b[i] for a, b in zip(after, before) if b[i] > 0]
 
 
 def report(runs: Runs, shapes: list[str]) -> str:
     width = max(map(len, shapes))
     lines = [f"{'shape':<{width}}  {'before ms':>9}  {'after ms':>9}  {'ratio':>6}  "
-             f"{'CPU before':>10}  {'CPU after':>9}  {'ratio':>6}"]
+             f"{'quartiles':>11}  {'best':>6}  {'CPU before':>10}  {'CPU after':>9}  "
+             f"{'ratio':>6}"]
     for shape in shapes:
         before, after = runs["before", shape], runs["after", shape]
+        wall, cpu = _ratios(before, after, 0), _ratios(before, after, 1)
+        low, _, high = statistics.quantiles(wall, n=4) if len(wall) > 1 else (wall[0],) * 3
+        best = min(a for a, _ in after) / min(b for b, _ in before)
         lines.append(f"{shape:<{width}}  {_median(before, 0):9.1f}  {_median(after, 0):9.1f}  "
-                     f"{_paired(before, after, 0)}  {_median(before, 1):10.1f}  "
-                     f"{_median(after, 1):9.1f}  {_paired(before, after, 1)}")
+                     f"{statistics.median(wall):6.3f}  {low:5.2f}-{high:5.2f}  {best:6.3f}  "
+                     f"{_median(before, 1):10.1f}  {_median(after, 1):9.1f}  "
+                     f"{statistics.median(cpu) if cpu else float('nan'):6.3f}")
     return "\n".join(lines)
 
 
@@ -159,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         with server_speed.Rig(servers) as rig:
             runs = measure(rig, shapes, max(1, args.rounds))
     print(f"before = {args.before}, after = {args.after}; medians of {args.rounds} paired "
-          f"rounds; ratio = median of after/before per round; CPU: the server process's")
+          f"rounds; ratio: of after/before per round; CPU: the server process's")
     print(report(runs, shapes))
     print(f"load average (1, 5, 15 min): {load} before, {_load()} after")
     return 0
