@@ -26,11 +26,12 @@ import contextlib
 import logging
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Self
 
@@ -76,10 +77,17 @@ def _check(answer: dict, want: float, count: int, what: str) -> None:
 
 
 class Rig:
-    """moto S3 + the active server + the test chunks, as a context manager that undoes all."""
+    """moto S3 + the active server + the test chunks, as a context manager that undoes all.
 
-    def __init__(self) -> None:
+    ``servers`` maps a name to the environment of one ``activezarr serve`` process (e.g. a
+    ``PYTHONPATH`` naming another revision's ``src``): each serves the same chunks, and each
+    request method takes the name of the one to ask (default: the first).
+    """
+
+    def __init__(self, servers: Mapping[str, Mapping[str, str]] | None = None) -> None:
+        self._servers = dict(servers or {"server": {}})
         self._stack = contextlib.ExitStack()
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
     def __enter__(self) -> Self:
         with contextlib.ExitStack() as stack:
@@ -92,12 +100,15 @@ class Rig:
             stack.callback(moto.stop)
             self.s3 = f"http://127.0.0.1:{moto.get_host_and_port()[1]}"
             self._write_data()
-            self.url, _ = stack.enter_context(active_server(
-                "--upstream", self.s3, "--allow-root", str(self.root)))
+            self.urls: dict[str, str] = {}
+            for name, env in self._servers.items():
+                self.urls[name], self.processes[name] = stack.enter_context(active_server(
+                    "--upstream", self.s3, "--allow-root", str(self.root), env=env))
             self.session = requests.Session()
             self.session.auth = (KEY, SECRET)
             stack.callback(self.session.close)
-            self._check_answers()
+            for name in self.urls:
+                self._check_answers(name)
             self._stack = stack.pop_all()
         return self
 
@@ -140,39 +151,41 @@ class Rig:
 
     # -- the requests timed -----------------------------------------------------------------
 
-    def _post(self, path: str, body: dict) -> bytes:
-        response = self.session.post(f"{self.url}{path}", json=body, timeout=60)
+    def _post(self, path: str, body: dict, server: str | None) -> bytes:
+        url = self.urls[server or next(iter(self.urls))]
+        response = self.session.post(f"{url}{path}", json=body, timeout=60)
         response.raise_for_status()
         return response.content
 
-    def single(self, iface: str) -> bytes:
-        return self._post("/v2/sum", self.overhead_body[iface])
+    def single(self, iface: str, server: str | None = None) -> bytes:
+        return self._post("/v2/sum", self.overhead_body[iface], server)
 
-    def singles(self) -> list[bytes]:
-        return [self._post("/v2/sum", {k: v for k, v in item.items() if k != "op"})
+    def singles(self, server: str | None = None) -> list[bytes]:
+        return [self._post("/v2/sum", {k: v for k, v in item.items() if k != "op"}, server)
                 for item in self.small_items]
 
-    def small_batch(self) -> bytes:
-        return self._post("/v2/batch", {"requests": self.small_items})
+    def small_batch(self, server: str | None = None) -> bytes:
+        return self._post("/v2/batch", {"requests": self.small_items}, server)
 
-    def big_batch(self) -> bytes:
-        return self._post("/v2/batch", {"requests": self.big_items})
+    def big_batch(self, server: str | None = None) -> bytes:
+        return self._post("/v2/batch", {"requests": self.big_items}, server)
 
     def in_process(self) -> list:
         sel = ((0, BIG_N, 1),)
         return [self.kernel.reduce(raw, sel) for raw in self.big_raw]
 
-    def _check_answers(self) -> None:
+    def _check_answers(self, server: str) -> None:
         want64 = float(self.chunk64.sum())
         for iface in self.overhead_body:
-            _check(cbor2.loads(self.single(iface)), want64, OVERHEAD_N, f"64 KiB {iface}")
+            _check(cbor2.loads(self.single(iface, server)), want64, OVERHEAD_N,
+                   f"{server}: 64 KiB {iface}")
         want_small = float(self.small.sum())
-        for i, raw in enumerate(self.singles()):
-            _check(cbor2.loads(raw), want_small, SMALL_N, f"single {i}")
-        for i, answer in enumerate(cbor2.loads(self.small_batch())):
-            _check(answer, want_small, SMALL_N, f"small batch item {i}")
-        for i, answer in enumerate(cbor2.loads(self.big_batch())):
-            _check(answer, self.big_sums[i], BIG_N, f"zlib batch item {i}")
+        for i, raw in enumerate(self.singles(server)):
+            _check(cbor2.loads(raw), want_small, SMALL_N, f"{server}: single {i}")
+        for i, answer in enumerate(cbor2.loads(self.small_batch(server))):
+            _check(answer, want_small, SMALL_N, f"{server}: small batch item {i}")
+        for i, answer in enumerate(cbor2.loads(self.big_batch(server))):
+            _check(answer, self.big_sums[i], BIG_N, f"{server}: zlib batch item {i}")
 
     # -- the figures ------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ import zarr
 
 import activezarr
 from activezarr.errors import FallbackWarning, StorageUnavailableError
+from activezarr.ost import Cluster, ClusterConfig
 from activezarr.ost.client.backend import OSTBackend
 from ost_cluster import write_array
 
@@ -141,3 +142,33 @@ def test_spread_chunks_fall_back_to_the_client_when_the_oss_is_down(fresh_cluste
     assert red.last_report.fallbacks == 4
     with pytest.raises(StorageUnavailableError, match=r"OSS \(http://"):
         _reduction(url, fallback=False).mean()
+
+
+def test_the_oss_remembers_a_stalled_ost_across_reductions(tmp_path):
+    """A stopped OST costs the first reduction its read timeout; for ``stall_memory`` seconds
+    the OSS then answers for it at once, in later reductions too (each a client of its own,
+    which forgets); once continued and forgotten, it is asked again."""
+    config = ClusterConfig(root=tmp_path, osts=3, stripe_size=4096, stall_memory=2.0)
+    with Cluster(config) as cluster:
+        url = f"{cluster.url}/remembered.zarr"
+        data = np.random.default_rng(6).normal(size=(256, 256))
+        write_array(url, data, chunks=(128, 128), compressors=zarr.codecs.GzipCodec())
+
+        def mean() -> float:
+            store = activezarr.ActiveStore.from_url(url, read_only=True)
+            return activezarr.ActiveReduction(zarr.open_array(store, mode="r"),
+                                              plain_when_cheaper=False).mean()
+
+        elapsed = []
+        with stopped(cluster, "ost1"):
+            for _ in range(2):
+                start = time.monotonic()
+                with pytest.raises(StorageUnavailableError) as err:
+                    mean()
+                elapsed.append(time.monotonic() - start)
+                assert re.search(r"OST 1 \(http://.*\) is unavailable: timed out: no answer "
+                                 r"within 3 s, nor from /healthz", str(err.value))
+            assert "(not asked again for 2 s)" in str(err.value)  # the OSS's memory
+        assert elapsed[1] < elapsed[0], elapsed  # the second did not wait for the OST
+        time.sleep(2.5)  # the memory lapses; the OST runs again
+        np.testing.assert_allclose(mean(), data.mean())

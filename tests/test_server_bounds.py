@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import numcodecs
 import numpy as np
 import psutil
@@ -28,6 +29,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from activezarr.backends.base import BatchResult
 from activezarr.backends.servers import ActiveServers, Refused, ServerOptions, within_limits
+from activezarr.servers.active.config import ServerConfig
+from activezarr.servers.active.service import ChunkService
+from activezarr.servers.metrics import Metrics
 from activezarr.servers.workers import in_worker
 from s3_servers import ActiveServer, start_active_server
 from server_client import error, ok, post, values
@@ -301,11 +305,13 @@ def test_decoded_bytes_over_the_request_limit_are_refused(bomb_root: Path,
 
 
 def test_cancelled_work_never_starts_and_running_work_is_waited_for() -> None:
-    """The worker pool under a cancelled request: its queued work is dropped; the piece
-    already running finishes (and what it returned is discarded) before the request lets go."""
+    """The worker pool under a cancelled request: its queued work is dropped (and what it was
+    given released); the piece already running finishes (and what it returned is discarded)
+    before the request lets go."""
     ran: list[str] = []
     release = threading.Event()
     discarded: list[str] = []
+    unstarted: list[str] = []
 
     def slow() -> str:
         release.wait(10)
@@ -318,8 +324,10 @@ def test_cancelled_work_never_starts_and_running_work_is_waited_for() -> None:
 
     async def main() -> None:
         with ThreadPoolExecutor(1) as pool:
-            running = asyncio.ensure_future(in_worker(pool, slow, discard=discarded.append))
-            waiting = asyncio.ensure_future(in_worker(pool, queued))
+            running = asyncio.ensure_future(in_worker(
+                pool, slow, discard=discarded.append, unstarted=lambda: unstarted.append("slow")))
+            waiting = asyncio.ensure_future(in_worker(
+                pool, queued, unstarted=lambda: unstarted.append("queued")))
             await asyncio.sleep(0.1)  # slow() occupies the only worker
             running.cancel()
             waiting.cancel()
@@ -331,7 +339,7 @@ def test_cancelled_work_never_starts_and_running_work_is_waited_for() -> None:
                     await task
 
     asyncio.run(main())
-    assert ran == ["slow"] and discarded == ["slow result"]
+    assert ran == ["slow"] and discarded == ["slow result"] and unstarted == ["queued"]
 
 
 def test_the_client_splits_batches_by_the_bytes_a_request_may_decode() -> None:
@@ -339,3 +347,41 @@ def test_the_client_splits_batches_by_the_bytes_a_request_may_decode() -> None:
     groups = within_limits(items, max_items=1024, max_body=2**20, max_decoded=3 * MiB)
     assert [len(g) for g in groups] == [3, 3, 3, 1]  # 1 MiB each
     assert [len(g) for g in within_limits(items, 1024, 2**20)] == [10]  # not published
+
+
+def test_a_batch_serves_at_most_its_lanes_of_reads_at_once(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    """``upstream_reads + 2 x workers`` reads of one batch at once (here 2 + 2 x 1), each
+    answered right, however many chunks the batch holds."""
+    chunk = np.arange(16, dtype="<f8")
+    items = []
+    for i in range(30):
+        (tmp_path / f"c{i}").write_bytes((chunk + i).tobytes())
+        items.append({"op": "sum", "interface_type": "file", "url": str(tmp_path / f"c{i}"),
+                      "dtype": "float64", "shape": [16]})
+    config = ServerConfig(roots=(str(tmp_path),), workers=1, upstream_reads=2)
+    at_once = [0, 0]  # now, most
+
+    async def main() -> list[dict[str, Any]]:
+        async with aiohttp.ClientSession() as session:
+            with ThreadPoolExecutor(config.workers) as pool:
+                service = ChunkService(config, session, pool, Metrics())
+                serve_read = service._serve_read
+
+                async def counted(*args: Any) -> None:
+                    at_once[0] += 1
+                    at_once[1] = max(at_once)
+                    try:
+                        await serve_read(*args)
+                    finally:
+                        at_once[0] -= 1
+
+                monkeypatch.setattr(service, "_serve_read", counted)
+                async with service.budget.reservation() as held:
+                    deadline = asyncio.get_running_loop().time() + 60
+                    return await service.run_batch(items, None, held, deadline)
+
+    results = asyncio.run(main())
+    assert at_once[1] == 4
+    assert [values(r)[()] for r in results] == [(chunk + i).sum() for i in range(30)]

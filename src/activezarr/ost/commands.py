@@ -33,6 +33,7 @@ class OSSSettings(Serving):
     """The OSS's settings."""
 
     reductions: Reductions = reductions_setting()
+    stall_memory: float = same_as(ClusterConfig, "stall_memory")
 
 
 class MDSSettings(Serving):
@@ -98,7 +99,8 @@ def oss(mds: str, fd: int | None, **given: Any) -> None:
     from .servers.oss import create_oss_app
 
     settings = settings_from(OSSSettings, given)
-    serve(create_oss_app(mds, settings.token, settings.reductions), settings, fd)
+    serve(create_oss_app(mds, settings.token, settings.reductions, settings.stall_memory),
+          settings, fd)
 
 
 @ost.command("mds")

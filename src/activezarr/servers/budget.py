@@ -30,6 +30,9 @@ class MemoryBudget:
         if held + nbytes > self.total:
             raise TooLarge(f"the request needs {held + nbytes} bytes of memory, more than the "
                            f"server's {self.total}")
+        if not self.waiting and self.available >= nbytes:
+            self.available -= nbytes  # free, and nobody ahead: no lock, no timer
+            return
         async with self._changed:
             self.waiting += 1
             try:
@@ -43,6 +46,9 @@ class MemoryBudget:
             self.available -= nbytes
 
     async def _give(self, nbytes: int) -> None:
+        if not self.waiting:
+            self.available += nbytes  # nobody to wake
+            return
         async with self._changed:
             self.available += nbytes
             self._changed.notify_all()

@@ -16,15 +16,19 @@ T = TypeVar("T")
 
 
 async def in_worker(executor: Executor, work: Callable[..., T], *args: Any,
-                    discard: Callable[[T], object] | None = None) -> T:
-    """``work(*args)`` in ``executor``. Cancelled while queued, it never runs; cancelled while
-    running, it is waited for (``discard`` then releases what it returned) and the
-    cancellation goes on."""
+                    discard: Callable[[T], object] | None = None,
+                    unstarted: Callable[[], object] | None = None) -> T:
+    """``work(*args)`` in ``executor``. Cancelled while queued, it never runs (``unstarted``
+    then releases what it was given); cancelled while running, it is waited for (``discard``
+    then releases what it returned) and the cancellation goes on."""
     future = executor.submit(work, *args)
     try:
         return await asyncio.wrap_future(future)
     except asyncio.CancelledError:
-        if not future.cancel():  # running or done: let it finish before letting go
+        if future.cancel():
+            if unstarted is not None:
+                unstarted()
+        else:  # running or done: let it finish before letting go
             result = await _finished(future)
             if result is not None and discard is not None:
                 discard(result)

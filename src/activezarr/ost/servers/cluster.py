@@ -52,6 +52,10 @@ class ClusterConfig(Settings):
     max_connections: int = same_as(Listening, "max_connections")
     #: The OSTs and the OSS serve these besides the built-ins.
     reductions: Reductions = reductions_setting()
+    #: A client remembers a stalled server within one reduction; the OSS serves them all.
+    stall_memory: float = setting(
+        5.0, "Seconds the OSS answers at once for an OST that stalled or could not be reached, "
+        "without asking it again (0: every request waits for it).", ge=0)
 
     def sockets(self) -> list[socket.socket]:
         """Listening sockets for [MDS, OST 0, ..., OST N-1, OSS]."""
@@ -112,7 +116,8 @@ class Cluster:
             for i, sock in enumerate(sockets[1:-1]):
                 self._spawn(f"ost{i}", sock, "target", "--root", str(c.root / f"ost{i}"), *rate,
                             *plugins)
-            self._spawn("oss", sockets[-1], "oss", "--mds", self.mds, *plugins)
+            self._spawn("oss", sockets[-1], "oss", "--mds", self.mds, "--stall-memory",
+                        str(c.stall_memory), *plugins)
             lan = [] if c.lan_rate is None else ["--lan-rate", str(c.lan_rate)]
             self._spawn("mds", sockets[0], "mds", "--state", str(c.root / "mds.json"),
                         "--oss", self.oss, "--stripe-size", str(c.stripe_size),

@@ -123,13 +123,15 @@ WHOLE = ItemServer(WholeItem, stored=lambda item: item.size, read=_gather,
                    reduce=_whole_partial)
 
 
-def create_oss_app(mds: str, token: str, reductions: tuple[str, ...] = ()) -> web.Application:
+def create_oss_app(mds: str, token: str, reductions: tuple[str, ...] = (),
+                   stall_memory: float = 0.0) -> web.Application:
     """The OSS of the cluster whose MDS is at ``mds``, serving the plugin reductions
-    ``reductions`` besides the built-ins."""
+    ``reductions`` besides the built-ins; an OST that stalled or could not be reached is not
+    asked again for ``stall_memory`` seconds, by any request."""
     app = create_base_app(token, reductions)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        app[CLIENT] = ClusterClient(mds, token=token)
+        app[CLIENT] = ClusterClient(mds, token=token, stall_memory=stall_memory)
         app[GATHERING] = Gathering(app[CLIENT])
         yield
         await close_sessions()

@@ -62,8 +62,6 @@ class _Answer:
     combiner: Combiner
     lean: bool
     absent: bool
-    #: Whether some item ran past the deadline.
-    late: bool = False
 
     def undone(self, read: Read) -> list[int]:
         """The positions of ``read`` with neither an answer nor a place in a merged group."""
@@ -167,11 +165,14 @@ class ChunkService:
             fd, size = await in_worker(self.executor, open_file, request, path,
                                        self.config.max_chunk_bytes,
                                        discard=lambda opened: os.close(opened[0]))
-            try:  # closed here once no worker reads it, whether the read ran or was stopped
+            try:
                 await admit(size)
-                raw = await in_worker(self.executor, read_open_file, request, fd, size)
-            finally:
+            except BaseException:
                 os.close(fd)
+                raise
+            # The read closes the file; a read stopped before it started leaves it to us.
+            raw = await in_worker(self.executor, read_open_file, request, fd, size,
+                                  unstarted=lambda: os.close(fd))
         else:
             raise BadRequest(f"interface_type {request.interface_type!r} is not served here")
         self.metrics.upstream_reads.inc()
@@ -235,34 +236,36 @@ class ChunkService:
         answer = _Answer(results, results_held, Combiner(combine, by_position), lean, absent)
         # Reads of one batch in flight at once: enough to keep the object stores and the
         # workers busy, few enough that one batch neither queues all its chunks ahead of other
-        # requests' in the worker pool nor opens all its files at once.
-        lanes = asyncio.Semaphore(self.config.upstream_reads + 2 * self.config.workers)
-        await asyncio.gather(*(self._serve_read_by(deadline, lanes, read, by_position, auth,
-                                                   answer) for read in reads))
-        if answer.late:
+        # requests' in the worker pool nor opens all its files at once. Each lane serves one
+        # read after another, so that a read starts as soon as the one before it ends.
+        lanes = self.config.upstream_reads + 2 * self.config.workers
+        pending = iter(reads)
+
+        async def lane() -> None:
+            for read in pending:
+                await self._serve_read(read, by_position, auth, answer)
+
+        # One deadline for the whole batch (one timer, however many reads).
+        try:
+            async with asyncio.timeout_at(deadline):
+                await asyncio.gather(*(lane() for _ in range(min(lanes, len(reads)))))
+        except TimeoutError:
             self.metrics.stopped_requests.labels("deadline").inc()
+            for position in self._stopped(reads, answer):
+                results[position] = self._item_error(self.deadline_exceeded())
+        except asyncio.CancelledError:
+            self._stopped(reads, answer)
+            raise
         for position, result in answer.combiner.answers(lean).items():
             results[position] = result
         return results
 
-    async def _serve_read_by(self, deadline: float, lanes: asyncio.Semaphore, read: Read,
-                             items: dict[int, BatchItem], auth: Credentials | None,
-                             answer: _Answer) -> None:
-        """:meth:`_serve_read` once one of ``lanes`` is free, its parts not done by
-        ``deadline`` stopped and answering 504; parts stopped because the client left are
-        counted."""
-        try:
-            async with asyncio.timeout_at(deadline), lanes:
-                await self._serve_read(read, items, auth, answer)
-        except TimeoutError:
-            answer.late = True
-            undone = answer.undone(read)
-            self.metrics.stopped_chunks.inc(len(undone))
-            for position in undone:
-                answer.results[position] = self._item_error(self.deadline_exceeded())
-        except asyncio.CancelledError:
-            self.metrics.stopped_chunks.inc(len(answer.undone(read)))
-            raise
+    def _stopped(self, reads: Sequence[Read], answer: _Answer) -> list[int]:
+        """The positions of ``reads`` that a stop (the deadline, or the client gone) left
+        without an answer, counted."""
+        undone = [position for read in reads for position in answer.undone(read)]
+        self.metrics.stopped_chunks.inc(len(undone))
+        return undone
 
     async def _serve_read(self, read: Read, items: dict[int, BatchItem],
                           auth: Credentials | None, answer: _Answer) -> None:
@@ -291,7 +294,10 @@ class ChunkService:
                     except Exception as exc:
                         results[position] = self._item_error(exc)
 
-                await asyncio.gather(*(part(*p) for p in read.parts))
+                if len(read.parts) == 1:  # most reads: no task of its own to start and wait for
+                    await part(*read.parts[0])
+                else:
+                    await asyncio.gather(*(part(*p) for p in read.parts))
         except Exception as exc:
             for position, _, _ in read.parts:
                 if not results[position]:
