@@ -27,7 +27,7 @@ from pydantic import BeforeValidator, Field
 from ..errors import StorageUnavailableError
 from ..planning.chunks import ChunkTask
 from ..planning.cost import CAPABILITIES, S3_FRAMING, Traits
-from ..protocol import SCHEMA_PATH, V2_OPS, CannotExpress, build_request
+from ..protocol import SCHEMA_PATH, V2_OPS, CannotExpress, build_request, share_weights
 from ..transport.answers import error_message, excerpt
 from ..transport.sessions import shared_session
 from ..transport.traffic import framing
@@ -204,6 +204,9 @@ class ActiveServers:
         server could answer.
         """
         session, limit = self._http()
+        data = None if body is None else json.dumps(body).encode()
+        if data is not None:
+            headers = {**(headers or {}), "Content-Type": "application/json"}
         problem = "no attempt"
         retry_after: float | None = None
         wait = False  # after a dropped server the next live one is asked at once
@@ -212,8 +215,9 @@ class ActiveServers:
                 await asyncio.sleep(self._delay(attempt, retry_after))
             server = self._pick()
             tally.requests += 1
+            tally.bytes_to_storage += len(data or b"")
             try:
-                async with limit, session.request(method, server + path, json=body,
+                async with limit, session.request(method, server + path, data=data,
                                                    headers=headers) as response:
                     answer = await response.read()
             except (aiohttp.ClientError, TimeoutError) as exc:
@@ -326,7 +330,8 @@ class ActiveServers:
                 fields["combine"] = [extra["combine"][i] for i in pending]
             try:
                 body = await self.call("POST", "/v2/batch", tally,
-                                       {"requests": [items[i] for i in pending], **fields},
+                                       {"requests": share_weights([items[i] for i in pending]),
+                                        **fields},
                                        headers)
             except _RefusedError as exc:
                 for i in pending:

@@ -253,8 +253,8 @@ def _total(reports: list[Report]) -> Report | None:
     total = Report(backend=reports[0].backend, plan_reason=reports[0].plan_reason)
     total.bytes_stored = max(report.bytes_stored for report in reports)  # the same chunks
     for report in reports:
-        for name in ("chunks", "requests", "bytes_from_storage", "fallbacks", "seconds",
-                     "estimated_bytes"):
+        for name in ("chunks", "requests", "bytes_from_storage", "bytes_to_storage",
+                     "fallbacks", "seconds", "estimated_bytes"):
             setattr(total, name, getattr(total, name) + getattr(report, name))
         for name in ("fallback_reasons", "paths", "links"):
             for key, value in getattr(report, name).items():
