@@ -47,7 +47,7 @@ from .errors import ActiveZarrError
 V2_OPS = ("count", "max", "min", "sum", "select")
 #: The operations every server of ours serves; plugin reductions an operator loads add theirs.
 OPS = (*V2_OPS, "stats", "histogram", "argmax", "argmin", "key_range", "key_bins",
-       "key_values")
+       "key_values", "key_sketch")
 assert set(OPS) == {*BUILTIN_AGGREGATIONS, "select"}
 DTYPES = SUPPORTED_DTYPES
 INTERFACE_TYPES = ("s3", "http", "https", "file", "ost")

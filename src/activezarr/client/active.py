@@ -58,12 +58,14 @@ class _Reductions:
     def std(self, axis: Any = None, ddof: int = 0) -> Any:
         return self.reduce("std", axis, ddof=ddof)
 
-    def quantile(self, q: Any, axis: Any = None, method: str = "exact") -> Any:
-        """numpy's ``nanquantile(a, q, axis, method="linear")`` of the valid values."""
-        return self.reduce("quantile", axis, q=q, method=method)
+    def quantile(self, q: Any, axis: Any = None, method: str = "exact",
+                 **options: Any) -> Any:
+        """numpy's ``nanquantile(a, q, axis, method="linear")`` of the valid values (within a
+        stated rank of it with ``method="approximate"``, ``sketch_size=``: see Quantile)."""
+        return self.reduce("quantile", axis, q=q, method=method, **options)
 
-    def median(self, axis: Any = None, method: str = "exact") -> Any:
-        return self.reduce("median", axis, method=method)
+    def median(self, axis: Any = None, method: str = "exact", **options: Any) -> Any:
+        return self.reduce("median", axis, method=method, **options)
 
     def argmax(self, axis: int | None = None) -> Any:
         return self.reduce("argmax", axis)
