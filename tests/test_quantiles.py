@@ -152,6 +152,25 @@ def test_daily_quantiles_equal_xarray(tmp_path: Path, packed: bool, where: str,
     assert red.last_report.backend == where
 
 
+@pytest.mark.parametrize("packed", [False, True])
+def test_daily_quantiles_with_holes_equal_numpy_on_every_backend(
+        tmp_path: Path, packed: bool, runners: list[tuple[Runner, dict[str, Any]]]) -> None:
+    data = _daily((64, 6, 5), seed=5)
+    path = tmp_path / "t.zarr"
+    _write(path, data, (20, 3, 5), packed)
+    values = _decoded_by_xarray(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells
+        expected = np.nanquantile(values, [0.0, 0.1, 0.5, 0.9, 1.0], axis=0)
+    for runner, fixtures in runners:
+        red = activezarr.ActiveReduction(runner.opener(path, fixtures), skipna=True,
+                                         plain_when_cheaper=False)
+        got = red.quantile([0.0, 0.1, 0.5, 0.9, 1.0], axis=0)
+        np.testing.assert_array_equal(np.ma.filled(got, np.nan), expected,
+                                      err_msg=runner.name)
+        runner.check_storage_side(red.last_report, "key_range", "key_bins", "key_values")
+
+
 @pytest.mark.slow
 def test_quantile_over_time_moves_a_small_part_of_the_data(tmp_path: Path, moto_s3: Any) -> None:
     data = _daily((365, 180, 360))
