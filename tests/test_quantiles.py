@@ -225,3 +225,52 @@ def test_accessor_quantile_and_median_equal_xarray(tmp_path: Path, packed: bool)
                        ([0.1, 1.0], ("lat", "lon"))):
             xr.testing.assert_identical(da.active.quantile(q, dim), plain.quantile(q, dim))
         xr.testing.assert_identical(da.active.median("time"), plain.median("time"))
+
+
+def test_monthly_percentiles_per_group_equal_xarray(tmp_path: Path) -> None:
+    path = str(tmp_path / "t.zarr")
+    data = _daily((120, 4, 3), seed=4)
+    time = np.datetime64("2001-01-01") + np.arange(120).astype("timedelta64[D]")
+    xr.Dataset({"t": (("time", "lat", "lon"), data)}, coords={"time": time}).to_zarr(
+        path, encoding={"t": {"chunks": (25, 2, 3)}}, consolidated=False)
+    da = xr.open_dataset(activezarr.ActiveStore.from_url(path), engine="zarr",  # type: ignore
+                         consolidated=False)["t"]
+    plain = xr.open_dataset(path, engine="zarr", consolidated=False)["t"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ActiveFallbackWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells
+        for q in (0.9, [0.1, 0.5, 0.99]):
+            xr.testing.assert_identical(da.active.groupby("time.month").quantile(q),
+                                        plain.groupby("time.month").quantile(q))
+            xr.testing.assert_identical(da.active.resample(time="1MS").quantile(q, "time"),
+                                        plain.resample(time="1MS").quantile(q, "time"))
+        xr.testing.assert_identical(da.active.groupby("time.month").median(),
+                                    plain.groupby("time.month").median())
+
+
+def test_grouped_quantiles_equal_numpy_on_every_backend(
+        tmp_path: Path, runners: list[tuple[Runner, dict[str, Any]]]) -> None:
+    data = _daily((60, 4, 5), seed=6)
+    path = tmp_path / "t.zarr"
+    _write(path, data, (16, 2, 5), packed=True)
+    values = _decoded_by_xarray(path)
+    labels = np.arange(60) // 25
+    labels[7] = -1  # in no group
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        expected = np.stack([np.nanquantile(values[labels == g], [0.25, 0.9], axis=0)
+                             for g in range(3)], axis=1)
+    for runner, fixtures in runners:
+        red = activezarr.ActiveReduction(runner.opener(path, fixtures), skipna=True,
+                                         plain_when_cheaper=False)
+        got = red.reduce("quantile", axis=0, q=[0.25, 0.9], groups=(0, labels))
+        np.testing.assert_array_equal(np.ma.filled(got, np.nan), expected, err_msg=runner.name)
+        runner.check_storage_side(red.last_report, "key_range", "key_bins", "key_values")
+
+
+def test_weighted_quantiles_say_they_are_not_there_yet(tmp_path: Path) -> None:
+    zarr.create_array(str(tmp_path / "a.zarr"), shape=(4,), chunks=(2,), dtype="f4")
+    red = activezarr.ActiveReduction(zarr.open_array(
+        activezarr.ActiveStore.from_url(str(tmp_path / "a.zarr")), mode="r"))
+    with pytest.raises(ValueError, match="weighted quantiles are not available yet"):
+        red.reduce("quantile", q=0.5, weights=np.ones(4))

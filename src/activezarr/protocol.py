@@ -276,14 +276,20 @@ def resolve_shared(items: Sequence[Any]) -> list[Any]:
     """``items`` of a batch with each ``same_as`` reference replaced by the weights it names
     (an earlier item's, themselves no reference); a bad reference is left for that item's
     parsing to refuse."""
+    def weights_of(item: Any) -> Mapping[str, Any] | None:
+        weights = item.get("weights") if isinstance(item, Mapping) else None
+        return weights if isinstance(weights, Mapping) else None
+
     resolved = list(items)
     for position, item in enumerate(items):
-        weights = item.get("weights") if isinstance(item, Mapping) else None
-        target = weights.get("same_as") if isinstance(weights, Mapping) else None
+        weights = weights_of(item)
+        if weights is None or set(weights) != {"shape", "same_as"}:
+            continue
+        target = weights["same_as"]
         if isinstance(target, int) and not isinstance(target, bool) and 0 <= target < position:
-            named = items[target].get("weights") if isinstance(items[target], Mapping) else None
-            if isinstance(named, Mapping) and "same_as" not in named and set(weights) == {
-                    "shape", "same_as"} and named.get("shape") == weights.get("shape"):
+            named = weights_of(items[target])
+            if named is not None and "same_as" not in named and \
+                    named.get("shape") == weights["shape"]:
                 resolved[position] = {**item, "weights": named}
     return resolved
 

@@ -217,6 +217,9 @@ class ActiveReduction(_Reductions):
                             f"{axis!r}")
         if reduction.one_axis and extras.group_dim is not None:
             raise ValueError(f"{op} has no grouped form: reduce each group's selection")
+        if isinstance(reduction, Quantile) and weights is not None:
+            raise ValueError("weighted quantiles are not available yet: ask for unweighted "
+                             "ones, or for xarray's weighted(...).quantile on the client")
         if reduction.weighted != (weights is not None):
             raise ValueError(f"{op} needs weights=..." if weights is None else
                              f"weights go with weighted_sum or weighted_mean, not {op}")

@@ -17,6 +17,7 @@ each chunk's region: JSON, about 15 bytes per cell and chunk along the reduced a
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -104,6 +105,22 @@ def _carrier_shape(plan: ReductionPlan) -> tuple[int, ...]:
     return tuple(1 if d in plan.reduced else sel.size for d, sel in enumerate(plan.dims))
 
 
+def _carried(plan: ReductionPlan, brackets: np.ndarray) -> np.ndarray:
+    """The brackets of the output cells as weights over the selection: per position of a
+    grouped dimension its group's (-1, nothing to do, where it is in none)."""
+    extras = plan.extras
+    cells = np.reshape(brackets, plan.output_shape)
+    if extras.group_dim is not None:
+        assert extras.labels is not None
+        at = plan.kept.index(extras.group_dim)
+        shape = [1] * cells.ndim
+        shape[at] = -1
+        labels = extras.labels.reshape(shape)
+        cells = np.where(labels >= 0, np.take(cells, np.maximum(extras.labels, 0), axis=at),
+                         -1.0)
+    return cells.reshape(_carrier_shape(plan))
+
+
 def planned_rounds(plan: ReductionPlan) -> list[ReductionPlan]:
     """The rounds a quantile is expected to take, for the cost model: ``key_range``, then per
     quantile as many ``key_bins`` rounds as 16-fold narrowing takes from a cell's values (one
@@ -112,15 +129,15 @@ def planned_rounds(plan: ReductionPlan) -> list[ReductionPlan]:
 
     assert isinstance(plan.reduction, Quantile)
     if plan.reduction.method == "approximate":
-        return [ReductionPlan(_sketch_round(plan), plan.dims, plan.reduced, Extras())]
+        return [first_round(plan)]
     per_cell = math.prod(plan.dims[d].size for d in plan.reduced)
     refining = math.ceil(math.log(per_cell, BINS)) + 1 if per_cell > DIRECT else 0
-    brackets = Extras(weights=np.zeros(_carrier_shape(plan)))
+    first = first_round(plan)
+    brackets = dataclasses.replace(first.extras, weights=np.zeros(_carrier_shape(plan)))
     rounds = [ReductionPlan(step, plan.dims, plan.reduced, brackets)
               for step in (*[BinsRound({"bins": BINS})] * refining,
                            ValuesRound({"slots": FEW + 1}))]
-    return [ReductionPlan(RangeRound(), plan.dims, plan.reduced, Extras()),
-            *rounds * plan.reduction.q.size]
+    return [first, *rounds * plan.reduction.q.size]
 
 
 def first_round(plan: ReductionPlan) -> ReductionPlan:
@@ -130,11 +147,8 @@ def first_round(plan: ReductionPlan) -> ReductionPlan:
 
     reduction = plan.reduction
     assert isinstance(reduction, Quantile)
-    if plan.extras.group_dim is not None or plan.extras.weights is not None:
-        raise ValueError("quantiles per group or weighted are not available yet; reduce each "
-                         "group's selection on its own")
     step = _sketch_round(plan) if reduction.method == "approximate" else RangeRound()
-    return ReductionPlan(step, plan.dims, plan.reduced, Extras())
+    return ReductionPlan(step, plan.dims, plan.reduced, plan.extras)
 
 
 def quantiles(active: ActiveReduction, plan: ReductionPlan) -> Any:
@@ -143,10 +157,11 @@ def quantiles(active: ActiveReduction, plan: ReductionPlan) -> Any:
     from .active import ReductionPlan
 
     reports: list[Report] = []
-    carrier_shape = _carrier_shape(plan)
 
     def run(step: Reduction, brackets: np.ndarray | None = None) -> Partial:
-        extras = Extras(weights=None if brackets is None else brackets.reshape(carrier_shape))
+        extras = first_round(plan).extras
+        if brackets is not None:
+            extras = dataclasses.replace(extras, weights=_carried(plan, brackets))
         try:
             return active.accumulate(ReductionPlan(step, plan.dims, plan.reduced, extras))
         finally:
