@@ -39,7 +39,6 @@ from ..chunk.ranks import (
     sketch_levels,
 )
 from ..chunk.reductions import Quantile, Reduction
-from ..planning.extras import Extras
 from .report import Report
 
 if TYPE_CHECKING:
