@@ -205,6 +205,17 @@ def test_bad_quantiles_are_refused(tmp_path: Path) -> None:
         red.quantile(0.5, method="nearest")
 
 
+def _active_and_plain(path: str, data: np.ndarray, encoding: dict[str, Any],
+                      **coords: np.ndarray) -> tuple[xr.DataArray, xr.DataArray]:
+    """``data`` as ``t(time, lat, lon)`` written to zarr at ``path``, opened through the active
+    store and plainly."""
+    xr.Dataset({"t": (("time", "lat", "lon"), data)}, coords=coords).to_zarr(
+        path, encoding={"t": encoding}, consolidated=False)
+    da = xr.open_dataset(activezarr.ActiveStore.from_url(path), engine="zarr",  # type: ignore
+                         consolidated=False)["t"]
+    return da, xr.open_dataset(path, engine="zarr", consolidated=False)["t"]
+
+
 @pytest.mark.parametrize("packed", [False, True])
 def test_accessor_quantile_and_median_equal_xarray(tmp_path: Path, packed: bool) -> None:
     path = str(tmp_path / "t.zarr")
@@ -212,12 +223,8 @@ def test_accessor_quantile_and_median_equal_xarray(tmp_path: Path, packed: bool)
     encoding: dict[str, Any] = {"chunks": (20, 4, 6)}
     if packed:
         encoding.update(dtype="int16", scale_factor=0.01, add_offset=280.0, _FillValue=-32768)
-    xr.Dataset({"t": (("time", "lat", "lon"), data)},
-               coords={"time": np.arange(60), "lat": np.arange(8.0), "lon": np.arange(6.0)}
-               ).to_zarr(path, encoding={"t": encoding}, consolidated=False)
-    da = xr.open_dataset(activezarr.ActiveStore.from_url(path), engine="zarr",  # type: ignore
-                         consolidated=False)["t"]
-    plain = xr.open_dataset(path, engine="zarr", consolidated=False)["t"]
+    da, plain = _active_and_plain(path, data, encoding, time=np.arange(60),
+                                  lat=np.arange(8.0), lon=np.arange(6.0))
     with warnings.catch_warnings():
         warnings.simplefilter("error", ActiveFallbackWarning)
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells
@@ -231,11 +238,7 @@ def test_monthly_percentiles_per_group_equal_xarray(tmp_path: Path) -> None:
     path = str(tmp_path / "t.zarr")
     data = _daily((120, 4, 3), seed=4)
     time = np.datetime64("2001-01-01") + np.arange(120).astype("timedelta64[D]")
-    xr.Dataset({"t": (("time", "lat", "lon"), data)}, coords={"time": time}).to_zarr(
-        path, encoding={"t": {"chunks": (25, 2, 3)}}, consolidated=False)
-    da = xr.open_dataset(activezarr.ActiveStore.from_url(path), engine="zarr",  # type: ignore
-                         consolidated=False)["t"]
-    plain = xr.open_dataset(path, engine="zarr", consolidated=False)["t"]
+    da, plain = _active_and_plain(path, data, {"chunks": (25, 2, 3)}, time=time)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ActiveFallbackWarning)
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells
