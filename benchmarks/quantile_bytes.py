@@ -4,7 +4,8 @@ A year of daily float32 on a 0.5-degree grid, ``(365, 180, 360)``, chunked 30 da
 (zarr, zstd), in moto's S3 behind the active server; the 0.9 quantile over time, storage side.
 Prints the stored bytes, the request bodies sent (``bytes_to_storage``: the cells' brackets),
 the answers (``bytes_from_storage``), their total as a share of the stored bytes, and the
-rounds' requests. Run: ``python benchmarks/quantile_bytes.py [--method approximate]``.
+rounds' requests. Run: ``python benchmarks/quantile_bytes.py [--method approximate]
+[--over all]``.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--method", default="exact", choices=("exact", "approximate"))
     parser.add_argument("--q", type=float, default=0.9)
+    parser.add_argument("--over", default="time", choices=("time", "all"),
+                        help="per grid cell over time (the issue's case), or of the whole array")
     args = parser.parse_args()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's access log
     data = daily((365, 180, 360))
@@ -67,20 +70,21 @@ def main() -> None:
                         "key": KEYS["key"], "secret": KEYS["secret"],
                         "client_kwargs": {"endpoint_url": endpoint}})
                 red = activezarr.ActiveReduction(zarr.open_array(store, mode="r"), skipna=True)
-                got = red.quantile(args.q, axis=0, method=args.method)
+                axis = 0 if args.over == "time" else None
+                got = red.quantile(args.q, axis=axis, method=args.method)
     finally:
         moto.stop()
     report = red.last_report
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        expected = np.nanquantile(data, args.q, axis=0)
+        expected = np.nanquantile(data, args.q, axis=axis)
     moved = report.bytes_to_storage + report.bytes_from_storage
-    print(f"method={args.method} q={args.q} equal to numpy: "
+    print(f"method={args.method} q={args.q} over {args.over} equal to numpy: "
           f"{np.array_equal(np.ma.filled(got, np.nan), expected, equal_nan=True)}")
     print(f"stored {report.bytes_stored} B; requests {report.bytes_to_storage} B; answers "
           f"{report.bytes_from_storage} B; moved {moved} B = "
           f"{100 * moved / report.bytes_stored:.2f}% of stored; {report.requests} HTTP requests, "
-          f"{report.fallbacks} fallbacks")
+          f"{report.fallbacks} fallbacks; paths {report.paths}")
 
 
 if __name__ == "__main__":
