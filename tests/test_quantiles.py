@@ -17,6 +17,8 @@ from hypothesis import HealthCheck, given, settings
 
 import activezarr
 from activezarr.chunk.ranks import from_keys, sort_keys
+from activezarr.client.quantiles import planned_rounds
+from activezarr.planning.selection import normalize_selection
 from activezarr.xarray import ActiveFallbackWarning
 from runners import Runner, on_s3
 from s3_servers import start_active_server
@@ -277,3 +279,18 @@ def test_weighted_quantiles_say_they_are_not_there_yet(tmp_path: Path) -> None:
         activezarr.ActiveStore.from_url(str(tmp_path / "a.zarr")), mode="r"))
     with pytest.raises(ValueError, match="weighted quantiles are not available yet"):
         red.reduce("quantile", q=0.5, weights=np.ones(4))
+
+
+def test_the_cost_model_counts_brackets_packed_once_per_batch(
+        tmp_path: Path, moto_s3: Any, active_server: Any) -> None:
+    data = _daily((120, 12, 10))
+    path = tmp_path / "t.zarr"
+    _write(path, data, (10, 12, 10), packed=False)  # 12 chunks stacked along time
+    red = activezarr.ActiveReduction(on_s3(path, moto_s3, active_server.url), skipna=True)
+    plan = red.plan("quantile", axis=0, q=0.9)
+    assert plan is not None
+    dims = normalize_selection(..., data.shape)
+    rounds = len(planned_rounds(red.prepare("quantile", dims, 0, {"q": 0.9}))) - 1  # bracketed
+    # At most 11 characters a bracket (a base64 float64), sent once per batch of the 12 chunks
+    # (JSON: 20 a bracket in each of the 12 requests).
+    assert 0 < plan.request_bytes <= 11 * 120 * rounds

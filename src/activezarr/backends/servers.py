@@ -380,12 +380,13 @@ def server_traits(servers: ActiveServers, batch_chunks: int, labelled: bool = Tr
     ``labelled``: the backend labels requests by output region, so that the server combines."""
     cached = _capabilities.get(servers.servers[0])
     extensions = set(cached.get("extensions", ())) if cached is not None else {
-        "batch", "combine", "lean", "absent"}
+        "batch", "combine", "lean", "absent", "weights-packed"}
     combines = labelled and {"batch", "combine"} <= extensions
     return Traits(combines=combines, batch_chunks=batch_chunks if "batch" in extensions else 1,
                   encoding="lean" if {"batch", "lean"} <= extensions else "cbor",
                   setup_bytes=CAPABILITIES if cached is None else 0,
                   probes=not {"absent", "lean", "batch"} <= extensions,
+                  packs_weights="weights-packed" in extensions,
                   index_framing=S3_FRAMING)
 
 

@@ -149,7 +149,8 @@ class OSTBackend(Backend):
                       result_map=RESULT_MAP - STORED_BYTES_FIELD if lean else PLAIN_RESULT_MAP,
                       combined_item=len(cbor2.dumps({"combined": 0})), answers_per_chunk=parts,
                       plain_framing=0, lookup_bytes=two - one, lookup_framing=2 * one - two,
-                      servers=1 if spread else len(cluster.osts))
+                      servers=1 if spread else len(cluster.osts),
+                      packs_weights="weights-packed" in EXTENSIONS)
 
     def _path(self, key: str) -> str:
         return f"{self.root}/{key}" if self.root else key
