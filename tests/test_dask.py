@@ -112,3 +112,24 @@ def test_reductions_pickle(stored: tuple[np.ndarray, activezarr.ActiveReduction]
     red = activezarr.ActiveReduction(arr.array)
     again = pickle.loads(pickle.dumps(red))
     assert again.layout.chunk_key((1, 2, 0)) == red.layout.chunk_key((1, 2, 0))
+
+
+def test_quantile_graphs_on_the_cluster_equal_numpy_or_keep_their_bound(
+        client: Client, stored: tuple[np.ndarray, activezarr.ActiveReduction]) -> None:
+    from activezarr.chunk.ranks import rank_error_bound
+    from test_quantile_sketch import rank_errors
+
+    data, arr = stored
+    expected = np.nanquantile(data, [0.1, 0.9], axis=0)
+    exact = adask.reduce(arr, "quantile", axis=0, q=[0.1, 0.9])
+    assert exact.shape == (2, 10, 12)
+    np.testing.assert_array_equal(np.ma.filled(client.compute(exact).result(), np.nan), expected)
+    median = client.compute(adask.reduce(arr, "median", axis=None)).result()
+    assert median == np.nanmedian(data)
+    for axis in (0, None):  # a tree of sketches, 3 keys a level: compacted on every merge
+        lazy = adask.reduce(arr, "quantile", axis=axis, q=[0.1, 0.9], method="approximate",
+                            sketch_size=3, split_every=2)
+        got = client.compute(lazy).result()
+        errors, n, member = rank_errors(data, np.isnan(data), got, [0.1, 0.9], axis)
+        selected = data.size if axis is None else SHAPE[0]
+        assert member.all() and (errors <= 1 + rank_error_bound(n, selected, 3)).all()

@@ -16,8 +16,11 @@ from activezarr.protocol import (
     CannotExpress,
     ChunkRequest,
     Missing,
+    Weights,
     build_request,
     error_body,
+    resolve_shared,
+    share_weights,
 )
 
 BASE = {"interface_type": "s3", "url": "http://s3.local/bucket/key", "dtype": "int32"}
@@ -273,3 +276,40 @@ def test_our_server_gets_the_whole_codec_chain_and_wide_sums() -> None:
                              byte_range=None, extensions=EXTENSIONS)
     assert body["codecs"] == [{"id": "zstd", "level": 1}]
     assert body["accumulate"] == "wide" and body["byte_order"] == "big"
+
+
+def _weighted_sum(weights: dict) -> dict:
+    return run("sum", np.arange(6, dtype="int32").reshape(2, 3), axis=[1], weights=weights)
+
+
+@pytest.mark.parametrize("weights", [np.array([[1.0], [2.0]]), np.array([[0.5], [-1.25]])])
+def test_packed_weights_weigh_as_listed_ones(weights: np.ndarray) -> None:
+    listed = Weights.of(weights, packed=False).model_dump(exclude_none=True)
+    packed = Weights.of(weights, packed=True).model_dump(exclude_none=True)
+    assert packed["dtype"] == ("int64" if (weights == np.round(weights)).all() else "float64")
+    assert _weighted_sum(packed) == _weighted_sum(listed)
+
+
+def test_packed_weights_of_another_size_are_refused_before_decoding() -> None:
+    packed = Weights.of(np.ones((3, 1)), packed=True).model_dump(exclude_none=True)
+    with pytest.raises(ValidationError, match=r"weights.packed: .* 24 bytes, not the 16 of 2 int64"):
+        parse(dtype="int32", shape=[2, 3], axis=[1], weights={**packed, "shape": [2, 1]})
+    with pytest.raises(ValidationError, match="weights.packed"):
+        parse(dtype="int32", shape=[2, 3], axis=[1],
+              weights={**packed, "shape": [2, 1], "packed": "not base64!"})
+
+
+def test_a_batch_sends_repeated_weights_once_and_the_server_restores_them() -> None:
+    packed = Weights.of(np.arange(2.0).reshape(2, 1), packed=True).model_dump(exclude_none=True)
+    other = Weights.of(np.ones((2, 1)), packed=True).model_dump(exclude_none=True)
+    items = [{"op": "sum", "weights": w} for w in (packed, other, packed, packed)]
+    shared = share_weights(items)
+    assert [item["weights"].get("same_as") for item in shared] == [None, None, 0, 0]
+    assert resolve_shared(shared) == items
+
+
+def test_a_reference_outside_a_batch_is_refused() -> None:
+    with pytest.raises(ValidationError, match="same_as names an earlier item"):
+        parse(dtype="int32", shape=[2, 3], axis=[1], weights={"shape": [2, 1], "same_as": 0})
+    bad = [{"weights": {"shape": [2, 1], "same_as": 1}}, {"weights": {"shape": [2, 1]}}]
+    assert resolve_shared(bad) == bad  # forwards and dangling references stay, to be refused

@@ -17,6 +17,9 @@ from hypothesis import HealthCheck, given, settings
 
 import activezarr
 from activezarr.chunk.ranks import from_keys, sort_keys
+from activezarr.client.quantiles import planned_rounds
+from activezarr.planning.selection import normalize_selection
+from activezarr.xarray import ActiveFallbackWarning
 from runners import Runner, on_s3
 from s3_servers import start_active_server
 from test_differential import EXAMPLES, cf_cases, decoded, on_every_backend
@@ -151,13 +154,32 @@ def test_daily_quantiles_equal_xarray(tmp_path: Path, packed: bool, where: str,
     assert red.last_report.backend == where
 
 
+@pytest.mark.parametrize("packed", [False, True])
+def test_daily_quantiles_with_holes_equal_numpy_on_every_backend(
+        tmp_path: Path, packed: bool, runners: list[tuple[Runner, dict[str, Any]]]) -> None:
+    data = _daily((64, 6, 5), seed=5)
+    path = tmp_path / "t.zarr"
+    _write(path, data, (20, 3, 5), packed)
+    values = _decoded_by_xarray(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells
+        expected = np.nanquantile(values, [0.0, 0.1, 0.5, 0.9, 1.0], axis=0)
+    for runner, fixtures in runners:
+        red = activezarr.ActiveReduction(runner.opener(path, fixtures), skipna=True,
+                                         plain_when_cheaper=False)
+        got = red.quantile([0.0, 0.1, 0.5, 0.9, 1.0], axis=0)
+        np.testing.assert_array_equal(np.ma.filled(got, np.nan), expected,
+                                      err_msg=runner.name)
+        runner.check_storage_side(red.last_report, "key_range", "key_bins", "key_values")
+
+
 @pytest.mark.slow
 def test_quantile_over_time_moves_a_small_part_of_the_data(tmp_path: Path, moto_s3: Any) -> None:
     data = _daily((365, 180, 360))
     path = tmp_path / "t.zarr"
     _write(path, data, (30, 90, 90), packed=False)
-    # The server's default --max-body (4 MiB): a request carries its cells' brackets (about
-    # 17 bytes each), and one batch holds a tile's 13 chunks, merged into one answer.
+    # The server's default --max-body (4 MiB): a request carries its cells' brackets (packed,
+    # sent once per batch), and one batch holds a tile's 13 chunks, merged into one answer.
     with start_active_server(tmp_path, "--upstream", moto_s3.endpoint) as server:
         red = activezarr.ActiveReduction(on_s3(path, moto_s3, server.url), skipna=True)
         got = red.quantile(0.9, axis=0)
@@ -168,7 +190,9 @@ def test_quantile_over_time_moves_a_small_part_of_the_data(tmp_path: Path, moto_
     report = red.last_report
     print(report)
     assert report.fallbacks == 0
-    assert report.bytes_from_storage <= 0.05 * report.bytes_stored
+    # Both ways: the requests (brackets) and the answers (counts, keys); 56 MB of requests
+    # and 3.3 MB of answers (80% of the stored bytes) before brackets were packed.
+    assert report.bytes_to_storage + report.bytes_from_storage <= 0.05 * report.bytes_stored
 
 
 def test_bad_quantiles_are_refused(tmp_path: Path) -> None:
@@ -183,6 +207,17 @@ def test_bad_quantiles_are_refused(tmp_path: Path) -> None:
         red.quantile(0.5, method="nearest")
 
 
+def _active_and_plain(path: str, data: np.ndarray, encoding: dict[str, Any],
+                      **coords: np.ndarray) -> tuple[xr.DataArray, xr.DataArray]:
+    """``data`` as ``t(time, lat, lon)`` written to zarr at ``path``, opened through the active
+    store and plainly."""
+    xr.Dataset({"t": (("time", "lat", "lon"), data)}, coords=coords).to_zarr(
+        path, encoding={"t": encoding}, consolidated=False)
+    da = xr.open_dataset(activezarr.ActiveStore.from_url(path), engine="zarr",  # type: ignore
+                         consolidated=False)["t"]
+    return da, xr.open_dataset(path, engine="zarr", consolidated=False)["t"]
+
+
 @pytest.mark.parametrize("packed", [False, True])
 def test_accessor_quantile_and_median_equal_xarray(tmp_path: Path, packed: bool) -> None:
     path = str(tmp_path / "t.zarr")
@@ -190,16 +225,72 @@ def test_accessor_quantile_and_median_equal_xarray(tmp_path: Path, packed: bool)
     encoding: dict[str, Any] = {"chunks": (20, 4, 6)}
     if packed:
         encoding.update(dtype="int16", scale_factor=0.01, add_offset=280.0, _FillValue=-32768)
-    xr.Dataset({"t": (("time", "lat", "lon"), data)},
-               coords={"time": np.arange(60), "lat": np.arange(8.0), "lon": np.arange(6.0)}
-               ).to_zarr(path, encoding={"t": encoding}, consolidated=False)
-    da = xr.open_dataset(activezarr.ActiveStore.from_url(path), engine="zarr",  # type: ignore
-                         consolidated=False)["t"]
-    plain = xr.open_dataset(path, engine="zarr", consolidated=False)["t"]
+    da, plain = _active_and_plain(path, data, encoding, time=np.arange(60),
+                                  lat=np.arange(8.0), lon=np.arange(6.0))
     with warnings.catch_warnings():
-        warnings.simplefilter("error", activezarr.xarray.ActiveFallbackWarning)
+        warnings.simplefilter("error", ActiveFallbackWarning)
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells
         for q, dim in ((0.9, "time"), ([0.0, 0.5, 0.99], "time"), (0.25, None),
                        ([0.1, 1.0], ("lat", "lon"))):
             xr.testing.assert_identical(da.active.quantile(q, dim), plain.quantile(q, dim))
         xr.testing.assert_identical(da.active.median("time"), plain.median("time"))
+
+
+def test_monthly_percentiles_per_group_equal_xarray(tmp_path: Path) -> None:
+    path = str(tmp_path / "t.zarr")
+    data = _daily((120, 4, 3), seed=4)
+    time = np.datetime64("2001-01-01") + np.arange(120).astype("timedelta64[D]")
+    da, plain = _active_and_plain(path, data, {"chunks": (25, 2, 3)}, time=time)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ActiveFallbackWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells
+        for q in (0.9, [0.1, 0.5, 0.99]):
+            xr.testing.assert_identical(da.active.groupby("time.month").quantile(q),
+                                        plain.groupby("time.month").quantile(q))
+            xr.testing.assert_identical(da.active.resample(time="1MS").quantile(q, "time"),
+                                        plain.resample(time="1MS").quantile(q, "time"))
+        xr.testing.assert_identical(da.active.groupby("time.month").median(),
+                                    plain.groupby("time.month").median())
+
+
+def test_grouped_quantiles_equal_numpy_on_every_backend(
+        tmp_path: Path, runners: list[tuple[Runner, dict[str, Any]]]) -> None:
+    data = _daily((60, 4, 5), seed=6)
+    path = tmp_path / "t.zarr"
+    _write(path, data, (16, 2, 5), packed=True)
+    values = _decoded_by_xarray(path)
+    labels = np.arange(60) // 25
+    labels[7] = -1  # in no group
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        expected = np.stack([np.nanquantile(values[labels == g], [0.25, 0.9], axis=0)
+                             for g in range(3)], axis=1)
+    for runner, fixtures in runners:
+        red = activezarr.ActiveReduction(runner.opener(path, fixtures), skipna=True,
+                                         plain_when_cheaper=False)
+        got = red.reduce("quantile", axis=0, q=[0.25, 0.9], groups=(0, labels))
+        np.testing.assert_array_equal(np.ma.filled(got, np.nan), expected, err_msg=runner.name)
+        runner.check_storage_side(red.last_report, "key_range", "key_bins", "key_values")
+
+
+def test_weighted_quantiles_say_they_are_not_there_yet(tmp_path: Path) -> None:
+    zarr.create_array(str(tmp_path / "a.zarr"), shape=(4,), chunks=(2,), dtype="f4")
+    red = activezarr.ActiveReduction(zarr.open_array(
+        activezarr.ActiveStore.from_url(str(tmp_path / "a.zarr")), mode="r"))
+    with pytest.raises(ValueError, match="weighted quantiles are not available yet"):
+        red.reduce("quantile", q=0.5, weights=np.ones(4))
+
+
+def test_the_cost_model_counts_brackets_packed_once_per_batch(
+        tmp_path: Path, moto_s3: Any, active_server: Any) -> None:
+    data = _daily((120, 12, 10))
+    path = tmp_path / "t.zarr"
+    _write(path, data, (10, 12, 10), packed=False)  # 12 chunks stacked along time
+    red = activezarr.ActiveReduction(on_s3(path, moto_s3, active_server.url), skipna=True)
+    plan = red.plan("quantile", axis=0, q=0.9)
+    assert plan is not None
+    dims = normalize_selection(..., data.shape)
+    rounds = len(planned_rounds(red.prepare("quantile", dims, 0, {"q": 0.9}))) - 1  # bracketed
+    # At most 11 characters a bracket (a base64 float64), sent once per batch of the 12 chunks
+    # (JSON: 20 a bracket in each of the 12 requests).
+    assert 0 < plan.request_bytes <= 11 * 120 * rounds

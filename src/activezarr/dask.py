@@ -21,7 +21,9 @@ from dask.highlevelgraph import HighLevelGraph
 from dask.tokenize import tokenize
 
 from .chunk.partial import Partial
+from .chunk.reductions import Quantile
 from .client.active import ActiveReduction, ReductionPlan
+from .client.quantiles import finish, first_round, quantiles
 from .client.report import Report, publish
 from .planning.chunks import chunk_spans
 from .planning.selection import normalize_selection, part_of
@@ -35,7 +37,9 @@ def reduce(arr: zarr.Array | ActiveReduction, op: str, axis: Any = None, *,
     """``ActiveReduction(arr)[selection].reduce(op, axis, ...)`` as a lazy dask array (one block).
 
     The selection is cut along the reduced (and grouped) dimensions into boxes of
-    ``leaf_chunks`` chunks each; every box is one leaf task.
+    ``leaf_chunks`` chunks each; every box is one leaf task. A ``quantile`` or ``median``
+    with ``method="approximate"`` is such a tree of its one round's sketches; an exact one is
+    one task running its rounds (each the next's input), each round spread as eager ones are.
     """
     if split_every < 2:
         raise ValueError(f"split_every must be at least 2, got {split_every}")
@@ -47,25 +51,38 @@ def reduce(arr: zarr.Array | ActiveReduction, op: str, axis: Any = None, *,
     token = tokenize(str(red.array.store_path), op, axis, selection, weights,
                      groups, red.decoding.missing.model_dump(), options, split_every, leaf_chunks)
     graph: dict[Any, Any] = {}
+    name = f"activezarr-{op}-{token}"
+    shape = plan.output_shape
+    if isinstance(plan.reduction, Quantile):
+        shape = (*np.shape(plan.reduction.q), *shape)
+    dtype = plan.reduction.result_dtype(red.decoding.value_dtype or red.layout.dtype)
+    final = (name, *(0,) * len(shape))
+    exact = isinstance(plan.reduction, Quantile) and plan.reduction.method == "exact"
+    if exact:  # rounds that depend on the last one's answer: one task runs them all
+        graph[final] = (_quantiles, red, plan)
+        return _array(graph, name, shape, dtype)
+    # An approximate quantile's leaves reduce its one round (``key_sketch``).
+    leaves = first_round(plan) if isinstance(plan.reduction, Quantile) else plan
     level = []
     # An empty selection has no chunk to cut: one leaf, which the engine answers as empty.
-    for i, box in enumerate(_boxes(red, plan, leaf_chunks) or [plan]):
+    for i, box in enumerate(_boxes(red, leaves, leaf_chunks) or [leaves]):
         key = (f"activezarr-leaf-{token}", i)
         graph[key] = (_leaf, red, box)
         level.append(key)
     depth = 0
     while len(level) > 1:
         depth += 1
-        name = f"activezarr-combine-{depth}-{token}"
+        combined = f"activezarr-combine-{depth}-{token}"
         groups_of = [level[i:i + split_every] for i in range(0, len(level), split_every)]
-        level = [(name, j) for j in range(len(groups_of))]
+        level = [(combined, j) for j in range(len(groups_of))]
         for key, members in zip(level, groups_of):
             graph[key] = (_combine, list(members))
-    name = f"activezarr-{op}-{token}"
-    shape = plan.output_shape
-    dtype = plan.reduction.result_dtype(red.decoding.value_dtype or red.layout.dtype)
-    final = (name, *(0,) * len(shape))
     graph[final] = (_finish, red, plan, level[0])
+    return _array(graph, name, shape, dtype)
+
+
+def _array(graph: dict[Any, Any], name: str, shape: tuple[int, ...], dtype: np.dtype
+           ) -> da.Array:
     layer = HighLevelGraph.from_collections(name, graph, dependencies=())
     return da.Array(layer, name, chunks=tuple((n,) for n in shape), dtype=dtype,
                     meta=np.ma.masked_array(np.empty((0,) * len(shape), dtype)))
@@ -107,7 +124,19 @@ def _finish(red: ActiveReduction, plan: ReductionPlan, reported: tuple[Partial, 
     published."""
     acc, report = reported
     publish(report)
-    result = red.finish(plan, acc)
+    quantile = isinstance(plan.reduction, Quantile)
+    return _block(red, plan, finish(red, plan, acc) if quantile else red.finish(plan, acc))
+
+
+def _quantiles(red: ActiveReduction, plan: ReductionPlan) -> Any:
+    """An exact quantile's rounds, run at once; their report published."""
+    result = quantiles(red, plan)
+    assert red.last_report is not None
+    publish(red.last_report)
+    return _block(red, plan, result)
+
+
+def _block(red: ActiveReduction, plan: ReductionPlan, result: Any) -> Any:
     if result is np.ma.masked:
         dtype = plan.reduction.result_dtype(red.decoding.value_dtype or red.layout.dtype)
         return np.ma.masked_array(np.zeros((), dtype), mask=True)

@@ -8,15 +8,18 @@ reads results here. It knows nothing about HTTP or I/O.
 
 from __future__ import annotations
 
+import base64
 import math
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal, TypeVar
 
+import numcodecs
 import numpy as np
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     StrictBool,
     StrictInt,
     ValidationError,
@@ -26,6 +29,7 @@ from pydantic import (
 )
 
 from .chunk.codec import ChunkReduction
+from .chunk.codec_bounds import bounded_decode, zstd_content_size
 from .chunk.codecs import CodecChain
 from .chunk.reductions import BUILTIN_AGGREGATIONS, aggregation_class
 from .chunk.result import BYTE_ORDER, ENDIAN, ResultForm, result_form
@@ -43,14 +47,14 @@ from .errors import ActiveZarrError
 V2_OPS = ("count", "max", "min", "sum", "select")
 #: The operations every server of ours serves; plugin reductions an operator loads add theirs.
 OPS = (*V2_OPS, "stats", "histogram", "argmax", "argmin", "key_range", "key_bins",
-       "key_values")
+       "key_values", "key_sketch")
 assert set(OPS) == {*BUILTIN_AGGREGATIONS, "select"}
 DTYPES = SUPPORTED_DTYPES
 INTERFACE_TYPES = ("s3", "http", "https", "file", "ost")
 #: What our server adds to Reductionist v2; a client sends extensions only to servers listing them.
 EXTENSIONS = ("stats", "batch", "codecs", "accumulate", "accumulate-float", "missing-combined",
               "dtypes", "file", "healthz", "weights", "groups", "missing-nan", "combine", "lean",
-              "absent")
+              "absent", "weights-packed")
 #: The capability document (Discovery) and the health check (the ``healthz`` extension).
 SCHEMA_PATH = "/.well-known/reductionist-schema"
 HEALTH_PATH = "/healthz"
@@ -178,10 +182,116 @@ class Missing(_Strict):
 
 
 class Weights(_Strict):
-    """The ``weights`` extension: one weight per selected element, broadcast over extents of 1."""
+    """The ``weights`` extension: one weight per selected element, broadcast over extents of 1.
+
+    The values are a JSON list, or (``weights-packed``) ``packed``: the base64 of one
+    Zstandard frame of their little-endian ``dtype`` bytes in C order; within a batch,
+    ``same_as`` names an earlier item whose weights these are (:func:`resolve_shared`).
+    """
 
     shape: list[Int64]
-    values: list[Number]
+    values: list[Number] | None = None
+    dtype: Literal["float64", "int64"] | None = None
+    packed: str | None = None
+    same_as: Int64 | None = None
+    _array: np.ndarray | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Weights:
+        if self.same_as is not None:
+            raise ValueError("weights.same_as names an earlier item of the same batch")
+        if (self.values is None) == (self.packed is None):
+            raise ValueError("weights need values or packed (with dtype), one of them")
+        if self.packed is not None and self.dtype is None:
+            raise ValueError("packed weights need their dtype")
+        return self
+
+    def array(self) -> np.ndarray:
+        """The weights as float64, of ``shape``: a packed frame decoded once, to exactly the
+        bytes ``shape`` and ``dtype`` make (never more)."""
+        if self._array is None:
+            count = math.prod(self.shape)
+            if self.packed is None:
+                assert self.values is not None
+                if len(self.values) != count:
+                    raise ValueError(f"weights.values has {len(self.values)} values for shape "
+                                     f"{self.shape}")
+                values = np.asarray(self.values, np.float64)
+            else:
+                values = unpack_weights(self.packed, np.dtype(self.dtype or "float64"), count)
+            self._array = values.reshape(self.shape)
+        return self._array
+
+    @classmethod
+    def of(cls, weights: np.ndarray, packed: bool) -> Weights:
+        """The wire form of ``weights``: packed where the server takes it (as int64 where
+        they are whole numbers, as brackets are: they compress better)."""
+        weights = np.asarray(weights, np.float64)
+        if not packed:
+            return cls(shape=list(weights.shape), values=weights.ravel().tolist())
+        whole = bool(np.all(weights == np.round(weights))) and bool(
+            np.all(np.abs(weights) < 2.0**53))
+        dtype = np.dtype("<i8" if whole else "<f8")
+        frame = _WEIGHTS_ZSTD.encode(np.ascontiguousarray(weights, dtype).tobytes())
+        return cls(shape=list(weights.shape), dtype="int64" if whole else "float64",
+                   packed=base64.b64encode(bytes(frame)).decode("ascii"))
+
+
+_WEIGHTS_ZSTD = numcodecs.Zstd(level=3)
+
+
+def unpack_weights(packed: str, dtype: np.dtype, count: int) -> np.ndarray:
+    """``count`` values of ``dtype`` (little-endian) from a base64 Zstandard frame, as float64;
+    ValueError for a frame that is not exactly that many bytes."""
+    try:
+        frame = memoryview(base64.b64decode(packed, validate=True))
+        expected = count * dtype.itemsize
+        if zstd_content_size(frame) != expected:
+            raise ValueError(f"its frame states {zstd_content_size(frame)} bytes, not the "
+                             f"{expected} of {count} {dtype.name} values")
+        raw = bounded_decode({"id": "zstd"}, _WEIGHTS_ZSTD, frame, expected)
+    except ValueError as exc:  # bad base64, a frame of another size (DecodeBoundError)
+        raise ValueError(f"weights.packed: {exc}") from None
+    return np.frombuffer(bytes(raw), dtype.newbyteorder("<")).astype(np.float64)
+
+
+def share_weights(items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``items`` of one batch with each repeat of an earlier item's packed weights sent as a
+    reference to it (``same_as``): the chunks along a reduced axis share their cells'."""
+    first: dict[tuple[Any, ...], int] = {}
+    shared = []
+    for position, item in enumerate(items):
+        weights = item.get("weights")
+        if isinstance(weights, Mapping) and weights.get("packed") is not None:
+            key = (tuple(weights["shape"]), weights["dtype"], weights["packed"])
+            if key in first:
+                item = {**item, "weights": {"shape": weights["shape"], "same_as": first[key]}}
+            else:
+                first[key] = position
+        shared.append(item)
+    return shared
+
+
+def resolve_shared(items: Sequence[Any]) -> list[Any]:
+    """``items`` of a batch with each ``same_as`` reference replaced by the weights it names
+    (an earlier item's, themselves no reference); a bad reference is left for that item's
+    parsing to refuse."""
+    def weights_of(item: Any) -> Mapping[str, Any] | None:
+        weights = item.get("weights") if isinstance(item, Mapping) else None
+        return weights if isinstance(weights, Mapping) else None
+
+    resolved = list(items)
+    for position, item in enumerate(items):
+        weights = weights_of(item)
+        if weights is None or set(weights) != {"shape", "same_as"}:
+            continue
+        target = weights["same_as"]
+        if isinstance(target, int) and not isinstance(target, bool) and 0 <= target < position:
+            named = weights_of(items[target])
+            if named is not None and "same_as" not in named and \
+                    named.get("shape") == weights["shape"]:
+                resolved[position] = {**item, "weights": named}
+    return resolved
 
 
 class Groups(_Strict):
@@ -300,7 +410,7 @@ class ChunkRequest(_Strict):
             order=self.order, codecs=tuple(codecs), missing=self._missing_spec(),
             axis=self._axes(len(shape)), accumulate=self.accumulate,
             weights=None if weights is None else {"shape": weights.shape,
-                                                  "values": weights.values},
+                                                  "values": weights.array().ravel()},
             groups=None if self.groups is None else {"axis": self.groups.axis,
                                                      "labels": self.groups.labels},
             lean=lean, shape_as_bytes=bool(self.option_shape_as_bytes),
@@ -367,11 +477,8 @@ def check_weights_and_groups(request: ChunkRequest, axes: tuple[int, ...] | None
                 w not in (1, n) for w, n in zip(weights.shape, extents)):
             raise ValueError(f"weights.shape {weights.shape} does not broadcast to the "
                              f"selection's extents {extents}")
-        if len(weights.values) != math.prod(weights.shape):
-            raise ValueError(f"weights.values has {len(weights.values)} values for shape "
-                             f"{weights.shape}")
-        if not all(math.isfinite(v) for v in weights.values):
-            raise ValueError("weights.values must be finite numbers")
+        if not np.isfinite(weights.array()).all():
+            raise ValueError("weights must be finite numbers")
     if groups is not None:
         if not 0 <= groups.axis < len(extents):
             raise ValueError(f"groups.axis {groups.axis} is not an axis of {len(extents)}")
@@ -544,8 +651,7 @@ def weights_and_groups(spec: ChunkSpec, op: str, weights: np.ndarray | None,
         if weights is None or not aggregation_class(op).takes_weights:
             raise CannotExpress(f"weights: a weighted {op} has no wire form (weights go with "
                                 "sum and the quantile rounds)")
-        fields["weights"] = Weights(shape=list(weights.shape),
-                                    values=np.asarray(weights, np.float64).ravel().tolist())
+        fields["weights"] = Weights.of(weights, "weights-packed" in extensions)
     if spec.group_axis is not None:
         if "groups" not in extensions:
             raise CannotExpress("groups: the server lacks the 'groups' extension")

@@ -455,6 +455,21 @@ class _Reductions(_Reducer):
                 compute: bool, **options: Any) -> xr.DataArray:
         raise NotImplementedError
 
+    def quantile(self, q: Any, dim: Dims = None, *, skipna: bool | None = None,
+                 keep_attrs: bool | None = None) -> xr.DataArray:
+        """``quantile(q, dim)`` (``method="linear"``), exactly, found in storage-side rounds
+        (:mod:`activezarr.client.quantiles`), per group too: a ``quantile`` dimension first
+        where ``q`` is a sequence, a scalar ``quantile`` coordinate where it is a number."""
+        qs = np.asarray(q, np.float64)  # xarray's q is float64 (so are its answers)
+        parts = [self._reduce("quantile", dim, skipna, keep_attrs, True, q=value
+                              ).assign_coords(quantile=value) for value in qs.reshape(-1)]
+        return parts[0] if qs.ndim == 0 else xr.concat(parts, "quantile")
+
+    def median(self, dim: Dims = None, *, skipna: bool | None = None,
+               keep_attrs: bool | None = None) -> xr.DataArray:
+        """``median(dim)``, exactly, as :meth:`quantile` finds it."""
+        return self._reduce("median", dim, skipna, keep_attrs, True)
+
     def sum(self, dim: Dims = None, *, skipna: bool | None = None,
             keep_attrs: bool | None = None, compute: bool = True) -> xr.DataArray:
         return self._reduce("sum", dim, skipna, keep_attrs, compute)
@@ -486,9 +501,13 @@ class _Reductions(_Reducer):
 
 def _xarray(obj: Any, op: str, dim: Dims, skipna: bool | None, keep_attrs: bool | None,
             **options: Any) -> xr.DataArray:
-    """xarray's own reduction (``count`` takes no ``skipna``)."""
+    """xarray's own reduction (``count`` takes no ``skipna``; ``quantile`` takes ``q`` first
+    and adds a ``quantile`` coordinate, which the caller sets)."""
     if op != "count":
         options["skipna"] = skipna
+    if op == "quantile":
+        q = options.pop("q")
+        return obj.quantile(q, dim, keep_attrs=keep_attrs, **options).drop_vars("quantile")
     return getattr(obj, op)(dim, keep_attrs=keep_attrs, **options)
 
 
@@ -511,27 +530,6 @@ class ActiveAccessor(_Reductions):
         return self._active(op, dim, skipna=skipna, keep_attrs=keep_attrs, compute=compute,
                             fallback=lambda: _xarray(self._shown, op, dim, skipna, keep_attrs,
                                                      **options), **options)
-
-    def quantile(self, q: Any, dim: Dims = None, *, skipna: bool | None = None,
-                 keep_attrs: bool | None = None) -> xr.DataArray:
-        """``da.quantile(q, dim)`` (``method="linear"``), exactly, found in storage-side rounds
-        (:mod:`activezarr.client.quantiles`): a ``quantile`` dimension first where ``q`` is a
-        sequence, a scalar ``quantile`` coordinate where it is a number."""
-        qs = np.asarray(q, np.float64)  # xarray's q is float64 (so are its answers)
-
-        def one(value: np.float64) -> xr.DataArray:
-            return self._active("quantile", dim, skipna=skipna, keep_attrs=keep_attrs,
-                                fallback=lambda: self._shown.quantile(
-                                    value, _dim_tuple(self._da, dim), skipna=skipna,
-                                    keep_attrs=keep_attrs).drop_vars("quantile"), q=value)
-
-        parts = [one(value).assign_coords(quantile=value) for value in qs.reshape(-1)]
-        return parts[0] if qs.ndim == 0 else xr.concat(parts, "quantile")
-
-    def median(self, dim: Dims = None, *, skipna: bool | None = None,
-               keep_attrs: bool | None = None) -> xr.DataArray:
-        """``da.median(dim)``, exactly, as :meth:`quantile` finds it."""
-        return self._reduce("median", dim, skipna, keep_attrs, True)
 
     def argmax(self, dim: Hashable | None = None, *, skipna: bool | None = None,
                keep_attrs: bool | None = None, compute: bool = True) -> xr.DataArray:
@@ -695,6 +693,12 @@ class ActiveGroupBy(_Reductions):
         super().__init__(da, conditions)
         self._make = make
         self._groups = _Groups.of(da, dim, make)
+
+    def quantile(self, q: Any, dim: Dims = None, *, skipna: bool | None = None,
+                 keep_attrs: bool | None = None) -> xr.DataArray:
+        """Per group, as xarray's: the ``quantile`` dimension (of a sequence ``q``) last."""
+        result = super().quantile(q, dim, skipna=skipna, keep_attrs=keep_attrs)
+        return result.transpose(..., "quantile") if "quantile" in result.dims else result
 
     def _reduce(self, op: str, dim: Dims, skipna: bool | None, keep_attrs: bool | None,
                 compute: bool, **options: Any) -> xr.DataArray:

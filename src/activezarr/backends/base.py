@@ -75,6 +75,8 @@ class BatchResult:
     combined: set[int] = field(default_factory=set)
     bytes_stored: int = 0
     bytes_from_storage: int = 0
+    #: Request bodies sent storage-wards (what per-cell inputs such as brackets cost).
+    bytes_to_storage: int = 0
     requests: int = 0
     failed: dict[int, str] = field(default_factory=dict)
     links: Counter[str] = field(default_factory=Counter)

@@ -159,6 +159,7 @@ class ReferenceBackend(FileBackend):
                 result.combined.add(i)
         result.bytes_stored += part.bytes_stored
         result.bytes_from_storage += part.bytes_from_storage
+        result.bytes_to_storage += part.bytes_to_storage
         result.requests += part.requests
         result.links.update(part.links)
 

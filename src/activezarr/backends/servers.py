@@ -30,7 +30,7 @@ from tenacity import retry_if_exception_type
 from ..errors import StorageUnavailableError
 from ..planning.chunks import ChunkTask
 from ..planning.cost import CAPABILITIES, S3_FRAMING, Traits
-from ..protocol import SCHEMA_PATH, V2_OPS, CannotExpress, build_request
+from ..protocol import SCHEMA_PATH, V2_OPS, CannotExpress, build_request, share_weights
 from ..transport.answers import error_message, excerpt
 from ..transport.http import (
     RETRIED_STATUSES,
@@ -202,15 +202,20 @@ class ActiveServers:
         asked. Raises :class:`_RefusedError` for a final error answer, StorageUnavailableError
         when no server could answer.
         """
+        data = None if body is None else json.dumps(body).encode()
+        if data is not None:
+            headers = {**(headers or {}), "Content-Type": "application/json"}
+
         def count(nbytes: int) -> None:
             tally.requests += 1
+            tally.bytes_to_storage += len(data or b"")
             tally.bytes_from_storage += nbytes
 
         while True:
             server = self._pick()
             try:
                 reply = await self.http.send(method, server, path, down=self.dropped,
-                                             counted=count, json=body, headers=headers)
+                                             counted=count, data=data, headers=headers)
             except ServerUnavailableError:
                 continue  # dropped: the next live server
             if reply.status == 200:
@@ -325,7 +330,8 @@ class ActiveServers:
             fields["combine"] = [extra["combine"][i] for i in pending]
         try:
             body = await self.call("POST", "/v2/batch", tally,
-                                   {"requests": [items[i] for i in pending], **fields}, headers)
+                                   {"requests": share_weights([items[i] for i in pending]),
+                                    **fields}, headers)
             decoded = self._cbor(body, "/v2/batch")
         except _RefusedError as exc:
             for i in pending:
@@ -365,12 +371,13 @@ def server_traits(servers: ActiveServers, batch_chunks: int, labelled: bool = Tr
     ``labelled``: the backend labels requests by output region, so that the server combines."""
     cached = _capabilities.get(servers.servers[0])
     extensions = set(cached.get("extensions", ())) if cached is not None else {
-        "batch", "combine", "lean", "absent"}
+        "batch", "combine", "lean", "absent", "weights-packed"}
     combines = labelled and {"batch", "combine"} <= extensions
     return Traits(combines=combines, batch_chunks=batch_chunks if "batch" in extensions else 1,
                   encoding="lean" if {"batch", "lean"} <= extensions else "cbor",
                   setup_bytes=CAPABILITIES if cached is None else 0,
                   probes=not {"absent", "lean", "batch"} <= extensions,
+                  packs_weights="weights-packed" in extensions,
                   index_framing=S3_FRAMING)
 
 

@@ -28,6 +28,7 @@ from .result import (
     compress_result,
     count_array,
     field_bytes,
+    narrowest_count,
     plain_result,
     read_array,
     result_order,
@@ -242,8 +243,14 @@ class Aggregation:
         """The response map of ``partial`` (PROTOCOL.md): the counts, then each field's bytes
         under its name (the extension form; built-ins keep Reductionist's)."""
         result = plain_result(partial.count, partial.count, form)
-        result.update(bytes=b"", dtype=form.dtype, **{
-            f.name: wire_bytes(partial.arrays[f.name], form.layout) for f in self.fields})
+        result["bytes"], result["dtype"] = b"", form.dtype
+        for f in self.fields:
+            values = partial.arrays[f.name]
+            if form.lean and values.dtype == np.int64 and (values >= 0).all():
+                # counts (histograms', brackets') in the narrowest dtype, told as "<name>_dtype"
+                values = narrowest_count(values)
+                result[f"{f.name}_dtype"] = values.dtype.name
+            result[f.name] = wire_bytes(values, form.layout)
         if form.lean:
             compress_result(result, self.compressible)
         return result
@@ -260,8 +267,9 @@ class Aggregation:
         layout = result_order(self.op, memory_order, axis)
         count = count_array(result, shape, layout)
         return Partial(self, count, {
-            f.name: self.read_field(result, f.name, self.field_dtype(f), shape, layout,
-                                    f.cell_shape)
+            f.name: self.read_field(result, f.name, np.dtype(result.get(
+                f"{f.name}_dtype", self.field_dtype(f))), shape, layout, f.cell_shape
+            ).astype(self.field_dtype(f), copy=False)
             for f in self.fields})
 
     @staticmethod

@@ -20,6 +20,7 @@ client's side of the rounds is :mod:`activezarr.client.quantiles`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -221,7 +222,128 @@ class KeyValues(_Bracketed):
         into.count[region] = into.count[region] + other.count
 
 
-RANK_AGGREGATIONS: tuple[type[Aggregation], ...] = (KeyRange, KeyBins, KeyValues)
+# --- approximate quantiles: a deterministic mergeable sketch of keys -------------------
+
+
+#: Most keys a ``key_sketch`` level keeps per cell, and most levels.
+MAX_SKETCH = 4096
+MAX_LEVELS = 64
+
+
+class SketchParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    k: int = PydanticField(ge=2, le=MAX_SKETCH)
+    levels: int = PydanticField(ge=1, le=MAX_LEVELS)
+
+
+def sketch_levels(n: int, k: int) -> int:
+    """The levels a sketch of at most ``n`` values per cell needs, ``k`` keys each: its top
+    level, of weight ``2**(levels - 1)``, then never holds more than ``k``."""
+    return 1 + max(0, math.ceil(math.log2(max(n, 1) / k)))
+
+
+def rank_error_bound(n: np.ndarray, selected: int, k: int) -> np.ndarray:
+    """The most a sketch's rank of any value is off, for cells of ``n`` valid values among
+    ``selected`` positions: ``n * ceil(log2(selected / k)) / k`` (each level's compactions
+    add at most ``n / k``), and 0 where nothing was compacted."""
+    return np.asarray(n, np.float64) * (sketch_levels(selected, k) - 1) / k
+
+
+class KeySketch(Aggregation):
+    """``key_sketch`` (extension): per cell a deterministic compactor sketch of the valid
+    values' keys (Manku, Rajagopalan and Lindsay's; mergeable as Agarwal et al. show).
+
+    Level ``h`` keeps at most ``k`` keys, each standing for ``2**h`` values. A level holding
+    more is *compacted*: its keys sorted, every other one of its pairs goes up a level (the
+    odd one out, the largest, stays), which moves any value's rank in the sketch by at most
+    ``2**h``; ``rank_error`` adds those up. Each compaction of level ``h`` takes at least ``k``
+    keys of weight ``2**h`` of the cell's ``n`` values: ``rank_error <= n * (levels - 1) / k``.
+    Merging two sketches concatenates their levels and compacts again: the bound holds for
+    any order of merges. ``lo`` and ``hi`` are the exact smallest and largest keys.
+    """
+
+    op = "key_sketch"
+    Params = SketchParams
+    params: SketchParams
+
+    def __init__(self, dtype: Any, accumulate: str = "wide", weighted: bool = False,
+                 params: Mapping[str, Any] | None = None) -> None:
+        super().__init__(dtype, accumulate, weighted, params)
+        shape = (self.params.levels, self.params.k)
+        self.fields = (*KeyRange.fields,
+                       Field("keys", _KeyField.dtype, _KeyField.largest, None, cell_shape=shape),
+                       Field("fill", int64, lambda dtype: 0, None,
+                             cell_shape=(self.params.levels,)),
+                       Field("rank_error", int64, lambda dtype: 0, None))
+
+    def chunk(self, data: np.ndarray, valid: Where, axes: tuple[int, ...], count: np.ndarray,
+              weights: np.ndarray | None) -> dict[str, np.ndarray]:
+        ranged = KeyRange(self.dtype).chunk(data, valid, axes, count, weights)
+        largest = np.iinfo(key_dtype(self.dtype)).max
+        keys = np.where(np.broadcast_to(valid, data.shape), sort_keys(data), largest)
+        kept = [a for a in range(data.ndim) if a not in axes]
+        per_cell = np.transpose(keys, (*kept, *axes)).reshape(count.size, -1)
+        levels, fill, error = self._compact([(per_cell, count.ravel())])
+        return {**ranged, "keys": levels.reshape((*count.shape, *levels.shape[1:])),
+                "fill": fill.reshape((*count.shape, -1)),
+                "rank_error": error.reshape(count.shape)}
+
+    def merge(self, into: Partial, other: Partial, region: tuple[Any, ...] = ()) -> None:
+        shape = into.count[region].shape
+        flat = [(np.broadcast_to(p["keys"], (*shape, *p["keys"].shape[-2:])).reshape(
+            -1, *p["keys"].shape[-2:]), np.broadcast_to(p["fill"], (*shape, self.params.levels)
+                                                        ).reshape(-1, self.params.levels))
+                for p in (into.map(lambda a: a[region]), other)]
+        levels, fill, error = self._compact(
+            [(np.concatenate([flat[0][0][:, h], flat[1][0][:, h]], axis=-1),
+              flat[0][1][:, h] + flat[1][1][:, h]) for h in range(self.params.levels)])
+        into["keys"][region] = levels.reshape(into["keys"][region].shape)
+        into["fill"][region] = fill.reshape(into["fill"][region].shape)
+        into["rank_error"][region] = (into["rank_error"][region] + other["rank_error"]
+                                      + error.reshape(shape))
+        into["lo"][region] = np.minimum(into["lo"][region], other["lo"])
+        into["hi"][region] = np.maximum(into["hi"][region], other["hi"])
+        into.count[region] = into.count[region] + other.count
+
+    def _compact(self, inputs: list[tuple[np.ndarray, np.ndarray]]
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(keys, fill, error) of the sketch holding ``inputs``: per level from the bottom,
+        its keys per cell (unsorted, the largest key past each cell's ``fill``) and ``fill``;
+        each level holding more than ``k`` compacted into the next."""
+        k, depth = self.params.k, self.params.levels
+        kd = key_dtype(self.dtype)
+        largest = kd.type(np.iinfo(kd).max)
+        cells = inputs[0][0].shape[0]
+        out = np.full((cells, depth, k), largest, kd)
+        fill_out = np.zeros((cells, depth), np.int64)
+        error = np.zeros(cells, np.int64)
+        carried = np.full((cells, 0), largest, kd)
+        carried_fill = np.zeros(cells, np.int64)
+        for h in range(depth):
+            keys, fill = inputs[h] if h < len(inputs) else (carried[:, :0], carried_fill * 0)
+            width = keys.shape[1] + carried.shape[1]
+            level = np.sort(np.concatenate([keys.astype(kd), carried, np.full(
+                (cells, max(0, k - width)), largest, kd)], axis=-1), axis=-1)
+            fill = fill + carried_fill
+            over = fill > k
+            if over.any() and h == depth - 1:
+                raise ValueError(f"key_sketch: a cell holds more values than {depth} levels of "
+                                 f"{k} keys keep; ask for more levels")
+            pairs = fill // 2
+            # every other key of the compacted pairs goes up (from alternate ends per level)
+            up = level[:, h % 2::2][:, :max(int(pairs.max(initial=0)), 0)]
+            up = np.where(over[:, None] & (np.arange(up.shape[1]) < pairs[:, None]), up, largest)
+            odd = np.take_along_axis(level, np.maximum(fill - 1, 0)[:, None], -1)[:, 0]
+            kept = np.where(over[:, None], largest, level[:, :k])
+            kept[:, 0] = np.where(over & (fill % 2 == 1), odd, kept[:, 0])
+            out[:, h] = kept
+            fill_out[:, h] = np.where(over, fill % 2, fill)
+            error += np.where(over, np.int64(1) << h, 0)
+            carried, carried_fill = up, np.where(over, pairs, 0)
+        return out, fill_out, error
+
+
+RANK_AGGREGATIONS: tuple[type[Aggregation], ...] = (KeyRange, KeyBins, KeyValues, KeySketch)
 
 
 # --- numpy's linear quantile from two order statistics ----------------------------------

@@ -23,7 +23,7 @@ from ..errors import InvalidReductionError, UnknownReductionError
 from ..plugins import Registry
 from .aggregation import Aggregation, Field, Where, bin_counts, float64, int64, stored
 from .partial import Partial, accumulator_dtype, sentinels
-from .ranks import RANK_AGGREGATIONS, KeyRange, lerp
+from .ranks import MAX_SKETCH, RANK_AGGREGATIONS, KeyRange, lerp
 from .result import (
     ResultForm,
     compress_result,
@@ -721,20 +721,32 @@ class Quantile(Reduction):
     """numpy's ``nanquantile(method="linear")`` of the valid values: ``q`` a number or a
     sequence (then the quantiles are a first dimension). ``method="exact"`` finds the two
     order statistics each quantile interpolates in a few rounds of storage-side reductions
-    (:mod:`activezarr.client.quantiles`); its first round is ``key_range``."""
+    (:mod:`activezarr.client.quantiles`); its first round is ``key_range``.
+    ``method="approximate"`` takes one round (``key_sketch``, of ``sketch_size`` keys a level)
+    and answers a stored value whose rank among a cell's ``n`` valid values is within
+    ``1 + n * ceil(log2(N / sketch_size)) / sketch_size`` of numpy's ``q * (n - 1)`` (``N`` the
+    selected positions per cell; exact where ``N <= sketch_size``), not interpolated."""
 
     name = "quantile"
     aggregation = KeyRange
 
-    def __init__(self, q: Any = None, method: str = "exact", **options: Any) -> None:
+    def __init__(self, q: Any = None, method: str = "exact", sketch_size: int = 512,
+                 **options: Any) -> None:
         super().__init__(**options)
         if q is None:
             raise ValueError("quantile needs q: a number or a sequence of numbers in [0, 1]")
         qs = np.asarray(q, np.float64)
         if qs.ndim > 1 or not np.all((qs >= 0) & (qs <= 1)):
             raise ValueError(f"q must be a number or a sequence of numbers in [0, 1], got {q!r}")
-        if method != "exact":
-            raise ValueError(f"quantile method {method!r} is not available; use 'exact'")
+        if method not in ("exact", "approximate"):
+            raise ValueError(f"quantile method {method!r} is not available; use 'exact' or "
+                             "'approximate'")
+        if isinstance(sketch_size, bool) or not isinstance(sketch_size, (int, np.integer)) \
+                or not 2 <= sketch_size <= MAX_SKETCH:
+            raise ValueError(f"sketch_size must be an integer from 2 to {MAX_SKETCH}, got "
+                             f"{sketch_size!r}")
+        #: ``approximate``: the keys a sketch keeps per level (``key_sketch``'s ``k``).
+        self.sketch_size = int(sketch_size)
         self.q = qs
         #: numpy computes a Python float's quantile in the values' dtype, an array's in float64.
         self.weak = type(q) in (int, float)
@@ -761,8 +773,8 @@ class Median(Quantile):
 
     name = "median"
 
-    def __init__(self, method: str = "exact", **options: Any) -> None:
-        super().__init__(0.5, method, **options)
+    def __init__(self, method: str = "exact", sketch_size: int = 512, **options: Any) -> None:
+        super().__init__(0.5, method, sketch_size, **options)
 
     def between(self, a: np.ndarray, b: np.ndarray, gamma: np.ndarray) -> np.ndarray:
         # numpy's median: the middle value, or the mean of the middle two

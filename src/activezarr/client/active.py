@@ -63,12 +63,14 @@ class _Reductions:
     def std(self, axis: Any = None, ddof: int = 0, where: Any = None) -> Any:
         return self.reduce("std", axis, ddof=ddof, where=where)
 
-    def quantile(self, q: Any, axis: Any = None, method: str = "exact") -> Any:
-        """numpy's ``nanquantile(a, q, axis, method="linear")`` of the valid values."""
-        return self.reduce("quantile", axis, q=q, method=method)
+    def quantile(self, q: Any, axis: Any = None, method: str = "exact",
+                 **options: Any) -> Any:
+        """numpy's ``nanquantile(a, q, axis, method="linear")`` of the valid values (within a
+        stated rank of it with ``method="approximate"``, ``sketch_size=``: see Quantile)."""
+        return self.reduce("quantile", axis, q=q, method=method, **options)
 
-    def median(self, axis: Any = None, method: str = "exact") -> Any:
-        return self.reduce("median", axis, method=method)
+    def median(self, axis: Any = None, method: str = "exact", **options: Any) -> Any:
+        return self.reduce("median", axis, method=method, **options)
 
     def argmax(self, axis: int | None = None) -> Any:
         return self.reduce("argmax", axis)
@@ -238,6 +240,9 @@ class ActiveReduction(_Reductions):
                             f"{axis!r}")
         if reduction.one_axis and extras.group_dim is not None:
             raise ValueError(f"{op} has no grouped form: reduce each group's selection")
+        if isinstance(reduction, Quantile) and weights is not None:
+            raise ValueError("weighted quantiles are not available yet: ask for unweighted "
+                             "ones, or for xarray's weighted(...).quantile on the client")
         if reduction.weighted != (weights is not None):
             raise ValueError(f"{op} needs weights=..." if weights is None else
                              f"weights go with weighted_sum or weighted_mean, not {op}")

@@ -181,6 +181,7 @@ class Engine:
         self.report.requests += result.requests
         self.report.bytes_stored += result.bytes_stored
         self.report.bytes_from_storage += result.bytes_from_storage
+        self.report.bytes_to_storage += result.bytes_to_storage
         for link, nbytes in result.links.items():
             self.report.add(self.report.links, link, nbytes)
         self.report.add(self.report.links, "lan", result.bytes_from_storage)

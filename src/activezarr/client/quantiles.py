@@ -17,6 +17,7 @@ each chunk's region: JSON, about 15 bytes per cell and chunk along the reduced a
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -28,15 +29,16 @@ from ..chunk.ranks import (
     MAX_SLOTS,
     KeyBins,
     KeyRange,
+    KeySketch,
     KeyValues,
     bracket,
     from_keys,
     key_dtype,
     linear_ranks,
     min_shift,
+    sketch_levels,
 )
 from ..chunk.reductions import Quantile, Reduction
-from ..planning.extras import Extras
 from .report import Report
 
 if TYPE_CHECKING:
@@ -84,9 +86,38 @@ class ValuesRound(_Round):
     aggregation: ClassVar = KeyValues
 
 
+class SketchRound(_Round):
+    name = "key_sketch"
+    aggregation: ClassVar = KeySketch
+
+
+def _sketch_round(plan: ReductionPlan) -> SketchRound:
+    """The one round of an approximate quantile: levels enough for every cell's values."""
+    assert isinstance(plan.reduction, Quantile)
+    k = plan.reduction.sketch_size
+    per_cell = math.prod(plan.dims[d].size for d in plan.reduced)
+    return SketchRound({"k": k, "levels": sketch_levels(per_cell, k)})
+
+
 def _carrier_shape(plan: ReductionPlan) -> tuple[int, ...]:
     """The shape of the per-cell brackets over the selection: 1 along reduced dimensions."""
     return tuple(1 if d in plan.reduced else sel.size for d, sel in enumerate(plan.dims))
+
+
+def _carried(plan: ReductionPlan, brackets: np.ndarray) -> np.ndarray:
+    """The brackets of the output cells as weights over the selection: per position of a
+    grouped dimension its group's (-1, nothing to do, where it is in none)."""
+    extras = plan.extras
+    cells = np.reshape(brackets, plan.output_shape)
+    if extras.group_dim is not None:
+        assert extras.labels is not None
+        at = plan.kept.index(extras.group_dim)
+        shape = [1] * cells.ndim
+        shape[at] = -1
+        labels = extras.labels.reshape(shape)
+        cells = np.where(labels >= 0, np.take(cells, np.maximum(extras.labels, 0), axis=at),
+                         -1.0)
+    return cells.reshape(_carrier_shape(plan))
 
 
 def planned_rounds(plan: ReductionPlan) -> list[ReductionPlan]:
@@ -95,63 +126,87 @@ def planned_rounds(plan: ReductionPlan) -> list[ReductionPlan]:
     more for uneven values) and one ``key_values``."""
     from .active import ReductionPlan
 
+    assert isinstance(plan.reduction, Quantile)
+    if plan.reduction.method == "approximate":
+        return [first_round(plan)]
     per_cell = math.prod(plan.dims[d].size for d in plan.reduced)
     refining = math.ceil(math.log(per_cell, BINS)) + 1 if per_cell > DIRECT else 0
-    brackets = Extras(weights=np.zeros(_carrier_shape(plan)))
+    first = first_round(plan)
+    brackets = dataclasses.replace(first.extras, weights=np.zeros(_carrier_shape(plan)))
     rounds = [ReductionPlan(step, plan.dims, plan.reduced, brackets)
               for step in (*[BinsRound({"bins": BINS})] * refining,
                            ValuesRound({"slots": FEW + 1}))]
-    assert isinstance(plan.reduction, Quantile)
-    return [ReductionPlan(RangeRound(), plan.dims, plan.reduced, Extras()),
-            *rounds * plan.reduction.q.size]
+    return [first, *rounds * plan.reduction.q.size]
+
+
+def first_round(plan: ReductionPlan) -> ReductionPlan:
+    """The first round of ``plan``'s quantile: ``key_range`` (exact) or its one round,
+    ``key_sketch`` (approximate), which a dask graph's leaves may run in parts."""
+    from .active import ReductionPlan
+
+    reduction = plan.reduction
+    assert isinstance(reduction, Quantile)
+    step = _sketch_round(plan) if reduction.method == "approximate" else RangeRound()
+    return ReductionPlan(step, plan.dims, plan.reduced, plan.extras)
 
 
 def quantiles(active: ActiveReduction, plan: ReductionPlan) -> Any:
     """numpy's ``nanquantile`` of ``plan``'s selection, found in rounds; the rounds' costs
     add up in ``active.last_report``."""
-    from .active import ReductionPlan, _package
+    from .active import ReductionPlan
 
-    reduction = plan.reduction
-    assert isinstance(reduction, Quantile)
-    if plan.extras.group_dim is not None or plan.extras.weights is not None:
-        raise ValueError("quantiles per group or weighted are not available yet; reduce each "
-                         "group's selection on its own")
     reports: list[Report] = []
-    dims, reduced = plan.dims, plan.reduced
-    carrier_shape = _carrier_shape(plan)
 
     def run(step: Reduction, brackets: np.ndarray | None = None) -> Partial:
-        extras = Extras(weights=None if brackets is None else brackets.reshape(carrier_shape))
+        extras = first_round(plan).extras
+        if brackets is not None:
+            extras = dataclasses.replace(extras, weights=_carried(plan, brackets))
         try:
-            return active.accumulate(ReductionPlan(step, dims, reduced, extras))
+            return active.accumulate(ReductionPlan(step, plan.dims, plan.reduced, extras))
         finally:
             if active.last_report is not None:
                 reports.append(active.last_report)
 
     try:
-        first = run(RangeRound())
-        cf = active.decoding
-        stored = active.layout.dtype.newbyteorder("=")
-        values_dtype = cf.value_dtype or stored
-        n = first.count
-        results = []
-        for q in np.atleast_1d(reduction.q):
-            lower, upper, gamma = linear_ranks(n, float(q))
-            if cf.scale < 0:  # unpacking reverses the order: ranks count from the top
-                lower, upper = n - 1 - upper, n - 1 - lower
-            low, high = _order_statistics(run, first, stored, lower, upper)
-            a, b = (_unpack(v, stored, cf.scale, cf.offset, values_dtype, cf.packed)
-                    for v in ((high, low) if cf.scale < 0 else (low, high)))
-            results.append(reduction.between(a, b, gamma))
-        values = np.stack(results) if reduction.q.ndim else results[0]
-        if stored.kind == "f":  # numpy: a NaN among the values makes every quantile NaN
-            nan = first["hi"] == np.iinfo(key_dtype(stored)).max
-            values = np.where(nan, np.asarray(np.nan, values.dtype), values)
-        mask = np.broadcast_to(n == 0, values.shape)
+        first = first_round(plan)
+        return finish(active, plan, run(first.reduction), run)
     finally:
         active.last_report = _total(reports)
-    kept = [d for d in range(len(dims)) if d not in reduced]
-    flips = tuple(i + reduction.q.ndim for i, d in enumerate(kept) if dims[d].reversed)
+
+
+def finish(active: ActiveReduction, plan: ReductionPlan, first: Partial,
+           run: Round | None = None) -> Any:
+    """The quantiles from the first round's state ``first``, the exact ones asking ``run``
+    for the rounds that follow."""
+    from .active import _package
+
+    reduction = plan.reduction
+    assert isinstance(reduction, Quantile)
+    cf = active.decoding
+    stored = active.layout.dtype.newbyteorder("=")
+    values_dtype = cf.value_dtype or stored
+    n = first.count
+    results = []
+    for q in np.atleast_1d(reduction.q):
+        if reduction.method == "approximate":
+            results.append(_unpack(_from_sketch(first, stored, float(q), cf.scale < 0),
+                                   stored, cf.scale, cf.offset, values_dtype, cf.packed))
+            continue
+        assert run is not None
+        lower, upper, gamma = linear_ranks(n, float(q))
+        if cf.scale < 0:  # unpacking reverses the order: ranks count from the top
+            lower, upper = n - 1 - upper, n - 1 - lower
+        low, high = _order_statistics(run, first, stored, lower, upper)
+        a, b = (_unpack(v, stored, cf.scale, cf.offset, values_dtype, cf.packed)
+                for v in ((high, low) if cf.scale < 0 else (low, high)))
+        results.append(reduction.between(a, b, gamma))
+    values = np.stack(results) if reduction.q.ndim else results[0]
+    if stored.kind == "f":  # numpy: a NaN among the values makes every quantile NaN
+        nan = first["hi"] == np.iinfo(key_dtype(stored)).max
+        values = np.where(nan, np.asarray(np.nan, values.dtype), values)
+    mask = np.broadcast_to(n == 0, values.shape)
+    kept = [d for d in range(len(plan.dims)) if d not in plan.reduced]
+    flips = tuple(i + reduction.q.ndim for i, d in enumerate(kept) if plan.dims[d].reversed)
     return _package(values, mask, reduction.result_dtype(values_dtype), flips)
 
 
@@ -234,6 +289,30 @@ def _search(run: Round, n: np.ndarray, lo: np.ndarray, hi: np.ndarray, lower: np
     return keys_low, keys_high
 
 
+def _from_sketch(sketch: Partial, stored: np.dtype, q: float, reverse: bool) -> np.ndarray:
+    """Per cell the stored value a sketch puts at numpy's rank ``q * (n - 1)`` (counted from
+    the top where unpacking ``reverse``s the order): the first key whose weight, with all
+    smaller keys', passes it; the exact extremes at q 0 and 1."""
+    n = sketch.count.astype(np.float64)
+    target = q * (n - 1)
+    if reverse:
+        target = n - 1 - target
+    keys, fill = sketch["keys"], sketch["fill"]
+    depth, k = keys.shape[-2:]
+    flat = keys.reshape(-1, depth * k).astype(np.uint64)
+    slot = np.arange(k)
+    weight = np.where(slot < fill.reshape(-1, depth, 1), 2.0 ** np.arange(depth)[:, None], 0.0)
+    order = np.argsort(flat, axis=-1, kind="stable")
+    cumulative = np.cumsum(np.take_along_axis(weight.reshape(-1, depth * k), order, -1), -1)
+    first = np.argmax(cumulative > target.reshape(-1, 1), axis=-1)
+    found = np.take_along_axis(flat, np.take_along_axis(order, first[:, None], -1), -1)[:, 0]
+    found = found.reshape(n.shape)
+    lo, hi = sketch["lo"].astype(np.uint64), sketch["hi"].astype(np.uint64)
+    found = np.where(target <= 0, lo, np.where(target >= n - 1, hi, found))
+    kd = key_dtype(stored)
+    return from_keys(np.where(n > 0, found, 0).astype(kd), stored).reshape(n.shape)
+
+
 def _unpack(stored_values: np.ndarray, stored: np.dtype, scale: float, offset: float,
             dtype: np.dtype, packed: bool) -> np.ndarray:
     """Values as xarray decodes them: cast to ``dtype``, times ``scale``, plus ``offset``."""
@@ -253,8 +332,8 @@ def _total(reports: list[Report]) -> Report | None:
     total = Report(backend=reports[0].backend, plan_reason=reports[0].plan_reason)
     total.bytes_stored = max(report.bytes_stored for report in reports)  # the same chunks
     for report in reports:
-        for name in ("chunks", "requests", "bytes_from_storage", "fallbacks", "seconds",
-                     "estimated_bytes"):
+        for name in ("chunks", "requests", "bytes_from_storage", "bytes_to_storage",
+                     "fallbacks", "seconds", "estimated_bytes"):
             setattr(total, name, getattr(total, name) + getattr(report, name))
         for name in ("fallback_reasons", "paths", "links"):
             for key, value in getattr(report, name).items():

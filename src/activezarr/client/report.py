@@ -29,6 +29,8 @@ class Report:
     chunks: int = 0
     requests: int = 0
     bytes_from_storage: int = 0
+    #: Request bodies sent to servers (the other way): what weights and brackets cost.
+    bytes_to_storage: int = 0
     bytes_stored: int = 0
     fallbacks: int = 0
     fallback_reasons: dict[str, int] = field(default_factory=dict)
@@ -55,7 +57,8 @@ class Report:
         links = ", ".join(f"{k}={v}" for k, v in sorted(self.links.items())) or "none"
         return (
             f"backend={self.backend} chunks={self.chunks} requests={self.requests} "
-            f"bytes_from_storage={self.bytes_from_storage} bytes_stored={self.bytes_stored} "
+            f"bytes_from_storage={self.bytes_from_storage} bytes_to_storage="
+            f"{self.bytes_to_storage} bytes_stored={self.bytes_stored} "
             f"fallbacks={self.fallbacks} seconds={self.seconds:.3f} paths: {paths} links: {links}"
             + (f"\nplanned: {self.plan_reason}" if self.plan_reason else "")
             + "".join(f"\nfell back ({n} chunk(s)): {why}"

@@ -56,6 +56,9 @@ HEADS_PER_LISTED_KEY = 4
 #: JSON characters per weight (a float64 with its separator) and per group label.
 JSON_WEIGHT = 20
 JSON_LABEL = 3
+#: At most the characters of a packed weight (``weights-packed``): the base64 of a float64 that
+#: zstd does not shrink (brackets of quantile rounds, whole numbers, take 0.1 to 2.5 bytes).
+PACKED_WEIGHT = 11
 #: What zstd leaves of packed counts (few distinct values, long runs).
 COUNTS_ZSTD = 0.05
 #: Above this many chunks the batches' output regions are counted in closed form, not one by
@@ -85,7 +88,8 @@ class Traits:
     (over S3); None where it does not (local, or a file system the client does not meter).
     ``local``: nothing crosses a network (the file backend's pool hands partials over in this
     process); the estimate is made and reported, but a plain read would save no link, so the
-    path is kept.
+    path is kept. ``packs_weights``: weights travel packed (``weights-packed``), once per batch
+    for the chunks that share them (stacked along the dimensions they are broadcast over).
     """
 
     combines: bool
@@ -104,6 +108,7 @@ class Traits:
     moves_chunks: bool = False
     local: bool = False
     index_framing: int | None = None
+    packs_weights: bool = False
 
 
 @dataclass(frozen=True)
@@ -199,7 +204,8 @@ def estimate(layout: ArrayLayout, dims: Sequence[DimSelection], spec: ChunkSpec,
     active = (int(values) + overhead + traits.setup_bytes + _probes(layout, k, traits)
               + _objects(layout, dims, k) * traits.lookup_bytes
               + batches * traits.lookup_framing + indexes)
-    return Estimate(k, partials, requests, active, plain, _sent(layout, dims, extras),
+    return Estimate(k, partials, requests, active, plain,
+                    _sent(layout, dims, extras, traits.packs_weights and batch or 0),
                     traits.setup_bytes, traits.local)
 
 
@@ -331,15 +337,22 @@ def _objects(layout: ArrayLayout, dims: Sequence[DimSelection], chunks: int) -> 
         for sel, c, n in zip(dims, layout.chunk_shape, index.chunks_per_shard))
 
 
-def _sent(layout: ArrayLayout, dims: Sequence[DimSelection], extras: Extras) -> int:
-    """Bytes of weights and group labels the requests carry (JSON), over all chunks."""
+def _sent(layout: ArrayLayout, dims: Sequence[DimSelection], extras: Extras,
+          packed_batch: int = 0) -> int:
+    """Bytes of weights and group labels the requests carry, over all chunks: JSON, or packed
+    in batches of ``packed_batch`` chunks (0: not packed)."""
     total = 0
     per_dim = [_pieces(sel, n) for sel, n in zip(dims, layout.chunk_shape)]
     if extras.weights is not None:
         # each chunk gets the weights of its region; a broadcast dimension sends one
-        total += JSON_WEIGHT * math.prod(
-            (sel.size if extras.weights.shape[d] > 1 else len(per_dim[d]))
-            for d, sel in enumerate(dims))
+        stacked = math.prod(len(per_dim[d]) for d in range(len(dims))
+                            if extras.weights.shape[d] == 1)
+        weights = math.prod(sel.size for d, sel in enumerate(dims)
+                            if extras.weights.shape[d] > 1) * stacked
+        if packed_batch:  # chunks stacked along broadcast dimensions send theirs once a batch
+            total += PACKED_WEIGHT * weights // min(packed_batch, stacked)
+        else:
+            total += JSON_WEIGHT * weights
     if extras.labels is not None and extras.group_dim is not None:
         others = math.prod(len(p) for d, p in enumerate(per_dim) if d != extras.group_dim)
         total += JSON_LABEL * dims[extras.group_dim].size * others

@@ -13,6 +13,7 @@ across servers, so that chunks stacked along a reduced axis come back as one par
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -38,7 +39,7 @@ from ...planning.cost import (
     Traits,
     stored_chunk_bytes,
 )
-from ...protocol import CannotExpress, build_request
+from ...protocol import CannotExpress, build_request, share_weights
 from ...transport.http import remember_unavailable
 from ..wire.layouts import encode_layouts
 from ..wire.messages import (
@@ -149,7 +150,8 @@ class OSTBackend(Backend):
                       result_map=RESULT_MAP - STORED_BYTES_FIELD if lean else PLAIN_RESULT_MAP,
                       combined_item=len(cbor2.dumps({"combined": 0})), answers_per_chunk=parts,
                       plain_framing=0, lookup_bytes=two - one, lookup_framing=2 * one - two,
-                      servers=1 if spread else len(cluster.osts))
+                      servers=1 if spread else len(cluster.osts),
+                      packs_weights="weights-packed" in EXTENSIONS)
 
     def _path(self, key: str) -> str:
         return f"{self.root}/{key}" if self.root else key
@@ -247,7 +249,7 @@ class OSTBackend(Backend):
             for group in within_limits(items[start:start + length], MAX_BATCH, MAX_BATCH_BODY):
                 served = positions[start:start + len(group)]
                 start += len(group)
-                body = {"requests": group, "lean": True,
+                body = {"requests": share_weights(group), "lean": True,
                         "combine": [answers.labels[i] for i in served]}
                 try:
                     replies, nbytes = await self.client.batch(server, body)
@@ -257,6 +259,7 @@ class OSTBackend(Backend):
                     replies, nbytes = [{"error": {"message": str(exc)}}] * len(group), 0
                 result.requests += 1
                 result.bytes_from_storage += nbytes
+                result.bytes_to_storage += len(json.dumps(body))  # as the transport sends it
                 for i, item, reply in zip(served, group, replies):
                     _gather_reply(job, tasks[i], i, item["op"], reply, answers)
 

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from ...chunk.kernel import kept_shape
 from ...chunk.partial import Partial
-from ...protocol import BatchItem, BatchRequest, parse
+from ...protocol import BatchItem, BatchRequest, parse, resolve_shared
 from ...servers.budget import MemoryBudget, Reservation
 from ...servers.combine import Combiner, Encode, encode_answer
 from ...servers.errors import BadRequest, TooLarge
@@ -93,7 +93,7 @@ async def _parse(request: web.Request, server: ItemServer
                        f"{MAX_BATCH}")
     answers: list[dict[str, Any]] = [{} for _ in batch.requests]
     items: dict[int, BatchItem] = {}
-    for position, raw in enumerate(batch.requests):
+    for position, raw in enumerate(resolve_shared(batch.requests)):
         try:
             # Re-read as JSON so that the strict model applies JSON's rules (lists as tuples).
             items[position] = parse(server.model, json.dumps(raw), operations(request.app))

@@ -28,7 +28,7 @@ Offset = Annotated[StrictInt, Field(ge=0, le=2**62)]
 OPS = tuple(BUILTIN_AGGREGATIONS)
 EXTENSIONS = ("stats", "codecs", "accumulate", "accumulate-float", "missing-combined",
               "dtypes", "healthz", "weights", "groups", "missing-nan", "batch", "combine",
-              "lean")
+              "lean", "weights-packed")
 #: Most items in one ``/v2/batch`` to an OST or the OSS, and most bytes of its body.
 MAX_BATCH = 1024
 MAX_BATCH_BODY = 32 * 2**20

@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 
-from ...protocol import OPS, BatchItem, ChunkRequest, error_body, parse
+from ...protocol import OPS, BatchItem, ChunkRequest, error_body, parse, resolve_shared
 from ..budget import MemoryBudget, Reservation
 from ..combine import Combiner
 from ..errors import (
@@ -222,6 +222,7 @@ class ChunkService:
                              f"{self.config.max_batch}")
         results: list[dict[str, Any]] = [{} for _ in items]
         parsed: list[tuple[int, BatchItem]] = []
+        items = resolve_shared(items)
         for position, item in enumerate(items):
             try:
                 # Re-read as JSON so that the strict model applies JSON's rules (lists as tuples).
