@@ -448,7 +448,7 @@ def _weights_for(da: xr.DataArray, weights: xr.DataArray) -> np.ndarray:
     return values.reshape([da.sizes[d] if d in w.dims else 1 for d in da.dims])
 
 
-class _Reductions(_Reducer):
+class _XarrayNamedReductions(_Reducer):
     """xarray's reductions by name; ``compute=False`` returns a lazy (dask) result."""
 
     def _reduce(self, op: str, dim: Dims, skipna: bool | None, keep_attrs: bool | None,
@@ -512,7 +512,7 @@ def _xarray(obj: Any, op: str, dim: Dims, skipna: bool | None, keep_attrs: bool 
 
 
 @xr.register_dataarray_accessor("active")
-class ActiveAccessor(_Reductions):
+class ActiveAccessor(_XarrayNamedReductions):
     """``da.active.mean("time")`` and friends: ``da.mean("time")``, computed storage-side.
 
     ``last_report`` is the :class:`~activezarr.Report` of this accessor's last storage-side
@@ -685,7 +685,7 @@ class ActiveWeighted(_Reducer):
                                                      skipna, keep_attrs))
 
 
-class ActiveGroupBy(_Reductions):
+class ActiveGroupBy(_XarrayNamedReductions):
     """A grouping of the accessor's DataArray along ``dim``; reductions default to that dim."""
 
     def __init__(self, da: xr.DataArray, dim: Hashable, make: Grouping,

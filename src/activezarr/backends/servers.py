@@ -194,7 +194,7 @@ class ActiveServers:
             raise StorageUnavailableError(f"no active server left ({problems})")
         return live[next(_turns) % len(live)]
 
-    async def call(self, method: str, path: str, tally: BatchResult, body: Any = None,
+    async def call(self, method: str, route: str, tally: BatchResult, body: Any = None,
                    headers: Mapping[str, str] | None = None) -> bytes:
         """The body of a 200 from some live server; counts every attempt and byte in ``tally``.
 
@@ -214,13 +214,13 @@ class ActiveServers:
         while True:
             server = self._pick()
             try:
-                reply = await self.http.send(method, server, path, down=self.dropped,
+                reply = await self.http.send(method, server, route, down=self.dropped,
                                              counted=count, data=data, headers=headers)
             except ServerUnavailableError:
                 continue  # dropped: the next live server
             if reply.status == 200:
                 return reply.body
-            message = _message(reply.body, reply.status, server + path)
+            message = _message(reply.body, reply.status, server + route)
             if reply.status in RETRIED_STATUSES:
                 raise StorageUnavailableError(
                     f"active server {server} still answered {reply.status} when its retries "
@@ -352,13 +352,13 @@ class ActiveServers:
         except _RefusedError as exc:
             return Refused(exc.reason)
 
-    def _cbor(self, body: bytes, path: str) -> Any:
+    def _cbor(self, body: bytes, route: str) -> Any:
         """A 200's CBOR body; from something that is no active server (a web page answering
-        every path), a refusal saying so."""
+        every route), a refusal saying so."""
         try:
             return cbor2.loads(body)
         except (cbor2.CBORDecodeError, ValueError):
-            raise _RefusedError(f"the answer to POST {path} is not CBOR ({excerpt(body)!r}): is "
+            raise _RefusedError(f"the answer to POST {route} is not CBOR ({excerpt(body)!r}): is "
                                 f"{', '.join(self.servers)} an active server?") from None
 
     async def close(self) -> None:

@@ -33,7 +33,7 @@ from .report import Report, publish
 from .store import ActiveStore, client_only_reason
 
 
-class _Reductions:
+class _NumpyNamedReductions:
     """The numpy-named reductions, all through :meth:`reduce`."""
 
     def reduce(self, op: str, axis: Any = None, **options: Any) -> Any:
@@ -79,7 +79,7 @@ class _Reductions:
         return self.reduce("argmin", axis)
 
 
-class ActiveReduction(_Reductions):
+class ActiveReduction(_NumpyNamedReductions):
     """Reductions of ``array`` (or of ``array[selection]`` via indexing) where its bytes live.
 
     ``missing="cf"`` decodes as netCDF4 and xarray do: masks values named by the CF attributes
@@ -331,7 +331,7 @@ class ReductionPlan:
         return self.extras.output_shape(shape, self.kept)
 
 
-class ActiveSelection(_Reductions):
+class ActiveSelection(_NumpyNamedReductions):
     """A selection of an :class:`ActiveReduction`; its reports go to the parent's ``last_report``."""
 
     def __init__(self, parent: ActiveReduction, dims: tuple[DimSelection, ...]) -> None:

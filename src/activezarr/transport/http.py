@@ -182,10 +182,10 @@ class HttpClient:
         """This loop's session for these timeouts (connections stay open between requests)."""
         return shared_session(self.connections, self._timeout)
 
-    async def send(self, method: str, server: str, path: str, *,
+    async def send(self, method: str, server: str, route: str, *,
                    down: dict[str, str] | None = None,
                    counted: Callable[[int], object] | None = None, **request: Any) -> Reply:
-        """The final answer of ``server`` (``scheme://host:port``) to ``method path``: one not
+        """The final answer of ``server`` (``scheme://host:port``) to ``method route``: one not
         tried again, or the last 502/503 when the retries are spent. ``counted`` is told each
         attempt's bytes received (0 without an answer). ``request``: aiohttp's arguments.
 
@@ -196,14 +196,14 @@ class HttpClient:
         try:
             async for attempt in self.retries.retrying(retry_if_exception_type((_Busy, _Dropped))):
                 with attempt:
-                    return await self._attempt(method, server, path, down, counted, request)
+                    return await self._attempt(method, server, route, down, counted, request)
         except _Busy as exc:
             return exc.reply
         except _Dropped as exc:
             raise self._unavailable(server, exc.reason, down) from exc
         raise AssertionError("tenacity stopped without an outcome")  # pragma: no cover
 
-    async def _attempt(self, method: str, server: str, path: str, down: dict[str, str] | None,
+    async def _attempt(self, method: str, server: str, route: str, down: dict[str, str] | None,
                        counted: Callable[[int], object] | None, request: dict[str, Any]
                        ) -> Reply:
         if down is not None and server in down:
@@ -214,10 +214,10 @@ class HttpClient:
         try:
             if self._gate is not None:
                 async with self._gate:
-                    reply = await self._watched(server, self._exchange(method, server, path,
+                    reply = await self._watched(server, self._exchange(method, server, route,
                                                                        request))
             else:
-                reply = await self._watched(server, self._exchange(method, server, path, request))
+                reply = await self._watched(server, self._exchange(method, server, route, request))
         except _DROPPED as exc:
             if isinstance(exc, aiohttp.ClientSSLError):
                 raise self._unavailable(server, _reason(exc), down) from exc
@@ -238,9 +238,9 @@ class HttpClient:
             down.setdefault(server, reason)
         return ServerUnavailableError(server, reason)
 
-    async def _exchange(self, method: str, server: str, path: str, request: dict[str, Any]
+    async def _exchange(self, method: str, server: str, route: str, request: dict[str, Any]
                         ) -> Reply:
-        async with self.session().request(method, server + path, **request) as response:
+        async with self.session().request(method, server + route, **request) as response:
             body = await response.read()
             try:
                 retry_after: float | None = max(0.0, float(response.headers["Retry-After"]))
