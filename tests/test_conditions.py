@@ -223,6 +223,22 @@ def test_histogram_is_xhistograms_naming_of_numpys_counts(written: Path) -> None
                                                      [285.0, 290.0, 295.0, 310.0])[0])
 
 
+def test_the_histogram_of_packed_values_bins_what_xarray_decodes(written: Path) -> None:
+    """tas: int16 with a negative scale_factor; bins of its decoded values, storage-side."""
+    tas = xr.open_zarr(activezarr.ActiveStore.from_url(str(written)), consolidated=False).tas
+    values = tas.values
+    with activezarr.collect_reports() as reports:
+        got = tas.active.histogram(bins=5, dim="time")
+        edges = np.histogram_bin_edges(values[~np.isnan(values)], 5)
+        on_values = np.unique(values[~np.isnan(values)])[[0, 3, 7, -1]]  # edges on values
+        whole = tas.active.histogram(bins=on_values)
+    for j, i in np.ndindex(*got.shape[:-1]):
+        cell = values[:, j, i]
+        np.testing.assert_array_equal(got[j, i], np.histogram(cell[~np.isnan(cell)], edges)[0])
+    np.testing.assert_array_equal(whole, np.histogram(values[~np.isnan(values)], on_values)[0])
+    assert reports.total.fallbacks == 0
+
+
 @pytest.mark.parametrize(("cond", "error", "message"), [
     ("computed", TypeError, "function of the values"),
     (lambda x: (x > 1) | (x < 0), ValueError, "joined by &"),

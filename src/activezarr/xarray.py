@@ -342,13 +342,14 @@ class _Reducer:
                 options["weights"] = _weights_for(da, weights)
             # xarray's values: its CF rules (never valid_*, which it leaves in attrs) and NaN
             # skipped, as its reductions do by default.
-            red = ActiveReduction(source.array, skipna=True, cf_attrs=source.cf)
+            red = ActiveReduction(source.array, skipna=True, cf_attrs=source.cf,
+                                  decode=source.decode)
         except (NotActiveError, ActiveZarrError) as exc:
             _warn(str(exc))
             result = fallback()
             return result if compute else result.chunk()
         if self._where is not None:
-            red = red.where(self._where, decode=source.decode)
+            red = red.where(self._where)
         if groups is not None:
             options["groups"] = (da.dims.index(groups.dim), groups.codes,
                                  groups.template.sizes[groups.new_dim])

@@ -15,7 +15,7 @@ order, each end tried with numpy's own comparison of its decoded value: the mask
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -174,3 +174,56 @@ class _Domain:
         # NaN meets no ordering and no ==, as in numpy: masked too.
         return MissingSpec(valid_min=None if first == self.lo else self.value(first),
                            valid_max=None if last == self.hi else self.value(last), nan=nan)
+
+
+@dataclass(frozen=True)
+class PackedBins:
+    """Histogram bins on stored values that count exactly what numpy's bins ``edges`` count of
+    the decoded values: ``edges`` half-integers around runs of stored integers (so numpy's
+    closed last bin changes nothing), and for each of their bins the decoded bin it counts
+    (None: a gap between runs, counted by nothing)."""
+
+    edges: tuple[float, ...]
+    counts_for: tuple[int | None, ...]
+
+    @classmethod
+    def of(cls, edges: Sequence[float], dtype: np.dtype, decode: Decoder,
+           decreasing: bool) -> PackedBins:
+        """The stored bins of decoded ``edges`` (ascending) for values of integer ``dtype``
+        decoded by ``decode``, monotone (``decreasing`` where it reverses the order)."""
+        dtype = np.dtype(dtype)
+        if dtype.kind not in "iu" or dtype.itemsize > 4:
+            raise ValueError(f"histograms of values packed as {dtype} are not available (bin "
+                             "edges on stored values are exact for integers of up to 32 bits)")
+        # numpy's histogram compares values and edges in float64 (not as a condition does,
+        # with the edge a float32 where the values are)
+        domain = _Domain(dtype, lambda stored: decode(stored).astype(np.float64), decreasing)
+        runs = []
+        for i, (low, high) in enumerate(zip(edges, edges[1:])):
+            last = i == len(edges) - 2  # numpy's last bin holds its right edge
+            a = domain.run(Condition(">=", low))
+            b = domain.run(Condition("<=" if last else "<", high))
+            first, end = max(a[0], b[0]), min(a[1], b[1])
+            if first <= end:
+                runs.append((domain.value(first), domain.value(end), i))
+        if not runs:  # nothing can fall in any bin: one bin below every stored value
+            below = domain.value(domain.lo)
+            return cls((below - 1.5, below - 0.5), (None,))
+        runs.sort()
+        stored: list[float] = [runs[0][0] - 0.5]
+        counts_for: list[int | None] = []
+        for first, end, i in runs:
+            if stored[-1] != first - 0.5:
+                stored.append(first - 0.5)
+                counts_for.append(None)
+            stored.append(end + 0.5)
+            counts_for.append(i)
+        return cls(tuple(stored), tuple(counts_for))
+
+    def decoded_counts(self, counts: np.ndarray, nbins: int) -> np.ndarray:
+        """The decoded bins' counts (bins last) from the stored bins' ``counts``."""
+        out = np.zeros(counts.shape[:-1] + (nbins,), counts.dtype)
+        for j, i in enumerate(self.counts_for):
+            if i is not None:
+                out[..., i] = counts[..., j]
+        return out

@@ -22,6 +22,7 @@ from pydantic import Field as PydanticField
 from ..errors import InvalidReductionError, UnknownReductionError
 from ..plugins import Registry
 from .aggregation import Aggregation, Field, Where, bin_counts, float64, int64, stored
+from .conditions import Decoder, PackedBins
 from .partial import Partial, accumulator_dtype, sentinels
 from .ranks import MAX_SKETCH, RANK_AGGREGATIONS, KeyRange, lerp
 from .result import (
@@ -37,6 +38,7 @@ from .result import (
 )
 
 if TYPE_CHECKING:
+    from .missing import Decoding
     from .spec import ChunkSpec
 
 reductions: Registry[type[Reduction]] = Registry("activezarr.reductions", "reduction",
@@ -547,6 +549,11 @@ class Reduction(ABC):
         """The request parameters of the storage side's aggregation (bins, a threshold)."""
         return None
 
+    def unpacked(self, acc: Partial, decoding: Decoding) -> Partial:
+        """The state of the decoded values from ``acc``, of the stored ones (ValueError where
+        the aggregation cannot unpack packed values)."""
+        return decoding.unpack(acc)
+
     @abstractmethod
     def result_dtype(self, dtype: np.dtype) -> np.dtype:
         """The dtype numpy gives this reduction of an array of ``dtype``."""
@@ -714,6 +721,30 @@ class Histogram(Reduction):
 
     def finish(self, acc: Partial) -> tuple[np.ndarray, np.ndarray]:
         return acc["counts"], np.zeros(acc["counts"].shape, bool)
+
+    def of_packed(self, dtype: np.dtype, decode: Decoder, decreasing: bool) -> Histogram:
+        """This histogram of values packed as integer ``dtype`` and decoded by ``decode``
+        (monotone; ``decreasing`` where it reverses the order): counted storage-side in bins of
+        stored values holding exactly the elements of each decoded bin."""
+        return PackedHistogram(self.edges, PackedBins.of(self.edges, dtype, decode, decreasing))
+
+
+class PackedHistogram(Histogram):
+    """numpy's ``histogram`` of packed values (``scale_factor``/``add_offset``), bins ``edges``
+    of the decoded values, counted in the stored values' ``bins``
+    (:class:`~.conditions.PackedBins`) and put back in the decoded bins at the end: its
+    counts need no unpacking."""
+
+    def unpacked(self, acc: Partial, decoding: Decoding) -> Partial:
+        return acc
+
+    def __init__(self, edges: Sequence[float], bins: PackedBins) -> None:
+        super().__init__(bins=bins.edges)
+        self.bins, self.nbins = bins, len(edges) - 1
+
+    def finish(self, acc: Partial) -> tuple[np.ndarray, np.ndarray]:
+        counts = self.bins.decoded_counts(acc["counts"], self.nbins)
+        return counts, np.zeros(counts.shape, bool)
 
 
 @reductions.register("quantile")

@@ -18,7 +18,7 @@ from ..chunk.conditions import Decoder, Where
 from ..chunk.kernel import ChunkKernel, kept_shape
 from ..chunk.missing import decoding
 from ..chunk.partial import Partial
-from ..chunk.reductions import Quantile, Reduction, get_reduction
+from ..chunk.reductions import Histogram, Quantile, Reduction, get_reduction
 from ..chunk.spec import ChunkSpec
 from ..errors import ClientReductionWarning, FallbackWarning
 from ..planning.array_layout import ArrayLayout
@@ -91,15 +91,21 @@ class ActiveReduction(_NumpyNamedReductions):
     storage side fails. ``progress`` is called with the number of chunks each step finished.
     ``plain_when_cheaper=False`` keeps the active path where the cost model would read plainly
     (to study or test the storage side). ``cf_attrs`` replaces the array's attributes (and
-    fill value) as the source of CF rules: the xarray accessor passes the rules xarray applied.
+    fill value) as the source of CF rules: the xarray accessor passes the rules xarray applied,
+    and ``decode``, how xarray decodes stored values, which conditions and a histogram's bins
+    of packed values compare.
     """
 
     def __init__(self, array: zarr.Array, missing: str | Mapping[str, Any] | None = "cf",
                  skipna: bool = False, fallback: bool = True,
                  max_concurrency: int | None = None, progress: Progress | None = None,
                  decode_cf: bool = True, plain_when_cheaper: bool = True,
-                 cf_attrs: Mapping[str, Any] | None = None) -> None:
+                 cf_attrs: Mapping[str, Any] | None = None, decode: Decoder | None = None
+                 ) -> None:
         self.array = array
+        #: Stored values -> decoded ones, where they decode otherwise than the CF attributes
+        #: say (the accessor's: xarray's own decoding); what conditions and bins compare.
+        self.decode = decode
         layout = ArrayLayout.from_array(array)
         fill = layout.raw_fill_value if layout.zarr_format == 2 and cf_attrs is None else None
         self.decoding = decoding(layout.attrs if cf_attrs is None else cf_attrs, layout.dtype,
@@ -145,7 +151,7 @@ class ActiveReduction(_NumpyNamedReductions):
         ``decode`` maps stored values to decoded ones where they decode otherwise than this
         array's CF attributes say (the accessor passes xarray's own decoding)."""
         masked = copy.copy(self)
-        masked.decoding = self.decoding.masking(Where.of(condition), decode)
+        masked.decoding = self.decoding.masking(Where.of(condition), decode or self.decode)
         masked.last_report = None
         return masked
 
@@ -231,10 +237,14 @@ class ActiveReduction(_NumpyNamedReductions):
         weights = options.pop("weights", None)
         extras = Extras.build(dims, weights, options.pop("groups", None))
         reduction = get_reduction(op, **options)
+        if self.decoding.packed and isinstance(reduction, Histogram):
+            cf = self.decoding  # bins of decoded values become bins of stored ones
+            reduction = reduction.of_packed(cf.dtype, self.decode or cf.values, cf.scale < 0)
         if self.decoding.packed and not isinstance(reduction, Quantile):
             # a state that cannot be unpacked says so now, not after every chunk was read
             cf = self.decoding
-            cf.unpack(reduction.aggregation(cf.dtype, params=reduction.params()).empty(()))
+            reduction.unpacked(
+                reduction.aggregation(cf.dtype, params=reduction.params()).empty(()), cf)
         if reduction.one_axis and not (axis is None or isinstance(axis, (int, np.integer))):
             raise TypeError(f"{op} takes axis=None or one integer axis, as numpy's; got "
                             f"{axis!r}")
@@ -252,7 +262,7 @@ class ActiveReduction(_NumpyNamedReductions):
     def finish(self, plan: ReductionPlan, acc: Partial) -> Any:
         """numpy's answer from the combined partials of ``plan``."""
         reduction, dims, reduced = plan.reduction, plan.dims, plan.reduced
-        values, mask = reduction.finish(self.decoding.unpack(acc))
+        values, mask = reduction.finish(reduction.unpacked(acc, self.decoding))
         if reduction.defined_when_empty and math.prod(dims[d].size for d in reduced) == 0:
             mask = np.zeros_like(mask)  # nothing selected: numpy.ma's sum is 0, not masked
         kept = [d for d in range(len(dims)) if d not in reduced]
