@@ -125,6 +125,10 @@ def test_reduce_quantiles_median_and_histogram(stored: tuple[str, np.ma.MaskedAr
     out = reduce_json(path, "--op", "quantile", "--q", "0.1", "--q", "0.5")
     assert out["result"] == np.nanquantile(valid, [0.1, 0.5]).tolist()
     assert reduce_json(path, "--op", "median")["result"] == float(np.nanmedian(valid))
+    out = reduce_json(path, "--op", "quantile", "--q", "0.5", "--method", "approximate")
+    ordered = np.sort(expected.compressed())  # a stored value, its rank within the bound
+    ranks = np.flatnonzero(ordered == out["result"])
+    assert ranks.size and np.abs(ranks - 0.5 * (ordered.size - 1)).min() <= 1
     out = reduce_json(path, "--op", "histogram", "--bins", "0,100,480")
     assert out["result"] == np.histogram(expected.compressed(), [0, 100, 480])[0].tolist()
     assert_one_line_error(invoke("reduce", path, "--op", "histogram", "--bins", "0,a"),

@@ -181,6 +181,10 @@ def main() -> None:
 @click.option("--q", "quantiles", type=click.FloatRange(0, 1), multiple=True,
               help="Quantile(s) in [0, 1], for quantile (repeatable: then one row each). The "
               "median is --op median.")
+@click.option("--method", type=click.Choice(["exact", "approximate"]), default=None,
+              help="For quantile and median: exact (numpy's linear interpolation, found in a "
+              "few storage-side rounds; the default) or approximate (one round of a sketch, a "
+              "stored value within a stated rank bound).")
 @click.option("--bins", type=str, default=None,
               help='Bin edges, ascending and comma-separated, for histogram, e.g. "0,10,20".')
 @click.option("--where", "conditions", multiple=True,
@@ -202,7 +206,7 @@ def main() -> None:
               'NaN and infinities are the strings "NaN", "Infinity", "-Infinity").')
 def reduce_array(url: str, var: str | None, op: str, selection: tuple[Any, ...],
                  axis: int | tuple[int, ...] | None, weights: str | None, ddof: int | None,
-                 quantiles: tuple[float, ...], bins: str | None,
+                 quantiles: tuple[float, ...], method: str | None, bins: str | None,
                  conditions: tuple[str, ...],
                  missing: str | dict[str, Any] | None, skipna: bool,
                  storage_options: dict[str, Any], active: dict[str, Any], no_fallback: bool,
@@ -217,6 +221,8 @@ def reduce_array(url: str, var: str | None, op: str, selection: tuple[Any, ...],
     options: dict[str, Any] = {} if ddof is None else {"ddof": ddof}
     if quantiles:
         options["q"] = quantiles[0] if len(quantiles) == 1 else list(quantiles)
+    if method is not None:
+        options["method"] = method
     with one_line_errors(), _warnings_on_stderr():
         if bins is not None:
             try:
