@@ -120,7 +120,9 @@ class ChunkReduction(Codec):  # type: ignore[misc]  # numcodecs has no type info
         return {
             "id": self.codec_id, "op": self.op, **spec, "accumulate": self.accumulate,
             "selection": [list(s) for s in self.selection],
-            "weights": None if self.weights is None else dict(self.weights),
+            "weights": None if self.weights is None else {  # JSON, as numcodecs configs are
+                "shape": list(self.weights["shape"]),
+                "values": np.asarray(self.weights["values"], np.float64).tolist()},
             "groups": None if self.groups is None else dict(self.groups),
             "lean": self.lean, "shape_as_bytes": self.shape_as_bytes,
             "count_as_bytes": self.count_as_bytes,
