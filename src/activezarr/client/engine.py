@@ -23,6 +23,8 @@ from .report import Report
 
 Progress = Callable[[int], None]
 T = TypeVar("T")
+#: A batch being reduced: its tasks and, once done, what the backend answered.
+InFlight = asyncio.Future[tuple[Sequence[ChunkTask], BatchResult]]
 
 
 def _slices(items: Iterable[T], size: int, first: int | None = None) -> Iterator[list[T]]:
@@ -93,49 +95,60 @@ class Engine:
         acc = self.job.kernel.empty(out_shape)
         size = self.backend.batch_chunks(self.job.layout.chunk_nbytes)
         indexes: ShardIndexes = {}
-        # A small first window: reducing starts after a few batches are planned, not thousands.
-        async for window in _planned_ahead(_slices(tasks, self.window, min(self.window, 2 * size))):
-            self.report.chunks += len(window)
-            if self.job.layout.shard_index is not None:
-                # Shards come one after another, so only the last one can be split between
-                # windows: its index is carried over, not read twice.
-                window, unwritten, read = await locate_inner_chunks(
-                    self.job.store, self.job.layout, window, self.concurrency, indexes)
-                self.report.requests += len(read.keys() - indexes.keys())
-                indexes = read
-                for task in unwritten:
-                    self._merge_fill(acc, task)
-                # Found unwritten by the shard index the backend's path read: counted there.
-                self.report.add(self.report.paths, self.backend.name, len(unwritten))
-                if self.progress is not None and unwritten:
-                    self.progress(len(unwritten))
-            await self._reduce_window(window, size, acc)
-        return acc
-
-    async def _reduce_window(self, tasks: list[ChunkTask], size: int, acc: Partial) -> None:
-        limit = asyncio.Semaphore(self.concurrency)
-
-        async def one(batch: Sequence[ChunkTask]) -> tuple[Sequence[ChunkTask], BatchResult]:
-            async with limit:
-                return batch, await self._reduce(batch)
-
-        pending = [asyncio.ensure_future(one(b)) for b in _slices(tasks, size)]
+        # Batches of one window and the next flow without a pause: at most ``concurrency`` in
+        # flight, each merged as it finishes, so the storage side never waits for a window's
+        # slowest batch before the next window's first.
+        pending: set[InFlight] = set()
         try:
-            for next_done in asyncio.as_completed(pending):
-                batch, result = await next_done
-                for i, (task, partial) in enumerate(zip(batch, result.partials)):
-                    if i in result.combined:
-                        continue  # merged storage-side into another position's partial
-                    if partial is None:
+            # A small first window: reducing starts after a few batches are planned, not
+            # thousands.
+            async for window in _planned_ahead(_slices(tasks, self.window,
+                                                       min(self.window, 2 * size))):
+                self.report.chunks += len(window)
+                if self.job.layout.shard_index is not None:
+                    # Shards come one after another, so only the last one can be split between
+                    # windows: its index is carried over, not read twice.
+                    window, unwritten, read = await locate_inner_chunks(
+                        self.job.store, self.job.layout, window, self.concurrency, indexes)
+                    self.report.requests += len(read.keys() - indexes.keys())
+                    indexes = read
+                    for task in unwritten:
                         self._merge_fill(acc, task)
-                    else:
-                        acc.merge(partial, task.region)
-                if self.progress is not None:
-                    self.progress(len(batch))
+                    # Found unwritten by the shard index the backend's path read: counted there.
+                    self.report.add(self.report.paths, self.backend.name, len(unwritten))
+                    if self.progress is not None and unwritten:
+                        self.progress(len(unwritten))
+                for batch in _slices(window, size):
+                    while len(pending) >= self.concurrency:
+                        await self._merge_finished(pending, acc)
+                    pending.add(asyncio.ensure_future(self._reduced(batch)))
+            while pending:
+                await self._merge_finished(pending, acc)
         finally:
             for future in pending:
                 future.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        return acc
+
+    async def _reduced(self, batch: Sequence[ChunkTask]
+                       ) -> tuple[Sequence[ChunkTask], BatchResult]:
+        return batch, await self._reduce(batch)
+
+    async def _merge_finished(self, pending: set[InFlight], acc: Partial) -> None:
+        """Wait for at least one batch of ``pending`` to finish; merge each finished one."""
+        done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        for future in done:
+            batch, result = future.result()  # a failure stays pending: the caller's finally
+            pending.discard(future)          # retrieves it with the others
+            for i, (task, partial) in enumerate(zip(batch, result.partials)):
+                if i in result.combined:
+                    continue  # merged storage-side into another position's partial
+                if partial is None:
+                    self._merge_fill(acc, task)
+                else:
+                    acc.merge(partial, task.region)
+            if self.progress is not None:
+                self.progress(len(batch))
 
     def _merge_fill(self, acc: Partial, task: ChunkTask) -> None:
         acc.merge(self.job.kernel.fill(self.job.layout.fill_value, task.selection,
