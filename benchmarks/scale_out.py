@@ -112,6 +112,17 @@ def measured(record: dict[str, Any], links: int) -> Iterator[None]:
         record["store_bytes"] = sum(record["link_bytes"])
 
 
+def started(command: list[str], logs: Path | None, name: str, **options: Any
+            ) -> subprocess.Popen[bytes]:
+    """``command`` started, its output appended to ``logs/name.log`` (without ``logs``:
+    discarded), so that a stall can be read afterwards in the scheduler's and workers' words."""
+    if logs is None:
+        return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                **options)
+    with open(logs / f"{name}.log", "ab") as output:
+        return subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, **options)
+
+
 # -- the storage side ---------------------------------------------------------------------------
 
 def _write(endpoint: str, shape: Any, name: str) -> Any:
@@ -153,9 +164,10 @@ class ServerNodes:
     """``count`` active servers reading ``endpoint``, server i in node i's namespace on a site
     (else on loopback); one killed can be started again at its address."""
 
-    def __init__(self, count: int, endpoint: str, site: bool) -> None:
+    def __init__(self, count: int, endpoint: str, site: bool, logs: Path | None = None
+                 ) -> None:
         from activezarr.servers.processes import listening_socket, port_of
-        self.endpoint, self.site = endpoint, site
+        self.endpoint, self.site, self.logs = endpoint, site, logs
         self.addresses = []
         for i in range(count):
             if site:
@@ -178,11 +190,9 @@ class ServerNodes:
         host, port = self.addresses[i]
         command = [sys.executable, "-m", "activezarr.servers.active", "--host", host, "--port",
                    str(port), "--upstream", self.endpoint]
-        return subprocess.Popen(
-            _star.on_node(i, command) if self.site else command,
-            env={**os.environ, "AWS_ACCESS_KEY_ID": _rig.KEYS["key"],
-                 "AWS_SECRET_ACCESS_KEY": _rig.KEYS["secret"]},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return started(_star.on_node(i, command) if self.site else command, self.logs,
+                       f"server{i}", env={**os.environ, "AWS_ACCESS_KEY_ID": _rig.KEYS["key"],
+                                          "AWS_SECRET_ACCESS_KEY": _rig.KEYS["secret"]})
 
     def _wait(self, which: Any) -> None:
         from activezarr.protocol import HEALTH_PATH
@@ -207,18 +217,17 @@ class DaskNodes:
     silent past its ``worker-ttl``, as after a machine paused that long, is removed, its
     results computed again elsewhere) is started again by :meth:`restore`, so that W stays W."""
 
-    def __init__(self, count: int, threads: int, first_node: int, tmp: Path, site: bool
-                 ) -> None:
+    def __init__(self, count: int, threads: int, first_node: int, tmp: Path, site: bool,
+                 logs: Path | None = None) -> None:
         from distributed import Client
         self.count, self.threads, self.first_node, self.site = count, threads, first_node, site
-        self.file = tmp / "scheduler.json"
+        self.file, self.logs = tmp / "scheduler.json", logs
         self.processes: list[subprocess.Popen[bytes]] = []
         try:
-            self.processes.append(subprocess.Popen(
+            self.processes.append(started(
                 [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host",
                  _star.STORE_IP if site else "127.0.0.1", "--port", "0", "--no-dashboard",
-                 "--scheduler-file", str(self.file)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                 "--scheduler-file", str(self.file)], logs, "scheduler"))
             for j in range(count):
                 self._start(j)
             deadline = time.monotonic() + 120
@@ -237,9 +246,9 @@ class DaskNodes:
                    str(self.file), "--nthreads", str(self.threads), "--no-nanny", "--name",
                    f"w{j}", "--no-dashboard", "--memory-limit", "0", "--host",
                    _star.node_ip(self.first_node + j) if self.site else "127.0.0.1"]
-        self.processes.append(subprocess.Popen(
-            _star.on_node(self.first_node + j, command) if self.site else command,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        self.processes.append(started(
+            _star.on_node(self.first_node + j, command) if self.site else command, self.logs,
+            f"w{j}"))
 
     def _names(self) -> dict[str, str]:
         return {w["name"]: address
@@ -413,9 +422,11 @@ def measure(args: argparse.Namespace, site: bool) -> dict[str, Any]:
               f"({stored / 2**20:.1f} MiB stored), chunks of {shape.days} days "
               f"({shape.days * shape.lat * shape.lon * 4 / 2**20:.2f} MiB); per-node link "
               f"{out['rate']}; written in {time.perf_counter() - t0:.0f} s", flush=True)
-        servers = ServerNodes(kmax, endpoint, site)
-        with contextlib.closing(servers), \
-                contextlib.closing(DaskNodes(wmax, args.threads, kmax, Path(tmp), site)) as dask:
+        if args.logs is not None:
+            args.logs.mkdir(parents=True, exist_ok=True)
+        servers = ServerNodes(kmax, endpoint, site, args.logs)
+        with contextlib.closing(servers), contextlib.closing(
+                DaskNodes(wmax, args.threads, kmax, Path(tmp), site, args.logs)) as dask:
             runner = Runner(dask, servers.urls, endpoint, links)
             for query in args.queries:  # a first run of each kind warms every process up
                 runner.run("active", query, kmax, wmax, "tas.zarr", ds, want[query])
@@ -635,6 +646,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, default=HERE / "results" / "scale_out.json")
     p.add_argument("--docs", type=Path, default=HERE.parent / "docs", help="where PNGs go")
     p.add_argument("--replot", action="store_true", help="only redraw from --json")
+    p.add_argument("--logs", type=Path, help="where the scheduler's, workers' and servers' "
+                   "output goes, a file each (default: discarded)")
     p.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.quick:

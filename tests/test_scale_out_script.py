@@ -81,13 +81,15 @@ def test_a_dask_worker_lost_mid_run_is_started_again_and_the_run_repeated(tmp_pa
     """The scheduler drops a worker silent past its worker-ttl (a machine paused that long)
     and computes its results again elsewhere: that run's time is no measure, and every later
     run would have one worker fewer. Here the worker is killed mid-run (the loss a pause
-    causes, at once): the run is kept aside and repeated, and the worker started again."""
+    causes, at once): the run is kept aside and repeated, the worker started again, and the
+    scheduler's log says so."""
     scale_out = _benchmark_module()
     import _rig
 
     shape = _rig.Shape(size_mib=1, lat=16, lon=16, days=32)
     with scale_out.object_store("127.0.0.1") as endpoint, \
-            contextlib.closing(scale_out.DaskNodes(2, 1, 0, tmp_path, site=False)) as cluster:
+            contextlib.closing(scale_out.DaskNodes(2, 1, 0, tmp_path, site=False,
+                                                   logs=tmp_path)) as cluster:
         ds = scale_out._write(endpoint, shape, "tas.zarr")
         want = scale_out.answer(ds, "mean")
         before = cluster.addresses()
@@ -111,3 +113,7 @@ def test_a_dask_worker_lost_mid_run_is_started_again_and_the_run_repeated(tmp_pa
     assert runner.spoilt[0]["check"] == "ok"  # dask computed it again: right, but slower
     assert runner.records == [record]
     assert after[0] == before[0] and after[1] != before[1]
+    removed = [line for line in (tmp_path / "scheduler.log").read_text().splitlines()
+               if "Remove worker" in line]
+    assert "name: w1" in removed[0], removed  # the others went at the end
+    assert {p.name for p in tmp_path.glob("w*.log")} == {"w0.log", "w1.log"}
