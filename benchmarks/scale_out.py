@@ -100,16 +100,18 @@ def measured(record: dict[str, Any], links: int) -> Iterator[None]:
     sent = [_star.bytes_from_store(i) for i in range(links)]
     idle, total = _cpu_ticks()
     start = time.perf_counter()
-    with PauseWatch() as watch:
-        yield
-    record["seconds"] = time.perf_counter() - start
-    record["paused"] = watch.longest
-    idle2, total2 = _cpu_ticks()
-    record["cpu_busy"] = 1 - (idle2 - idle) / max(1, total2 - total)
-    record["load"] = os.getloadavg()[0]
-    if links:
-        record["link_bytes"] = [_star.bytes_from_store(i) - s for i, s in enumerate(sent)]
-        record["store_bytes"] = sum(record["link_bytes"])
+    try:
+        with PauseWatch() as watch:
+            yield
+    finally:  # a run that failed has its figures too
+        record["seconds"] = time.perf_counter() - start
+        record["paused"] = watch.longest
+        idle2, total2 = _cpu_ticks()
+        record["cpu_busy"] = 1 - (idle2 - idle) / max(1, total2 - total)
+        record["load"] = os.getloadavg()[0]
+        if links:
+            record["link_bytes"] = [_star.bytes_from_store(i) - s for i, s in enumerate(sent)]
+            record["store_bytes"] = sum(record["link_bytes"])
 
 
 def started(command: list[str], logs: Path | None, name: str, **options: Any
@@ -211,6 +213,10 @@ class ServerNodes:
             stop(process)
 
 
+class WorkersLost(Exception):
+    """Every worker a run may use was lost: it would wait for them for ever."""
+
+
 class DaskNodes:
     """A scheduler and ``count`` single-process workers ``w0``... of ``threads`` threads (on
     nodes ``first_node``... of a site), and the client. A worker the scheduler lost (one
@@ -258,6 +264,18 @@ class DaskNodes:
         """The workers' addresses, ``w0`` first."""
         names = self._names()
         return [names[f"w{j}"] for j in range(self.count)]
+
+    def outcome(self, future: Any, workers: list[str]) -> Any:
+        """``future``'s result. Raises :class:`WorkersLost` when none of ``workers``, the only
+        ones it may run on, is left (a pause longer than worker-ttl can lose them all);
+        KilledWorker when dask gives a task up, its workers lost one after another."""
+        while True:
+            try:
+                return future.result(timeout=1)
+            except TimeoutError:
+                if not set(workers) & set(self._names().values()):
+                    future.cancel()
+                    raise WorkersLost(f"every worker of the run was lost: {workers}") from None
 
     def restore(self) -> list[str]:
         """The names of the workers the scheduler lost, each started again (on its node)."""
@@ -344,15 +362,19 @@ class Runner:
     def _once(self, method: str, query: str, k: int, w: int, name: str, ds: Any,
               want: np.ndarray, during: Callable[[], None] | None, extra: dict[str, Any]
               ) -> dict[str, Any]:
+        from distributed import KilledWorker
         record: dict[str, Any] = {"method": method, "query": query, "k": k, "w": w, **extra}
         self.cluster.restore()  # one lost since the last run: W workers from the start
         workers = self.cluster.addresses()[:w]
-        with measured(record, self.links):
-            if during is not None:
-                threading.Thread(target=during, daemon=True).start()
-            got = self._answer(method, query, k, workers, name, ds)
-        record["check"] = "ok" if got.shape == want.shape and np.allclose(
-            got, want, rtol=1e-5, equal_nan=True) else "DIFF"
+        try:
+            with measured(record, self.links):
+                if during is not None:
+                    threading.Thread(target=during, daemon=True).start()
+                got = self._answer(method, query, k, workers, name, ds)
+            record["check"] = "ok" if got.shape == want.shape and np.allclose(
+                got, want, rtol=1e-5, equal_nan=True) else "DIFF"
+        except (WorkersLost, KilledWorker) as exc:  # the workers lost: a spoilt run, below
+            record["check"] = f"failed: {type(exc).__name__}"
         why = [f"paused {record['paused']:.0f} s"] if record["paused"] > PAUSE_LIMIT else []
         lost = self.cluster.restore()
         if lost:
@@ -375,7 +397,7 @@ class Runner:
             if not workers:  # one client process, no dask
                 return np.ma.filled(np.ma.asarray(here(), dtype=np.float64), np.nan)
         result = self.cluster.client.compute(lazy, workers=workers, allow_other_workers=False)
-        return np.asarray(result.result(), dtype=np.float64)
+        return np.asarray(self.cluster.outcome(result, workers), dtype=np.float64)
 
 
 # -- the per-chunk cost and the decoder floor ---------------------------------------------------

@@ -13,9 +13,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "scale_out.py"
 
@@ -90,7 +93,8 @@ def test_a_dask_worker_lost_mid_run_is_started_again_and_the_run_repeated(tmp_pa
     with scale_out.object_store("127.0.0.1") as endpoint, \
             contextlib.closing(scale_out.DaskNodes(2, 1, 0, tmp_path, site=False,
                                                    logs=tmp_path)) as cluster:
-        ds = scale_out._write(endpoint, shape, "tas.zarr")
+        # moto's objects outlive its server within a process: a name of this test's own
+        ds = scale_out._write(endpoint, shape, "lost.zarr")
         want = scale_out.answer(ds, "mean")
         before = cluster.addresses()
 
@@ -106,7 +110,7 @@ def test_a_dask_worker_lost_mid_run_is_started_again_and_the_run_repeated(tmp_pa
                 return super()._answer(*args)
 
         runner = LosingOne(cluster, [], endpoint, 0)
-        record = runner.run("plain", "mean", 0, 2, "tas.zarr", ds, want)
+        record = runner.run("plain", "mean", 0, 2, "lost.zarr", ds, want)
         after = cluster.addresses()
     assert record["check"] == "ok" and "spoilt" not in record, record
     assert [r["spoilt"] for r in runner.spoilt] == ["dask worker(s) w1 lost (started again)"]
@@ -117,3 +121,45 @@ def test_a_dask_worker_lost_mid_run_is_started_again_and_the_run_repeated(tmp_pa
                if "Remove worker" in line]
     assert "name: w1" in removed[0], removed  # the others went at the end
     assert {p.name for p in tmp_path.glob("w*.log")} == {"w0.log", "w1.log"}
+
+
+def test_a_pause_that_loses_every_worker_of_a_run_is_run_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers silent past the scheduler's worker-ttl (5 s here, 300 s by default) are all
+    removed, as after the machine paused that long: the run, whose tasks may run on them
+    alone, would wait for ever. It ends, is set aside and run again on the workers started
+    again."""
+    scale_out = _benchmark_module()
+    import _rig
+
+    monkeypatch.setenv("DASK_DISTRIBUTED__SCHEDULER__WORKER_TTL", "5s")  # the scheduler's
+    shape = _rig.Shape(size_mib=1, lat=16, lon=16, days=32)
+    with scale_out.object_store("127.0.0.1") as endpoint, \
+            contextlib.closing(scale_out.DaskNodes(2, 1, 0, tmp_path, site=False,
+                                                   logs=tmp_path)) as cluster:
+        ds = scale_out._write(endpoint, shape, "paused.zarr")
+        want = scale_out.answer(ds, "mean")
+        frozen = list(cluster.processes[1:])
+
+        def pause() -> None:  # both workers stopped for longer than the ttl
+            for process in frozen:
+                os.kill(process.pid, signal.SIGSTOP)
+            time.sleep(12)
+            for process in frozen:
+                os.kill(process.pid, signal.SIGCONT)
+
+        class Pausing(scale_out.Runner):
+            def _answer(self, *args: Any) -> Any:
+                if not self.spoilt and not getattr(self, "paused", False):
+                    self.paused = True
+                    threading.Thread(target=pause).start()
+                    time.sleep(0.5)
+                return super()._answer(*args)
+
+        runner = Pausing(cluster, [], endpoint, 0)
+        record = runner.run("plain", "mean", 0, 2, "paused.zarr", ds, want)
+    assert record["check"] == "ok" and "spoilt" not in record, record
+    [spoilt] = runner.spoilt
+    assert spoilt["check"] in ("failed: WorkersLost", "failed: KilledWorker"), spoilt
+    assert spoilt["spoilt"] == "dask worker(s) w0, w1 lost (started again)"
+    assert "Worker failed to heartbeat" in (tmp_path / "scheduler.log").read_text()
