@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,13 +80,11 @@ def test_a_pause_of_the_process_is_seen_by_its_pause_watch() -> None:
     assert longest >= 1.0, longest
 
 
-def test_a_dask_worker_lost_mid_run_is_started_again_and_the_run_repeated(tmp_path: Path
-                                                                         ) -> None:
-    """The scheduler drops a worker silent past its worker-ttl (a machine paused that long)
-    and computes its results again elsewhere: that run's time is no measure, and every later
-    run would have one worker fewer. Here the worker is killed mid-run (the loss a pause
-    causes, at once): the run is kept aside and repeated, the worker started again, and the
-    scheduler's log says so."""
+def _run_with_fault(tmp_path: Path, name: str, fault: Callable[[Any], None]
+                    ) -> tuple[Any, dict[str, Any], list[str], list[str]]:
+    """One plain mean of a tiny dataset ``name`` on two dask workers on loopback (their logs
+    in ``tmp_path``), ``fault(cluster)`` done as its first run starts: the runner, the record
+    kept, and the workers' addresses before and after."""
     scale_out = _benchmark_module()
     import _rig
 
@@ -93,25 +92,38 @@ def test_a_dask_worker_lost_mid_run_is_started_again_and_the_run_repeated(tmp_pa
     with scale_out.object_store("127.0.0.1") as endpoint, \
             contextlib.closing(scale_out.DaskNodes(2, 1, 0, tmp_path, site=False,
                                                    logs=tmp_path)) as cluster:
-        # moto's objects outlive its server within a process: a name of this test's own
-        ds = scale_out._write(endpoint, shape, "lost.zarr")
+        # moto's objects outlive its server within a process: a name of each test's own
+        ds = scale_out._write(endpoint, shape, name)
         want = scale_out.answer(ds, "mean")
         before = cluster.addresses()
 
-        class LosingOne(scale_out.Runner):  # the fault: w1's process killed in the first run
+        class Faulty(scale_out.Runner):
             def _answer(self, *args: Any) -> Any:
-                if not getattr(self, "lost", False):
-                    self.lost = True
-                    victim = cluster.processes[2]  # the scheduler, w0, w1
-                    victim.kill()
-                    victim.wait()
-                    while "w1" in cluster._names():
-                        time.sleep(0.05)
+                if not getattr(self, "faulted", False):
+                    self.faulted = True
+                    fault(cluster)
                 return super()._answer(*args)
 
-        runner = LosingOne(cluster, [], endpoint, 0)
-        record = runner.run("plain", "mean", 0, 2, "lost.zarr", ds, want)
-        after = cluster.addresses()
+        runner = Faulty(cluster, [], endpoint, 0)
+        record = runner.run("plain", "mean", 0, 2, name, ds, want)
+        return runner, record, before, cluster.addresses()
+
+
+def test_a_dask_worker_lost_mid_run_is_started_again_and_the_run_repeated(tmp_path: Path
+                                                                         ) -> None:
+    """The scheduler drops a worker silent past its worker-ttl (a machine paused that long)
+    and computes its results again elsewhere: that run's time is no measure, and every later
+    run would have one worker fewer. Here the worker is killed mid-run (the loss a pause
+    causes, at once): the run is kept aside and repeated, the worker started again, and the
+    scheduler's log says so."""
+    def kill_w1(cluster: Any) -> None:
+        victim = cluster.processes[2]  # the scheduler, w0, w1
+        victim.kill()
+        victim.wait()
+        while "w1" in cluster._names():
+            time.sleep(0.05)
+
+    runner, record, before, after = _run_with_fault(tmp_path, "lost.zarr", kill_w1)
     assert record["check"] == "ok" and "spoilt" not in record, record
     assert [r["spoilt"] for r in runner.spoilt] == ["dask worker(s) w1 lost (started again)"]
     assert runner.spoilt[0]["check"] == "ok"  # dask computed it again: right, but slower
@@ -129,35 +141,22 @@ def test_a_pause_that_loses_every_worker_of_a_run_is_run_again(
     removed, as after the machine paused that long: the run, whose tasks may run on them
     alone, would wait for ever. It ends, is set aside and run again on the workers started
     again."""
-    scale_out = _benchmark_module()
-    import _rig
-
     monkeypatch.setenv("DASK_DISTRIBUTED__SCHEDULER__WORKER_TTL", "5s")  # the scheduler's
-    shape = _rig.Shape(size_mib=1, lat=16, lon=16, days=32)
-    with scale_out.object_store("127.0.0.1") as endpoint, \
-            contextlib.closing(scale_out.DaskNodes(2, 1, 0, tmp_path, site=False,
-                                                   logs=tmp_path)) as cluster:
-        ds = scale_out._write(endpoint, shape, "paused.zarr")
-        want = scale_out.answer(ds, "mean")
+
+    def pause_both(cluster: Any) -> None:
         frozen = list(cluster.processes[1:])
 
-        def pause() -> None:  # both workers stopped for longer than the ttl
+        def pause() -> None:  # longer than the ttl
             for process in frozen:
                 os.kill(process.pid, signal.SIGSTOP)
             time.sleep(12)
             for process in frozen:
                 os.kill(process.pid, signal.SIGCONT)
 
-        class Pausing(scale_out.Runner):
-            def _answer(self, *args: Any) -> Any:
-                if not self.spoilt and not getattr(self, "paused", False):
-                    self.paused = True
-                    threading.Thread(target=pause).start()
-                    time.sleep(0.5)
-                return super()._answer(*args)
+        threading.Thread(target=pause).start()
+        time.sleep(0.5)  # stopped before the run's tasks reach them
 
-        runner = Pausing(cluster, [], endpoint, 0)
-        record = runner.run("plain", "mean", 0, 2, "paused.zarr", ds, want)
+    runner, record, _, _ = _run_with_fault(tmp_path, "paused.zarr", pause_both)
     assert record["check"] == "ok" and "spoilt" not in record, record
     [spoilt] = runner.spoilt
     assert spoilt["check"] in ("failed: WorkersLost", "failed: KilledWorker"), spoilt
