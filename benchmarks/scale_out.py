@@ -13,7 +13,9 @@ the same query read plainly by xarray + dask on the same W workers; W = 0 is one
 without dask (``ActiveReduction``). Every run's answer is checked against numpy; every run
 records the bytes the object store sent (the kernel's count per link), the 1-minute load
 average and how busy the machine's CPUs were while it ran (``/proc/stat``: other helpers'
-work included). Then, with links unshaped, the per-chunk cost against chunk size next to the
+work included). A run during which this process was frozen (a virtual machine paused) or dask
+lost a worker is set aside (``spoilt`` in the JSON) and run again, the worker started again.
+Then, with links unshaped, the per-chunk cost against chunk size next to the
 decoder floor (zstd-decoding the same stored chunks on both cores), and a server killed
 mid-run at K = 4: the answer and the time it cost. Writes ``benchmarks/results/scale_out.json``
 and ``docs/scale_out.png``, ``docs/chunk_cost.png``.
@@ -50,6 +52,11 @@ SERVER_PORT = 8080
 QUERIES = ("mean", "climatology")
 #: Chunk sizes (KiB) of the per-chunk cost sweep, on a (lat, lon) grid of 32 KiB a day.
 SWEEP_KIB = (64, 256, 1024, 4096)
+#: Seconds this process may go without running during a run (a machine paused or frozen)
+#: before the run is no measure of the system and is run again.
+PAUSE_LIMIT = 5.0
+#: Runs of a case at most, when runs are spoilt (a pause, a dask worker lost).
+TRIES = 3
 
 
 # -- the machine --------------------------------------------------------------------------------
@@ -60,20 +67,62 @@ def _cpu_ticks() -> tuple[int, int]:
     return ticks[3] + ticks[4], sum(ticks)
 
 
+class PauseWatch:
+    """The longest time this process went without running while inside (``longest``,
+    seconds): a thread that wakes every ``tick`` seconds sees the gap when the machine (a
+    virtual machine paused) or the process was frozen, which no run's timing should carry."""
+
+    def __init__(self, tick: float = 0.1) -> None:
+        self.tick, self.longest = tick, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        last = time.monotonic()
+        while not self._stop.wait(self.tick):
+            now = time.monotonic()
+            self.longest = max(self.longest, now - last - self.tick)
+            last = now
+
+    def __enter__(self) -> PauseWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 @contextlib.contextmanager
 def measured(record: dict[str, Any], links: int) -> Iterator[None]:
-    """Fill ``record`` with seconds, store bytes (first ``links`` nodes), load and CPU busy."""
+    """Fill ``record`` with seconds, store bytes (first ``links`` nodes), load, CPU busy and
+    the longest pause of this process (``paused``, seconds)."""
     sent = [_star.bytes_from_store(i) for i in range(links)]
     idle, total = _cpu_ticks()
     start = time.perf_counter()
-    yield
-    record["seconds"] = time.perf_counter() - start
-    idle2, total2 = _cpu_ticks()
-    record["cpu_busy"] = 1 - (idle2 - idle) / max(1, total2 - total)
-    record["load"] = os.getloadavg()[0]
-    if links:
-        record["link_bytes"] = [_star.bytes_from_store(i) - s for i, s in enumerate(sent)]
-        record["store_bytes"] = sum(record["link_bytes"])
+    try:
+        with PauseWatch() as watch:
+            yield
+    finally:  # a run that failed has its figures too
+        record["seconds"] = time.perf_counter() - start
+        record["paused"] = watch.longest
+        idle2, total2 = _cpu_ticks()
+        record["cpu_busy"] = 1 - (idle2 - idle) / max(1, total2 - total)
+        record["load"] = os.getloadavg()[0]
+        if links:
+            record["link_bytes"] = [_star.bytes_from_store(i) - s for i, s in enumerate(sent)]
+            record["store_bytes"] = sum(record["link_bytes"])
+
+
+def started(command: list[str], logs: Path | None, name: str, **options: Any
+            ) -> subprocess.Popen[bytes]:
+    """``command`` started, its output appended to ``logs/name.log`` (without ``logs``:
+    discarded), so that a stall can be read afterwards in the scheduler's and workers' words."""
+    if logs is None:
+        return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                **options)
+    with open(logs / f"{name}.log", "ab") as output:
+        return subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, **options)
 
 
 # -- the storage side ---------------------------------------------------------------------------
@@ -117,9 +166,10 @@ class ServerNodes:
     """``count`` active servers reading ``endpoint``, server i in node i's namespace on a site
     (else on loopback); one killed can be started again at its address."""
 
-    def __init__(self, count: int, endpoint: str, site: bool) -> None:
+    def __init__(self, count: int, endpoint: str, site: bool, logs: Path | None = None
+                 ) -> None:
         from activezarr.servers.processes import listening_socket, port_of
-        self.endpoint, self.site = endpoint, site
+        self.endpoint, self.site, self.logs = endpoint, site, logs
         self.addresses = []
         for i in range(count):
             if site:
@@ -142,11 +192,9 @@ class ServerNodes:
         host, port = self.addresses[i]
         command = [sys.executable, "-m", "activezarr.servers.active", "--host", host, "--port",
                    str(port), "--upstream", self.endpoint]
-        return subprocess.Popen(
-            _star.on_node(i, command) if self.site else command,
-            env={**os.environ, "AWS_ACCESS_KEY_ID": _rig.KEYS["key"],
-                 "AWS_SECRET_ACCESS_KEY": _rig.KEYS["secret"]},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return started(_star.on_node(i, command) if self.site else command, self.logs,
+                       f"server{i}", env={**os.environ, "AWS_ACCESS_KEY_ID": _rig.KEYS["key"],
+                                          "AWS_SECRET_ACCESS_KEY": _rig.KEYS["secret"]})
 
     def _wait(self, which: Any) -> None:
         from activezarr.protocol import HEALTH_PATH
@@ -165,39 +213,86 @@ class ServerNodes:
             stop(process)
 
 
-@contextlib.contextmanager
-def dask_cluster(count: int, threads: int, first_node: int, tmp: Path, site: bool
-                 ) -> Iterator[tuple[Any, list[str]]]:
-    """A scheduler and ``count`` single-process workers of ``threads`` threads (on nodes
-    ``first_node``... of a site); yields the client and the workers' addresses, in order."""
-    from distributed import Client
+class WorkersLost(Exception):
+    """Every worker a run may use was lost: it would wait for them for ever."""
 
-    from activezarr.servers.processes import stop
-    file = tmp / "scheduler.json"
-    host = _star.STORE_IP if site else "127.0.0.1"
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    with contextlib.ExitStack() as stack:
-        scheduler = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler",
-                                      "--host", host, "--port", "0", "--no-dashboard",
-                                      "--scheduler-file", str(file)], **quiet)
-        stack.callback(stop, scheduler)
-        for j in range(count):
-            command = [sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file",
-                       str(file), "--nthreads", str(threads), "--no-nanny", "--name", f"w{j}",
-                       "--no-dashboard", "--memory-limit", "0", "--host",
-                       _star.node_ip(first_node + j) if site else "127.0.0.1"]
-            worker = subprocess.Popen(_star.on_node(first_node + j, command) if site else command,
-                                      **quiet)
-            stack.callback(stop, worker)
-        deadline = time.monotonic() + 120
-        while not file.exists():
-            if time.monotonic() > deadline or scheduler.poll() is not None:
-                raise RuntimeError("the dask scheduler did not start")
-            time.sleep(0.2)
-        client = stack.enter_context(Client(scheduler_file=str(file)))
-        client.wait_for_workers(count, timeout=300)
-        names = {w["name"]: address for address, w in client.scheduler_info()["workers"].items()}
-        yield client, [names[f"w{j}"] for j in range(count)]
+
+class DaskNodes:
+    """A scheduler and ``count`` single-process workers ``w0``... of ``threads`` threads (on
+    nodes ``first_node``... of a site), and the client. A worker the scheduler lost (one
+    silent past its ``worker-ttl``, as after a machine paused that long, is removed, its
+    results computed again elsewhere) is started again by :meth:`restore`, so that W stays W."""
+
+    def __init__(self, count: int, threads: int, first_node: int, tmp: Path, site: bool,
+                 logs: Path | None = None) -> None:
+        from distributed import Client
+        self.count, self.threads, self.first_node, self.site = count, threads, first_node, site
+        self.file, self.logs = tmp / "scheduler.json", logs
+        self.processes: list[subprocess.Popen[bytes]] = []
+        try:
+            self.processes.append(started(
+                [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host",
+                 _star.STORE_IP if site else "127.0.0.1", "--port", "0", "--no-dashboard",
+                 "--scheduler-file", str(self.file)], logs, "scheduler"))
+            for j in range(count):
+                self._start(j)
+            deadline = time.monotonic() + 120
+            while not self.file.exists():
+                if time.monotonic() > deadline or self.processes[0].poll() is not None:
+                    raise RuntimeError("the dask scheduler did not start")
+                time.sleep(0.2)
+            self.client = Client(scheduler_file=str(self.file))
+            self.client.wait_for_workers(count, timeout=300)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, j: int) -> None:
+        command = [sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file",
+                   str(self.file), "--nthreads", str(self.threads), "--no-nanny", "--name",
+                   f"w{j}", "--no-dashboard", "--memory-limit", "0", "--host",
+                   _star.node_ip(self.first_node + j) if self.site else "127.0.0.1"]
+        self.processes.append(started(
+            _star.on_node(self.first_node + j, command) if self.site else command, self.logs,
+            f"w{j}"))
+
+    def _names(self) -> dict[str, str]:
+        return {w["name"]: address
+                for address, w in self.client.scheduler_info(n_workers=-1)["workers"].items()}
+
+    def addresses(self) -> list[str]:
+        """The workers' addresses, ``w0`` first."""
+        names = self._names()
+        return [names[f"w{j}"] for j in range(self.count)]
+
+    def outcome(self, future: Any, workers: list[str]) -> Any:
+        """``future``'s result. Raises :class:`WorkersLost` when none of ``workers``, the only
+        ones it may run on, is left (a pause longer than worker-ttl can lose them all);
+        KilledWorker when dask gives a task up, its workers lost one after another."""
+        while True:
+            try:
+                return future.result(timeout=1)
+            except TimeoutError:
+                if not set(workers) & set(self._names().values()):
+                    future.cancel()
+                    raise WorkersLost(f"every worker of the run was lost: {workers}") from None
+
+    def restore(self) -> list[str]:
+        """The names of the workers the scheduler lost, each started again (on its node)."""
+        names = self._names()
+        lost = [f"w{j}" for j in range(self.count) if f"w{j}" not in names]
+        for name in lost:
+            self._start(int(name[1:]))
+        if lost:
+            self.client.wait_for_workers(self.count, timeout=300)
+        return lost
+
+    def close(self) -> None:
+        from activezarr.servers.processes import stop
+        if hasattr(self, "client"):
+            self.client.close()
+        for process in reversed(self.processes):
+            stop(process)
 
 
 # -- the queries --------------------------------------------------------------------------------
@@ -242,39 +337,67 @@ def plain_query(endpoint: str, name: str, query: str) -> Any:
 class Runner:
     """Runs and checks one case at a time on the cluster; every record lands in ``records``."""
 
-    def __init__(self, client: Any, workers: list[str], servers: list[str], endpoint: str,
+    def __init__(self, cluster: DaskNodes, servers: list[str], endpoint: str,
                  links: int) -> None:
-        self.client, self.workers, self.servers = client, workers, servers
+        self.cluster, self.servers = cluster, servers
         self.endpoint, self.links = endpoint, links
         self.records: list[dict[str, Any]] = []
+        #: Runs whose time is no measure of the system (``spoilt`` says why), run again.
+        self.spoilt: list[dict[str, Any]] = []
 
     def run(self, method: str, query: str, k: int, w: int, name: str, ds: Any,
             want: np.ndarray, during: Callable[[], None] | None = None, **extra: Any
             ) -> dict[str, Any]:
-        record: dict[str, Any] = {"method": method, "query": query, "k": k, "w": w, **extra}
-        with measured(record, self.links):
-            if during is not None:
-                threading.Thread(target=during, daemon=True).start()
-            got = self._answer(method, query, k, w, name, ds)
-        record["check"] = "ok" if got.shape == want.shape and np.allclose(
-            got, want, rtol=1e-5, equal_nan=True) else "DIFF"
+        """One run's record, checked against ``want``. A run spoilt by a pause of this
+        process or a dask worker lost is kept aside and run again (up to ``TRIES`` runs;
+        a run with ``during``, which acts on the servers, is not repeated but marked)."""
+        for _ in range(TRIES if during is None else 1):
+            record = self._once(method, query, k, w, name, ds, want, during, extra)
+            if "spoilt" not in record:
+                break
+            self.spoilt.append(record)
         self.records.append(record)
+        return record
+
+    def _once(self, method: str, query: str, k: int, w: int, name: str, ds: Any,
+              want: np.ndarray, during: Callable[[], None] | None, extra: dict[str, Any]
+              ) -> dict[str, Any]:
+        from distributed import KilledWorker
+        record: dict[str, Any] = {"method": method, "query": query, "k": k, "w": w, **extra}
+        self.cluster.restore()  # one lost since the last run: W workers from the start
+        workers = self.cluster.addresses()[:w]
+        try:
+            with measured(record, self.links):
+                if during is not None:
+                    threading.Thread(target=during, daemon=True).start()
+                got = self._answer(method, query, k, workers, name, ds)
+            record["check"] = "ok" if got.shape == want.shape and np.allclose(
+                got, want, rtol=1e-5, equal_nan=True) else "DIFF"
+        except (WorkersLost, KilledWorker) as exc:  # the workers lost: a spoilt run, below
+            record["check"] = f"failed: {type(exc).__name__}"
+        why = [f"paused {record['paused']:.0f} s"] if record["paused"] > PAUSE_LIMIT else []
+        lost = self.cluster.restore()
+        if lost:
+            why.append(f"dask worker(s) {', '.join(lost)} lost (started again)")
+        if why:
+            record["spoilt"] = "; ".join(why)
         print(f"  {method:<7} {query:<11} K={k:<2} W={w:<2} {record['seconds']:7.2f} s "
               f"{record.get('store_bytes', 0):>12,} B  load {record['load']:4.1f}  "
               f"cpu {record['cpu_busy']:4.0%}  {record['check']}  "
-              f"{[round(b / 2**20, 1) for b in record.get('link_bytes', [])]}", flush=True)
+              f"{[round(b / 2**20, 1) for b in record.get('link_bytes', [])]}"
+              + (f"  SPOILT: {record['spoilt']}" if why else ""), flush=True)
         return record
 
-    def _answer(self, method: str, query: str, k: int, w: int, name: str, ds: Any
+    def _answer(self, method: str, query: str, k: int, workers: list[str], name: str, ds: Any
                 ) -> np.ndarray:
         if method == "plain":
             lazy = plain_query(self.endpoint, name, query)
         else:
             here, lazy = active_query(self.endpoint, self.servers[:k], name, query, ds)
-            if w == 0:  # one client process, no dask
+            if not workers:  # one client process, no dask
                 return np.ma.filled(np.ma.asarray(here(), dtype=np.float64), np.nan)
-        result = self.client.compute(lazy, workers=self.workers[:w], allow_other_workers=False)
-        return np.asarray(result.result(), dtype=np.float64)
+        result = self.cluster.client.compute(lazy, workers=workers, allow_other_workers=False)
+        return np.asarray(self.cluster.outcome(result, workers), dtype=np.float64)
 
 
 # -- the per-chunk cost and the decoder floor ---------------------------------------------------
@@ -321,10 +444,12 @@ def measure(args: argparse.Namespace, site: bool) -> dict[str, Any]:
               f"({stored / 2**20:.1f} MiB stored), chunks of {shape.days} days "
               f"({shape.days * shape.lat * shape.lon * 4 / 2**20:.2f} MiB); per-node link "
               f"{out['rate']}; written in {time.perf_counter() - t0:.0f} s", flush=True)
-        servers = ServerNodes(kmax, endpoint, site)
-        with contextlib.closing(servers), \
-                dask_cluster(wmax, args.threads, kmax, Path(tmp), site) as (client, workers):
-            runner = Runner(client, workers, servers.urls, endpoint, links)
+        if args.logs is not None:
+            args.logs.mkdir(parents=True, exist_ok=True)
+        servers = ServerNodes(kmax, endpoint, site, args.logs)
+        with contextlib.closing(servers), contextlib.closing(
+                DaskNodes(wmax, args.threads, kmax, Path(tmp), site, args.logs)) as dask:
+            runner = Runner(dask, servers.urls, endpoint, links)
             for query in args.queries:  # a first run of each kind warms every process up
                 runner.run("active", query, kmax, wmax, "tas.zarr", ds, want[query])
                 runner.run("plain", query, 0, wmax, "tas.zarr", ds, want[query])
@@ -343,6 +468,7 @@ def measure(args: argparse.Namespace, site: bool) -> dict[str, Any]:
                 _star.set_rate(links, _star.UNSHAPED)
             runner.records = []
             out["sweep"] = sweep(runner, endpoint, args)
+            out["spoilt"] = runner.spoilt
     out["load_end"] = os.getloadavg()[0]
     return out
 
@@ -542,6 +668,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, default=HERE / "results" / "scale_out.json")
     p.add_argument("--docs", type=Path, default=HERE.parent / "docs", help="where PNGs go")
     p.add_argument("--replot", action="store_true", help="only redraw from --json")
+    p.add_argument("--logs", type=Path, help="where the scheduler's, workers' and servers' "
+                   "output goes, a file each (default: discarded)")
     p.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.quick:
@@ -573,6 +701,9 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(out, indent=1))
     out = json.loads(args.json.read_text())
     print(table(out))
+    if out.get("spoilt"):
+        print(f"{len(out['spoilt'])} run(s) spoilt (a pause of this machine, a dask worker lost) "
+              f"and run again: {sorted({r['spoilt'] for r in out['spoilt']})}")
     if out.get("killed"):
         kill = out["killed"]
         print(f"server {kill['killed']} killed at K = {kill['k']}, W = {kill['w']}: answer "
