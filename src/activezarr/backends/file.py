@@ -135,12 +135,23 @@ class FileBackend(Backend):
     def _reduce_batch(self, job: ChunkJob, tasks: Sequence[ChunkTask],
                       sources: Sequence[StoredChunk]) -> BatchResult:
         """Partials of ``tasks`` (stored where ``sources`` say); those landing in one output
-        region merged beside the files, so that only one per region and batch is handed over."""
-        partials: list[Partial | None] = []
+        region merged beside the files, so that only one per region and batch is handed over.
+        Whole chunks of one region are reduced together (:meth:`.ChunkKernel.reduce_whole`)."""
+        kernel = job.kernel
+        partials: list[Partial | None] = [None] * len(tasks)
         failed: dict[int, str] = {}
         combined: set[int] = set()
         holders: dict[int, Partial] = {}
+        whole: dict[int, list[tuple[int, Any]]] = {}
         stored = 0
+
+        def hold(i: int, label: int, partial: Partial) -> None:
+            if label in holders:
+                holders[label].merge(partial)
+                combined.add(i)
+            else:
+                partials[i] = holders[label] = owned(partial)
+
         with OpenFiles() as files:
             for i, (task, label, source) in enumerate(zip(tasks, region_labels(tasks), sources)):
                 raw = source.data
@@ -149,19 +160,20 @@ class FileBackend(Backend):
                 if raw is None:
                     if source.named is not None:
                         failed[i] = f"reference target {source.named!r} does not exist"
-                    partials.append(None)
                     continue
-                partial = job.kernel.reduce(raw, task.selection, task.key,
-                                            weights=task.weights, labels=task.labels,
-                                            spans=task.spans)
                 stored += len(raw)
-                if label in holders:
-                    holders[label].merge(partial)
-                    combined.add(i)
-                    partials.append(None)
+                if kernel.stacks(task.selection, task.weights, task.labels):
+                    whole.setdefault(label, []).append((i, raw))
                     continue
-                partial = holders[label] = owned(partial)
-                partials.append(partial)
+                hold(i, label, kernel.reduce(raw, task.selection, task.key, weights=task.weights,
+                                             labels=task.labels, spans=task.spans))
+        for label, chunks in whole.items():
+            for start in range(0, len(chunks), kernel.stack_chunks):
+                group = chunks[start:start + kernel.stack_chunks]
+                partial = kernel.reduce_whole([raw for _, raw in group],
+                                              [tasks[i].key for i, _ in group])
+                hold(group[0][0], label, partial)
+                combined.update(i for i, _ in group[1:])
         moved = sum(p.nbytes for p in holders.values())
         return BatchResult(partials, path=self.name, combined=combined, bytes_stored=stored,
                            bytes_from_storage=moved, requests=len(tasks) - len(failed),

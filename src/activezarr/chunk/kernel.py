@@ -19,6 +19,9 @@ from .partial import Partial
 from .reductions import aggregation_of
 from .spec import ChunkSpec, Selection
 
+#: Decoded bytes reduced at once by :meth:`ChunkKernel.reduce_whole`.
+STACK_BYTES = 4 * 2**20
+
 
 def kept_shape(shape: Sequence[int], axes: Collection[int]) -> tuple[int, ...]:
     """``shape`` without the reduced ``axes``: the shape of a partial (one output cell each)."""
@@ -35,6 +38,10 @@ class ChunkKernel:
         self.nbytes = math.prod(spec.shape) * self.dtype.itemsize
         self.axes = spec.reduced_axes
         self.aggregation = aggregation_of(spec)
+        #: The selection of a whole chunk: what :meth:`reduce_whole` takes.
+        self.whole: Selection = tuple((0, n, 1) for n in spec.shape)
+        #: Chunks :meth:`reduce_whole` decodes into one array at most (4 MiB of them).
+        self.stack_chunks = max(1, STACK_BYTES // max(1, self.nbytes))
 
     def empty(self, shape: tuple[int, ...]) -> Partial:
         """The identity partial of ``shape`` (what the partials of chunks merge into)."""
@@ -67,6 +74,29 @@ class ChunkKernel:
         """
         data = self.decode(raw, key)[tuple(slice(*s) for s in selection)]
         return self.partial(data, weights, labels, spans)
+
+    def stacks(self, selection: Selection, weights: np.ndarray | None,
+               labels: np.ndarray | None) -> bool:
+        """Whether a chunk with this selection, weights and labels may be reduced together
+        with others landing in the same output cells (:meth:`reduce_whole`)."""
+        return (selection == self.whole and weights is None and labels is None
+                and not self.aggregation.positional)
+
+    def reduce_whole(self, raws: Sequence[Any], keys: Sequence[str | None]) -> Partial:
+        """The merged partial of whole chunks (at most :attr:`stack_chunks`) landing in the same
+        output cells, decoded into one array and reduced at once.
+
+        The same state as merging each chunk's partial, with one numpy call per step for all
+        of them instead of one per chunk: between threads of one process, each such call is a
+        hand-off of the GIL, which on small chunks cost more than the arithmetic.
+        """
+        stack = np.empty((len(raws), *self.spec.shape), self.dtype)
+        for i, (raw, key) in enumerate(zip(raws, keys)):
+            stack[i] = self.decode(raw, key)
+        mask = missing_mask(stack, self.spec.missing)
+        if mask is not None and not mask.any():
+            mask = None
+        return self.aggregation.reduce(stack, mask, (0, *(a + 1 for a in self.axes)))
 
     def partial(self, data: np.ndarray, weights: np.ndarray | None = None,
                 labels: np.ndarray | None = None, spans: Sequence[tuple[int, int]] = ()
