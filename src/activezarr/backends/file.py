@@ -19,6 +19,7 @@ from pydantic import Field
 from zarr.abc.store import Store
 
 from ..chunk.partial import Partial, owned
+from ..chunk.spec import Selection
 from ..errors import UnsupportedArrayError
 from ..fileio import read_ranges
 from ..planning.array_layout import ArrayLayout
@@ -136,13 +137,14 @@ class FileBackend(Backend):
                       sources: Sequence[StoredChunk]) -> BatchResult:
         """Partials of ``tasks`` (stored where ``sources`` say); those landing in one output
         region merged beside the files, so that only one per region and batch is handed over.
-        Whole chunks of one region are reduced together (:meth:`.ChunkKernel.reduce_whole`)."""
+        The same selection of chunks landing in one region is reduced together
+        (:meth:`.ChunkKernel.reduce_together`)."""
         kernel = job.kernel
         partials: list[Partial | None] = [None] * len(tasks)
         failed: dict[int, str] = {}
         combined: set[int] = set()
         holders: dict[int, Partial] = {}
-        whole: dict[int, list[tuple[int, Any]]] = {}
+        together: dict[tuple[int, Selection], list[tuple[int, Any]]] = {}
         stored = 0
 
         def hold(i: int, label: int, partial: Partial) -> None:
@@ -162,16 +164,16 @@ class FileBackend(Backend):
                         failed[i] = f"reference target {source.named!r} does not exist"
                     continue
                 stored += len(raw)
-                if kernel.stacks(task.selection, task.weights, task.labels):
-                    whole.setdefault(label, []).append((i, raw))
+                if kernel.stacks(task.weights, task.labels):
+                    together.setdefault((label, task.selection), []).append((i, raw))
                     continue
                 hold(i, label, kernel.reduce(raw, task.selection, task.key, weights=task.weights,
                                              labels=task.labels, spans=task.spans))
-        for label, chunks in whole.items():
+        for (label, selection), chunks in together.items():
             for start in range(0, len(chunks), kernel.stack_chunks):
                 group = chunks[start:start + kernel.stack_chunks]
-                partial = kernel.reduce_whole([raw for _, raw in group],
-                                              [tasks[i].key for i, _ in group])
+                partial = kernel.reduce_together([raw for _, raw in group], selection,
+                                                 [tasks[i].key for i, _ in group])
                 hold(group[0][0], label, partial)
                 combined.update(i for i, _ in group[1:])
         moved = sum(p.nbytes for p in holders.values())

@@ -19,7 +19,7 @@ from .partial import Partial
 from .reductions import aggregation_of
 from .spec import ChunkSpec, Selection
 
-#: Decoded bytes reduced at once by :meth:`ChunkKernel.reduce_whole`.
+#: Decoded bytes reduced at once by :meth:`ChunkKernel.reduce_together`.
 STACK_BYTES = 4 * 2**20
 
 
@@ -38,9 +38,7 @@ class ChunkKernel:
         self.nbytes = math.prod(spec.shape) * self.dtype.itemsize
         self.axes = spec.reduced_axes
         self.aggregation = aggregation_of(spec)
-        #: The selection of a whole chunk: what :meth:`reduce_whole` takes.
-        self.whole: Selection = tuple((0, n, 1) for n in spec.shape)
-        #: Chunks :meth:`reduce_whole` decodes into one array at most (4 MiB of them).
+        #: Chunks :meth:`reduce_together` decodes into one array at most (4 MiB of them).
         self.stack_chunks = max(1, STACK_BYTES // max(1, self.nbytes))
 
     def empty(self, shape: tuple[int, ...]) -> Partial:
@@ -75,24 +73,27 @@ class ChunkKernel:
         data = self.decode(raw, key)[tuple(slice(*s) for s in selection)]
         return self.partial(data, weights, labels, spans)
 
-    def stacks(self, selection: Selection, weights: np.ndarray | None,
-               labels: np.ndarray | None) -> bool:
-        """Whether a chunk with this selection, weights and labels may be reduced together
-        with others landing in the same output cells (:meth:`reduce_whole`)."""
-        return (selection == self.whole and weights is None and labels is None
-                and not self.aggregation.positional)
+    def stacks(self, weights: np.ndarray | None, labels: np.ndarray | None) -> bool:
+        """Whether a chunk with these weights and labels may be reduced together with others
+        of the same selection landing in the same output cells (:meth:`reduce_together`)."""
+        return weights is None and labels is None and not self.aggregation.positional
 
-    def reduce_whole(self, raws: Sequence[Any], keys: Sequence[str | None]) -> Partial:
-        """The merged partial of whole chunks (at most :attr:`stack_chunks`) landing in the same
-        output cells, decoded into one array and reduced at once.
+    def reduce_together(self, raws: Sequence[Any], selection: Selection,
+                        keys: Sequence[str | None]) -> Partial:
+        """The merged partial of the same ``selection`` of chunks (at most
+        :attr:`stack_chunks`) landing in the same output cells, decoded into one array and
+        reduced at once.
 
         The same state as merging each chunk's partial, with one numpy call per step for all
         of them instead of one per chunk: between threads of one process, each such call is a
         hand-off of the GIL, which on small chunks cost more than the arithmetic.
         """
-        stack = np.empty((len(raws), *self.spec.shape), self.dtype)
-        for i, (raw, key) in enumerate(zip(raws, keys)):
-            stack[i] = self.decode(raw, key)
+        cut = tuple(slice(*s) for s in selection)
+        first = self.decode(raws[0], keys[0])[cut]
+        stack = np.empty((len(raws), *first.shape), self.dtype)
+        stack[0] = first
+        for i in range(1, len(raws)):
+            stack[i] = self.decode(raws[i], keys[i])[cut]
         mask = missing_mask(stack, self.spec.missing)
         if mask is not None and not mask.any():
             mask = None
