@@ -106,6 +106,30 @@ def test_unshuffling_matches_numcodecs_byte_for_byte(elementsize: int, count: in
     assert bytes(CodecChain(chain).decode(raw, len(raw))) == bytes(expected)
 
 
+@settings(max_examples=100, deadline=None)
+@given(elementsize=st.integers(1, 40), count=st.integers(1, 50), rows=st.integers(1, 5),
+       data=st.data())
+def test_a_stack_decodes_as_each_of_its_chunks(elementsize: int, count: int, rows: int,
+                                               data: st.DataObject) -> None:
+    """decode_stack undoes a last byte shuffle on all rows at once: the bytes decode gives."""
+    nbytes = count * elementsize
+    chain = CodecChain([{"id": "shuffle", "elementsize": elementsize}, {"id": "zlib"}])
+    raws = [numcodecs.Zlib().encode(data.draw(st.binary(min_size=nbytes, max_size=nbytes)))
+            for _ in range(rows)]
+    stack = chain.decode_stack(raws, nbytes, [None] * rows)
+    assert stack.shape == (rows, nbytes)
+    for row, raw in zip(stack, raws):
+        assert bytes(row) == bytes(chain.decode(raw, nbytes))
+
+
+def test_a_stack_with_a_chunk_of_the_wrong_size_names_it() -> None:
+    chain = CodecChain([{"id": "shuffle", "elementsize": 4}, {"id": "zlib"}])
+    raws = [numcodecs.Zlib().encode(b"\0" * 16), numcodecs.Zlib().encode(b"\0" * 12)]
+    with pytest.raises(ChunkDecodeError, match="expected 16") as caught:
+        chain.decode_stack(raws, 16, ["c/0", "c/1"])
+    assert "c/1" in str(caught.value)
+
+
 def test_a_shuffled_chunk_of_partial_elements_is_a_decode_error() -> None:
     with pytest.raises(ChunkDecodeError, match="whole 4-byte elements"):
         CodecChain([{"id": "shuffle", "elementsize": 4}]).decode(b"\0" * 10, 10)

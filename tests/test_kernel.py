@@ -100,9 +100,11 @@ def test_fill_partial_matches_a_written_chunk() -> None:
 @pytest.mark.parametrize("selection", [((0, 3, 1), (0, 4, 1), (0, 5, 1)),
                                        ((1, 3, 1), (0, 4, 1), (0, 5, 2))],
                          ids=["whole", "part"])
+@pytest.mark.parametrize("shuffled", [True, False], ids=["shuffle+zlib", "zlib"])
 def test_chunks_reduced_together_give_the_merged_partials(op: str, params: dict | None,
                                                           dtype: str, order: object,
-                                                          selection: tuple) -> None:
+                                                          selection: tuple,
+                                                          shuffled: bool) -> None:
     """One stacked reduction (the pool's path for the same selection of chunks of one region)
     is the state that merging each chunk's partial gives: exact for counts, sums of integers,
     minima, maxima and bins; to rounding for float sums and m2."""
@@ -121,10 +123,14 @@ def test_chunks_reduced_together_give_the_merged_partials(op: str, params: dict 
             return chunk.tobytes(order=order)
         return chunk.transpose(order).tobytes()
 
-    raws = [numcodecs.Zlib().encode(stored(c)) for c in chunks]
+    # A byte shuffle is undone on the whole stack at once (CodecChain.decode_stack).
+    size = np.dtype(dtype).itemsize
+    codecs = [{"id": "shuffle", "elementsize": size}] * shuffled + [{"id": "zlib"}]
+    raws = [numcodecs.Zlib().encode(numcodecs.Shuffle(size).encode(stored(c)) if shuffled
+                                    else stored(c)) for c in chunks]
     # Moments of integers sum in float64, as the client asks (numpy's mean and var).
     kernel = ChunkKernel(ChunkSpec(dtype=dtype, shape=shape, order=order, axis=(0, 2), op=op,
-                                   params=params, missing=missing, codecs=[{"id": "zlib"}],
+                                   params=params, missing=missing, codecs=codecs,
                                    accumulate="float" if op == "stats" else "wide"))
     assert kernel.stacks(None, None)
     merged = kernel.empty((4,))

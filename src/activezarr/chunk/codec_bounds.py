@@ -270,14 +270,20 @@ def _shuffle(codec: Codec, data: memoryview, limit: int) -> Any:
         return data
     if len(data) % size:
         raise DecodeBoundError(f"{len(data)} shuffled bytes are not whole {size}-byte elements")
-    planes = np.frombuffer(data, np.uint8).reshape(size, -1)
-    out = np.empty((planes.shape[1], size), np.uint8)
+    return unshuffle_rows(np.frombuffer(data, np.uint8).reshape(1, -1), size).reshape(-1)
+
+
+def unshuffle_rows(rows: np.ndarray, size: int) -> np.ndarray:
+    """Each row of ``rows`` (uint8, a whole number of ``size``-byte elements each) with its
+    byte shuffle undone: the rows' byte planes interleaved back into elements."""
+    planes = rows.reshape(rows.shape[0], size, -1)
+    out = np.empty((rows.shape[0], planes.shape[2], size), np.uint8)
     if size <= 16:  # one contiguous read per byte plane: faster than a transposing copy
         for i in range(size):
-            out[:, i] = planes[i]
+            out[:, :, i] = planes[:, i]
     else:
-        out[...] = planes.T
-    return out.reshape(-1)
+        out[...] = planes.transpose(0, 2, 1)
+    return out.reshape(rows.shape[0], -1)
 
 
 _BOUNDED: dict[str, Callable[[Codec, memoryview, int], Any]] = {

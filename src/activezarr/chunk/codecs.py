@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numcodecs
@@ -11,7 +11,13 @@ from numcodecs.abc import Codec
 from numcodecs.compat import ensure_bytes, ensure_contiguous_ndarray, ndarray_copy
 
 from ..errors import ChunkDecodeError, CodecNotAllowedError
-from .codec_bounds import DecodeBoundError, bounded_decode, check_config, output_bounds
+from .codec_bounds import (
+    DecodeBoundError,
+    bounded_decode,
+    check_config,
+    output_bounds,
+    unshuffle_rows,
+)
 
 #: Codecs a storage side may run: pure byte/number transforms. Pickle, JSON and the object
 #: codecs (vlen-*, categorize) are absent on purpose: they can execute or allocate arbitrarily.
@@ -95,20 +101,51 @@ class CodecChain:
 
     def decode(self, raw: Any, nbytes: int, key: str | None = None) -> np.ndarray:
         """The decoded bytes as a flat uint8 array of exactly ``nbytes`` bytes."""
-        flat = self.decode_within(raw, nbytes, key)
+        return self._exactly(self.decode_within(raw, nbytes, key), nbytes, key)
+
+    def decode_stack(self, raws: Sequence[Any], nbytes: int, keys: Sequence[str | None]
+                     ) -> np.ndarray:
+        """Each of ``raws`` decoded to exactly ``nbytes`` bytes, a row each of a uint8 array.
+
+        A byte shuffle undone last (the first filter) is undone once for all the rows: its
+        copies then span every chunk, few and long, instead of a few short ones per chunk,
+        each of which passes the GIL between threads.
+        """
+        out = np.empty((len(raws), nbytes), np.uint8)
+        elementsize = self._last_shuffle(nbytes)
+        skip = 1 if elementsize else 0
+        for i, (raw, key) in enumerate(zip(raws, keys)):
+            out[i] = self._exactly(self.decode_within(raw, nbytes, key, skip), nbytes, key)
+        if elementsize:
+            out = unshuffle_rows(out, elementsize)
+        return out
+
+    def _last_shuffle(self, nbytes: int) -> int:
+        """The element size of a byte shuffle undone last, if :meth:`decode_stack` may undo it
+        on a whole stack (whole elements), else 0."""
+        if not self.configs or self.configs[0]["id"] != "shuffle":
+            return 0
+        size = int(self._codecs[0].elementsize)
+        return size if size > 1 and nbytes % size == 0 else 0
+
+    @staticmethod
+    def _exactly(flat: np.ndarray, nbytes: int, key: str | None) -> np.ndarray:
         if flat.nbytes != nbytes:
             raise ChunkDecodeError(f"decoded to {flat.nbytes} bytes, expected {nbytes}", key)
         return flat
 
-    def decode_within(self, raw: Any, limit: int, key: str | None = None) -> np.ndarray:
+    def decode_within(self, raw: Any, limit: int, key: str | None = None, skip: int = 0
+                      ) -> np.ndarray:
         """The decoded bytes as a flat uint8 array of at most ``limit`` bytes.
 
         For callers that do not know the decoded size in advance (a 1-D chunk of any length).
+        ``skip``: how many of the first filters (undone last) to leave for the caller.
         """
         bounds = output_bounds(self.configs, limit)
+        steps = list(zip(self.configs, self._codecs, bounds))[skip:]
         try:
             data = byte_view(raw)
-            for config, codec, bound in reversed(list(zip(self.configs, self._codecs, bounds))):
+            for config, codec, bound in reversed(steps):
                 data = byte_view(bounded_decode(config, codec, data, bound))
                 if len(data) > bound:
                     raise DecodeBoundError(f"{config['id']} decoded past {bound} bytes")

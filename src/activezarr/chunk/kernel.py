@@ -52,14 +52,19 @@ class ChunkKernel:
 
     def decode(self, raw: Any, key: str | None = None) -> np.ndarray:
         """The chunk as an array of its logical shape (stored order undone)."""
-        flat = self.chain.decode(raw, self.nbytes, key).view(self.dtype)
+        return self._logical(self.chain.decode(raw, self.nbytes, key).view(self.dtype))
+
+    def _logical(self, flat: np.ndarray) -> np.ndarray:
+        """Elements in stored order, one chunk per row of ``flat`` (or one chunk, 1-D), as
+        arrays of the chunk's logical shape."""
         order, shape = self.spec.order, self.spec.shape
+        lead = flat.shape[:-1]
         if order == "C":
-            return flat.reshape(shape)
-        if order == "F":
-            return flat.reshape(shape, order="F")
-        stored = flat.reshape([shape[i] for i in order])
-        return stored.transpose(np.argsort(order))
+            return flat.reshape((*lead, *shape))
+        stored = tuple(reversed(range(len(shape)))) if order == "F" else tuple(order)
+        data = flat.reshape((*lead, *(shape[i] for i in stored)))
+        return data.transpose((*range(len(lead)), *(len(lead) + int(i)
+                                                    for i in np.argsort(stored))))
 
     def reduce(self, raw: Any, selection: Selection, key: str | None = None, *,
                weights: np.ndarray | None = None, labels: np.ndarray | None = None,
@@ -88,12 +93,8 @@ class ChunkKernel:
         of them instead of one per chunk: between threads of one process, each such call is a
         hand-off of the GIL, which on small chunks cost more than the arithmetic.
         """
-        cut = tuple(slice(*s) for s in selection)
-        first = self.decode(raws[0], keys[0])[cut]
-        stack = np.empty((len(raws), *first.shape), self.dtype)
-        stack[0] = first
-        for i in range(1, len(raws)):
-            stack[i] = self.decode(raws[i], keys[i])[cut]
+        rows = self.chain.decode_stack(raws, self.nbytes, keys).view(self.dtype)
+        stack = self._logical(rows)[(slice(None), *(slice(*s) for s in selection))]
         mask = missing_mask(stack, self.spec.missing)
         if mask is not None and not mask.any():
             mask = None
