@@ -95,10 +95,8 @@ class ChunkKernel:
         """
         rows = self.chain.decode_stack(raws, self.nbytes, keys).view(self.dtype)
         stack = self._logical(rows)[(slice(None), *(slice(*s) for s in selection))]
-        mask = missing_mask(stack, self.spec.missing)
-        if mask is not None and not mask.any():
-            mask = None
-        return self.aggregation.reduce(stack, mask, (0, *(a + 1 for a in self.axes)))
+        return self.aggregation.reduce(stack, self._missing(stack),
+                                       (0, *(a + 1 for a in self.axes)))
 
     def partial(self, data: np.ndarray, weights: np.ndarray | None = None,
                 labels: np.ndarray | None = None, spans: Sequence[tuple[int, int]] = ()
@@ -113,9 +111,7 @@ class ChunkKernel:
                 w not in (1, n) for w, n in zip(weights.shape, data.shape))):
             raise ValueError(f"weights of shape {weights.shape} do not broadcast to the "
                              f"selection's {data.shape}")
-        mask = missing_mask(data, spec.missing)
-        if mask is not None and not mask.any():
-            mask = None  # nothing missing here: numpy's plain reductions, twice as fast
+        mask = self._missing(data)
         aggregation = self.at(spans)
         if labels is not None:
             assert spec.group_axis is not None
@@ -125,6 +121,12 @@ class ChunkKernel:
                     f"{data.shape[spec.group_axis]} positions along axis {spec.group_axis}")
             return aggregation.grouped(data, mask, self.axes, spec.group_axis, labels, weights)
         return aggregation.reduce(data, mask, self.axes, weights)
+
+    def _missing(self, data: np.ndarray) -> np.ndarray | None:
+        """The mask of ``data``'s missing elements; None when none is missing (numpy's plain
+        reductions are twice as fast as masked ones)."""
+        mask = missing_mask(data, self.spec.missing)
+        return mask if mask is not None and mask.any() else None
 
     def at(self, spans: Sequence[tuple[int, int]]) -> Aggregation:
         """The aggregation of a chunk whose selection sits at ``spans`` in the whole one."""
