@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -14,6 +15,7 @@ from functools import cache
 from typing import Any
 from urllib.parse import quote
 
+import numpy as np
 import zarr
 from pydantic import Field
 from zarr.abc.store import Store
@@ -21,7 +23,7 @@ from zarr.abc.store import Store
 from ..chunk.partial import Partial, owned
 from ..chunk.spec import Selection
 from ..errors import UnsupportedArrayError
-from ..fileio import read_ranges
+from ..fileio import check_ranges, read_ranges_into
 from ..planning.array_layout import ArrayLayout
 from ..planning.chunks import ChunkTask
 from ..planning.cost import Traits
@@ -65,30 +67,54 @@ class StoredChunk:
     data: bytes | None = None
 
 
-class OpenFiles(contextlib.AbstractContextManager["OpenFiles"]):
-    """The files a batch reads, each opened once: a netCDF file holds every chunk of a batch,
-    a directory store one per file."""
+#: The most stored bytes of a batch read into the buffer its pool thread keeps (reused, so
+#: warm in the CPU's cache and never allocated again); a larger batch gets a buffer of its own.
+KEPT_BUFFER_BYTES = 8 * 2**20
+_kept = threading.local()
 
-    def __init__(self) -> None:
-        self._files: dict[str, tuple[int, int]] = {}  # path: (descriptor, size when opened)
 
-    def read(self, path: str, byte_range: tuple[int, int] | None) -> bytes | None:
-        """The bytes of ``byte_range`` (None: all) of ``path``; None if there is no such file."""
-        opened = self._files.get(path)
-        if opened is None:
+def _buffer(nbytes: int) -> memoryview:
+    """A buffer of ``nbytes``: this thread's kept one if it is small enough."""
+    if nbytes > KEPT_BUFFER_BYTES:
+        return memoryview(np.empty(nbytes, np.uint8))
+    kept = getattr(_kept, "buffer", None)
+    if kept is None or kept.nbytes < nbytes:
+        kept = _kept.buffer = np.empty(max(nbytes, 2**20), np.uint8)
+    return memoryview(kept)[:nbytes]
+
+
+def read_stored(sources: Sequence[StoredChunk]) -> list[Any]:
+    """The stored bytes of each of ``sources``; None where its file does not exist.
+
+    Each file is opened once and its ranges read in one call into this thread's buffer: the
+    pieces are valid until the thread reads again, so the caller decodes them before it
+    returns (partials are arrays of their own).
+    """
+    stored: list[Any] = [source.data for source in sources]
+    files: dict[str, list[int]] = {}
+    for i, source in enumerate(sources):
+        if source.data is None:
+            files.setdefault(source.path, []).append(i)
+    with contextlib.ExitStack() as opened:
+        reads = []  # (descriptor, path, size, positions, ranges), each range checked
+        for path, positions in files.items():
             try:
                 fd = os.open(path, os.O_RDONLY)
             except FileNotFoundError:
-                return None
-            opened = self._files[path] = (fd, os.fstat(fd).st_size)
-        fd, size = opened
-        [raw] = read_ranges(fd, [byte_range or (0, size)], path, size)
-        return raw
-
-    def __exit__(self, *exc: object) -> None:
-        for fd, _ in self._files.values():
-            os.close(fd)
-        self._files.clear()
+                continue
+            opened.callback(os.close, fd)
+            size = os.fstat(fd).st_size
+            ranges = [sources[i].byte_range or (0, size) for i in positions]
+            check_ranges(ranges, path, size)  # before the buffer is sized by them
+            reads.append((fd, path, size, positions, ranges))
+        buffer = _buffer(sum(length for *_, ranges in reads for _, length in ranges))
+        for fd, path, size, positions, ranges in reads:
+            nbytes = sum(length for _, length in ranges)
+            pieces = read_ranges_into(fd, ranges, path, size, buffer[:nbytes])
+            buffer = buffer[nbytes:]
+            for i, piece in zip(positions, pieces):
+                stored[i] = piece
+    return stored
 
 
 @backends.register("file")
@@ -154,21 +180,18 @@ class FileBackend(Backend):
             else:
                 partials[i] = holders[label] = owned(partial)
 
-        with OpenFiles() as files:
-            for i, (task, label, source) in enumerate(zip(tasks, region_labels(tasks), sources)):
-                raw = source.data
-                if raw is None:
-                    raw = files.read(source.path, source.byte_range)
-                if raw is None:
-                    if source.named is not None:
-                        failed[i] = f"reference target {source.named!r} does not exist"
-                    continue
-                stored += len(raw)
-                if kernel.stacks(task.weights, task.labels):
-                    together.setdefault((label, task.selection), []).append((i, raw))
-                    continue
-                hold(i, label, kernel.reduce(raw, task.selection, task.key, weights=task.weights,
-                                             labels=task.labels, spans=task.spans))
+        for i, (task, label, source, raw) in enumerate(zip(tasks, region_labels(tasks), sources,
+                                                           read_stored(sources))):
+            if raw is None:
+                if source.named is not None:
+                    failed[i] = f"reference target {source.named!r} does not exist"
+                continue
+            stored += len(raw)
+            if kernel.stacks(task.weights, task.labels):
+                together.setdefault((label, task.selection), []).append((i, raw))
+                continue
+            hold(i, label, kernel.reduce(raw, task.selection, task.key, weights=task.weights,
+                                         labels=task.labels, spans=task.spans))
         for (label, selection), chunks in together.items():
             for start in range(0, len(chunks), kernel.stack_chunks):
                 group = chunks[start:start + kernel.stack_chunks]

@@ -113,9 +113,9 @@ class CodecChain:
         """
         out = np.empty((len(raws), nbytes), np.uint8)
         elementsize = self._last_shuffle(nbytes)
-        skip = 1 if elementsize else 0
+        steps = self._steps(nbytes, skip=1 if elementsize else 0)
         for i, (raw, key) in enumerate(zip(raws, keys)):
-            out[i] = self._exactly(self.decode_within(raw, nbytes, key, skip), nbytes, key)
+            out[i] = self._exactly(self._undo(steps, raw, nbytes, key), nbytes, key)
         if elementsize:
             out = unshuffle_rows(out, elementsize)
         return out
@@ -134,18 +134,26 @@ class CodecChain:
             raise ChunkDecodeError(f"decoded to {flat.nbytes} bytes, expected {nbytes}", key)
         return flat
 
-    def decode_within(self, raw: Any, limit: int, key: str | None = None, skip: int = 0
-                      ) -> np.ndarray:
+    def decode_within(self, raw: Any, limit: int, key: str | None = None) -> np.ndarray:
         """The decoded bytes as a flat uint8 array of at most ``limit`` bytes.
 
         For callers that do not know the decoded size in advance (a 1-D chunk of any length).
-        ``skip``: how many of the first filters (undone last) to leave for the caller.
         """
+        return self._undo(self._steps(limit), raw, limit, key)
+
+    def _steps(self, limit: int, skip: int = 0) -> list[tuple[dict[str, Any], Codec, int]]:
+        """Each codec to undo, last first, with the most it may produce for a chunk of at most
+        ``limit`` bytes; ``skip``: how many of the first filters (undone last) to leave out."""
         bounds = output_bounds(self.configs, limit)
-        steps = list(zip(self.configs, self._codecs, bounds))[skip:]
+        return list(zip(self.configs, self._codecs, bounds))[skip:][::-1]
+
+    @staticmethod
+    def _undo(steps: list[tuple[dict[str, Any], Codec, int]], raw: Any, limit: int,
+              key: str | None) -> np.ndarray:
+        """``raw`` with ``steps`` undone, as a flat uint8 array of at most ``limit`` bytes."""
         try:
             data = byte_view(raw)
-            for config, codec, bound in reversed(steps):
+            for config, codec, bound in steps:
                 data = byte_view(bounded_decode(config, codec, data, bound))
                 if len(data) > bound:
                     raise DecodeBoundError(f"{config['id']} decoded past {bound} bytes")

@@ -19,8 +19,11 @@ from .partial import Partial
 from .reductions import aggregation_of
 from .spec import ChunkSpec, Selection
 
-#: Decoded bytes reduced at once by :meth:`ChunkKernel.reduce_together`.
-STACK_BYTES = 4 * 2**20
+#: Decoded bytes reduced at once by :meth:`ChunkKernel.reduce_together`: well within one core's
+#: L2 cache (1 MiB here), so that the copies that build the stack, the unshuffle and the
+#: reduction each find it there. A 4 MiB stack, spilling to memory, took 25-30% more CPU per
+#: chunk on 64 KiB netCDF chunks.
+STACK_BYTES = 2**19
 
 
 def kept_shape(shape: Sequence[int], axes: Collection[int]) -> tuple[int, ...]:
@@ -38,7 +41,7 @@ class ChunkKernel:
         self.nbytes = math.prod(spec.shape) * self.dtype.itemsize
         self.axes = spec.reduced_axes
         self.aggregation = aggregation_of(spec)
-        #: Chunks :meth:`reduce_together` decodes into one array at most (4 MiB of them).
+        #: Chunks :meth:`reduce_together` decodes into one array at most.
         self.stack_chunks = max(1, STACK_BYTES // max(1, self.nbytes))
 
     def empty(self, shape: tuple[int, ...]) -> Partial:
