@@ -46,7 +46,8 @@ def read_ranges_into(fd: int, ranges: Sequence[tuple[int, int]], name: str, size
     if sum(length for _, length in ranges) != len(buffer):
         raise ValueError(f"a buffer of {len(buffer)} bytes for ranges of "
                          f"{sum(length for _, length in ranges)}")
-    pieces, runs = [], []  # runs: [offset in the file, length, offset in the buffer]
+    pieces: list[memoryview] = []
+    runs: list[list[int]] = []  # [offset in the file, length, offset in the buffer]
     at = 0
     for offset, length in ranges:
         if runs and runs[-1][0] + runs[-1][1] == offset:

@@ -76,11 +76,11 @@ _kept = threading.local()
 def _buffer(nbytes: int) -> memoryview:
     """A buffer of ``nbytes``: this thread's kept one if it is small enough."""
     if nbytes > KEPT_BUFFER_BYTES:
-        return memoryview(np.empty(nbytes, np.uint8))
-    kept = getattr(_kept, "buffer", None)
-    if kept is None or kept.nbytes < nbytes:
-        kept = _kept.buffer = np.empty(max(nbytes, 2**20), np.uint8)
-    return memoryview(kept)[:nbytes]
+        return np.empty(nbytes, np.uint8).data
+    kept: memoryview | None = getattr(_kept, "buffer", None)
+    if kept is None or len(kept) < nbytes:
+        kept = _kept.buffer = np.empty(max(nbytes, 2**20), np.uint8).data
+    return kept[:nbytes]
 
 
 def read_stored(sources: Sequence[StoredChunk]) -> list[Any]:
