@@ -17,6 +17,7 @@ import zarr
 
 import activezarr
 from activezarr.ost import Cluster, ClusterConfig
+from activezarr.ost.client.filesystem import OSTFileSystem
 
 __all__ = ["SHARED_STRIPE", "fresh_cluster", "open_active", "ost_cluster", "write_array"]
 
@@ -42,6 +43,8 @@ def fresh_cluster(tmp_path: Path) -> Iterator[Cluster]:
     config = ClusterConfig(root=tmp_path, osts=3, stripe_size=4096, disk_rate=2.0)
     with Cluster(config) as cluster:
         yield cluster
+    # A later cluster may get this one's MDS port: its file system is not this one's.
+    OSTFileSystem.clear_instance_cache()
 
 
 def write_array(url: str, data: np.ndarray, *, storage_options: dict[str, Any] | None = None,

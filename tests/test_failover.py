@@ -134,6 +134,47 @@ def test_a_stalled_server_costs_its_read_timeout_not_the_request_timeout(
         assert report.requests <= 8 + 1 + 2 + 2, report  # one stall per request in flight
 
 
+def test_later_reductions_skip_a_stalled_server_for_its_stall_memory(
+        moto_s3: S3, many_chunks: tuple[str, np.ndarray], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every dask task is a reduction of its own: once one found a server stalled, the later
+    ones skip it for ``stall_memory`` seconds instead of each waiting for it again."""
+    from activezarr.backends import servers
+    from activezarr.transport.http import StallMemory
+
+    monkeypatch.setattr(servers, "_stalled", StallMemory())  # this test's servers only
+    url, data = many_chunks
+    rows = slice(0, 4 * 128)  # four chunks: a small leaf
+
+    def leaf(**options: object) -> activezarr.ActiveReduction:
+        array = activezarr.open_array(url, storage_options=moto_s3.storage_options,
+                                      active={"read_timeout": 0.5, **options})
+        red = activezarr.ActiveReduction(array, fallback=False)
+        assert np.isclose(red[rows].sum(), data[rows].sum(dtype=np.float64), rtol=1e-6)
+        return red
+
+    with two_servers(moto_s3, tmp_path) as (alive, stalled):
+        leaf(server=alive.url)  # the capability document, fetched once per process
+        direct = leaf(server=alive.url).last_report.requests  # every request answered
+        os.kill(stalled.process.pid, signal.SIGSTOP)
+        try:
+            finds = leaf(server=[stalled.url, alive.url])  # a share of the batch each
+            assert finds.last_report.requests > direct  # asked it, and its /healthz
+            for _ in range(3):
+                later = leaf(server=[stalled.url, alive.url])
+                assert later.last_report.requests == direct  # never asked it
+            forgetful = leaf(server=[stalled.url, alive.url], stall_memory=0)
+            assert forgetful.last_report.requests > direct
+            alone = activezarr.open_array(url, storage_options=moto_s3.storage_options,
+                                          active={"server": stalled.url})
+            with pytest.raises(activezarr.StorageUnavailableError,
+                               match=r"no active server left \(.*nor from /healthz.*\(not "
+                                     r"asked again for 30 s\)"):
+                activezarr.ActiveReduction(alone, fallback=False)[rows].sum()
+        finally:
+            os.kill(stalled.process.pid, signal.SIGCONT)
+
+
 def test_a_reduction_never_outlives_its_deadline(moto_s3: S3,
                                                  many_chunks: tuple[str, np.ndarray],
                                                  tmp_path: Path) -> None:

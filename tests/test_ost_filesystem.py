@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import random
+import socket
+
 import fsspec
 import numpy as np
 import pytest
 import zarr
 
 import activezarr
-from ost_cluster import SHARED_STRIPE, write_array
+from activezarr.ost import Cluster, ClusterConfig
+from ost_cluster import SHARED_STRIPE, open_active, write_array
 
 
 @pytest.fixture
@@ -82,3 +87,32 @@ def test_files_open_for_streamed_writes_and_seeking_reads(fs):
         f.seek(123_456)
         assert f.read(1000) == data[123_456:124_456]
     assert fs.cat("fs/streamed.bin") == data
+
+
+def _free_ports(count: int) -> int:
+    """The first of ``count`` consecutive free loopback ports (a cluster's MDS, OSTs, OSS)."""
+    for _ in range(100):
+        first = random.randrange(20000, 60000)
+        with contextlib.ExitStack() as held:
+            try:
+                for port in range(first, first + count):
+                    held.enter_context(socket.create_server(("127.0.0.1", port)))
+            except OSError:
+                continue
+            return first
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
+def test_a_cluster_started_again_at_the_same_address_is_reached_with_its_new_token(tmp_path):
+    """fsspec keeps one file system per URL; its client takes the token registered for the
+    MDS at each request, so a cluster started again at the same ports (with a new token) is
+    reached through the file system cached for the first."""
+    data = np.arange(64, dtype="int32").reshape(8, 8)
+    port = _free_ports(4)
+    with Cluster(ClusterConfig(root=tmp_path / "first", osts=2, port=port)) as first:
+        write_array(f"{first.url}/a.zarr", data, chunks=(4, 4))
+    with Cluster(ClusterConfig(root=tmp_path / "again", osts=2, port=port)) as again:
+        assert again.url == first.url and again.token != first.token
+        write_array(f"{again.url}/b.zarr", data, chunks=(4, 4))
+        np.testing.assert_array_equal(open_active(f"{again.url}/b.zarr").reduce("sum", axis=0),
+                                      data.sum(axis=0))

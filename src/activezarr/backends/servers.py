@@ -5,7 +5,9 @@ cluster's client: connections refused or reset and 502/503 answers are tried aga
 server's ``Retry-After``, if it gave one), a server silent for ``read_timeout`` must answer its
 ``/healthz``. A server that cannot be reached, stalls or times out is taken out of the rotation
 for the rest of the reduction (one instance serves one reduction), so its chunks go to the live
-servers and a stalled server costs one wait, not one per batch.
+servers and a stalled server costs one wait, not one per batch; later reductions of the process
+skip it for ``stall_memory`` seconds, so that a dask computation, one reduction per task, does
+not pay that wait once per task.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from ..transport.http import (
     HttpClient,
     Retries,
     ServerUnavailableError,
+    StallMemory,
     Timeouts,
     remember_unavailable,
 )
@@ -56,6 +59,9 @@ _not_documented: dict[str, str] = {}
 #: reductions of a batch or two each (dask leaves, one chunk apiece) would otherwise all send
 #: their first request to the same server, and the others would idle.
 _turns = itertools.count(random.randrange(2**16))
+#: The servers found stalled or unreachable by any reduction of this process: each later one
+#: skips them for its ``stall_memory``.
+_stalled = StallMemory()
 
 
 @dataclass(frozen=True)
@@ -153,6 +159,10 @@ class ServerOptions(Options):
     read_timeout: float = Field(Timeouts.read, gt=0, description="seconds a server may "
                                 "keep silent before its /healthz must answer within as long; "
                                 "a server that does not is dropped for the reduction")
+    stall_memory: float = Field(30.0, ge=0, description="seconds a server found stalled or "
+                                "unreachable is skipped by later reductions of this process "
+                                "too, e.g. every dask task of a computation (0: only by the "
+                                "reduction that found it)")
 
     def http(self, concurrency: int) -> HttpClient:
         """The HTTP client these options describe, ``concurrency`` requests at once."""
@@ -179,6 +189,11 @@ class ActiveServers:
         self.servers = list(options.server)
         # Made in its reduction's task: the servers it finds unavailable, its fallback too.
         self.dropped = remember_unavailable()
+        self.stall_memory = options.stall_memory
+        for server in self.servers:
+            reason = _stalled.recall(server, self.stall_memory)
+            if reason is not None:
+                self.dropped[server] = reason
         self.concurrency = options.concurrency or int(zarr.config.get("async.concurrency"))
         self.http = options.http(self.concurrency)
 
@@ -216,7 +231,9 @@ class ActiveServers:
             try:
                 reply = await self.http.send(method, server, route, down=self.dropped,
                                              counted=count, data=data, headers=headers)
-            except ServerUnavailableError:
+            except ServerUnavailableError as exc:
+                if not exc.known:
+                    _stalled.remember(server, exc.reason)
                 continue  # dropped: the next live server
             if reply.status == 200:
                 return reply.body

@@ -15,6 +15,8 @@ could not be reached or stalled is not asked again.
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -61,6 +63,25 @@ def remember_unavailable() -> dict[str, str]:
 def remembered() -> dict[str, str] | None:
     """The current reduction's memory of unavailable servers; None outside one."""
     return _unavailable.get()
+
+
+class StallMemory:
+    """When each server was last found stalled or unreachable, and why, for requests beyond
+    one reduction (every dask task of a computation is one) to skip it for a while instead of
+    each waiting for it again; after that while it is asked again (restarted, it rejoins)."""
+
+    def __init__(self) -> None:
+        self._found: dict[str, tuple[str, float]] = {}  # server: (why, monotonic time)
+
+    def remember(self, server: str, reason: str) -> None:
+        self._found[server] = (reason, time.monotonic())
+
+    def recall(self, server: str, within: float) -> str | None:
+        """Why ``server`` was found unavailable, if it was less than ``within`` seconds ago."""
+        reason, found = self._found.get(server, ("", -math.inf))
+        if time.monotonic() - found < within:
+            return f"{reason} (not asked again for {within:g} s)"
+        return None
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,6 +20,7 @@ from ...transport.http import (
     HttpClient,
     Retries,
     ServerUnavailableError,
+    StallMemory,
     Timeouts,
     remembered,
 )
@@ -114,15 +114,21 @@ class ClusterClient:
         if not stall_memory >= 0:
             raise ValueError(f"stall_memory must be 0 or more seconds, got {stall_memory!r}")
         self.mds = mds.rstrip("/")
-        self.token = token if token is not None else token_for(self.mds)
+        self._token = token
         self.http = HttpClient(Timeouts(timeout, connect_timeout, read_timeout),
                                retries or Retries(), CONNECTIONS)
         #: Seconds a server found stalled or unreachable is not asked again, by every request
         #: of this client (a long-lived server's: the OSS); 0: only within a reduction.
         self.stall_memory = stall_memory
-        #: Such servers: (why, until when on the monotonic clock).
-        self._stalls: dict[str, tuple[str, float]] = {}
+        self._stalls = StallMemory()
         self._cluster: ClusterMap | None = None
+
+    @property
+    def token(self) -> str | None:
+        """The token given, else the one registered for this MDS now: a cluster started
+        again at the same address has a new one, and a cached file system must not keep the
+        old."""
+        return self._token if self._token is not None else token_for(self.mds)
 
     def _name(self, url: str) -> str:
         """Which server ``url`` is on, for error messages."""
@@ -147,19 +153,19 @@ class ClusterClient:
         :class:`RemoteError` for other refusals.
         """
         server = _origin(url)
-        remembered_stall = self._remembered_stall(server)
-        if remembered_stall is not None:
-            reason = f"{remembered_stall} (not asked again for {self.stall_memory:g} s)"
+        reason = self._stalls.recall(server, self.stall_memory)
+        if reason is not None:
             raise OSTUnavailableError(f"{self._name(url)} is unavailable: {reason}", server,
                                       reason)
-        if self.token is not None:
-            headers = {**(headers or {}), TOKEN_HEADER: self.token}
+        token = self.token
+        if token is not None:
+            headers = {**(headers or {}), TOKEN_HEADER: token}
         try:
             reply = await self.http.send(method, server, url[len(server):], down=remembered(),
                                          json=json_body, data=data, headers=headers)
         except ServerUnavailableError as exc:
-            if self.stall_memory and not exc.known:
-                self._stalls[server] = (exc.reason, time.monotonic() + self.stall_memory)
+            if not exc.known:
+                self._stalls.remember(server, exc.reason)
             again = " (not asked again during this reduction)" if exc.known else ""
             raise OSTUnavailableError(f"{self._name(url)} is unavailable: {exc.reason}{again}",
                                       server, exc.reason) from exc
@@ -177,14 +183,6 @@ class ClusterClient:
         if status >= 300:
             raise RemoteError(f"{self._name(url)}: {_message(body)}", status)
         return body
-
-    def _remembered_stall(self, server: str) -> str | None:
-        """Why ``server`` stalled or could not be reached, if it did within ``stall_memory``."""
-        why, until = self._stalls.get(server, ("", 0.0))
-        if time.monotonic() < until:
-            return why
-        self._stalls.pop(server, None)
-        return None
 
     async def mds_call(self, method: str, route: str, body: Any = None, *,
                        missing_ok: bool = False) -> Any:
